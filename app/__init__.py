@@ -1,0 +1,1 @@
+"""msgsync: offline-message sync for a one-to-one messenger."""

@@ -1,0 +1,1 @@
+"""HTTP routers: they translate HTTP to the domain functions and back."""

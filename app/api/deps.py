@@ -1,0 +1,40 @@
+"""Dependencies shared by the routers."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.auth import CurrentDevice, DbDep, DeviceContext, Passwords
+from app.config import Settings
+from app.notifier import Notifier
+
+__all__ = [
+    "CurrentDevice",
+    "DbDep",
+    "DeviceContext",
+    "NotifierDep",
+    "PasswordsDep",
+    "SettingsDep",
+]
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _notifier(request: Request) -> Notifier:
+    notifier: Notifier = request.app.state.notifier
+    return notifier
+
+
+def _passwords(request: Request) -> Passwords:
+    passwords: Passwords = request.app.state.passwords
+    return passwords
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+NotifierDep = Annotated[Notifier, Depends(_notifier)]
+PasswordsDep = Annotated[Passwords, Depends(_passwords)]

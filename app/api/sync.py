@@ -1,0 +1,91 @@
+"""Send, sync and ack."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Query, Request, Response
+
+from app import sync
+from app.api.deps import CurrentDevice, DbDep, NotifierDep, SettingsDep
+from app.errors import AppError
+from app.schemas import AckIn, AckOut, SendIn, SendOut, SyncPage
+
+router = APIRouter(tags=["sync"])
+
+
+@router.post(
+    "/messages",
+    status_code=201,
+    response_model=SendOut,
+    responses={200: {"model": SendOut, "description": "A retry of an earlier send"}},
+)
+async def send(
+    body: SendIn,
+    device: CurrentDevice,
+    db: DbDep,
+    notifier: NotifierDep,
+    settings: SettingsDep,
+) -> Response:
+    result = await sync.send_message(
+        db, device.user_id, body.to, body.body, body.client_msg_id, settings.max_body_bytes
+    )
+    if result.created:
+        notifier.notify((device.user_id, body.to))
+    content = orjson.dumps({"message": result.message, "version": result.version})
+    return Response(
+        content, status_code=201 if result.created else 200, media_type="application/json"
+    )
+
+
+def render_page(page: sync.Page) -> bytes:
+    """Serialise a page without decoding the stored payloads: they are JSON already."""
+    return orjson.dumps(
+        {
+            "entries": [
+                {
+                    "version": entry.version,
+                    "kind": entry.kind,
+                    "created_at": sync.format_time(entry.created_at),
+                    "data": orjson.Fragment(entry.data),
+                }
+                for entry in page.entries
+            ],
+            "next_since": page.next_since,
+            "latest_version": page.latest_version,
+            "has_more": page.has_more,
+            "history_fallback": page.history_fallback,
+        }
+    )
+
+
+@router.get("/sync", response_model=SyncPage)
+async def sync_since(
+    request: Request,
+    device: CurrentDevice,
+    db: DbDep,
+    settings: SettingsDep,
+    since: Annotated[
+        int | None, Query(ge=0, description="Last version seen; default: the device's ack cursor")
+    ] = None,
+    limit: Annotated[int | None, Query(ge=1, description="Entries per page (1..1000)")] = None,
+    timeout: Annotated[
+        float, Query(ge=0, description="Seconds to wait when there is nothing new")
+    ] = 0,
+) -> Response:
+    if limit is None:
+        limit = settings.sync_default_limit
+    if limit > settings.sync_max_limit:
+        raise AppError(
+            422, "limit_out_of_range", f"limit must be between 1 and {settings.sync_max_limit}"
+        )
+    position = device.acked_version if since is None else since
+    page = await sync.fetch_since(db, device.user_id, position, limit)
+    return Response(render_page(page), media_type="application/json")
+
+
+@router.post("/ack", response_model=AckOut)
+async def ack(body: AckIn, device: CurrentDevice, db: DbDep) -> AckOut:
+    cursor = await sync.ack(db, device.user_id, device.device_id, body.version)
+    return AckOut(device_id=device.device_id, acked_version=cursor)

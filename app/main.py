@@ -1,0 +1,56 @@
+"""The application factory and its lifespan: database, password hasher, notifier."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from anyio import to_thread
+from fastapi import FastAPI
+
+from app.api import accounts, health
+from app.api import sync as sync_api
+from app.auth import Passwords
+from app.config import Settings
+from app.db import Database
+from app.errors import install_error_handlers
+from app.limits import BodySizeLimit
+from app.migrations import upgrade_to_head
+from app.notifier import Notifier
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.is_sqlite:
+            # The embedded default must run on a bare machine: create and migrate the file.
+            await to_thread.run_sync(upgrade_to_head, settings.database_url)
+        db = Database(settings)
+        notifier = Notifier()
+        await notifier.start()
+        app.state.settings = settings
+        app.state.db = db
+        app.state.passwords = Passwords(settings)
+        app.state.notifier = notifier
+        try:
+            yield
+        finally:
+            await notifier.stop()
+            await db.dispose()
+
+    app = FastAPI(
+        title="msgsync",
+        version="0.1.0",
+        summary="Offline-message sync for a one-to-one messenger",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(accounts.router)
+    app.include_router(sync_api.router)
+    app.include_router(health.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    return app

@@ -1,0 +1,153 @@
+"""ORM tables: users (the version counter), devices, messages, inbox, conversations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+__all__ = ["Base", "Conversation", "Device", "InboxEntry", "Message", "User", "utcnow"]
+
+# An auto-incrementing 64-bit key: SQLite only auto-increments a column declared INTEGER.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out; SQLite stores them naive, so the zone is put back."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is not None and dialect.name == "sqlite":
+            return value.astimezone(UTC).replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        moment: datetime = value
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    # The version service: every change that concerns the user takes latest_version + 1
+    # while holding this row's lock, so a user's versions are gap-free and commit in order.
+    latest_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Retention cut-off: every inbox entry at or below it has been deleted.
+    floor_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Device(Base):
+    __tablename__ = "devices"
+
+    device_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.user_id", ondelete="CASCADE"), index=True
+    )
+    # SHA-256 of the bearer token: tokens are random 256-bit values, so a fast hash suffices
+    # and a stolen table yields no usable token.
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    name: Mapped[str] = mapped_column(String(128), default="")
+    acked_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Message(Base):
+    """The two-party index table: kept forever, the source of history and of the sync fallback."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("sender", "client_msg_id"),
+        # History of one conversation, newest first (keyset on id).
+        Index(None, "pair_lo", "pair_hi", "id"),
+        # Sync fallback: a user's messages by that user's version.
+        Index(None, "sender", "sender_version"),
+        Index(None, "recipient", "recipient_version"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    sender: Mapped[str] = mapped_column(ForeignKey("users.user_id", ondelete="CASCADE"))
+    recipient: Mapped[str] = mapped_column(ForeignKey("users.user_id", ondelete="CASCADE"))
+    # The conversation key: the two user ids in sorted order.
+    pair_lo: Mapped[str] = mapped_column(String(64))
+    pair_hi: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    client_msg_id: Mapped[str | None] = mapped_column(String(128))
+    sender_version: Mapped[int] = mapped_column(BigInteger)
+    recipient_version: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    recalled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class InboxEntry(Base):
+    """The offline store: one row per (user, version), payload denormalised as JSON text."""
+
+    __tablename__ = "inbox"
+    __table_args__ = (
+        # Age retention scans by time.
+        Index(None, "created_at"),
+    )
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.user_id", ondelete="CASCADE"), primary_key=True
+    )
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    data: Mapped[str] = mapped_column(Text)
+
+
+class Conversation(Base):
+    """One row per (user, peer): the newest message and the user's read cursor."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (Index(None, "user_id", "last_message_id"),)
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.user_id", ondelete="CASCADE"), primary_key=True
+    )
+    peer: Mapped[str] = mapped_column(
+        ForeignKey("users.user_id", ondelete="CASCADE"), primary_key=True
+    )
+    last_message_id: Mapped[int] = mapped_column(BigInteger)
+    # The highest message id the user has read in this conversation; never moves back.
+    read_up_to_id: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

@@ -1,0 +1,330 @@
+"""Send, fetch-since and ack: the units of work behind the sync protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Row, insert, select, union_all, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db import Database
+from app.errors import AppError
+from app.models import Conversation, Device, InboxEntry, Message, User, utcnow
+
+__all__ = [
+    "FetchedEntry",
+    "Page",
+    "SendResult",
+    "ack",
+    "bump_versions",
+    "fetch_since",
+    "format_time",
+    "message_data",
+    "send_message",
+]
+
+
+def format_time(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def message_data(
+    id: int,
+    sender: str,
+    recipient: str,
+    body: str,
+    client_msg_id: str | None,
+    created_at: datetime,
+    recalled_at: datetime | None,
+) -> dict[str, Any]:
+    """The `Message` object of the HTTP contract; a recalled message shows an empty body."""
+    return {
+        "id": id,
+        "from": sender,
+        "to": recipient,
+        "body": "" if recalled_at is not None else body,
+        "client_msg_id": client_msg_id,
+        "created_at": format_time(created_at),
+        "recalled_at": format_time(recalled_at) if recalled_at is not None else None,
+    }
+
+
+def message_row_data(row: Any) -> dict[str, Any]:
+    return message_data(
+        row.id,
+        row.sender,
+        row.recipient,
+        row.body,
+        row.client_msg_id,
+        row.created_at,
+        row.recalled_at,
+    )
+
+
+MESSAGE_COLUMNS = (
+    Message.id,
+    Message.sender,
+    Message.recipient,
+    Message.body,
+    Message.client_msg_id,
+    Message.created_at,
+    Message.recalled_at,
+)
+
+
+async def bump_versions(session: AsyncSession, user_ids: Iterable[str]) -> dict[str, int]:
+    """Take the next version of each user, holding their rows locked until commit.
+
+    Rows are locked in user-id order so that two transactions bumping the same pair in
+    opposite roles (A sends to B while B sends to A) queue instead of deadlocking. Holding
+    the lock to commit is what makes a user's versions commit in order: no reader can see
+    version V+1 committed while V is still in flight.
+    Returns only the users that exist.
+    """
+    ids = sorted(set(user_ids))
+    if session.get_bind().dialect.name == "postgresql":
+        locked = (
+            select(User.user_id)
+            .where(User.user_id.in_(ids))
+            .order_by(User.user_id)
+            .with_for_update()
+            .subquery()
+        )
+        stmt = (
+            update(User)
+            .where(User.user_id == locked.c.user_id)
+            .values(latest_version=User.latest_version + 1)
+            .returning(User.user_id, User.latest_version)
+        )
+    else:
+        # SQLite has one writer at a time (BEGIN IMMEDIATE): there is no order to keep.
+        stmt = (
+            update(User)
+            .where(User.user_id.in_(ids))
+            .values(latest_version=User.latest_version + 1)
+            .returning(User.user_id, User.latest_version)
+        )
+    rows = (await session.execute(stmt)).all()
+    return {row.user_id: row.latest_version for row in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    message: dict[str, Any]
+    version: int
+    created: bool
+
+
+async def _existing_send(db: Database, sender: str, client_msg_id: str) -> SendResult | None:
+    async with db.read_sessions() as session:
+        row = (
+            await session.execute(
+                select(*MESSAGE_COLUMNS, Message.sender_version).where(
+                    Message.sender == sender, Message.client_msg_id == client_msg_id
+                )
+            )
+        ).first()
+    if row is None:
+        return None
+    return SendResult(message_row_data(row), row.sender_version, created=False)
+
+
+def upsert(db: Database) -> Any:
+    """The dialect's INSERT, which carries ON CONFLICT."""
+    return sqlite.insert if db.is_sqlite else postgresql.insert
+
+
+async def send_message(
+    db: Database,
+    sender: str,
+    recipient: str,
+    body: str,
+    client_msg_id: str | None,
+    max_body_bytes: int,
+) -> SendResult:
+    """One transaction: bump both versions, write the index row and both inbox entries."""
+    if len(body.encode()) > max_body_bytes:
+        raise AppError(
+            413, "body_too_large", f"body is larger than {max_body_bytes} bytes of UTF-8"
+        )
+    if client_msg_id is not None:
+        # A retry of a send that committed: answer without taking any lock.
+        found = await _existing_send(db, sender, client_msg_id)
+        if found is not None:
+            return found
+    try:
+        async with db.session() as session, session.begin():
+            versions = await bump_versions(session, (sender, recipient))
+            if recipient not in versions:
+                raise AppError(404, "recipient_not_found", f"no user {recipient!r}")
+            now = utcnow()
+            lo, hi = sorted((sender, recipient))
+            message_id = await session.scalar(
+                insert(Message)
+                .values(
+                    sender=sender,
+                    recipient=recipient,
+                    pair_lo=lo,
+                    pair_hi=hi,
+                    body=body,
+                    client_msg_id=client_msg_id,
+                    sender_version=versions[sender],
+                    recipient_version=versions[recipient],
+                    created_at=now,
+                )
+                .returning(Message.id)
+            )
+            assert message_id is not None
+            data = message_data(message_id, sender, recipient, body, client_msg_id, now, None)
+            payload = orjson.dumps(data).decode()
+            # The sender's own entry is how the sender's other devices learn of the message.
+            await session.execute(
+                insert(InboxEntry),
+                [
+                    {
+                        "user_id": user,
+                        "version": version,
+                        "kind": "message",
+                        "created_at": now,
+                        "message_id": message_id,
+                        "data": payload,
+                    }
+                    for user, version in versions.items()
+                ],
+            )
+            peers = (
+                [(sender, recipient), (recipient, sender)]
+                if sender != recipient
+                else [(sender, sender)]
+            )
+            stmt = upsert(db)(Conversation).values(
+                [{"user_id": u, "peer": p, "last_message_id": message_id} for u, p in peers]
+            )
+            await session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[Conversation.user_id, Conversation.peer],
+                    set_={"last_message_id": stmt.excluded.last_message_id},
+                )
+            )
+    except IntegrityError:
+        # The same (sender, client_msg_id) committed while we waited for the sender's lock:
+        # the unique constraint decided; answer with the first result.
+        if client_msg_id is not None:
+            found = await _existing_send(db, sender, client_msg_id)
+            if found is not None:
+                return found
+        raise
+    return SendResult(data, versions[sender], created=True)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedEntry:
+    version: int
+    kind: str
+    created_at: datetime
+    data: str  # the entry's JSON payload, as stored
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    entries: Sequence[FetchedEntry]
+    next_since: int
+    latest_version: int
+    has_more: bool
+    history_fallback: bool
+
+
+async def fetch_since(db: Database, user_id: str, since: int, limit: int) -> Page:
+    """Everything newer than `since`, oldest first, at most `limit` entries.
+
+    The floor, the latest version and the entries are read in one snapshot: otherwise a
+    retention run committing between the reads could make the page skip entries.
+    """
+    async with db.read_sessions() as session, session.begin():
+        user = (
+            await session.execute(
+                select(User.latest_version, User.floor_version).where(User.user_id == user_id)
+            )
+        ).one()
+        latest, floor = user.latest_version, user.floor_version
+        if since > latest:
+            raise AppError(
+                409,
+                "since_ahead",
+                f"since={since} is ahead of the latest version {latest}",
+                latest_version=latest,
+            )
+        entries: list[FetchedEntry] = []
+        fallback = since < floor
+        position = since
+        if fallback:
+            entries = await _from_history(session, user_id, since, floor, limit)
+            if len(entries) < limit:
+                # The pruned range is exhausted; what it held beyond these were operation
+                # entries, whose effects are already on the message rows.
+                position = floor
+        if len(entries) < limit and position >= floor:
+            rows = await session.execute(
+                select(InboxEntry.version, InboxEntry.kind, InboxEntry.created_at, InboxEntry.data)
+                .where(InboxEntry.user_id == user_id, InboxEntry.version > position)
+                .order_by(InboxEntry.version)
+                .limit(limit - len(entries))
+            )
+            entries.extend(FetchedEntry(*row) for row in rows)
+    next_since = max(entries[-1].version if entries else position, position)
+    return Page(entries, next_since, latest, next_since < latest, fallback)
+
+
+async def _from_history(
+    session: AsyncSession, user_id: str, since: int, floor: int, limit: int
+) -> list[FetchedEntry]:
+    """The user's messages with a version in (since, floor], from the index table."""
+    as_sender = select(*MESSAGE_COLUMNS, Message.sender_version.label("version")).where(
+        Message.sender == user_id,
+        Message.sender_version > since,
+        Message.sender_version <= floor,
+    )
+    as_recipient = select(*MESSAGE_COLUMNS, Message.recipient_version.label("version")).where(
+        Message.recipient == user_id,
+        Message.sender != user_id,  # a note to oneself is already in the first half
+        Message.recipient_version > since,
+        Message.recipient_version <= floor,
+    )
+    both = union_all(as_sender, as_recipient).subquery()
+    rows = await session.execute(select(both).order_by(both.c.version).limit(limit))
+    return [_history_entry(row) for row in rows]
+
+
+def _history_entry(row: Row[Any]) -> FetchedEntry:
+    data = orjson.dumps(message_row_data(row)).decode()
+    return FetchedEntry(row.version, "message", row.created_at, data)
+
+
+async def ack(db: Database, user_id: str, device_id: str, version: int) -> int:
+    """Move the device's cursor to max(cursor, version); returns the cursor."""
+    async with db.session() as session, session.begin():
+        latest = await session.scalar(select(User.latest_version).where(User.user_id == user_id))
+        if latest is None or version > latest:
+            raise AppError(
+                409,
+                "ack_ahead",
+                f"version {version} is ahead of the latest version {latest}",
+                latest_version=latest,
+            )
+        await session.execute(
+            update(Device)
+            .where(Device.device_id == device_id, Device.acked_version < version)
+            .values(acked_version=version)
+        )
+        cursor = await session.scalar(
+            select(Device.acked_version).where(Device.device_id == device_id)
+        )
+    if cursor is None:
+        raise AppError(401, "unauthorized", "invalid or revoked token")
+    return cursor
