@@ -1,0 +1,73 @@
+"""Plain helpers that create users and devices and send messages through the HTTP API."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+PASSWORD = "correct horse battery"
+
+
+@dataclass(frozen=True)
+class Device:
+    user_id: str
+    device_id: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def new_user_id(prefix: str = "u") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def register(client: httpx.AsyncClient, prefix: str = "u") -> Device:
+    user_id = new_user_id(prefix)
+    response = await client.post("/users", json={"user_id": user_id, "password": PASSWORD})
+    assert response.status_code == 201, response.text
+    return await login(client, user_id)
+
+
+async def login(client: httpx.AsyncClient, user_id: str, name: str = "phone") -> Device:
+    response = await client.post(
+        "/login", json={"user_id": user_id, "password": PASSWORD, "device_name": name}
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return Device(user_id, body["device_id"], body["access_token"])
+
+
+async def send(
+    client: httpx.AsyncClient, sender: Device, to: str, body: str, **extra: Any
+) -> dict[str, Any]:
+    response = await client.post(
+        "/messages", json={"to": to, "body": body, **extra}, headers=sender.headers
+    )
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+async def sync(client: httpx.AsyncClient, device: Device, **params: Any) -> dict[str, Any]:
+    response = await client.get("/sync", params=params, headers=device.headers)
+    assert response.status_code == 200, response.text
+    page: dict[str, Any] = response.json()
+    return page
+
+
+async def sync_all(
+    client: httpx.AsyncClient, device: Device, since: int = 0, limit: int = 100
+) -> list[dict[str, Any]]:
+    """Every entry after `since`, following has_more page by page."""
+    entries: list[dict[str, Any]] = []
+    while True:
+        page = await sync(client, device, since=since, limit=limit)
+        entries.extend(page["entries"])
+        since = page["next_since"]
+        if not page["has_more"]:
+            return entries

@@ -1,0 +1,55 @@
+"""The migrations build exactly the models' schema, and go down and up again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
+
+from app.config import Settings
+from app.migrations import alembic_config, downgrade_to_base, upgrade_to_head
+from app.models import Base
+from tests.conftest import create_pg_database, drop_pg_database
+
+
+def _schema_drift(url: str) -> list[object]:
+    engine = create_engine(Settings(database_url=url).database_url.replace("+aiosqlite", ""))
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            return list(compare_metadata(context, Base.metadata))
+    finally:
+        engine.dispose()
+
+
+def _round_trip(url: str) -> None:
+    upgrade_to_head(url)
+    downgrade_to_base(url)
+    upgrade_to_head(url)
+    assert _schema_drift(url) == []
+
+
+def test_single_head() -> None:
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    assert len(script.get_heads()) == 1
+
+
+def test_postgresql_round_trip_without_drift(pg_admin_url: str) -> None:
+    url = create_pg_database(pg_admin_url)
+    try:
+        _round_trip(url)
+    finally:
+        drop_pg_database(pg_admin_url, url)
+
+
+def test_sqlite_round_trip_without_drift(tmp_path: Path) -> None:
+    _round_trip(Settings(database_url=f"sqlite:///{tmp_path / 'm.db'}").database_url)
+
+
+@pytest.mark.parametrize("table", ["users", "devices", "messages", "inbox", "conversations"])
+def test_every_table_is_migrated(table: str) -> None:
+    assert table in Base.metadata.tables
