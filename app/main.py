@@ -16,7 +16,7 @@ from app.db import Database
 from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
 from app.migrations import upgrade_to_head
-from app.notifier import Notifier
+from app.notifier import Notifier, PgNotifier, close_on_signals
 
 __all__ = ["create_app"]
 
@@ -30,14 +30,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # The embedded default must run on a bare machine: create and migrate the file.
             await to_thread.run_sync(upgrade_to_head, settings.database_url)
         db = Database(settings)
-        notifier = Notifier()
+        notifier = (
+            Notifier()
+            if settings.is_sqlite
+            else PgNotifier(
+                settings.database_url,
+                settings.notify_channel,
+                settings.notify_interval_ms / 1000,
+            )
+        )
         await notifier.start()
         app.state.settings = settings
         app.state.db = db
         app.state.passwords = Passwords(settings)
         app.state.notifier = notifier
         try:
-            yield
+            with close_on_signals(notifier):
+                yield
         finally:
             await notifier.stop()
             await db.dispose()
