@@ -230,3 +230,32 @@ def test_sqlite_refuses_several_workers(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "SQLite serves one process only" in result.stderr
+
+
+async def test_a_recall_and_a_read_receipt_wake_long_polls(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        alice, bob = await register(client), await register(client)
+        sent = (await send(client, alice, bob.user_id, "oops"))["message"]
+        polling = asyncio.create_task(poll(client, bob, since=1))
+        await until_waiting(client, 1)
+        recalled = await client.post(f"/messages/{sent['id']}/recall", headers=alice.headers)
+        assert recalled.status_code == 200, recalled.text
+        page, elapsed = await polling
+        assert [(e["kind"], e["data"]["message_id"]) for e in page["entries"]] == [
+            ("recall", sent["id"])
+        ]
+        assert elapsed < LONG / 2
+
+        # alice's long-poll learns that bob read up to the message.
+        polling = asyncio.create_task(poll(client, alice, since=2))
+        await until_waiting(client, 1)
+        read = await client.post(
+            f"/conversations/{alice.user_id}/read",
+            json={"up_to_message_id": sent["id"]},
+            headers=bob.headers,
+        )
+        assert read.status_code == 200, read.text
+        page, elapsed = await polling
+        assert [e["kind"] for e in page["entries"]] == ["read"]
+        assert page["entries"][0]["data"]["reader"] == bob.user_id
+        assert elapsed < LONG / 2

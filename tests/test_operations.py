@@ -65,7 +65,7 @@ async def test_recall_reaches_the_recipient_and_the_senders_other_device(
     message = response.json()["message"]
     assert message == {**sent, "body": "", "recalled_at": message["recalled_at"]}
     assert message["recalled_at"].endswith("Z")
-    assert all(w.woken for w in waiters)
+    assert all(w.future.done() for w in waiters)
     recall_data = {"message_id": sent["id"], "from": alice.user_id, "to": bob.user_id}
     for device in (bob, laptop):
         entries = await sync_all(client, device)
@@ -212,7 +212,7 @@ async def test_read_receipt_reaches_the_peer_and_the_readers_other_device(
 
     assert response.status_code == 200, response.text
     assert response.json() == {"peer": alice.user_id, "read_up_to_id": ids[1], "version": 4}
-    assert all(w.woken for w in waiters)
+    assert all(w.future.done() for w in waiters)
     receipt = {"reader": bob.user_id, "peer": alice.user_id, "up_to_message_id": ids[1]}
     alice_entries = await sync(client, alice, since=3)
     assert [(e["version"], e["kind"], e["data"]) for e in alice_entries["entries"]] == [
@@ -240,7 +240,7 @@ async def test_a_stale_cursor_changes_nothing(app: FastAPI, client: httpx.AsyncC
         assert response.status_code == 200, response.text
         assert response.json() == {"peer": alice.user_id, "read_up_to_id": ids[2], "version": 4}
 
-    assert not any(w.woken for w in waiters)
+    assert not any(w.future.done() for w in waiters)
     assert [await latest(client, d) for d in (alice, bob)] == [4, 4]
 
 
