@@ -77,10 +77,10 @@ async def sync_all(
 
 
 async def send_many(
-    db: Database, sender: Device, to: str, count: int, prefix: str = "m"
+    db: Database, sender: str, to: str, count: int, prefix: str = "m"
 ) -> list[dict[str, Any]]:
     """`count` messages through the send transaction itself, skipping HTTP: for bulk loading."""
     return [
-        (await send_message(db, sender.user_id, to, f"{prefix}{i}", None, 16 * 1024)).message
+        (await send_message(db, sender, to, f"{prefix}{i}", None, 16 * 1024)).message
         for i in range(count)
     ]

@@ -58,8 +58,8 @@ async def test_new_device_lists_conversations_and_scrolls_back_to_the_first_mess
     alice = await register(client, "alice")
     bob = await register(client, "bob")
     carol = await register(client, "carol")
-    history = await send_many(db, alice, bob.user_id, 250, prefix="a")
-    history += await send_many(db, bob, alice.user_id, 250, prefix="b")
+    history = await send_many(db, alice.user_id, bob.user_id, 250, prefix="a")
+    history += await send_many(db, bob.user_id, alice.user_id, 250, prefix="b")
     with_carol = await send(client, carol, bob.user_id, "hi from carol")
 
     tablet = await login(client, bob.user_id, name="new tablet")  # no cursor, no local state
