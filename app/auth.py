@@ -118,7 +118,7 @@ class DeviceContext:
     acked_version: int
 
 
-def get_db(request: Request) -> Database:
+async def get_db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 

@@ -20,17 +20,19 @@ __all__ = [
 ]
 
 
-def _settings(request: Request) -> Settings:
+# Dependencies are coroutines on purpose: FastAPI runs a plain `def` dependency in its thread
+# pool, a thread hop per request for what is an attribute lookup.
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _notifier(request: Request) -> Notifier:
+async def _notifier(request: Request) -> Notifier:
     notifier: Notifier = request.app.state.notifier
     return notifier
 
 
-def _passwords(request: Request) -> Passwords:
+async def _passwords(request: Request) -> Passwords:
     passwords: Passwords = request.app.state.passwords
     return passwords
 
