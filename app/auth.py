@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
@@ -25,6 +27,7 @@ __all__ = [
     "DbDep",
     "DeviceContext",
     "Passwords",
+    "TokenCache",
     "create_user",
     "list_devices",
     "login",
@@ -99,6 +102,7 @@ async def login(
 
 
 async def logout(db: Database, device_id: str) -> None:
+    """Delete the device; the caller then revokes its token in every process's cache."""
     async with db.session() as session, session.begin():
         await session.execute(delete(Device).where(Device.device_id == device_id))
 
@@ -115,7 +119,53 @@ async def list_devices(db: Database, user_id: str) -> list[Device]:
 class DeviceContext:
     device_id: str
     user_id: str
-    acked_version: int
+
+
+class TokenCache:
+    """Recently seen tokens of this process: most requests then authenticate with no query.
+
+    Correctness rests on revocation, not on expiry: a logout drops the token here at once
+    and, through the notifier, in every other process within milliseconds; a process whose
+    listener reconnects drops everything (it may have missed a revocation). The time to
+    live bounds the one remaining gap, a process that dies between a logout's commit and
+    its NOTIFY, and paces the device's last_seen_at refresh.
+    """
+
+    def __init__(self, ttl: float = LAST_SEEN_RESOLUTION.total_seconds(), size: int = 100_000):
+        self._ttl = ttl
+        self._size = size
+        self._entries: dict[bytes, tuple[DeviceContext, float]] = {}
+        self._by_device: dict[str, bytes] = {}
+
+    def get(self, digest: bytes) -> DeviceContext | None:
+        found = self._entries.get(digest)
+        if found is None:
+            return None
+        if time.monotonic() > found[1]:
+            self._drop(digest)
+            return None
+        return found[0]
+
+    def put(self, digest: bytes, device: DeviceContext) -> None:
+        if len(self._entries) >= self._size:
+            self._drop(next(iter(self._entries)))  # the oldest insertion
+        self._entries[digest] = (device, time.monotonic() + self._ttl)
+        self._by_device[device.device_id] = digest
+
+    def revoke(self, device_ids: Iterable[str]) -> None:
+        for device_id in device_ids:
+            digest = self._by_device.get(device_id)
+            if digest is not None:
+                self._drop(digest)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._by_device.clear()
+
+    def _drop(self, digest: bytes) -> None:
+        found = self._entries.pop(digest, None)
+        if found is not None:
+            self._by_device.pop(found[0].device_id, None)
 
 
 async def get_db(request: Request) -> Database:
@@ -132,12 +182,16 @@ async def current_device(request: Request, db: DbDep) -> DeviceContext:
     if scheme.lower() != "bearer" or not token:
         raise AppError(401, "unauthorized", "missing bearer token")
     digest = _token_hash(token.strip())
+    tokens: TokenCache = request.app.state.tokens
+    device = tokens.get(digest)
+    if device is not None:
+        return device
     async with db.statement() as conn:
         row = (
             await conn.execute(
-                select(
-                    Device.device_id, Device.user_id, Device.acked_version, Device.last_seen_at
-                ).where(Device.token_hash == digest)
+                select(Device.device_id, Device.user_id, Device.last_seen_at).where(
+                    Device.token_hash == digest
+                )
             )
         ).first()
     if row is None:
@@ -148,7 +202,9 @@ async def current_device(request: Request, db: DbDep) -> DeviceContext:
             await session.execute(
                 update(Device).where(Device.device_id == row.device_id).values(last_seen_at=now)
             )
-    return DeviceContext(row.device_id, row.user_id, row.acked_version)
+    device = DeviceContext(row.device_id, row.user_id)
+    tokens.put(digest, device)
+    return device
 
 
 CurrentDevice = Annotated[DeviceContext, Depends(current_device)]

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from app.api import accounts, conversations, health, operations
 from app.api import sync as sync_api
-from app.auth import Passwords
+from app.auth import Passwords, TokenCache
 from app.config import Settings
 from app.db import Database
 from app.errors import install_error_handlers
@@ -39,11 +39,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.notify_interval_ms / 1000,
             )
         )
+        tokens = TokenCache()
+        notifier.tokens = tokens
         await notifier.start()
         app.state.settings = settings
         app.state.db = db
         app.state.passwords = Passwords(settings)
         app.state.notifier = notifier
+        app.state.tokens = tokens
         try:
             with close_on_signals(notifier):
                 yield

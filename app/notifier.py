@@ -15,7 +15,7 @@ import signal
 import threading
 from collections.abc import Iterable, Iterator
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
@@ -30,6 +30,14 @@ PAYLOAD_BUDGET = 7900
 # How long the listener may sit on an idle connection before it proves it is alive.
 LISTEN_KEEPALIVE_SECONDS = 30.0
 RECONNECT_MIN_DELAY, RECONNECT_MAX_DELAY = 0.1, 5.0
+# What a NOTIFY carries: users with news, or devices that logged out.
+WAKE, REVOKE = "w", "r"
+
+
+class Revocable(Protocol):
+    def revoke(self, device_ids: Iterable[str]) -> None: ...
+
+    def clear(self) -> None: ...
 
 
 class Waiter:
@@ -59,6 +67,8 @@ class Notifier:
         self._waiters: dict[str, set[Waiter]] = {}
         self.closing = False
         self.stats: dict[str, int] = {"wakeups_published": 0, "wakeups_received": 0}
+        # The process's token cache, told of logouts here and in other processes.
+        self.tokens: Revocable | None = None
 
     async def start(self) -> None:
         """Nothing to connect in-process."""
@@ -95,6 +105,11 @@ class Notifier:
         self.stats["wakeups_published"] += 1
         self.wake_local(user_ids)
 
+    def revoke(self, device_ids: Iterable[str]) -> None:
+        """These devices logged out: forget their tokens. Call only after the commit."""
+        if self.tokens is not None:
+            self.tokens.revoke(device_ids)
+
     def close(self) -> None:
         """Shutting down: answer every waiting long-poll now, and new ones at once."""
         self.closing = True
@@ -130,7 +145,7 @@ class PgNotifier(Notifier):
         self._interval = interval
         # Our own NOTIFYs come back to us; the origin tag lets us skip them.
         self._origin = secrets.token_hex(4)
-        self._pending: set[str] = set()
+        self._pending: dict[str, set[str]] = {WAKE: set(), REVOKE: set()}
         self._flusher: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
         self._publisher: psycopg.AsyncConnection[Any] | None = None
@@ -176,8 +191,16 @@ class PgNotifier(Notifier):
     def notify(self, user_ids: Iterable[str]) -> None:
         ids = set(user_ids)
         self.wake_local(ids)
-        self._pending |= ids
         self.stats["wakeups_published"] += 1
+        self._queue(WAKE, ids)
+
+    def revoke(self, device_ids: Iterable[str]) -> None:
+        ids = set(device_ids)
+        super().revoke(ids)
+        self._queue(REVOKE, ids)
+
+    def _queue(self, kind: str, ids: set[str]) -> None:
+        self._pending[kind] |= ids
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
 
@@ -185,26 +208,28 @@ class PgNotifier(Notifier):
         try:
             await asyncio.sleep(self._interval)
             # Ids queued while a NOTIFY is in flight go out in the next round, without waiting.
-            while self._pending:
-                users, self._pending = self._pending, set()
-                await self._publish(users)
+            while any(self._pending.values()):
+                pending, self._pending = self._pending, {WAKE: set(), REVOKE: set()}
+                await self._publish(
+                    [p for kind, ids in pending.items() for p in self._payloads(kind, ids)]
+                )
         finally:
             self._flusher = None
 
-    def _payloads(self, users: set[str]) -> Iterator[str]:
+    def _payloads(self, kind: str, ids: set[str]) -> Iterator[str]:
+        """`origin:kind:id,id,...`, split to stay under PostgreSQL's payload limit."""
         chunk: list[str] = []
         size = 0
-        for user in sorted(users):
-            if chunk and size + len(user) + 1 > PAYLOAD_BUDGET:
-                yield f"{self._origin}:{','.join(chunk)}"
+        for one in sorted(ids):
+            if chunk and size + len(one) + 1 > PAYLOAD_BUDGET:
+                yield f"{self._origin}:{kind}:{','.join(chunk)}"
                 chunk, size = [], 0
-            chunk.append(user)
-            size += len(user) + 1
+            chunk.append(one)
+            size += len(one) + 1
         if chunk:
-            yield f"{self._origin}:{','.join(chunk)}"
+            yield f"{self._origin}:{kind}:{','.join(chunk)}"
 
-    async def _publish(self, users: set[str]) -> None:
-        payloads = list(self._payloads(users))
+    async def _publish(self, payloads: list[str]) -> None:
         for attempt in (1, 2):
             try:
                 if self._publisher is None or self._publisher.closed:
@@ -221,13 +246,25 @@ class PgNotifier(Notifier):
                 if self._publisher is not None:
                     await self._publisher.close()
                 self._publisher = None
-        # Given up: other processes' waiters for these users re-read at their timeout.
+        # Given up: other processes' waiters re-read at their timeout, and a revoked token
+        # lives on in their caches until its time to live runs out.
 
     def _on_payload(self, payload: str) -> None:
-        origin, _, users = payload.partition(":")
-        if origin != self._origin and users:
+        origin, kind, ids = payload.split(":", 2) if payload.count(":") >= 2 else ("", "", "")
+        if origin == self._origin or not ids:
+            return
+        if kind == WAKE:
             self.stats["wakeups_received"] += 1
-            self.wake_local(users.split(","))
+            self.wake_local(ids.split(","))
+        elif kind == REVOKE:
+            super().revoke(ids.split(","))
+
+    def _missed_messages(self) -> None:
+        """NOTIFYs sent while we were not listening are lost: every waiter re-reads rather
+        than sleeps through a message, and every cached token is checked again."""
+        if self.tokens is not None:
+            self.tokens.clear()
+        self.wake_all()
 
     async def _listen_forever(self) -> None:
         delay = RECONNECT_MIN_DELAY
@@ -236,9 +273,7 @@ class PgNotifier(Notifier):
                 async with await self._connect("listener") as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
                     self.listening.set()
-                    # NOTIFYs sent while we were not listening are lost: let every waiter
-                    # re-read rather than sleep through a message.
-                    self.wake_all()
+                    self._missed_messages()
                     delay = RECONNECT_MIN_DELAY
                     while True:
                         async for notify in conn.notifies(timeout=LISTEN_KEEPALIVE_SECONDS):
@@ -248,7 +283,7 @@ class PgNotifier(Notifier):
                 self.listening.clear()
                 self.stats["listener_reconnects"] += 1
                 logger.warning("listener connection lost (%s); reconnecting in %.1fs", exc, delay)
-                self.wake_all()
+                self._missed_messages()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_DELAY)
 

@@ -25,6 +25,7 @@ __all__ = [
     "SendResult",
     "ack",
     "bump_versions",
+    "device_cursor",
     "fetch_or_wait",
     "fetch_since",
     "format_time",
@@ -483,6 +484,17 @@ async def _from_history(
 def _history_entry(row: Row[Any]) -> FetchedEntry:
     data = orjson.dumps(message_row_data(row)).decode()
     return FetchedEntry(row.version, "message", row.created_at, data)
+
+
+async def device_cursor(db: Database, device_id: str) -> int:
+    """Where a sync without `since` resumes: the device's ack cursor."""
+    async with db.statement() as conn:
+        cursor = await conn.scalar(
+            select(Device.acked_version).where(Device.device_id == device_id)
+        )
+    if cursor is None:
+        raise AppError(401, "unauthorized", "invalid or revoked token")
+    return cursor
 
 
 async def ack(db: Database, user_id: str, device_id: str, version: int) -> int:

@@ -259,3 +259,24 @@ async def test_a_recall_and_a_read_receipt_wake_long_polls(server: Server) -> No
         assert [e["kind"] for e in page["entries"]] == ["read"]
         assert page["entries"][0]["data"]["reader"] == bob.user_id
         assert elapsed < LONG / 2
+
+
+async def test_a_logout_in_one_process_revokes_the_token_in_another(fresh_pg: str) -> None:
+    with running_server(fresh_pg) as first, running_server(fresh_pg) as second:
+        async with (
+            httpx.AsyncClient(base_url=first.url) as a,
+            httpx.AsyncClient(base_url=second.url) as b,
+        ):
+            alice = await register(a)
+            # Both processes have now seen (and cached) the token.
+            assert (await a.get("/devices", headers=alice.headers)).status_code == 200
+            assert (await b.get("/devices", headers=alice.headers)).status_code == 200
+            assert (await a.post("/logout", headers=alice.headers)).status_code == 204
+            assert (await a.get("/devices", headers=alice.headers)).status_code == 401
+            for _ in range(100):  # the revocation crosses over within a NOTIFY round
+                if (await b.get("/devices", headers=alice.headers)).status_code == 401:
+                    break
+                await asyncio.sleep(0.05)
+            response = await b.get("/sync", headers=alice.headers)
+            assert response.status_code == 401
+            assert response.json()["code"] == "unauthorized"

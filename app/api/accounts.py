@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from app import auth
-from app.api.deps import CurrentDevice, DbDep, PasswordsDep
+from app.api.deps import CurrentDevice, DbDep, NotifierDep, PasswordsDep
 from app.schemas import DeviceOut, DevicesOut, LoginIn, LoginOut, UserIn, UserOut
 
 router = APIRouter(tags=["accounts"])
@@ -26,8 +26,9 @@ async def login(body: LoginIn, db: DbDep, passwords: PasswordsDep) -> LoginOut:
 
 
 @router.post("/logout", status_code=204)
-async def logout(device: CurrentDevice, db: DbDep) -> Response:
+async def logout(device: CurrentDevice, db: DbDep, notifier: NotifierDep) -> Response:
     await auth.logout(db, device.device_id)
+    notifier.revoke((device.device_id,))
     return Response(status_code=204)
 
 

@@ -81,7 +81,7 @@ async def sync_since(
         raise AppError(
             422, "limit_out_of_range", f"limit must be between 1 and {settings.sync_max_limit}"
         )
-    position = device.acked_version if since is None else since
+    position = await sync.device_cursor(db, device.device_id) if since is None else since
     wait = min(timeout, settings.max_timeout)
     if wait <= 0:
         page = await sync.fetch_since(db, device.user_id, position, limit)
