@@ -1,4 +1,4 @@
-"""Send, fetch-since and ack: the units of work behind the sync protocol."""
+"""Send and fetch-since: the units of work behind the sync protocol (acks: app/acks.py)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database
 from app.errors import AppError
-from app.models import Conversation, Device, InboxEntry, Message, User, utcnow
+from app.models import Conversation, InboxEntry, Message, User, utcnow
 
 __all__ = [
     "FetchedEntry",
     "Page",
     "SendResult",
-    "ack",
     "bump_versions",
     "fetch_since",
     "format_time",
@@ -304,27 +303,3 @@ async def _from_history(
 def _history_entry(row: Row[Any]) -> FetchedEntry:
     data = orjson.dumps(message_row_data(row)).decode()
     return FetchedEntry(row.version, "message", row.created_at, data)
-
-
-async def ack(db: Database, user_id: str, device_id: str, version: int) -> int:
-    """Move the device's cursor to max(cursor, version); returns the cursor."""
-    async with db.session() as session, session.begin():
-        latest = await session.scalar(select(User.latest_version).where(User.user_id == user_id))
-        if latest is None or version > latest:
-            raise AppError(
-                409,
-                "ack_ahead",
-                f"version {version} is ahead of the latest version {latest}",
-                latest_version=latest,
-            )
-        await session.execute(
-            update(Device)
-            .where(Device.device_id == device_id, Device.acked_version < version)
-            .values(acked_version=version)
-        )
-        cursor = await session.scalar(
-            select(Device.acked_version).where(Device.device_id == device_id)
-        )
-    if cursor is None:
-        raise AppError(401, "unauthorized", "invalid or revoked token")
-    return cursor

@@ -6,11 +6,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.acks import AckBatcher
 from app.auth import CurrentDevice, DbDep, DeviceContext, Passwords
 from app.config import Settings
 from app.notifier import Notifier
 
 __all__ = [
+    "AcksDep",
     "CurrentDevice",
     "DbDep",
     "DeviceContext",
@@ -30,6 +32,11 @@ def _notifier(request: Request) -> Notifier:
     return notifier
 
 
+def _acks(request: Request) -> AckBatcher:
+    acks: AckBatcher = request.app.state.acks
+    return acks
+
+
 def _passwords(request: Request) -> Passwords:
     passwords: Passwords = request.app.state.passwords
     return passwords
@@ -37,4 +44,5 @@ def _passwords(request: Request) -> Passwords:
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 NotifierDep = Annotated[Notifier, Depends(_notifier)]
+AcksDep = Annotated[AckBatcher, Depends(_acks)]
 PasswordsDep = Annotated[Passwords, Depends(_passwords)]
