@@ -9,7 +9,7 @@ from anyio import to_thread
 from fastapi import FastAPI
 
 from app.acks import AckBatcher
-from app.api import accounts, health
+from app.api import accounts, health, operations
 from app.api import sync as sync_api
 from app.auth import Passwords
 from app.config import Settings
@@ -17,7 +17,7 @@ from app.db import Database
 from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
 from app.migrations import upgrade_to_head
-from app.notifier import Notifier
+from app.notifier import Notifier, PgNotifier, close_on_signals
 
 __all__ = ["create_app"]
 
@@ -31,7 +31,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # The embedded default must run on a bare machine: create and migrate the file.
             await to_thread.run_sync(upgrade_to_head, settings.database_url)
         db = Database(settings)
-        notifier = Notifier()
+        notifier = (
+            Notifier()
+            if settings.is_sqlite
+            else PgNotifier(
+                settings.database_url,
+                settings.notify_channel,
+                settings.notify_interval_ms / 1000,
+            )
+        )
         await notifier.start()
         acks = AckBatcher(db, settings.ack_batch_max)
         await acks.start()
@@ -41,7 +49,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.notifier = notifier
         app.state.acks = acks
         try:
-            yield
+            with close_on_signals(notifier):
+                yield
         finally:
             # Queued acks are written before the database goes away.
             await acks.stop()
@@ -57,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(accounts.router)
     app.include_router(sync_api.router)
+    app.include_router(operations.router)
     app.include_router(health.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app

@@ -1,58 +1,67 @@
-"""Wake-ups for long-polls: the in-process notifier (one process, SQLite or tests)."""
+"""Wake-ups for long-polls: in-process, and across processes through PostgreSQL LISTEN/NOTIFY.
+
+A wake-up is only a hint to re-read: the database is the truth. So a lost wake-up (a
+process dying between commit and NOTIFY, a dropped listener connection) costs a waiting
+client latency, up to its timeout, never a message.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import contextlib
+import logging
+import secrets
+import signal
+import threading
+from collections.abc import Iterable, Iterator
+from types import FrameType
+from typing import Any
 
-__all__ = ["LocalNotifier", "Notifier", "Waiter"]
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+__all__ = ["Notifier", "PgNotifier", "Waiter", "close_on_signals"]
+
+logger = logging.getLogger("msgsync.notifier")
+
+# NOTIFY payloads must stay under 8000 bytes; user ids are at most 64 bytes.
+PAYLOAD_BUDGET = 7900
+# How long the listener may sit on an idle connection before it proves it is alive.
+LISTEN_KEEPALIVE_SECONDS = 30.0
+RECONNECT_MIN_DELAY, RECONNECT_MAX_DELAY = 0.1, 5.0
 
 
 class Waiter:
-    """One long-poll's interest in one user. Cheap: a future and two references."""
+    """One long-poll's interest in one user: a future, re-armed before each read."""
 
-    __slots__ = ("_future", "user_id")
+    __slots__ = ("future", "user_id")
 
     def __init__(self, user_id: str) -> None:
         self.user_id = user_id
-        self._future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def wake(self) -> None:
-        if not self._future.done():
-            self._future.set_result(None)
-
-    @property
-    def woken(self) -> bool:
-        return self._future.done()
+        if not self.future.done():
+            self.future.set_result(None)
 
     def rearm(self) -> None:
-        """Forget past wake-ups; call it before the read that decides whether to wait."""
-        if self._future.done():
-            self._future = asyncio.get_running_loop().create_future()
-
-    async def wait(self, timeout: float) -> bool:
-        """True when woken, False when `timeout` passed first."""
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.shield(self._future)
-        except TimeoutError:
-            return False
-        return True
-
-    @property
-    def future(self) -> asyncio.Future[None]:
-        return self._future
+        """Forget past wake-ups. Call it *before* the read that decides whether to wait, so
+        that a commit landing during that read still wakes the wait that follows."""
+        if self.future.done():
+            self.future = asyncio.get_running_loop().create_future()
 
 
 class Notifier:
-    """Waiters by user, woken after commit. This class alone serves one process."""
+    """Waiters by user, woken after commit. This class alone serves one process (SQLite)."""
 
     def __init__(self) -> None:
         self._waiters: dict[str, set[Waiter]] = {}
         self.closing = False
+        self.stats: dict[str, int] = {"wakeups_published": 0, "wakeups_received": 0}
 
     async def start(self) -> None:
-        """Nothing to start in-process."""
+        """Nothing to connect in-process."""
 
     async def stop(self) -> None:
         self.close()
@@ -82,7 +91,8 @@ class Notifier:
                 waiter.wake()
 
     def notify(self, user_ids: Iterable[str]) -> None:
-        """Publish that these users have news. Call only after the change committed."""
+        """These users have news. Call only after the change committed."""
+        self.stats["wakeups_published"] += 1
         self.wake_local(user_ids)
 
     def close(self) -> None:
@@ -94,5 +104,183 @@ class Notifier:
     def waiting(self) -> int:
         return sum(len(group) for group in self._waiters.values())
 
+    @property
+    def healthy(self) -> bool:
+        return True
 
-LocalNotifier = Notifier
+
+def libpq_url(database_url: str) -> str:
+    """The SQLAlchemy URL (postgresql+psycopg://) as a plain libpq connection string."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(False)
+
+
+class PgNotifier(Notifier):
+    """Cross-process wake-ups: one LISTEN connection per process, coalesced NOTIFYs.
+
+    notify() wakes local waiters at once and queues the user ids; every `interval` seconds
+    one NOTIFY (per 8 kB of ids) carries them to the other processes. Sending transactions
+    never NOTIFY themselves: PostgreSQL serialises the commits of notifying transactions on
+    a global lock, which more than halves small-commit throughput.
+    """
+
+    def __init__(self, database_url: str, channel: str, interval: float) -> None:
+        super().__init__()
+        self._conninfo = libpq_url(database_url)
+        self._channel = channel
+        self._interval = interval
+        # Our own NOTIFYs come back to us; the origin tag lets us skip them.
+        self._origin = secrets.token_hex(4)
+        self._pending: set[str] = set()
+        self._flusher: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._publisher: psycopg.AsyncConnection[Any] | None = None
+        self.listening = asyncio.Event()
+        self.stats.update(notify_statements=0, listener_reconnects=0, publish_failures=0)
+
+    async def _connect(self, role: str) -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(
+            self._conninfo,
+            autocommit=True,
+            application_name=f"msgsync-{role}",
+            # Half-open connections (a peer that vanished) are found by TCP keepalives.
+            keepalives=1,
+            keepalives_idle=30,
+            keepalives_interval=10,
+            keepalives_count=3,
+        )
+
+    async def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen_forever(), name="msgsync-listener")
+        # Report ready only once cross-process wake-ups flow (or after a bounded wait: a
+        # database that is down now is retried in the background).
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(10):
+                await self.listening.wait()
+
+    async def stop(self) -> None:
+        self.close()
+        if self._flusher is not None:
+            with contextlib.suppress(Exception):
+                await self._flusher
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self._publisher is not None:
+            await self._publisher.close()
+
+    @property
+    def healthy(self) -> bool:
+        return self.listening.is_set()
+
+    def notify(self, user_ids: Iterable[str]) -> None:
+        ids = set(user_ids)
+        self.wake_local(ids)
+        self._pending |= ids
+        self.stats["wakeups_published"] += 1
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        try:
+            await asyncio.sleep(self._interval)
+            # Ids queued while a NOTIFY is in flight go out in the next round, without waiting.
+            while self._pending:
+                users, self._pending = self._pending, set()
+                await self._publish(users)
+        finally:
+            self._flusher = None
+
+    def _payloads(self, users: set[str]) -> Iterator[str]:
+        chunk: list[str] = []
+        size = 0
+        for user in sorted(users):
+            if chunk and size + len(user) + 1 > PAYLOAD_BUDGET:
+                yield f"{self._origin}:{','.join(chunk)}"
+                chunk, size = [], 0
+            chunk.append(user)
+            size += len(user) + 1
+        if chunk:
+            yield f"{self._origin}:{','.join(chunk)}"
+
+    async def _publish(self, users: set[str]) -> None:
+        payloads = list(self._payloads(users))
+        for attempt in (1, 2):
+            try:
+                if self._publisher is None or self._publisher.closed:
+                    self._publisher = await self._connect("publisher")
+                for payload in payloads:
+                    await self._publisher.execute(
+                        "SELECT pg_notify(%s, %s)", (self._channel, payload)
+                    )
+                    self.stats["notify_statements"] += 1
+                return
+            except psycopg.Error as exc:
+                self.stats["publish_failures"] += 1
+                logger.warning("NOTIFY failed (attempt %d): %s", attempt, exc)
+                if self._publisher is not None:
+                    await self._publisher.close()
+                self._publisher = None
+        # Given up: other processes' waiters for these users re-read at their timeout.
+
+    def _on_payload(self, payload: str) -> None:
+        origin, _, users = payload.partition(":")
+        if origin != self._origin and users:
+            self.stats["wakeups_received"] += 1
+            self.wake_local(users.split(","))
+
+    async def _listen_forever(self) -> None:
+        delay = RECONNECT_MIN_DELAY
+        while True:
+            try:
+                async with await self._connect("listener") as conn:
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                    self.listening.set()
+                    # NOTIFYs sent while we were not listening are lost: let every waiter
+                    # re-read rather than sleep through a message.
+                    self.wake_all()
+                    delay = RECONNECT_MIN_DELAY
+                    while True:
+                        async for notify in conn.notifies(timeout=LISTEN_KEEPALIVE_SECONDS):
+                            self._on_payload(notify.payload)
+                        await conn.execute("SELECT 1")  # proves the idle connection is alive
+            except psycopg.Error as exc:
+                self.listening.clear()
+                self.stats["listener_reconnects"] += 1
+                logger.warning("listener connection lost (%s); reconnecting in %.1fs", exc, delay)
+                self.wake_all()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX_DELAY)
+
+
+@contextlib.contextmanager
+def close_on_signals(notifier: Notifier) -> Iterator[None]:
+    """On SIGTERM/SIGINT, answer the waiting long-polls before the server drains connections.
+
+    uvicorn's own handler stops accepting and then waits for open requests to finish; a
+    long-poll would hold that wait for its whole timeout. Chaining in front of it lets every
+    waiter return its (empty) page at once. Only the main thread may set signal handlers.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    previous: dict[int, Any] = {}
+
+    def handler(sig: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(notifier.close)
+        chained = previous.get(sig)
+        if callable(chained):
+            chained(sig, frame)
+        else:  # SIG_DFL or SIG_IGN: give the signal its usual effect
+            signal.signal(sig, chained if chained is not None else signal.SIG_DFL)
+            signal.raise_signal(sig)
+
+    for caught in (signal.SIGTERM, signal.SIGINT):
+        previous[caught] = signal.signal(caught, handler)
+    try:
+        yield
+    finally:
+        for number, chained in previous.items():
+            if signal.getsignal(number) is handler:
+                signal.signal(number, chained)

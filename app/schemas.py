@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 __all__ = [
+    "MAX_ID",
     "AckIn",
     "AckOut",
     "ConversationOut",
@@ -21,12 +22,16 @@ __all__ = [
     "MessageOut",
     "ReadIn",
     "ReadOut",
+    "RecallOut",
     "SendIn",
     "SendOut",
     "SyncPage",
     "UserIn",
     "UserOut",
 ]
+
+# Ids are PostgreSQL BIGINTs: a larger value must be a 422, not a driver error.
+MAX_ID = 2**63 - 1
 
 UserId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
 Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
@@ -93,6 +98,10 @@ class SendOut(BaseModel):
     version: int
 
 
+class RecallOut(BaseModel):
+    message: MessageOut
+
+
 class RecallData(BaseModel):
     message_id: int
     from_: str = Field(alias="from")
@@ -146,10 +155,12 @@ class HistoryPage(BaseModel):
 
 
 class ReadIn(_In):
-    up_to_message_id: int = Field(ge=1)
+    up_to_message_id: int = Field(ge=1, le=MAX_ID)
 
 
 class ReadOut(BaseModel):
     peer: str
+    # The cursor after the request: never lower than before, whatever up_to_message_id was.
     read_up_to_id: int
+    # The reader's version after the change; the latest one when the cursor did not move.
     version: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import resource
 import sys
 
 import uvicorn
@@ -20,6 +21,7 @@ def serve(host: str, port: int, workers: int) -> int:
             file=sys.stderr,
         )
         return 2
+    _raise_open_file_limit()
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -27,6 +29,17 @@ def serve(host: str, port: int, workers: int) -> int:
         port=port,
         workers=workers,
         log_level="info",
+        # Long-polls are answered at SIGTERM (see notifier.close_on_signals); this bounds the
+        # wait for any other request still in flight.
         timeout_graceful_shutdown=5,
+        # Thousands of idle devices reconnect at once after a deploy.
+        backlog=4096,
     )
     return 0
+
+
+def _raise_open_file_limit() -> None:
+    """Every waiting device holds a socket: allow as many as the hard limit permits."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,12 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import Database
 from app.errors import AppError
 from app.models import Conversation, InboxEntry, Message, User, utcnow
+from app.notifier import Notifier
 
 __all__ = [
     "FetchedEntry",
     "Page",
     "SendResult",
     "bump_versions",
+    "fetch_or_wait",
     "fetch_since",
     "format_time",
     "message_data",
@@ -278,6 +281,47 @@ async def fetch_since(db: Database, user_id: str, since: int, limit: int) -> Pag
             entries.extend(FetchedEntry(*row) for row in rows)
     next_since = max(entries[-1].version if entries else position, position)
     return Page(entries, next_since, latest, next_since < latest, fallback)
+
+
+async def fetch_or_wait(
+    db: Database,
+    notifier: Notifier,
+    user_id: str,
+    since: int,
+    limit: int,
+    timeout: float,
+    disconnected: Callable[[], Awaitable[None]],
+) -> Page | None:
+    """The long-poll: a page at once when there is news, else wait for a wake-up.
+
+    Shaped like Synapse's wait_for_events: register interest first, then read in a short
+    transaction (its connection goes back to the pool), then wait on an in-memory future
+    with a deadline, holding no connection and no thread. Returns None if the client left.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    # Subscribed before the first read: a commit that lands after the read wakes us.
+    waiter = notifier.subscribe(user_id)
+    watcher: asyncio.Task[None] | None = None
+    try:
+        while True:
+            waiter.rearm()
+            page = await fetch_since(db, user_id, since, limit)
+            remaining = deadline - loop.time()
+            if page.entries or page.next_since != since or remaining <= 0 or notifier.closing:
+                return page
+            if watcher is None:
+                watcher = asyncio.ensure_future(disconnected())
+            # A wake-up is only a hint: loop and re-read, the database is the truth.
+            done, _ = await asyncio.wait(
+                (waiter.future, watcher), timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            if watcher in done:
+                return None
+    finally:
+        notifier.unsubscribe(waiter)
+        if watcher is not None:
+            watcher.cancel()
 
 
 async def _from_history(

@@ -65,6 +65,7 @@ async def sync_since(
     request: Request,
     device: CurrentDevice,
     db: DbDep,
+    notifier: NotifierDep,
     settings: SettingsDep,
     since: Annotated[
         int | None, Query(ge=0, description="Last version seen; default: the device's ack cursor")
@@ -81,7 +82,21 @@ async def sync_since(
             422, "limit_out_of_range", f"limit must be between 1 and {settings.sync_max_limit}"
         )
     position = device.acked_version if since is None else since
-    page = await sync.fetch_since(db, device.user_id, position, limit)
+    wait = min(timeout, settings.max_timeout)
+    if wait <= 0:
+        page = await sync.fetch_since(db, device.user_id, position, limit)
+    else:
+
+        async def disconnected() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
+        found = await sync.fetch_or_wait(
+            db, notifier, device.user_id, position, limit, wait, disconnected
+        )
+        if found is None:  # the client hung up while waiting: nobody to answer
+            return Response(status_code=499)
+        page = found
     return Response(render_page(page), media_type="application/json")
 
 
