@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any
 
+import httpx
+
 from app.bench.client import Api, BenchDevice, Progress, new_client
 from app.bench.context import Context
 from app.bench.server import server_rss_kib
@@ -69,10 +71,34 @@ async def w3(ctx: Context) -> dict[str, Any]:
     return {"rounds": o.w3_rounds, "wake_latency": summarize(latencies)}
 
 
+async def _waiting(url: str) -> int | None:
+    """The server's msgsync_waiting_long_polls (/metrics), from one process, or None."""
+    try:
+        # A fresh connection each time: a kept-alive one would always ask the same worker.
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+            response = await client.get("/metrics")
+    except httpx.HTTPError:
+        return None
+    for line in response.text.splitlines() if response.status_code == 200 else ():
+        if line.startswith("msgsync_waiting_long_polls "):
+            return int(float(line.split()[1]))
+    return None
+
+
 async def _parked(ctx: Context, count: int, settle: float) -> str:
-    """Wait for `count` long-polls to park; says how that was established."""
-    await asyncio.sleep(settle)
-    return f"fixed settle time of {settle:g} s (the server does not report its waiters)"
+    """Wait for `count` long-polls to park; says how that was established.
+
+    /metrics counts the waiters of the process that answers it: with one process it reaches
+    `count`; with several it never does, and the fixed settle time is all there is.
+    """
+    deadline = time.monotonic() + settle
+    seen = None
+    while time.monotonic() < deadline:
+        seen = await _waiting(ctx.url)
+        if seen is not None and seen >= count:
+            return f"server reported {seen} waiting long-polls"
+        await asyncio.sleep(0.1)
+    return f"fixed settle time of {settle:g} s (waiters reported by one process: {seen})"
 
 
 async def w4(ctx: Context) -> dict[str, Any]:
@@ -89,7 +115,7 @@ async def w4(ctx: Context) -> dict[str, Any]:
         waiting, senders = devices[:k], devices[k:]
         print(f"  W4: starting {k} long-polls", file=sys.stderr)
         polls = [asyncio.create_task(_poll(api, d, 0, o.w4_timeout)) for d in waiting]
-        settle = o.w4_settle if o.w4_settle is not None else 2 + k / 1000
+        settle = o.w4_settle if o.w4_settle is not None else 5 + k / 500
         how_parked = await _parked(ctx, k, settle)
         early = sum(p.done() for p in polls)
         rss = server_rss_kib(ctx.server_pid)
