@@ -132,7 +132,7 @@ async def current_device(request: Request, db: DbDep) -> DeviceContext:
     if scheme.lower() != "bearer" or not token:
         raise AppError(401, "unauthorized", "missing bearer token")
     digest = _token_hash(token.strip())
-    async with db.read_sessions() as session:
+    async with db.statements() as session:
         row = (
             await session.execute(
                 select(

@@ -14,7 +14,9 @@ __all__ = ["main"]
 def _serve(args: argparse.Namespace) -> int:
     from app import server
 
-    return server.serve(host=args.host, port=args.port, workers=args.workers)
+    return server.serve(
+        host=args.host, port=args.port, workers=args.workers, access_log=args.access_log
+    )
 
 
 def _migrate(_: argparse.Namespace) -> int:
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, default=1, help="processes (PostgreSQL only when more than 1)"
     )
+    serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(run=_serve)
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema to the latest")

@@ -73,6 +73,16 @@ class Database:
         self.read_sessions = async_sessionmaker(
             self.engine.execution_options(**read_options), expire_on_commit=False
         )
+        # One statement is its own transaction: on PostgreSQL autocommit saves the BEGIN
+        # and COMMIT round trips on hot single-statement paths (token lookup, send).
+        self.statements = (
+            self.read_sessions
+            if self.is_sqlite
+            else async_sessionmaker(
+                self.engine.execution_options(isolation_level="AUTOCOMMIT"),
+                expire_on_commit=False,
+            )
+        )
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -37,7 +37,7 @@ async def recall_message(
     db: Database, user_id: str, message_id: int, window_seconds: int
 ) -> RecallResult:
     """One transaction: both versions, the cleared index row, rewritten and new entries."""
-    async with db.read_sessions() as session:
+    async with db.statements() as session:
         row = (
             await session.execute(
                 select(*MESSAGE_COLUMNS, Message.sender_version, Message.recipient_version).where(

@@ -12,7 +12,7 @@ from app.config import Settings
 __all__ = ["serve"]
 
 
-def serve(host: str, port: int, workers: int) -> int:
+def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
     settings = Settings()
     if workers > 1 and settings.is_sqlite:
         print(
@@ -29,6 +29,9 @@ def serve(host: str, port: int, workers: int) -> int:
         port=port,
         workers=workers,
         log_level="info",
+        # A line per request costs a measurable share of a small request's CPU; off unless
+        # asked for (a proxy in front usually logs requests already).
+        access_log=access_log,
         # Long-polls are answered at SIGTERM (see notifier.close_on_signals); this bounds the
         # wait for any other request still in flight.
         timeout_graceful_shutdown=5,

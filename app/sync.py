@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Row, insert, select, union_all, update
+from sqlalchemy import Row, insert, select, text, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -124,7 +124,7 @@ class SendResult:
 
 
 async def _existing_send(db: Database, sender: str, client_msg_id: str) -> SendResult | None:
-    async with db.read_sessions() as session:
+    async with db.statements() as session:
         row = (
             await session.execute(
                 select(*MESSAGE_COLUMNS, Message.sender_version).where(
@@ -160,60 +160,13 @@ async def send_message(
         found = await _existing_send(db, sender, client_msg_id)
         if found is not None:
             return found
+    now = utcnow()
+    # The payload is serialised once, here; the message id is spliced in by the database.
+    data = message_data(0, sender, recipient, body, client_msg_id, now, None)
+    head, tail = _ID_HEAD, orjson.dumps(data).decode()[len(_ID_HEAD) + 1 :]
     try:
-        async with db.session() as session, session.begin():
-            versions = await bump_versions(session, (sender, recipient))
-            if recipient not in versions:
-                raise AppError(404, "recipient_not_found", f"no user {recipient!r}")
-            now = utcnow()
-            lo, hi = sorted((sender, recipient))
-            message_id = await session.scalar(
-                insert(Message)
-                .values(
-                    sender=sender,
-                    recipient=recipient,
-                    pair_lo=lo,
-                    pair_hi=hi,
-                    body=body,
-                    client_msg_id=client_msg_id,
-                    sender_version=versions[sender],
-                    recipient_version=versions[recipient],
-                    created_at=now,
-                )
-                .returning(Message.id)
-            )
-            assert message_id is not None
-            data = message_data(message_id, sender, recipient, body, client_msg_id, now, None)
-            payload = orjson.dumps(data).decode()
-            # The sender's own entry is how the sender's other devices learn of the message.
-            await session.execute(
-                insert(InboxEntry),
-                [
-                    {
-                        "user_id": user,
-                        "version": version,
-                        "kind": "message",
-                        "created_at": now,
-                        "message_id": message_id,
-                        "data": payload,
-                    }
-                    for user, version in versions.items()
-                ],
-            )
-            peers = (
-                [(sender, recipient), (recipient, sender)]
-                if sender != recipient
-                else [(sender, sender)]
-            )
-            stmt = upsert(db)(Conversation).values(
-                [{"user_id": u, "peer": p, "last_message_id": message_id} for u, p in peers]
-            )
-            await session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[Conversation.user_id, Conversation.peer],
-                    set_={"last_message_id": stmt.excluded.last_message_id},
-                )
-            )
+        write = _send_statement if not db.is_sqlite else _send_transaction
+        stored = await write(db, sender, recipient, body, client_msg_id, now, head, tail)
     except IntegrityError:
         # The same (sender, client_msg_id) committed while we waited for the sender's lock:
         # the unique constraint decided; answer with the first result.
@@ -222,7 +175,151 @@ async def send_message(
             if found is not None:
                 return found
         raise
-    return SendResult(data, versions[sender], created=True)
+    if stored is None:
+        raise AppError(404, "recipient_not_found", f"no user {recipient!r}")
+    message_id, sender_version = stored
+    return SendResult({**data, "id": message_id}, sender_version, created=True)
+
+
+# Every stored message payload starts with its id: {"id":123,"from":...}.
+_ID_HEAD = '{"id":'
+
+# PostgreSQL: the whole send in one statement, hence one round trip and one implicit
+# transaction (autocommit). The CTEs run in one snapshot; the UPDATE re-reads each locked
+# row at its newest committed version (READ COMMITTED), so versions are bumped correctly
+# even when the lock was waited for.
+_SEND_STATEMENT = text(
+    """
+WITH locked AS (
+    -- Both parties' rows, locked in user-id order: crossing sends queue, never deadlock.
+    -- Held to commit, so a user's versions commit in the order they were taken.
+    SELECT user_id FROM users WHERE user_id IN (:sender, :recipient)
+    ORDER BY user_id FOR UPDATE
+), bumped AS (
+    -- Only when every party exists: a send to nobody must not cost the sender a version.
+    UPDATE users SET latest_version = users.latest_version + 1
+    FROM locked
+    WHERE users.user_id = locked.user_id AND (SELECT count(*) FROM locked) = :parties
+    RETURNING users.user_id, users.latest_version
+), message AS (
+    INSERT INTO messages (sender, recipient, pair_lo, pair_hi, body, client_msg_id,
+                          sender_version, recipient_version, created_at)
+    SELECT :sender, :recipient, :pair_lo, :pair_hi, :body, :client_msg_id,
+           s.latest_version, r.latest_version, :created_at
+    FROM bumped AS s, bumped AS r
+    WHERE s.user_id = :sender AND r.user_id = :recipient
+    RETURNING id, sender_version
+), entries AS (
+    -- One entry per party; the sender's is how the sender's other devices learn of it.
+    INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
+    SELECT bumped.user_id, bumped.latest_version, 'message', :created_at, message.id,
+           :head || message.id || :tail
+    FROM bumped, message
+), conversation AS (
+    INSERT INTO conversations (user_id, peer, last_message_id)
+    SELECT pairs.user_id, pairs.peer, message.id
+    FROM message,
+         -- UNION, not UNION ALL: a note to oneself is one conversation row.
+         (SELECT CAST(:sender AS VARCHAR) AS user_id, CAST(:recipient AS VARCHAR) AS peer
+          UNION SELECT :recipient, :sender) AS pairs
+    ON CONFLICT (user_id, peer) DO UPDATE SET last_message_id = excluded.last_message_id
+)
+SELECT id, sender_version FROM message
+"""
+)
+
+
+async def _send_statement(
+    db: Database,
+    sender: str,
+    recipient: str,
+    body: str,
+    client_msg_id: str | None,
+    now: datetime,
+    head: str,
+    tail: str,
+) -> tuple[int, int] | None:
+    lo, hi = sorted((sender, recipient))
+    async with db.statements() as session:
+        row = (
+            await session.execute(
+                _SEND_STATEMENT,
+                {
+                    "sender": sender,
+                    "recipient": recipient,
+                    "parties": 1 if sender == recipient else 2,
+                    "pair_lo": lo,
+                    "pair_hi": hi,
+                    "body": body,
+                    "client_msg_id": client_msg_id,
+                    "created_at": now,
+                    "head": head,
+                    "tail": tail,
+                },
+            )
+        ).first()
+    return None if row is None else (row.id, row.sender_version)
+
+
+async def _send_transaction(
+    db: Database,
+    sender: str,
+    recipient: str,
+    body: str,
+    client_msg_id: str | None,
+    now: datetime,
+    head: str,
+    tail: str,
+) -> tuple[int, int] | None:
+    """The same unit of work as _SEND_STATEMENT, statement by statement (SQLite)."""
+    async with db.session() as session, session.begin() as transaction:
+        versions = await bump_versions(session, (sender, recipient))
+        if recipient not in versions or sender not in versions:
+            await transaction.rollback()  # give the sender's version back
+            return None
+        lo, hi = sorted((sender, recipient))
+        message_id = await session.scalar(
+            insert(Message)
+            .values(
+                sender=sender,
+                recipient=recipient,
+                pair_lo=lo,
+                pair_hi=hi,
+                body=body,
+                client_msg_id=client_msg_id,
+                sender_version=versions[sender],
+                recipient_version=versions[recipient],
+                created_at=now,
+            )
+            .returning(Message.id)
+        )
+        assert message_id is not None
+        payload = f"{head}{message_id}{tail}"
+        await session.execute(
+            insert(InboxEntry),
+            [
+                {
+                    "user_id": user,
+                    "version": version,
+                    "kind": "message",
+                    "created_at": now,
+                    "message_id": message_id,
+                    "data": payload,
+                }
+                for user, version in versions.items()
+            ],
+        )
+        peers = {(sender, recipient), (recipient, sender)}
+        stmt = upsert(db)(Conversation).values(
+            [{"user_id": u, "peer": p, "last_message_id": message_id} for u, p in peers]
+        )
+        await session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[Conversation.user_id, Conversation.peer],
+                set_={"last_message_id": stmt.excluded.last_message_id},
+            )
+        )
+    return message_id, versions[sender]
 
 
 @dataclass(frozen=True, slots=True)
