@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -14,7 +16,7 @@ import orjson
 
 from app.bench.stats import BenchError
 
-__all__ = ["Api", "BenchDevice", "Progress", "bounded", "new_client"]
+__all__ = ["Api", "BenchDevice", "Progress", "bounded", "open_api"]
 
 PASSWORD = "bench-password-not-secret"
 T = TypeVar("T")
@@ -25,17 +27,35 @@ class BenchDevice:
     user_id: str
     device_id: str
     token: str
+    shard: int = 0  # which of the Api's clients carries this device's requests
 
     @property
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
 
-def new_client(base_url: str, connections: int, read_timeout: float = 30) -> httpx.AsyncClient:
-    """A client whose pool matches the workload's concurrency, so no request queues in httpx."""
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+# httpcore scans its whole pool on every request and response (is_idle, has_expired: a
+# getpeername per connection): with 200 connections in one client the bench spent half its
+# CPU there and measured itself, not the server. So connections are spread over clients of
+# at most this many, and each device sticks to one client.
+CONNECTIONS_PER_CLIENT = 16
+
+
+@asynccontextmanager
+async def open_api(base_url: str, connections: int, read_timeout: float = 30) -> AsyncIterator[Api]:
+    """An Api with `connections` connections in all, so no request queues inside httpx."""
+    count = max(1, -(-connections // CONNECTIONS_PER_CLIENT))
+    per_client = -(-connections // count) + 2  # slack for the uneven round-robin
+    limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
     timeout = httpx.Timeout(read_timeout, connect=30, pool=read_timeout + 30)
-    return httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout)
+    async with AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout)
+            )
+            for _ in range(count)
+        ]
+        yield Api(clients)
 
 
 class Progress:
@@ -76,19 +96,41 @@ def _check(response: httpx.Response, status: int, what: str) -> Any:
 class Api:
     """The few calls the workloads make; every unexpected status fails the run."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
+    def __init__(self, clients: list[httpx.AsyncClient]) -> None:
+        self.clients = clients
+        self._turn = itertools.count()
+
+    async def _request(self, client: httpx.AsyncClient, method: str, url: str, **kw: Any) -> Any:
+        try:
+            return await client.request(method, url, **kw)
+        except httpx.RemoteProtocolError:
+            # uvicorn closes a keep-alive connection idle for 5 s; a request that raced the
+            # close is sent once more on a new one. Every call here is safe to repeat: sends
+            # carry a client_msg_id, acks are cumulative, the rest are reads.
+            return await client.request(method, url, **kw)
+
+    def _any(self) -> httpx.AsyncClient:
+        return self.clients[next(self._turn) % len(self.clients)]
+
+    def _of(self, device: BenchDevice) -> httpx.AsyncClient:
+        return self.clients[device.shard]
 
     async def create_user(self, user_id: str) -> None:
-        response = await self.client.post("/users", json={"user_id": user_id, "password": PASSWORD})
+        response = await self._request(
+            self._any(), "POST", "/users", json={"user_id": user_id, "password": PASSWORD}
+        )
         _check(response, 201, f"create user {user_id}")
 
     async def login(self, user_id: str, name: str = "bench") -> BenchDevice:
-        response = await self.client.post(
-            "/login", json={"user_id": user_id, "password": PASSWORD, "device_name": name}
+        response = await self._request(
+            self._any(),
+            "POST",
+            "/login",
+            json={"user_id": user_id, "password": PASSWORD, "device_name": name},
         )
         body = _check(response, 201, f"login {user_id}")
-        return BenchDevice(user_id, body["device_id"], body["access_token"])
+        shard = next(self._turn) % len(self.clients)
+        return BenchDevice(user_id, body["device_id"], body["access_token"], shard)
 
     async def create_devices(
         self, user_ids: list[str], concurrency: int, label: str
@@ -105,7 +147,9 @@ class Api:
         return await bounded(concurrency, [lambda u=u: one(u) for u in user_ids])  # type: ignore[misc]
 
     async def send(self, sender: BenchDevice, to: str, body: str, client_msg_id: str) -> Any:
-        response = await self.client.post(
+        response = await self._request(
+            self._of(sender),
+            "POST",
             "/messages",
             json={"to": to, "body": body, "client_msg_id": client_msg_id},
             headers=sender.headers,
@@ -114,7 +158,9 @@ class Api:
 
     async def sync(self, device: BenchDevice, **params: Any) -> tuple[Any, int]:
         """One page, and the size of the response body in bytes."""
-        response = await self.client.get("/sync", params=params, headers=device.headers)
+        response = await self._request(
+            self._of(device), "GET", "/sync", params=params, headers=device.headers
+        )
         return _check(response, 200, f"sync {device.user_id}"), len(response.content)
 
     async def drain(
@@ -133,12 +179,14 @@ class Api:
                 return entries, requests, received
 
     async def ack(self, device: BenchDevice, version: int) -> int:
-        response = await self.client.post("/ack", json={"version": version}, headers=device.headers)
+        response = await self._request(
+            self._of(device), "POST", "/ack", json={"version": version}, headers=device.headers
+        )
         body = _check(response, 200, f"ack {device.user_id} v{version}")
         cursor: int = body["acked_version"]
         return cursor
 
     async def devices(self, device: BenchDevice) -> dict[str, int]:
-        response = await self.client.get("/devices", headers=device.headers)
+        response = await self._request(self._of(device), "GET", "/devices", headers=device.headers)
         body = _check(response, 200, f"devices of {device.user_id}")
         return {d["device_id"]: d["acked_version"] for d in body["devices"]}

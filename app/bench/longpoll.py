@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from app.bench.client import Api, BenchDevice, Progress, new_client
+from app.bench.client import Api, BenchDevice, Progress, open_api
 from app.bench.context import Context
 from app.bench.server import server_rss_kib
 from app.bench.stats import BenchError, VerificationError, summarize
@@ -46,8 +46,7 @@ def _only_entry(label: str, page: Any, message: Any, version: int) -> None:
 
 async def w3(ctx: Context) -> dict[str, Any]:
     o = ctx.options
-    async with new_client(ctx.url, 8, read_timeout=o.w3_timeout + 15) as client:
-        api = Api(client)
+    async with open_api(ctx.url, 8, read_timeout=o.w3_timeout + 15) as api:
         ids = ctx.user_ids("w3", "r", 1) + ctx.user_ids("w3", "s", 1)
         device, sender = await api.create_devices(ids, 2, "W3")
         progress = Progress("W3 rounds", o.w3_rounds)
@@ -108,8 +107,7 @@ async def w4(ctx: Context) -> dict[str, Any]:
     if fd_limit < k + o.w4_senders + 64:
         raise BenchError(f"W4: {k} idle connections need more than the fd limit {fd_limit}")
     connections = k + o.w4_senders + 8
-    async with new_client(ctx.url, connections, read_timeout=o.w4_timeout + 30) as client:
-        api = Api(client)
+    async with open_api(ctx.url, connections, read_timeout=o.w4_timeout + 30) as api:
         ids = ctx.user_ids("w4", "r", k) + ctx.user_ids("w4", "s", o.w4_senders)
         devices = await api.create_devices(ids, o.setup_concurrency, "W4")
         waiting, senders = devices[:k], devices[k:]

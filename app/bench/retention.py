@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from app.bench.client import Api, Progress, new_client
+from app.bench.client import Progress, open_api
 from app.bench.context import Context
 from app.bench.stats import BenchError, VerificationError, summarize
 from app.bench.throughput import make_pairs, send_pairs, verify_pairs
@@ -110,8 +110,7 @@ async def w6(ctx: Context) -> dict[str, Any]:
     began = time.perf_counter()
     await asyncio.to_thread(_load, ctx.database_url, prefix, o.w6_users, o.w6_per_user, max_age)
     load_s = time.perf_counter() - began
-    async with new_client(ctx.url, o.w1_clients + 8) as client:
-        api = Api(client)
+    async with open_api(ctx.url, o.w1_clients + 8) as api:
         pairs = await make_pairs(api, ctx, "w6", o.w1_pairs)
         progress = Progress("W6 W1 alone", o.w6_w1_messages)
         alone, _ = await send_pairs(api, pairs, o.w1_clients, o.w6_w1_messages, progress)

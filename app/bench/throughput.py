@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.bench.client import Api, BenchDevice, Progress, bounded, new_client
+from app.bench.client import Api, BenchDevice, Progress, bounded, open_api
 from app.bench.context import Context
 from app.bench.stats import VerificationError, summarize, verify_gap_free, verify_sequence
 
@@ -81,8 +81,7 @@ async def verify_pairs(api: Api, pairs: list[Pair], label: str) -> int:
 
 async def w1(ctx: Context) -> dict[str, Any]:
     o = ctx.options
-    async with new_client(ctx.url, o.w1_clients + 8) as client:
-        api = Api(client)
+    async with open_api(ctx.url, o.w1_clients + 8) as api:
         pairs = await make_pairs(api, ctx, "w1", o.w1_pairs)
         progress = Progress("W1 sent", o.w1_messages)
         latencies, wall = await send_pairs(api, pairs, o.w1_clients, o.w1_messages, progress)
@@ -102,8 +101,7 @@ async def w1(ctx: Context) -> dict[str, Any]:
 
 async def w2(ctx: Context) -> dict[str, Any]:
     o = ctx.options
-    async with new_client(ctx.url, o.w2_senders + 8) as client:
-        api = Api(client)
+    async with open_api(ctx.url, o.w2_senders + 8) as api:
         ids = ctx.user_ids("w2", "r", 1) + ctx.user_ids("w2", "s", o.w2_senders)
         device, *senders = await api.create_devices(ids, o.setup_concurrency, "W2")
         # The device takes its cursor (reads to the end, acks it), then goes away.
@@ -153,8 +151,7 @@ def _verify_catch_up(
 
 async def w5(ctx: Context) -> dict[str, Any]:
     o = ctx.options
-    async with new_client(ctx.url, o.w5_devices + 8) as client:
-        api = Api(client)
+    async with open_api(ctx.url, o.w5_devices + 8) as api:
         owners = await api.create_devices(
             ctx.user_ids("w5", "u", o.w5_users), o.setup_concurrency, "W5"
         )
