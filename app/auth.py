@@ -132,9 +132,9 @@ async def current_device(request: Request, db: DbDep) -> DeviceContext:
     if scheme.lower() != "bearer" or not token:
         raise AppError(401, "unauthorized", "missing bearer token")
     digest = _token_hash(token.strip())
-    async with db.statements() as session:
+    async with db.statement() as conn:
         row = (
-            await session.execute(
+            await conn.execute(
                 select(
                     Device.device_id, Device.user_id, Device.acked_version, Device.last_seen_at
                 ).where(Device.token_hash == digest)

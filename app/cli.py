@@ -1,10 +1,14 @@
-"""The `msgsync` command: serve, migrate, bench (and, as it lands, retention)."""
+"""The `msgsync` command: serve, migrate, retention, bench."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import re
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 
 from app.bench.options import add_arguments as add_bench_arguments
 
@@ -29,6 +33,72 @@ def _migrate(_: argparse.Namespace) -> int:
     return 0
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`7d`, `12h`, `30m`, `3600s` or plain seconds."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 7d, 12h, 30m or 3600s")
+    return timedelta(seconds=int(match[1]) * _UNITS[match[2] or "s"])
+
+
+def _count(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return int(text)
+
+
+def _retention(args: argparse.Namespace) -> int:
+    from app.config import Settings
+    from app.db import Database
+    from app.migrations import upgrade_to_head
+    from app.retention import AlreadyRunning, prune
+
+    settings = Settings()
+    max_age = args.max_age or timedelta(seconds=settings.retention_max_age_seconds)
+    max_entries = settings.retention_max_entries if args.max_entries is None else args.max_entries
+    if settings.is_sqlite:
+        # The embedded default creates its file on first use, as `serve` does.
+        upgrade_to_head(settings.database_url)
+
+    async def run() -> int:
+        db = Database(settings)
+        try:
+            report = await prune(
+                db,
+                max_age,
+                max_entries,
+                dry_run=args.dry_run,
+                batch_users=settings.retention_batch_users,
+                wait=args.wait,
+            )
+        except AlreadyRunning:
+            # Not a failure: the other run is doing this work. Exit 0 so cron stays quiet.
+            if args.json:
+                print(json.dumps({"already_running": True}))
+            else:
+                print("retention: another run holds the lock on this database; nothing done")
+            return 0
+        finally:
+            await db.dispose()
+        if args.json:
+            print(json.dumps({"already_running": False, **report.as_dict()}))
+        else:
+            verb = "would delete" if report.dry_run else "deleted"
+            print(
+                f"retention: {verb} {report.deleted} entries "
+                f"({report.deleted_by_age} by age, {report.deleted_by_count} by count) "
+                f"of {report.users_touched} users in {report.transactions} transactions, "
+                f"{report.elapsed_seconds:.2f} s "
+                f"(older than {report.cutoff}, newest {report.max_entries} kept)"
+            )
+        return 0
+
+    return asyncio.run(run())
+
+
 def _bench(args: argparse.Namespace) -> int:
     from app.bench.options import from_args
     from app.bench.runner import run
@@ -51,6 +121,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="upgrade the database schema to the latest")
     migrate.set_defaults(run=_migrate)
+
+    retention = commands.add_parser(
+        "retention",
+        help="prune the offline store (for cron)",
+        description="Delete inbox entries older than --max-age and all but the newest "
+        "--max-entries per user, in bounded batches; raise each user's floor with its deletes. "
+        "Exit status 0 on success, and also when another run holds the lock (it says so); "
+        "1 on an error.",
+    )
+    retention.add_argument(
+        "--max-age",
+        type=parse_duration,
+        help="delete entries older than this (7d, 12h, 30m, 3600s; default from settings: "
+        "MSGSYNC_RETENTION_MAX_AGE_SECONDS)",
+    )
+    retention.add_argument(
+        "--max-entries",
+        type=_count,
+        help="keep at most this many newest entries per user "
+        "(default from settings: MSGSYNC_RETENTION_MAX_ENTRIES)",
+    )
+    retention.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    retention.add_argument("--json", action="store_true", help="print one JSON object")
+    retention.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for a concurrent run to finish instead of exiting (PostgreSQL)",
+    )
+    retention.set_defaults(run=_retention)
 
     bench = commands.add_parser(
         "bench",

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -74,15 +75,15 @@ class Database:
             self.engine.execution_options(**read_options), expire_on_commit=False
         )
         # One statement is its own transaction: on PostgreSQL autocommit saves the BEGIN
-        # and COMMIT round trips on hot single-statement paths (token lookup, send).
-        self.statements = (
-            self.read_sessions
-            if self.is_sqlite
-            else async_sessionmaker(
-                self.engine.execution_options(isolation_level="AUTOCOMMIT"),
-                expire_on_commit=False,
-            )
+        # and COMMIT round trips on hot single-statement paths (token lookup, send, sync),
+        # and a bare connection skips the ORM session's bookkeeping.
+        self._single = self.engine.execution_options(
+            **({"readonly": True} if self.is_sqlite else {"isolation_level": "AUTOCOMMIT"})
         )
+
+    def statement(self) -> AsyncConnection:
+        """A connection for one statement (`async with db.statement() as conn:`)."""
+        return self._single.connect()
 
     async def dispose(self) -> None:
         await self.engine.dispose()

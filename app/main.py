@@ -9,7 +9,7 @@ from anyio import to_thread
 from fastapi import FastAPI
 
 from app.acks import AckBatcher
-from app.api import accounts, health, operations
+from app.api import accounts, conversations, health, operations
 from app.api import sync as sync_api
 from app.auth import Passwords
 from app.config import Settings
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(accounts.router)
     app.include_router(sync_api.router)
     app.include_router(operations.router)
+    app.include_router(conversations.router)
     app.include_router(health.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app

@@ -37,9 +37,9 @@ async def recall_message(
     db: Database, user_id: str, message_id: int, window_seconds: int
 ) -> RecallResult:
     """One transaction: both versions, the cleared index row, rewritten and new entries."""
-    async with db.statements() as session:
+    async with db.statement() as conn:
         row = (
-            await session.execute(
+            await conn.execute(
                 select(*MESSAGE_COLUMNS, Message.sender_version, Message.recipient_version).where(
                     Message.id == message_id
                 )

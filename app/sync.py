@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Row, insert, select, text, union_all, update
+from sqlalchemy import Row, insert, select, text, true, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -124,9 +124,9 @@ class SendResult:
 
 
 async def _existing_send(db: Database, sender: str, client_msg_id: str) -> SendResult | None:
-    async with db.statements() as session:
+    async with db.statement() as conn:
         row = (
-            await session.execute(
+            await conn.execute(
                 select(*MESSAGE_COLUMNS, Message.sender_version).where(
                     Message.sender == sender, Message.client_msg_id == client_msg_id
                 )
@@ -240,9 +240,9 @@ async def _send_statement(
     tail: str,
 ) -> tuple[int, int] | None:
     lo, hi = sorted((sender, recipient))
-    async with db.statements() as session:
+    async with db.statement() as conn:
         row = (
-            await session.execute(
+            await conn.execute(
                 _SEND_STATEMENT,
                 {
                     "sender": sender,
@@ -345,6 +345,10 @@ async def fetch_since(db: Database, user_id: str, since: int, limit: int) -> Pag
     The floor, the latest version and the entries are read in one snapshot: otherwise a
     retention run committing between the reads could make the page skip entries.
     """
+    if not db.is_sqlite:
+        page = await _fetch_in_one_statement(db, user_id, since, limit)
+        if page is not None:
+            return page
     async with db.read_sessions() as session, session.begin():
         user = (
             await session.execute(
@@ -352,13 +356,7 @@ async def fetch_since(db: Database, user_id: str, since: int, limit: int) -> Pag
             )
         ).one()
         latest, floor = user.latest_version, user.floor_version
-        if since > latest:
-            raise AppError(
-                409,
-                "since_ahead",
-                f"since={since} is ahead of the latest version {latest}",
-                latest_version=latest,
-            )
+        _check_since(since, latest)
         entries: list[FetchedEntry] = []
         fallback = since < floor
         position = since
@@ -378,6 +376,46 @@ async def fetch_since(db: Database, user_id: str, since: int, limit: int) -> Pag
             entries.extend(FetchedEntry(*row) for row in rows)
     next_since = max(entries[-1].version if entries else position, position)
     return Page(entries, next_since, latest, next_since < latest, fallback)
+
+
+def _check_since(since: int, latest: int) -> None:
+    if since > latest:
+        raise AppError(
+            409,
+            "since_ahead",
+            f"since={since} is ahead of the latest version {latest}",
+            latest_version=latest,
+        )
+
+
+async def _fetch_in_one_statement(
+    db: Database, user_id: str, since: int, limit: int
+) -> Page | None:
+    """The common case on PostgreSQL: the user's counters and the entries in one statement
+    (one snapshot, one round trip). None when `since` is below the floor: the caller then
+    takes the fallback path."""
+    entries = (
+        select(InboxEntry.version, InboxEntry.kind, InboxEntry.created_at, InboxEntry.data)
+        .where(InboxEntry.user_id == User.user_id, InboxEntry.version > since)
+        .order_by(InboxEntry.version)
+        .limit(limit)
+        .lateral()
+    )
+    stmt = (
+        select(User.latest_version, User.floor_version, *entries.c)
+        .select_from(User)
+        .outerjoin(entries, true())
+        .where(User.user_id == user_id)
+    )
+    async with db.statement() as conn:
+        rows = (await conn.execute(stmt)).all()
+    latest, floor = rows[0].latest_version, rows[0].floor_version
+    _check_since(since, latest)
+    if since < floor:
+        return None
+    found = [FetchedEntry(r.version, r.kind, r.created_at, r.data) for r in rows if r.version]
+    next_since = found[-1].version if found else since
+    return Page(found, next_since, latest, next_since < latest, False)
 
 
 async def fetch_or_wait(

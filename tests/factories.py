@@ -8,6 +8,9 @@ from typing import Any
 
 import httpx
 
+from app.db import Database
+from app.sync import send_message
+
 PASSWORD = "correct horse battery"
 
 
@@ -71,3 +74,13 @@ async def sync_all(
         since = page["next_since"]
         if not page["has_more"]:
             return entries
+
+
+async def send_many(
+    db: Database, sender: str, to: str, count: int, prefix: str = "m"
+) -> list[dict[str, Any]]:
+    """`count` messages through the send transaction itself, skipping HTTP: for bulk loading."""
+    return [
+        (await send_message(db, sender, to, f"{prefix}{i}", None, 16 * 1024)).message
+        for i in range(count)
+    ]

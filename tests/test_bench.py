@@ -56,9 +56,9 @@ def test_bench_on_its_own_postgresql_server(pg_admin_url: str, tmp_path: Path) -
     assert w4["wake_latency"]["count"] + w4["returned_without_message"] == 5
     assert w4["server_rss_mib"] > 0
     w6 = workloads["W6"]
-    if "skipped" not in w6:  # until the retention job (issue 4) is merged
-        assert w6["deleted"] == 3 * 4
-        assert w6["verified_messages"] >= 6
+    assert w6["deleted"] == 3 * 4
+    assert w6["verified_messages"] >= 6
+    assert {"deletions_per_s", "w1_alone", "w1_beside_job", "w1_p99_ratio"} <= w6.keys()
 
 
 @pytest.mark.server

@@ -103,7 +103,8 @@ async def w6(ctx: Context) -> dict[str, Any]:
     reason = retention_unavailable()
     if reason is not None:
         return {"skipped": reason}
-    prefix = f"b{ctx.run_id}-w6-"
+    # Distinct from the W1 pairs (b<run>-w6-s0...), which the LIKE below must not match.
+    prefix = f"b{ctx.run_id}-w6load-"
     max_age = o.w6_max_age_days * 86400
     total = o.w6_users * o.w6_per_user
     print(f"  W6: loading {total} inbox entries", file=sys.stderr)
