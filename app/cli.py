@@ -1,4 +1,4 @@
-"""The `msgsync` command: serve, migrate, retention (and, as it lands, bench)."""
+"""The `msgsync` command: serve, migrate, retention, bench."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import re
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
+
+from app.bench.options import add_arguments as add_bench_arguments
 
 __all__ = ["main"]
 
@@ -97,6 +99,13 @@ def _retention(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from app.bench.options import from_args
+    from app.bench.runner import run
+
+    return run(from_args(args))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msgsync", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -141,6 +150,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="wait for a concurrent run to finish instead of exiting (PostgreSQL)",
     )
     retention.set_defaults(run=_retention)
+
+    bench = commands.add_parser(
+        "bench",
+        help="measure the issue-6 workloads over HTTP, verifying every message",
+        description="Measure send throughput (W1), catch-up (W2), wake latency (W3), idle "
+        "long-polls (W4), batch ack (W5) and retention (W6) over real HTTP. With --pg it "
+        "serves a fresh database of its own, with cheap password hashing because it creates "
+        "thousands of users. Any lost, duplicated or reordered message fails the run.",
+    )
+    add_bench_arguments(bench)
+    bench.set_defaults(run=_bench)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""The application factory and its lifespan: database, password hasher, notifier."""
+"""The application factory and its lifespan: database, password hasher, notifier, acks."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from anyio import to_thread
 from fastapi import FastAPI
 
+from app.acks import AckBatcher
 from app.api import accounts, conversations, health, operations
 from app.api import sync as sync_api
 from app.auth import Passwords, TokenCache
@@ -42,15 +43,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tokens = TokenCache()
         notifier.tokens = tokens
         await notifier.start()
+        acks = AckBatcher(db, settings.ack_batch_max)
+        await acks.start()
         app.state.settings = settings
         app.state.db = db
         app.state.passwords = Passwords(settings)
         app.state.notifier = notifier
         app.state.tokens = tokens
+        app.state.acks = acks
         try:
             with close_on_signals(notifier):
                 yield
         finally:
+            # Queued acks are written before the database goes away.
+            await acks.stop()
             await notifier.stop()
             await db.dispose()
 

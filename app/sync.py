@@ -1,4 +1,4 @@
-"""Send, fetch-since and ack: the units of work behind the sync protocol."""
+"""Send and fetch-since: the units of work behind the sync protocol (acks: app/acks.py)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ __all__ = [
     "FetchedEntry",
     "Page",
     "SendResult",
-    "ack",
     "bump_versions",
     "device_cursor",
     "fetch_or_wait",
@@ -490,30 +489,6 @@ async def device_cursor(db: Database, device_id: str) -> int:
     """Where a sync without `since` resumes: the device's ack cursor."""
     async with db.statement() as conn:
         cursor = await conn.scalar(
-            select(Device.acked_version).where(Device.device_id == device_id)
-        )
-    if cursor is None:
-        raise AppError(401, "unauthorized", "invalid or revoked token")
-    return cursor
-
-
-async def ack(db: Database, user_id: str, device_id: str, version: int) -> int:
-    """Move the device's cursor to max(cursor, version); returns the cursor."""
-    async with db.session() as session, session.begin():
-        latest = await session.scalar(select(User.latest_version).where(User.user_id == user_id))
-        if latest is None or version > latest:
-            raise AppError(
-                409,
-                "ack_ahead",
-                f"version {version} is ahead of the latest version {latest}",
-                latest_version=latest,
-            )
-        await session.execute(
-            update(Device)
-            .where(Device.device_id == device_id, Device.acked_version < version)
-            .values(acked_version=version)
-        )
-        cursor = await session.scalar(
             select(Device.acked_version).where(Device.device_id == device_id)
         )
     if cursor is None:

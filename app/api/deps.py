@@ -6,11 +6,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.acks import AckBatcher
 from app.auth import CurrentDevice, DbDep, DeviceContext, Passwords
 from app.config import Settings
 from app.notifier import Notifier
 
 __all__ = [
+    "AcksDep",
     "CurrentDevice",
     "DbDep",
     "DeviceContext",
@@ -32,6 +34,11 @@ async def _notifier(request: Request) -> Notifier:
     return notifier
 
 
+async def _acks(request: Request) -> AckBatcher:
+    acks: AckBatcher = request.app.state.acks
+    return acks
+
+
 async def _passwords(request: Request) -> Passwords:
     passwords: Passwords = request.app.state.passwords
     return passwords
@@ -39,4 +46,5 @@ async def _passwords(request: Request) -> Passwords:
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 NotifierDep = Annotated[Notifier, Depends(_notifier)]
+AcksDep = Annotated[AckBatcher, Depends(_acks)]
 PasswordsDep = Annotated[Passwords, Depends(_passwords)]

@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 
 from app import sync
-from app.api.deps import CurrentDevice, DbDep, NotifierDep, SettingsDep
+from app.api.deps import AcksDep, CurrentDevice, DbDep, NotifierDep, SettingsDep
 from app.errors import AppError
 from app.schemas import AckIn, AckOut, SendIn, SendOut, SyncPage
 
@@ -101,6 +101,7 @@ async def sync_since(
 
 
 @router.post("/ack", response_model=AckOut)
-async def ack(body: AckIn, device: CurrentDevice, db: DbDep) -> AckOut:
-    cursor = await sync.ack(db, device.user_id, device.device_id, body.version)
+async def ack(body: AckIn, device: CurrentDevice, acks: AcksDep) -> AckOut:
+    # Group commit: this waits for the batch holding the ack to commit.
+    cursor = await acks.ack(device.user_id, device.device_id, body.version)
     return AckOut(device_id=device.device_id, acked_version=cursor)

@@ -1,0 +1,63 @@
+"""The table printed at the end of a run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["table"]
+
+
+def _ms(stats: dict[str, Any], keys: tuple[str, ...] = ("p50_ms", "p95_ms", "p99_ms")) -> str:
+    if not stats.get("count"):
+        return "-"
+    return " / ".join(f"{stats[k]:.1f}" for k in keys) + " ms"
+
+
+def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
+    if "skipped" in r:
+        return [("skipped", r["skipped"])]
+    if name == "W1":
+        return [
+            ("messages/s", f"{r['messages_per_s']:.0f} ({r['messages']} messages)"),
+            ("send latency p50/p95/p99", _ms(r["send_latency"])),
+        ]
+    if name == "W2":
+        return [
+            ("catch-up wall time", f"{r['catch_up_ms']:.1f} ms ({r['messages']} messages)"),
+            ("requests / bytes received", f"{r['requests']} / {r['bytes_received']}"),
+        ]
+    if name == "W3":
+        keys = ("p50_ms", "p95_ms", "p99_ms", "max_ms")
+        return [("wake latency p50/p95/p99/max", _ms(r["wake_latency"], keys))]
+    if name == "W4":
+        rss = r["server_rss_mib"]
+        return [
+            ("woken within window", f"{r['woken_within_window']}/{r['idle']} in {r['window_s']} s"),
+            ("wake latency p50/p99", _ms(r["wake_latency"], ("p50_ms", "p99_ms"))),
+            ("server RSS while waiting", f"{rss} MiB" if rss is not None else "unknown"),
+        ]
+    if name == "W5":
+        return [
+            ("acks/s", f"{r['acks_per_s']:.0f} ({r['acks']} acks, {r['devices']} devices)"),
+            ("ack latency p50/p95/p99", _ms(r["ack_latency"])),
+        ]
+    if name == "W6":
+        ratio = r["w1_p99_ratio"]
+        return [
+            ("deletions/s", f"{r['deletions_per_s']:.0f} ({r['deleted']} in {r['prune_s']} s)"),
+            (
+                "W1 p99 alone / beside the job",
+                f"{_ms(r['w1_alone'], ('p99_ms',))} / "
+                f"{_ms(r['w1_beside_job'], ('p99_ms',))} (x{ratio})",
+            ),
+        ]
+    return []
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    rows = [(name, *row) for name, r in results.items() for row in _rows(name, r)]
+    head = ("workload", "figure", "value")
+    widths = [max(len(str(x[i])) for x in [head, *rows]) for i in range(3)]
+    line = "| " + " | ".join(f"{{:<{w}}}" for w in widths) + " |"
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line.format(*head), rule, *(line.format(*row) for row in rows)])

@@ -1,0 +1,103 @@
+"""Runs the chosen workloads against --url or a server of its own, then reports and verifies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+
+from app.bench.context import Context
+from app.bench.longpoll import w3, w4
+from app.bench.options import Options
+from app.bench.report import table
+from app.bench.retention import w6
+from app.bench.server import managed_server
+from app.bench.stats import PERCENTILE_METHOD, BenchError
+from app.bench.throughput import w1, w2, w5
+
+__all__ = ["run"]
+
+WORKLOADS: dict[str, Callable[[Context], Awaitable[dict[str, Any]]]] = {
+    "W1": w1,
+    "W2": w2,
+    "W3": w3,
+    "W4": w4,
+    "W5": w5,
+    "W6": w6,
+}
+
+
+async def _run_all(ctx: Context, results: dict[str, dict[str, Any]]) -> None:
+    for name in ctx.options.only:
+        print(f"bench: {name}", file=sys.stderr, flush=True)
+        began = time.perf_counter()
+        results[name] = await WORKLOADS[name](ctx)
+        print(f"bench: {name} done in {time.perf_counter() - began:.1f} s", file=sys.stderr)
+
+
+def _write_json(path: str, report: dict[str, Any]) -> None:
+    Path(path).write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+def _terminate(signum: int, _: object) -> None:
+    # SIGTERM unwinds like Ctrl-C, so the server is stopped and its database dropped.
+    raise SystemExit(128 + signum)
+
+
+def run(options: Options) -> int:
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _run(options)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(options: Options) -> int:
+    run_id = uuid.uuid4().hex[:8]
+    results: dict[str, dict[str, Any]] = {}
+    report: dict[str, Any] = {
+        "run_id": run_id,
+        "started_at": datetime.now(UTC).isoformat(),
+        "target": {"url": options.url, "pg": options.pg is not None, "workers": options.workers},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "options": asdict(options),
+        "percentiles": PERCENTILE_METHOD,
+        "workloads": results,
+    }
+    error: BaseException | None = None
+    try:
+        if options.pg is not None:
+            with managed_server(options.pg, options.workers) as server:
+                report["target"]["url"] = server.url
+                ctx = Context(server.url, run_id, options, server.pid, server.database_url)
+                asyncio.run(_run_all(ctx, results))
+        else:
+            assert options.url is not None
+            ctx = Context(options.url.rstrip("/"), run_id, options, options.server_pid)
+            asyncio.run(_run_all(ctx, results))
+    except (BenchError, OSError, httpx.HTTPError, psycopg.Error) as exc:
+        error = exc
+    report["ok"] = error is None
+    if error is not None:
+        report["error"] = f"{type(error).__name__}: {error}"
+    if options.json_path:
+        _write_json(options.json_path, report)
+    if results:
+        print(table(results))
+    if error is not None:
+        print(f"\nbench FAILED: {report['error']}", file=sys.stderr)
+        return 1
+    return 0
