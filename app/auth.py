@@ -5,16 +5,16 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from anyio import to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, Request
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.config import Settings
@@ -107,12 +107,22 @@ async def logout(db: Database, device_id: str) -> None:
         await session.execute(delete(Device).where(Device.device_id == device_id))
 
 
-async def list_devices(db: Database, user_id: str) -> list[Device]:
-    async with db.read_sessions() as session:
-        rows = await session.scalars(
-            select(Device).where(Device.user_id == user_id).order_by(Device.created_at)
+async def list_devices(
+    db: Database, user_id: str
+) -> Sequence[Row[str, str, int, datetime, datetime]]:
+    async with db.statement() as conn:
+        rows = await conn.execute(
+            select(
+                Device.device_id,
+                Device.name,
+                Device.acked_version,
+                Device.created_at,
+                Device.last_seen_at,
+            )
+            .where(Device.user_id == user_id)
+            .order_by(Device.created_at)
         )
-        return list(rows)
+        return rows.all()
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MSGSYNC_", env_file=".env", extra="ignore")
 
     database_url: str = "sqlite+aiosqlite:///./msgsync.db"
-    db_pool_size: int = Field(default=10, ge=1, le=200)
-    db_max_overflow: int = Field(default=10, ge=0, le=200)
+    db_pool_size: int = Field(default=20, ge=1, le=200)
+    db_max_overflow: int = Field(default=0, ge=0, le=200)
 
     max_body_bytes: int = Field(default=16 * 1024, ge=1)
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)

@@ -156,11 +156,6 @@ async def send_message(
         raise AppError(
             413, "body_too_large", f"body is larger than {max_body_bytes} bytes of UTF-8"
         )
-    if client_msg_id is not None:
-        # A retry of a send that committed: answer without taking any lock.
-        found = await _existing_send(db, sender, client_msg_id)
-        if found is not None:
-            return found
     now = utcnow()
     # The payload is serialised once, here; the message id is spliced in by the database.
     data = message_data(0, sender, recipient, body, client_msg_id, now, None)
@@ -169,8 +164,10 @@ async def send_message(
         write = _send_statement if not db.is_sqlite else _send_transaction
         stored = await write(db, sender, recipient, body, client_msg_id, now, head, tail)
     except IntegrityError:
-        # The same (sender, client_msg_id) committed while we waited for the sender's lock:
-        # the unique constraint decided; answer with the first result.
+        # A retry, or the same (sender, client_msg_id) committed while we waited for the
+        # sender's lock: the unique constraint decided, and the failed statement took no
+        # version. Answer with the first result. (No look-up before the send: it would cost
+        # every send a round trip to save a retry a short lock.)
         if client_msg_id is not None:
             found = await _existing_send(db, sender, client_msg_id)
             if found is not None:
