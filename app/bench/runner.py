@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import orjson
 import psycopg
@@ -88,7 +89,7 @@ def _run(options: Options) -> int:
             assert options.url is not None
             ctx = Context(options.url.rstrip("/"), run_id, options, options.server_pid)
             asyncio.run(_run_all(ctx, results))
-    except (BenchError, OSError, httpx.HTTPError, psycopg.Error) as exc:
+    except (BenchError, OSError, httpx.HTTPError, aiohttp.ClientError, psycopg.Error) as exc:
         error = exc
     report["ok"] = error is None
     if error is not None:
