@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
@@ -81,9 +84,17 @@ class Database:
             **({"readonly": True} if self.is_sqlite else {"isolation_level": "AUTOCOMMIT"})
         )
 
-    def statement(self) -> AsyncConnection:
+        # A burst of requests (thousands of devices reconnecting at once) must queue here,
+        # on a semaphore, not inside SQLAlchemy's pool: a request waiting in there is parked
+        # in a greenlet whose saved stack costs tens of kilobytes, and memory that a burst
+        # took is seldom given back to the system.
+        self._gate = asyncio.Semaphore(settings.db_pool_size + settings.db_max_overflow)
+
+    @asynccontextmanager
+    async def statement(self) -> AsyncIterator[AsyncConnection]:
         """A connection for one statement (`async with db.statement() as conn:`)."""
-        return self._single.connect()
+        async with self._gate, self._single.connect() as conn:
+            yield conn
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -16,6 +16,7 @@ from app.config import Settings
 from app.db import Database
 from app.errors import install_error_handlers
 from app.limits import BodySizeLimit
+from app.longpoll import LongPoll
 from app.migrations import upgrade_to_head
 from app.notifier import Notifier, PgNotifier, close_on_signals
 
@@ -73,4 +74,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(conversations.router)
     app.include_router(health.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    # Outermost, so that a waiting long-poll holds none of the inner layers' state.
+    app.add_middleware(LongPoll, concurrent_reads=settings.db_pool_size + settings.db_max_overflow)
     return app

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import Database
 from app.errors import AppError
 from app.models import Conversation, Device, InboxEntry, Message, User, utcnow
-from app.notifier import Notifier
 
 __all__ = [
     "FetchedEntry",
@@ -25,10 +23,10 @@ __all__ = [
     "SendResult",
     "bump_versions",
     "device_cursor",
-    "fetch_or_wait",
     "fetch_since",
     "format_time",
     "message_data",
+    "render_page",
     "send_message",
 ]
 
@@ -376,6 +374,27 @@ async def fetch_since(db: Database, user_id: str, since: int, limit: int) -> Pag
     return Page(entries, next_since, latest, next_since < latest, fallback)
 
 
+def render_page(page: Page) -> bytes:
+    """Serialise a page without decoding the stored payloads: they are JSON already."""
+    return orjson.dumps(
+        {
+            "entries": [
+                {
+                    "version": entry.version,
+                    "kind": entry.kind,
+                    "created_at": format_time(entry.created_at),
+                    "data": orjson.Fragment(entry.data),
+                }
+                for entry in page.entries
+            ],
+            "next_since": page.next_since,
+            "latest_version": page.latest_version,
+            "has_more": page.has_more,
+            "history_fallback": page.history_fallback,
+        }
+    )
+
+
 def _check_since(since: int, latest: int) -> None:
     if since > latest:
         raise AppError(
@@ -414,47 +433,6 @@ async def _fetch_in_one_statement(
     found = [FetchedEntry(r.version, r.kind, r.created_at, r.data) for r in rows if r.version]
     next_since = found[-1].version if found else since
     return Page(found, next_since, latest, next_since < latest, False)
-
-
-async def fetch_or_wait(
-    db: Database,
-    notifier: Notifier,
-    user_id: str,
-    since: int,
-    limit: int,
-    timeout: float,
-    disconnected: Callable[[], Awaitable[None]],
-) -> Page | None:
-    """The long-poll: a page at once when there is news, else wait for a wake-up.
-
-    Shaped like Synapse's wait_for_events: register interest first, then read in a short
-    transaction (its connection goes back to the pool), then wait on an in-memory future
-    with a deadline, holding no connection and no thread. Returns None if the client left.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    # Subscribed before the first read: a commit that lands after the read wakes us.
-    waiter = notifier.subscribe(user_id)
-    watcher: asyncio.Task[None] | None = None
-    try:
-        while True:
-            waiter.rearm()
-            page = await fetch_since(db, user_id, since, limit)
-            remaining = deadline - loop.time()
-            if page.entries or page.next_since != since or remaining <= 0 or notifier.closing:
-                return page
-            if watcher is None:
-                watcher = asyncio.ensure_future(disconnected())
-            # A wake-up is only a hint: loop and re-read, the database is the truth.
-            done, _ = await asyncio.wait(
-                (waiter.future, watcher), timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-            )
-            if watcher in done:
-                return None
-    finally:
-        notifier.unsubscribe(waiter)
-        if watcher is not None:
-            watcher.cancel()
 
 
 async def _from_history(

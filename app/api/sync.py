@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request, Response
 from app import sync
 from app.api.deps import AcksDep, CurrentDevice, DbDep, NotifierDep, SettingsDep
 from app.errors import AppError
+from app.longpoll import TICKET, Ticket
 from app.schemas import AckIn, AckOut, SendIn, SendOut, SyncPage
 
 router = APIRouter(tags=["sync"])
@@ -39,27 +40,6 @@ async def send(
     )
 
 
-def render_page(page: sync.Page) -> bytes:
-    """Serialise a page without decoding the stored payloads: they are JSON already."""
-    return orjson.dumps(
-        {
-            "entries": [
-                {
-                    "version": entry.version,
-                    "kind": entry.kind,
-                    "created_at": sync.format_time(entry.created_at),
-                    "data": orjson.Fragment(entry.data),
-                }
-                for entry in page.entries
-            ],
-            "next_since": page.next_since,
-            "latest_version": page.latest_version,
-            "has_more": page.has_more,
-            "history_fallback": page.history_fallback,
-        }
-    )
-
-
 @router.get("/sync", response_model=SyncPage)
 async def sync_since(
     request: Request,
@@ -72,9 +52,15 @@ async def sync_since(
     ] = None,
     limit: Annotated[int | None, Query(ge=1, description="Entries per page (1..1000)")] = None,
     timeout: Annotated[
-        float, Query(ge=0, description="Seconds to wait when there is nothing new")
+        float,
+        Query(
+            ge=0,
+            description="Seconds to wait when there is nothing new (clamped to the server's "
+            "maximum, 60 by default); the wait itself happens in app.longpoll",
+        ),
     ] = 0,
 ) -> Response:
+    del timeout  # validated and documented here; app.longpoll does the waiting
     if limit is None:
         limit = settings.sync_default_limit
     if limit > settings.sync_max_limit:
@@ -82,22 +68,19 @@ async def sync_since(
             422, "limit_out_of_range", f"limit must be between 1 and {settings.sync_max_limit}"
         )
     position = await sync.device_cursor(db, device.device_id) if since is None else since
-    wait = min(timeout, settings.max_timeout)
-    if wait <= 0:
-        page = await sync.fetch_since(db, device.user_id, position, limit)
-    else:
-
-        async def disconnected() -> None:
-            while (await request.receive())["type"] != "http.disconnect":
-                pass
-
-        found = await sync.fetch_or_wait(
-            db, notifier, device.user_id, position, limit, wait, disconnected
-        )
-        if found is None:  # the client hung up while waiting: nobody to answer
-            return Response(status_code=499)
-        page = found
-    return Response(render_page(page), media_type="application/json")
+    ticket: Ticket | None = request.scope.get(TICKET)
+    if ticket is not None:
+        # A long-poll (see app.longpoll): subscribe, or forget past wake-ups, *before* the
+        # read, so that a commit landing during the read still wakes the wait that follows.
+        if ticket.waiter is None:
+            ticket.waiter = notifier.subscribe(device.user_id)
+        else:
+            ticket.waiter.rearm()
+        ticket.user_id, ticket.position, ticket.limit = device.user_id, position, limit
+    page = await sync.fetch_since(db, device.user_id, position, limit)
+    if ticket is not None:
+        ticket.empty = not page.entries and page.next_since == position
+    return Response(sync.render_page(page), media_type="application/json")
 
 
 @router.post("/ack", response_model=AckOut)

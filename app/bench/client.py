@@ -50,7 +50,11 @@ async def open_api(base_url: str, connections: int, read_timeout: float = 30) ->
     the pool on every request), 373 requests/s of /healthz at 32 connections here against
     aiohttp's 10,800 on the same server.
     """
-    connector = aiohttp.TCPConnector(limit=connections, limit_per_host=connections)
+    # uvicorn closes keep-alive connections idle for 5 s; dropping them first on this side
+    # keeps requests off connections that are about to close.
+    connector = aiohttp.TCPConnector(
+        limit=connections, limit_per_host=connections, keepalive_timeout=3
+    )
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=read_timeout)
     async with aiohttp.ClientSession(base_url, connector=connector, timeout=timeout) as session:
         yield Api(session)

@@ -1,0 +1,161 @@
+"""The long-poll: a GET /sync that has to wait does so here, outside the request stack.
+
+Shaped like Synapse's wait_for_events: register interest first, then read in one short
+statement (its connection goes back to the pool), then wait on an in-memory future with a
+deadline, holding no connection and no thread; on a wake-up read again, and loop if that
+read comes back empty. The read is the ordinary immediate sync, run through the whole
+application; only the wait happens in this thin ASGI layer. So a waiting device costs its
+connection, one future and one task, not the framework's per-request state (a third of
+the memory it would cost waiting inside the endpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import parse_qsl
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.notifier import Notifier, Waiter
+from app.sync import fetch_since, render_page
+
+__all__ = ["TICKET", "LongPoll", "Ticket"]
+
+# The scope key under which the sync endpoint finds the ticket of a long-poll.
+TICKET = "msgsync.longpoll"
+
+
+class Ticket:
+    """What the endpoint tells the waiting layer about its (validated, authorised) read."""
+
+    __slots__ = ("empty", "limit", "position", "user_id", "waiter")
+
+    def __init__(self) -> None:
+        self.waiter: Waiter | None = None  # subscribed by the endpoint, before its read
+        self.empty = False  # the read found nothing newer than `since`
+        self.user_id = ""
+        self.position = 0
+        self.limit = 0
+
+
+def requested_timeout(query_string: bytes) -> float:
+    """The `timeout` query parameter, or 0 when absent or malformed (the endpoint then
+    answers at once, or rejects the request)."""
+    for key, value in parse_qsl(query_string.decode("latin-1")):
+        if key == "timeout":
+            try:
+                return float(value)
+            except ValueError:
+                return 0.0
+    return 0.0
+
+
+class LongPoll:
+    def __init__(self, app: ASGIApp, concurrent_reads: int) -> None:
+        self.app = app
+        # Thousands of devices reconnect at once after a deploy or a network blip. Their
+        # reads queue here, each holding only this layer's few objects, rather than inside
+        # the application, each holding a whole request's state while it waits for one of
+        # the pool's connections; memory that a burst took is seldom given back.
+        self._reads = asyncio.Semaphore(concurrent_reads)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        timeout = 0.0
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == "/sync":
+            timeout = requested_timeout(scope["query_string"])
+        if not timeout > 0:
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state
+        notifier: Notifier = state.notifier
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(timeout, state.settings.max_timeout)
+        ticket = Ticket()
+        watcher: asyncio.Future[None] | None = None
+        try:
+            if not await self._read(scope, ticket, send, deadline, notifier):
+                return
+            assert ticket.waiter is not None
+            watcher = asyncio.ensure_future(_disconnected(receive))
+            while True:
+                done, _ = await asyncio.wait(
+                    (ticket.waiter.future, watcher),
+                    timeout=deadline - loop.time(),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if watcher in done:
+                    return  # the client hung up: nobody to answer, and the waiter goes
+                # A wake-up is only a hint: read again, the database is the truth. The
+                # request was validated and authorised by the first read; this one is the
+                # bare query, so that waking thousands of devices stays cheap.
+                ticket.waiter.rearm()
+                try:
+                    page = await fetch_since(
+                        state.db, ticket.user_id, ticket.position, ticket.limit
+                    )
+                except Exception:
+                    # Let the application answer the failure as it answers any other.
+                    await self._read(scope, ticket, send, loop.time(), notifier)
+                    return
+                if (
+                    page.entries
+                    or page.next_since != ticket.position
+                    or loop.time() >= deadline
+                    or notifier.closing
+                ):
+                    await _answer(send, render_page(page))
+                    return
+        finally:
+            if ticket.waiter is not None:
+                notifier.unsubscribe(ticket.waiter)
+            if watcher is not None:
+                watcher.cancel()
+
+    async def _read(
+        self, scope: Scope, ticket: Ticket, send: Send, deadline: float, notifier: Notifier
+    ) -> bool:
+        """One immediate sync through the application. Answers the client and returns False
+        when that is the answer; True when the long-poll should wait.
+
+        The scope copy and the captured answer are dropped when this returns: the layers
+        inside hang their per-request state on the scope, and a waiting device should not
+        keep it (nor the empty page it will not be sent).
+        """
+        ticket.empty = False
+        answer: list[Message] = []
+
+        async def keep(message: Message) -> None:
+            answer.append(message)
+
+        async with self._reads:
+            await self.app({**scope, TICKET: ticket}, _no_body, keep)
+        remaining = deadline - asyncio.get_running_loop().time()
+        if ticket.empty and ticket.waiter is not None and remaining > 0 and not notifier.closing:
+            return True
+        for message in answer:
+            await send(message)
+        return False
+
+
+async def _answer(send: Send, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _no_body() -> Message:
+    """The inner reads' request body: a GET has none."""
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
