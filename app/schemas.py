@@ -130,7 +130,7 @@ class SyncPage(BaseModel):
 
 
 class AckIn(_In):
-    version: int = Field(ge=0)
+    version: int = Field(ge=0, le=MAX_ID)
 
 
 class AckOut(BaseModel):

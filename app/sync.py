@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -32,7 +32,8 @@ __all__ = [
 
 
 def format_time(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
+    """RFC 3339 in UTC with a Z, whatever time zone the database session reports in."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def message_data(

@@ -11,7 +11,7 @@ from app import sync
 from app.api.deps import AcksDep, CurrentDevice, DbDep, NotifierDep, SettingsDep
 from app.errors import AppError
 from app.longpoll import TICKET, Ticket
-from app.schemas import AckIn, AckOut, SendIn, SendOut, SyncPage
+from app.schemas import MAX_ID, AckIn, AckOut, SendIn, SendOut, SyncPage
 
 router = APIRouter(tags=["sync"])
 
@@ -48,7 +48,8 @@ async def sync_since(
     notifier: NotifierDep,
     settings: SettingsDep,
     since: Annotated[
-        int | None, Query(ge=0, description="Last version seen; default: the device's ack cursor")
+        int | None,
+        Query(ge=0, le=MAX_ID, description="Last version seen; default: the device's ack cursor"),
     ] = None,
     limit: Annotated[int | None, Query(ge=1, description="Entries per page (1..1000)")] = None,
     timeout: Annotated[
