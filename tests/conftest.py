@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -57,14 +58,29 @@ def drop_pg_database(admin_url: str, url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="session")
-def postgresql_url(pg_admin_url: str) -> Iterator[str]:
-    url = create_pg_database(pg_admin_url)
+@contextmanager
+def migrated_pg_database(admin_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database at the latest schema, dropped afterwards."""
+    url = create_pg_database(admin_url)
     try:
         upgrade_to_head(url)
         yield url
     finally:
-        drop_pg_database(pg_admin_url, url)
+        drop_pg_database(admin_url, url)
+
+
+@pytest.fixture(scope="session")
+def postgresql_url(pg_admin_url: str) -> Iterator[str]:
+    """The run's shared PostgreSQL database (tests isolate themselves by fresh users)."""
+    with migrated_pg_database(pg_admin_url) as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_pg(pg_admin_url: str) -> Iterator[str]:
+    """A PostgreSQL database for one test alone."""
+    with migrated_pg_database(pg_admin_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

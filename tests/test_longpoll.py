@@ -17,7 +17,6 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import create_pg_database, drop_pg_database
 from tests.factories import Device, register, send
 from tests.server import Server, running_server
 
@@ -119,18 +118,6 @@ async def test_a_client_that_leaves_frees_its_waiter(server: Server) -> None:
                 task.cancel()  # the client hangs up: httpx closes the connection
             await asyncio.gather(*polls, return_exceptions=True)
         await until_waiting(client, 0)
-
-
-@pytest.fixture
-def fresh_pg(pg_admin_url: str) -> Iterator[str]:
-    from app.migrations import upgrade_to_head
-
-    url = create_pg_database(pg_admin_url)
-    try:
-        upgrade_to_head(url)
-        yield url
-    finally:
-        drop_pg_database(pg_admin_url, url)
 
 
 async def test_a_send_in_one_process_wakes_a_long_poll_in_another(fresh_pg: str) -> None:

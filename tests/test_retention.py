@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import delete, insert, select
@@ -23,7 +22,7 @@ from app.migrations import upgrade_to_head
 from app.models import Base, InboxEntry, User
 from app.retention import prune
 from app.sync import bump_versions
-from tests.conftest import create_pg_database, drop_pg_database, make_settings
+from tests.conftest import make_settings, migrated_pg_database
 from tests.factories import Device, register, send, send_many, sync, sync_all
 
 WEEK = timedelta(days=7)
@@ -40,28 +39,9 @@ def store_url(
         upgrade_to_head(Settings(database_url=url).database_url)
         yield url
         return
-    admin: str = request.getfixturevalue("pg_admin_url")
-    url = create_store(admin)
-    try:
+    # Test databases do not flush at each commit (see conftest.create_pg_database).
+    with migrated_pg_database(request.getfixturevalue("pg_admin_url")) as url:
         yield url
-    finally:
-        drop_pg_database(admin, url)
-
-
-def create_store(admin_url: str) -> str:
-    """A migrated PostgreSQL database that does not flush at each commit."""
-    url = create_pg_database(admin_url)
-    try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            # Durability on a crash is not under test; a flush per commit would make bulk
-            # loading the 1500 messages below several times slower than on SQLite.
-            name = url.rpartition("/")[2]
-            conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
-        upgrade_to_head(url)
-    except BaseException:
-        drop_pg_database(admin_url, url)
-        raise
-    return url
 
 
 @pytest.fixture

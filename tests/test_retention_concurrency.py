@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -16,27 +16,18 @@ from sqlalchemy import func, select
 from app.db import Database
 from app.models import InboxEntry, User
 from app.retention import LOCK_KEY, PruneReport, prune
-from tests.conftest import drop_pg_database, make_settings
+from tests.conftest import make_settings
 from tests.factories import Device, new_user_id, register, send_many
 from tests.server import running_server
-from tests.test_retention import create_store, run_cli
+from tests.test_retention import run_cli
 
 WEEK = timedelta(days=7)
 
 
 @pytest.fixture
-def pg_url(pg_admin_url: str) -> Iterator[str]:
+async def db(fresh_pg: str) -> AsyncIterator[Database]:
     """A database of its own: retention prunes every user in it."""
-    url = create_store(pg_admin_url)
-    try:
-        yield url
-    finally:
-        drop_pg_database(pg_admin_url, url)
-
-
-@pytest.fixture
-async def db(pg_url: str) -> AsyncIterator[Database]:
-    database = Database(make_settings(pg_url))
+    database = Database(make_settings(fresh_pg))
     yield database
     await database.dispose()
 
@@ -69,9 +60,9 @@ async def _drain(
 
 
 @pytest.mark.server
-async def test_retention_while_clients_send_and_sync(pg_url: str, db: Database) -> None:
+async def test_retention_while_clients_send_and_sync(fresh_pg: str, db: Database) -> None:
     fans_count, per_fan, replies = 4, 20, 20
-    with running_server(pg_url) as server:
+    with running_server(fresh_pg) as server:
         limits = httpx.Limits(max_connections=32)
         async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30) as client:
             owner = await register(client, "owner")
@@ -152,16 +143,16 @@ async def _load(db: Database, pairs: int, count: int) -> None:
         await send_many(db, sender, recipient, count)
 
 
-async def test_a_second_run_exits_cleanly_or_waits(pg_url: str, db: Database) -> None:
+async def test_a_second_run_exits_cleanly_or_waits(fresh_pg: str, db: Database) -> None:
     await _load(db, pairs=2, count=6)
     before = await _store(db)
-    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as holder:
+    async with await psycopg.AsyncConnection.connect(fresh_pg, autocommit=True) as holder:
         await holder.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
-        busy = await run_cli(pg_url, "--max-entries", "2")
+        busy = await run_cli(fresh_pg, "--max-entries", "2")
         assert busy == {"already_running": True}
         assert await _store(db) == before
 
-        waiting = asyncio.ensure_future(run_cli(pg_url, "--max-entries", "2", "--wait"))
+        waiting = asyncio.ensure_future(run_cli(fresh_pg, "--max-entries", "2", "--wait"))
         # Wait until the run queues on the lock (observed in pg_locks, not guessed by time).
         while not waiting.done():
             cursor = await holder.execute(
@@ -178,9 +169,9 @@ async def test_a_second_run_exits_cleanly_or_waits(pg_url: str, db: Database) ->
     assert (done["already_running"], done["deleted_by_count"]) == (False, 16)
 
 
-async def test_two_concurrent_runs_give_the_result_of_one(pg_url: str, db: Database) -> None:
+async def test_two_concurrent_runs_give_the_result_of_one(fresh_pg: str, db: Database) -> None:
     await _load(db, pairs=6, count=30)
-    runs = await asyncio.gather(*(run_cli(pg_url, "--max-entries", "5") for _ in range(2)))
+    runs = await asyncio.gather(*(run_cli(fresh_pg, "--max-entries", "5") for _ in range(2)))
     # Either one run did the work while the other exited, or they ran one after the other.
     assert sum(run.get("deleted", 0) for run in runs) == 12 * 25
     assert sum(run.get("users_touched", 0) for run in runs) == 12

@@ -22,7 +22,14 @@ import psycopg
 from app.bench.stats import BenchError
 from app.migrations import upgrade_to_head
 
-__all__ = ["ManagedServer", "managed_server", "server_rss_kib"]
+__all__ = [
+    "ManagedServer",
+    "free_port",
+    "managed_server",
+    "server_rss_kib",
+    "stop_server",
+    "wait_ready",
+]
 
 # The bench creates thousands of users; with the production Argon2 cost (64 MiB, 3 passes
 # per hash) setting them up would take minutes and measure the hasher, not the sync path.
@@ -46,18 +53,19 @@ def _database_url(admin_url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> None:
+def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path | None = None) -> None:
+    """Until the server's /readyz answers 200; fails if the process exits first."""
     deadline = time.monotonic() + 60
     while True:
         if process.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-2000:]
+            tail = log_path.read_text(errors="replace")[-2000:] if log_path else ""
             raise BenchError(f"server exited with {process.returncode}:\n{tail}")
         try:
             if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
@@ -69,7 +77,8 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path) -> N
         time.sleep(0.1)
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_server(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 20 s."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -93,20 +102,20 @@ def managed_server(admin_url: str, workers: int) -> Iterator[ManagedServer]:
     try:
         print(f"bench: database {name}, migrating", file=sys.stderr)
         upgrade_to_head(database_url)
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "MSGSYNC_DATABASE_URL": database_url, **CHEAP_HASHING}
         command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
         process = subprocess.Popen(
             [*command, "--workers", str(workers)], env=env, stdout=fd, stderr=subprocess.STDOUT
         )
         url = f"http://127.0.0.1:{port}"
-        _wait_ready(url, process, log_path)
+        wait_ready(url, process, log_path)
         print(f"bench: server {url} pid {process.pid}, log {log_path}", file=sys.stderr)
         yield ManagedServer(url, process.pid, database_url, log_path)
         failed = False
     finally:
         if process is not None:
-            _stop(process)
+            stop_server(process)
         os.close(fd)
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
