@@ -84,3 +84,20 @@ async def send_many(
         (await send_message(db, sender, to, f"{prefix}{i}", None, 16 * 1024)).message
         for i in range(count)
     ]
+
+
+async def send_numbered(
+    client: httpx.AsyncClient,
+    sender: Device,
+    to: str,
+    count: int,
+    statuses: list[int],
+    client_msg_ids: bool = True,
+) -> None:
+    """`count` sends, one after another, with bodies "<sender>:<i>"; records every status."""
+    for i in range(count):
+        body: dict[str, Any] = {"to": to, "body": f"{sender.user_id}:{i}"}
+        if client_msg_ids:
+            body["client_msg_id"] = f"c{i}"
+        response = await client.post("/messages", json=body, headers=sender.headers)
+        statuses.append(response.status_code)

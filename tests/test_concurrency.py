@@ -9,22 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.factories import Device, register
+from tests.factories import Device, register, send_numbered
 from tests.server import running_server
 
 pytestmark = pytest.mark.server
-
-
-async def _send_all(
-    client: httpx.AsyncClient, sender: Device, to: str, count: int, statuses: list[int]
-) -> None:
-    for i in range(count):
-        response = await client.post(
-            "/messages",
-            json={"to": to, "body": f"{sender.user_id}:{i}", "client_msg_id": f"c{i}"},
-            headers=sender.headers,
-        )
-        statuses.append(response.status_code)
 
 
 async def _drain(
@@ -58,11 +46,12 @@ async def test_concurrent_senders_and_crossing_sends(postgresql_url: str) -> Non
             alice, bob = await register(client, "alice"), await register(client, "bob")
             statuses: list[int] = []
             work = [
-                _send_all(client, fan, inbox_owner.user_id, per_sender, statuses) for fan in fans
+                send_numbered(client, fan, inbox_owner.user_id, per_sender, statuses)
+                for fan in fans
             ]
             work += [
-                _send_all(client, alice, bob.user_id, crossing, statuses),
-                _send_all(client, bob, alice.user_id, crossing, statuses),
+                send_numbered(client, alice, bob.user_id, crossing, statuses),
+                send_numbered(client, bob, alice.user_id, crossing, statuses),
             ]
             sending = asyncio.gather(*work)
             seen: list[dict[str, Any]] = []

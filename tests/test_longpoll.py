@@ -9,7 +9,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,19 @@ def server(request: pytest.FixtureRequest) -> Iterator[Server]:
     url: str = request.getfixturevalue(f"{request.param}_url")
     with running_server(url) as running:
         yield running
+
+
+@asynccontextmanager
+async def two_processes(
+    database_url: str,
+) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
+    """Two single-process servers on one database, and a client for each."""
+    with running_server(database_url) as first, running_server(database_url) as second:
+        async with (
+            httpx.AsyncClient(base_url=first.url) as a,
+            httpx.AsyncClient(base_url=second.url) as b,
+        ):
+            yield a, b
 
 
 async def poll(
@@ -121,18 +135,14 @@ async def test_a_client_that_leaves_frees_its_waiter(server: Server) -> None:
 
 
 async def test_a_send_in_one_process_wakes_a_long_poll_in_another(fresh_pg: str) -> None:
-    with running_server(fresh_pg) as first, running_server(fresh_pg) as second:
-        async with (
-            httpx.AsyncClient(base_url=first.url) as a,
-            httpx.AsyncClient(base_url=second.url) as b,
-        ):
-            alice, bob = await register(a), await register(a)
-            polling = asyncio.create_task(poll(a, bob, since=0))
-            await until_waiting(a, 1)
-            sent = await send(b, alice, bob.user_id, "from the other process")
-            page, elapsed = await polling
-            assert [e["data"] for e in page["entries"]] == [sent["message"]]
-            assert elapsed < LONG / 2
+    async with two_processes(fresh_pg) as (a, b):
+        alice, bob = await register(a), await register(a)
+        polling = asyncio.create_task(poll(a, bob, since=0))
+        await until_waiting(a, 1)
+        sent = await send(b, alice, bob.user_id, "from the other process")
+        page, elapsed = await polling
+        assert [e["data"] for e in page["entries"]] == [sent["message"]]
+        assert elapsed < LONG / 2
 
 
 async def test_two_workers_wake_long_polls_spread_over_both(fresh_pg: str) -> None:
@@ -163,32 +173,28 @@ def _kill_listeners(url: str) -> int:
 
 
 async def test_a_killed_listener_reconnects_and_wakes_its_waiters(fresh_pg: str) -> None:
-    with running_server(fresh_pg) as first, running_server(fresh_pg) as second:
-        async with (
-            httpx.AsyncClient(base_url=first.url) as a,
-            httpx.AsyncClient(base_url=second.url) as b,
-        ):
-            alice, bob = await register(a), await register(a)
-            polling = asyncio.create_task(poll(a, bob, since=0))
+    async with two_processes(fresh_pg) as (a, b):
+        alice, bob = await register(a), await register(a)
+        polling = asyncio.create_task(poll(a, bob, since=0))
+        await until_waiting(a, 1)
+        assert _kill_listeners(fresh_pg) == 2
+        # Sent while the listeners reconnect: its NOTIFY may find nobody listening, and
+        # the waiter must still learn of it (every waiter re-reads after a reconnect).
+        await send(b, alice, bob.user_id, "during the outage")
+        page, elapsed = await polling
+        assert [e["data"]["body"] for e in page["entries"]] == ["during the outage"]
+        assert elapsed < LONG / 2
+        # Later sends still wake later long-polls across processes.
+        for i in range(3):
+            polling = asyncio.create_task(poll(a, bob, since=page["next_since"]))
             await until_waiting(a, 1)
-            assert _kill_listeners(fresh_pg) == 2
-            # Sent while the listeners reconnect: its NOTIFY may find nobody listening, and
-            # the waiter must still learn of it (every waiter re-reads after a reconnect).
-            await send(b, alice, bob.user_id, "during the outage")
+            await send(b, alice, bob.user_id, f"after {i}")
             page, elapsed = await polling
-            assert [e["data"]["body"] for e in page["entries"]] == ["during the outage"]
+            assert [e["data"]["body"] for e in page["entries"]] == [f"after {i}"]
             assert elapsed < LONG / 2
-            # Later sends still wake later long-polls across processes.
-            for i in range(3):
-                polling = asyncio.create_task(poll(a, bob, since=page["next_since"]))
-                await until_waiting(a, 1)
-                await send(b, alice, bob.user_id, f"after {i}")
-                page, elapsed = await polling
-                assert [e["data"]["body"] for e in page["entries"]] == [f"after {i}"]
-                assert elapsed < LONG / 2
-            metrics = (await a.get("/metrics")).text
-            assert "msgsync_listener_up 1" in metrics
-            assert "msgsync_listener_reconnects_total 1" in metrics
+        metrics = (await a.get("/metrics")).text
+        assert "msgsync_listener_up 1" in metrics
+        assert "msgsync_listener_reconnects_total 1" in metrics
 
 
 async def test_sigterm_answers_waiting_long_polls(postgresql_url: str) -> None:
@@ -249,21 +255,17 @@ async def test_a_recall_and_a_read_receipt_wake_long_polls(server: Server) -> No
 
 
 async def test_a_logout_in_one_process_revokes_the_token_in_another(fresh_pg: str) -> None:
-    with running_server(fresh_pg) as first, running_server(fresh_pg) as second:
-        async with (
-            httpx.AsyncClient(base_url=first.url) as a,
-            httpx.AsyncClient(base_url=second.url) as b,
-        ):
-            alice = await register(a)
-            # Both processes have now seen (and cached) the token.
-            assert (await a.get("/devices", headers=alice.headers)).status_code == 200
-            assert (await b.get("/devices", headers=alice.headers)).status_code == 200
-            assert (await a.post("/logout", headers=alice.headers)).status_code == 204
-            assert (await a.get("/devices", headers=alice.headers)).status_code == 401
-            for _ in range(100):  # the revocation crosses over within a NOTIFY round
-                if (await b.get("/devices", headers=alice.headers)).status_code == 401:
-                    break
-                await asyncio.sleep(0.05)
-            response = await b.get("/sync", headers=alice.headers)
-            assert response.status_code == 401
-            assert response.json()["code"] == "unauthorized"
+    async with two_processes(fresh_pg) as (a, b):
+        alice = await register(a)
+        # Both processes have now seen (and cached) the token.
+        assert (await a.get("/devices", headers=alice.headers)).status_code == 200
+        assert (await b.get("/devices", headers=alice.headers)).status_code == 200
+        assert (await a.post("/logout", headers=alice.headers)).status_code == 204
+        assert (await a.get("/devices", headers=alice.headers)).status_code == 401
+        for _ in range(100):  # the revocation crosses over within a NOTIFY round
+            if (await b.get("/devices", headers=alice.headers)).status_code == 401:
+                break
+            await asyncio.sleep(0.05)
+        response = await b.get("/sync", headers=alice.headers)
+        assert response.status_code == 401
+        assert response.json()["code"] == "unauthorized"

@@ -17,7 +17,7 @@ from app.db import Database
 from app.models import InboxEntry, User
 from app.retention import LOCK_KEY, PruneReport, prune
 from tests.conftest import make_settings
-from tests.factories import Device, new_user_id, register, send_many
+from tests.factories import Device, new_user_id, register, send_many, send_numbered
 from tests.server import running_server
 from tests.test_retention import run_cli
 
@@ -30,18 +30,6 @@ async def db(fresh_pg: str) -> AsyncIterator[Database]:
     database = Database(make_settings(fresh_pg))
     yield database
     await database.dispose()
-
-
-async def _send_all(
-    client: httpx.AsyncClient, sender: Device, to: str, count: int, statuses: list[int]
-) -> None:
-    for i in range(count):
-        response = await client.post(
-            "/messages",
-            json={"to": to, "body": f"{sender.user_id}:{i}"},
-            headers=sender.headers,
-        )
-        statuses.append(response.status_code)
 
 
 async def _drain(
@@ -72,12 +60,23 @@ async def test_retention_while_clients_send_and_sync(fresh_pg: str, db: Database
             await prune(db, WEEK, 3)
             statuses: list[int] = []
             sending = asyncio.gather(
-                *(_send_all(client, fan, owner.user_id, per_fan, statuses) for fan in fans),
+                *(
+                    send_numbered(
+                        client, fan, owner.user_id, per_fan, statuses, client_msg_ids=False
+                    )
+                    for fan in fans
+                ),
                 # The owner sends too, and two fans cross: every send locks two users rows
                 # while retention batches lock many.
-                _send_all(client, owner, fans[0].user_id, replies, statuses),
-                _send_all(client, fans[1], fans[2].user_id, replies, statuses),
-                _send_all(client, fans[2], fans[1].user_id, replies, statuses),
+                send_numbered(
+                    client, owner, fans[0].user_id, replies, statuses, client_msg_ids=False
+                ),
+                send_numbered(
+                    client, fans[1], fans[2].user_id, replies, statuses, client_msg_ids=False
+                ),
+                send_numbered(
+                    client, fans[2], fans[1].user_id, replies, statuses, client_msg_ids=False
+                ),
             )
 
             async def keep_pruning() -> list[PruneReport]:
