@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
@@ -23,16 +20,15 @@ from app.config import Settings
 __all__ = ["Database", "make_engine"]
 
 
-def make_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
+def make_engine(settings: Settings, pool_size: int | None = None, **kwargs: Any) -> AsyncEngine:
     if settings.is_sqlite:
         engine = create_async_engine(settings.database_url, **kwargs)
         _sqlite_rules(engine)
         return engine
     return create_async_engine(
         settings.database_url,
-        pool_size=settings.db_pool_size,
+        pool_size=pool_size or settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
-        pool_pre_ping=False,
         **kwargs,
     )
 
@@ -66,7 +62,11 @@ class Database:
 
     def __init__(self, settings: Settings, **engine_kwargs: Any) -> None:
         self.settings = settings
-        self.engine = make_engine(settings, **engine_kwargs)
+        # Transactions (login, recall, read receipts, ack batches, the sync fallback) are the
+        # rarer path: a quarter of the pool; single statements get the full pool below.
+        self.engine = make_engine(
+            settings, pool_size=max(2, settings.db_pool_size // 4), **engine_kwargs
+        )
         self.is_sqlite = settings.is_sqlite
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # Reads that must see one snapshot (a sync reads the floor and the entries together):
@@ -78,26 +78,24 @@ class Database:
             self.engine.execution_options(**read_options), expire_on_commit=False
         )
         # One statement is its own transaction: on PostgreSQL autocommit saves the BEGIN
-        # and COMMIT round trips on hot single-statement paths (token lookup, send, sync),
-        # and a bare connection skips the ORM session's bookkeeping.
-        self._single = self.engine.execution_options(
-            **({"readonly": True} if self.is_sqlite else {"isolation_level": "AUTOCOMMIT"})
+        # and COMMIT round trips on the hot single-statement paths (token lookup, send,
+        # sync), and a bare connection skips the ORM session's bookkeeping. Those paths get
+        # a pool of their own whose connections stay in autocommit: switching a shared
+        # connection in and out of it at every checkout cost a fifth of a short statement.
+        self._single = (
+            self.engine.execution_options(readonly=True)
+            if self.is_sqlite
+            else make_engine(settings, isolation_level="AUTOCOMMIT", **engine_kwargs)
         )
 
-        # A burst of requests (thousands of devices reconnecting at once) must queue here,
-        # on a semaphore, not inside SQLAlchemy's pool: a request waiting in there is parked
-        # in a greenlet whose saved stack costs tens of kilobytes, and memory that a burst
-        # took is seldom given back to the system.
-        self._gate = asyncio.Semaphore(settings.db_pool_size + settings.db_max_overflow)
-
-    @asynccontextmanager
-    async def statement(self) -> AsyncIterator[AsyncConnection]:
+    def statement(self) -> AsyncConnection:
         """A connection for one statement (`async with db.statement() as conn:`)."""
-        async with self._gate, self._single.connect() as conn:
-            yield conn
+        return self._single.connect()
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        if self._single is not self.engine and isinstance(self._single, AsyncEngine):
+            await self._single.dispose()
 
     def session(self) -> AsyncSession:
         return self.sessions()
