@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from app.config import Settings
 
@@ -91,6 +91,11 @@ class Database:
     def statement(self) -> AsyncConnection:
         """A connection for one statement (`async with db.statement() as conn:`)."""
         return self._single.connect()
+
+    def connections_in_use(self) -> int:
+        """Checked-out connections over both pools (for /metrics)."""
+        engines = {id(e.pool): e.pool for e in (self.engine, self._single)}
+        return sum(p.checkedout() for p in engines.values() if isinstance(p, QueuePool))
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -39,14 +39,8 @@ async def metrics(notifier: NotifierDep, db: DbDep) -> str:
         f"msgsync_listener_up {int(notifier.healthy)}",
         "# HELP msgsync_db_pool_checked_out Database connections in use.",
         "# TYPE msgsync_db_pool_checked_out gauge",
-        f"msgsync_db_pool_checked_out {_checked_out(db)}",
+        f"msgsync_db_pool_checked_out {db.connections_in_use()}",
     ]
     for name, value in sorted(notifier.stats.items()):
         lines += [f"# TYPE msgsync_{name}_total counter", f"msgsync_{name}_total {value}"]
     return "\n".join(lines) + "\n"
-
-
-def _checked_out(db: object) -> int:
-    pool = getattr(getattr(db, "engine", None), "pool", None)
-    checked_out = getattr(pool, "checkedout", None)
-    return int(checked_out()) if callable(checked_out) else 0
