@@ -162,11 +162,20 @@ class TokenCache:
         self._entries[digest] = (device, time.monotonic() + self._ttl)
         self._by_device[device.device_id] = digest
 
-    def revoke(self, device_ids: Iterable[str]) -> None:
+    def holds(self, device_id: str) -> bool:
+        """Whether the device's token is cached and current (not revoked, not expired)."""
+        digest = self._by_device.get(device_id)
+        return digest is not None and self.get(digest) is not None
+
+    def revoke(self, device_ids: Iterable[str]) -> set[str]:
+        """Forget these devices' tokens; returns the users they belonged to."""
+        users: set[str] = set()
         for device_id in device_ids:
             digest = self._by_device.get(device_id)
             if digest is not None:
+                users.add(self._entries[digest][0].user_id)
                 self._drop(digest)
+        return users
 
     def clear(self) -> None:
         self._entries.clear()

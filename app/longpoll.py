@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.auth import TokenCache
 from app.notifier import Notifier, Waiter
 from app.sync import fetch_since, render_page
 
@@ -28,12 +29,13 @@ TICKET = "msgsync.longpoll"
 class Ticket:
     """What the endpoint tells the waiting layer about its (validated, authorised) read."""
 
-    __slots__ = ("empty", "limit", "position", "user_id", "waiter")
+    __slots__ = ("device_id", "empty", "limit", "position", "user_id", "waiter")
 
     def __init__(self) -> None:
         self.waiter: Waiter | None = None  # subscribed by the endpoint, before its read
         self.empty = False  # the read found nothing newer than `since`
         self.user_id = ""
+        self.device_id = ""
         self.position = 0
         self.limit = 0
 
@@ -68,6 +70,7 @@ class LongPoll:
             return
         state = scope["app"].state
         notifier: Notifier = state.notifier
+        tokens: TokenCache = state.tokens
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(timeout, state.settings.max_timeout)
         ticket = Ticket()
@@ -85,6 +88,12 @@ class LongPoll:
                 )
                 if watcher in done:
                     return  # the client hung up: nobody to answer, and the waiter goes
+                if not tokens.holds(ticket.device_id):
+                    # Logged out, or its cached token expired: read through the application
+                    # again, which authenticates (401 for a logged-out device).
+                    if not await self._read(scope, ticket, send, deadline, notifier):
+                        return
+                    continue
                 # A wake-up is only a hint: read again, the database is the truth. The
                 # request was validated and authorised by the first read; this one is the
                 # bare query, so that waking thousands of devices stays cheap.

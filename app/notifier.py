@@ -35,7 +35,7 @@ WAKE, REVOKE = "w", "r"
 
 
 class Revocable(Protocol):
-    def revoke(self, device_ids: Iterable[str]) -> None: ...
+    def revoke(self, device_ids: Iterable[str]) -> set[str]: ...
 
     def clear(self) -> None: ...
 
@@ -106,9 +106,12 @@ class Notifier:
         self.wake_local(user_ids)
 
     def revoke(self, device_ids: Iterable[str]) -> None:
-        """These devices logged out: forget their tokens. Call only after the commit."""
+        """These devices logged out: forget their tokens. Call only after the commit.
+
+        Their users' waiting long-polls are woken too: a wake-up finds the token gone and
+        authenticates again, so a logged-out device stops receiving at once."""
         if self.tokens is not None:
-            self.tokens.revoke(device_ids)
+            self.wake_local(self.tokens.revoke(device_ids))
 
     def close(self) -> None:
         """Shutting down: answer every waiting long-poll now, and new ones at once."""

@@ -18,7 +18,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.factories import Device, register, send
+from tests.factories import Device, login, register, send
 from tests.server import Server, running_server
 
 pytestmark = pytest.mark.server
@@ -269,3 +269,21 @@ async def test_a_logout_in_one_process_revokes_the_token_in_another(fresh_pg: st
         response = await b.get("/sync", headers=alice.headers)
         assert response.status_code == 401
         assert response.json()["code"] == "unauthorized"
+
+
+async def test_a_logout_ends_the_devices_waiting_long_poll(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=LONG + 10) as client:
+        alice = await register(client)
+        laptop = await login(client, alice.user_id, name="laptop")
+        waiting = asyncio.create_task(
+            client.get("/sync", params={"since": 0, "timeout": LONG}, headers=alice.headers)
+        )
+        await until_waiting(client, 1)
+        started = time.monotonic()
+        assert (await client.post("/logout", headers=alice.headers)).status_code == 204
+        response = await waiting
+        assert response.status_code == 401
+        assert response.json()["code"] == "unauthorized"
+        assert time.monotonic() - started < LONG / 2
+        # The user's other device is untouched.
+        assert (await client.get("/devices", headers=laptop.headers)).status_code == 200

@@ -77,7 +77,8 @@ async def sync_since(
             ticket.waiter = notifier.subscribe(device.user_id)
         else:
             ticket.waiter.rearm()
-        ticket.user_id, ticket.position, ticket.limit = device.user_id, position, limit
+        ticket.user_id, ticket.device_id = device.user_id, device.device_id
+        ticket.position, ticket.limit = position, limit
     page = await sync.fetch_since(db, device.user_id, position, limit)
     if ticket is not None:
         ticket.empty = not page.entries and page.next_since == position
