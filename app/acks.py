@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import bindparam, select, update
 
 from app.db import Database
 from app.errors import AppError
@@ -27,14 +27,37 @@ class PendingAck:
     future: asyncio.Future[int] = field(repr=False)
 
 
-# One statement text for every batch size (arrays, not a VALUES list of varying length), so
-# PostgreSQL plans it once per connection instead of once per batch size.
-_PG_UPDATE = text(
-    "UPDATE devices AS d SET acked_version = v.version"
-    " FROM unnest(CAST(:device_ids AS text[]), CAST(:versions AS bigint[]))"
-    " AS v(device_id, version)"
-    " WHERE d.device_id = v.device_id AND d.acked_version < v.version"
+# PostgreSQL: the whole batch in one statement on an autocommit connection, so a batch is one
+# round trip. The text is the same for every batch size (arrays, not a VALUES list), so it is
+# planned once per connection.
+_PG_BATCH = """
+WITH asked AS (
+    SELECT v.device_id, v.version
+    FROM unnest(CAST(%(device_ids)s AS text[]), CAST(%(versions)s AS bigint[]))
+        AS v(device_id, version)
+), current AS (
+    -- Locked in device-id order, so that two processes' batches cannot deadlock. FOR UPDATE
+    -- reads each row as last committed, so acked_version here is the cursor now.
+    SELECT d.device_id, d.acked_version, u.latest_version
+    FROM devices AS d JOIN users AS u ON u.user_id = d.user_id
+    WHERE d.device_id IN (SELECT device_id FROM asked)
+    ORDER BY d.device_id
+    FOR UPDATE OF d
+), target AS (
+    -- Per device, the highest version that is not ahead of its user's latest.
+    SELECT a.device_id, max(a.version) AS version
+    FROM asked AS a JOIN current AS c ON c.device_id = a.device_id
+    WHERE a.version <= c.latest_version
+    GROUP BY a.device_id
+), moved AS (
+    UPDATE devices AS d SET acked_version = t.version
+    FROM target AS t
+    WHERE d.device_id = t.device_id AND d.acked_version < t.version
+    RETURNING d.device_id, d.acked_version
 )
+SELECT c.device_id, COALESCE(m.acked_version, c.acked_version), c.latest_version
+FROM current AS c LEFT JOIN moved AS m ON m.device_id = c.device_id
+"""
 
 _SQLITE_UPDATE = (
     update(Device)
@@ -48,57 +71,64 @@ async def write_acks(db: Database, batch: Sequence[PendingAck]) -> list[int | Ap
 
     Each cursor becomes max(cursor, highest valid version queued for the device): a lower
     and a higher ack in one batch leave the higher one, and no cursor ever moves back.
+    ack_ahead is decided per ack without locking the user: latest_version only grows, and
+    the client learnt V from a committed sync before it sent the ack, so a V <= latest seen
+    now stays valid, and a V > latest was never a version it saw.
     """
+    found = await (_batch_sqlite(db, batch) if db.is_sqlite else _batch_postgresql(db, batch))
+    outcome: list[int | AppError] = []
+    for a in batch:
+        if a.device_id not in found:
+            outcome.append(AppError(401, "unauthorized", "invalid or revoked token"))
+            continue
+        cursor, latest = found[a.device_id]
+        if a.version > latest:
+            outcome.append(
+                AppError(
+                    409,
+                    "ack_ahead",
+                    f"version {a.version} is ahead of the latest version {latest}",
+                    latest_version=latest,
+                )
+            )
+            continue
+        outcome.append(cursor)
+    return outcome
+
+
+async def _batch_postgresql(
+    db: Database, batch: Sequence[PendingAck]
+) -> dict[str, tuple[int, int]]:
+    """{device: (cursor after the batch, user's latest version)} for the devices that exist."""
+    params = {"device_ids": [a.device_id for a in batch], "versions": [a.version for a in batch]}
+    async with db.statement() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        cursor = await driver.execute(_PG_BATCH, params)
+        return {device_id: (acked, latest) for device_id, acked, latest in await cursor.fetchall()}
+
+
+async def _batch_sqlite(db: Database, batch: Sequence[PendingAck]) -> dict[str, tuple[int, int]]:
+    """The same as _PG_BATCH, statement by statement (SQLite has one writer at a time)."""
     device_ids = sorted({a.device_id for a in batch})
     async with db.session() as session, session.begin():
-        # Lock the device rows in a fixed order, so two processes' batches cannot deadlock,
-        # and so the cursors read here are the ones the UPDATE below starts from.
         rows = await session.execute(
             select(Device.device_id, Device.acked_version, User.latest_version)
             .join(User, User.user_id == Device.user_id)
             .where(Device.device_id.in_(device_ids))
-            .order_by(Device.device_id)
-            .with_for_update(of=Device)
         )
-        # ack_ahead is decided here, per ack, without locking the user: latest_version only
-        # grows, and the client learnt V from a committed sync before it sent the ack, so a
-        # V <= latest seen now stays valid, and a V > latest was never a version it saw.
         found = {row.device_id: (row.acked_version, row.latest_version) for row in rows}
         cursors = {device_id: acked for device_id, (acked, _) in found.items()}
-        outcome: list[int | AppError] = []
         for a in batch:
-            if a.device_id not in found:
-                outcome.append(AppError(401, "unauthorized", "invalid or revoked token"))
-                continue
-            latest = found[a.device_id][1]
-            if a.version > latest:
-                outcome.append(
-                    AppError(
-                        409,
-                        "ack_ahead",
-                        f"version {a.version} is ahead of the latest version {latest}",
-                        latest_version=latest,
-                    )
-                )
-                continue
-            cursors[a.device_id] = max(cursors[a.device_id], a.version)
-            outcome.append(0)  # filled in with the final cursor below
-        moved = [(d, v) for d, v in cursors.items() if v > found[d][0]]
+            if a.device_id in found and a.version <= found[a.device_id][1]:
+                cursors[a.device_id] = max(cursors[a.device_id], a.version)
+        moved = [{"d": d, "v": v} for d, v in cursors.items() if v > found[d][0]]
         if moved:
-            if db.is_sqlite:
-                # Core executemany on the connection: the ORM's bulk UPDATE would try to
-                # synchronise session objects, and there are none.
-                connection = await session.connection()
-                await connection.execute(_SQLITE_UPDATE, [{"d": d, "v": v} for d, v in moved])
-            else:
-                await session.execute(
-                    _PG_UPDATE,
-                    {"device_ids": [d for d, _ in moved], "versions": [v for _, v in moved]},
-                )
-    return [
-        r if isinstance(r, AppError) else cursors[a.device_id]
-        for a, r in zip(batch, outcome, strict=True)
-    ]
+            # Core executemany on the connection: the ORM's bulk UPDATE would try to
+            # synchronise session objects, and there are none.
+            connection = await session.connection()
+            await connection.execute(_SQLITE_UPDATE, moved)
+    return {d: (cursors[d], latest) for d, (_, latest) in found.items()}
 
 
 class AckBatcher:
