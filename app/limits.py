@@ -14,6 +14,9 @@ class _TooLarge(Exception):
 
 
 class BodySizeLimit:
+    """FastAPI's own max_body_size answers a too-large Content-Length with text/plain; the
+    contract promises every error as problem+json with a stable code."""
+
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
