@@ -101,9 +101,7 @@ async def _batch_postgresql(
 ) -> dict[str, tuple[int, int]]:
     """{device: (cursor after the batch, user's latest version)} for the devices that exist."""
     params = {"device_ids": [a.device_id for a in batch], "versions": [a.version for a in batch]}
-    async with db.statement() as conn:
-        driver = (await conn.get_raw_connection()).driver_connection
-        assert driver is not None
+    async with db.driver() as driver:
         cursor = await driver.execute(_PG_BATCH, params)
         return {device_id: (acked, latest) for device_id, acked, latest in await cursor.fetchall()}
 

