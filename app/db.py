@@ -60,7 +60,8 @@ def _sqlite_rules(engine: AsyncEngine) -> None:
 
 
 class Database:
-    """One engine per process, plus the two session factories the domain code uses."""
+    """The process's database access: on PostgreSQL a pool for transactions and one kept in
+    autocommit for single statements; on SQLite one engine serves both."""
 
     def __init__(self, settings: Settings, **engine_kwargs: Any) -> None:
         self.settings = settings
@@ -114,7 +115,7 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
-        if self._single is not self.engine and isinstance(self._single, AsyncEngine):
+        if not self.is_sqlite:  # on SQLite _single is a view of the same engine
             await self._single.dispose()
 
     def session(self) -> AsyncSession:

@@ -430,7 +430,10 @@ async def _fetch_in_one_statement(
     _check_since(since, latest)
     if since < floor:
         return None
-    found = [FetchedEntry(r.version, r.kind, r.created_at, r.data) for r in rows if r.version]
+    # The outer join gives one row with no entry columns when nothing is newer than since.
+    found = [
+        FetchedEntry(r.version, r.kind, r.created_at, r.data) for r in rows if r.version is not None
+    ]
     next_since = found[-1].version if found else since
     return Page(found, next_since, latest, next_since < latest, False)
 
