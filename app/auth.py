@@ -32,6 +32,7 @@ __all__ = [
     "list_devices",
     "login",
     "logout",
+    "token_digest",
 ]
 
 # last_seen_at is a hint for the device list, not an audit log: refresh it at most this
@@ -66,6 +67,15 @@ class Passwords:
 
 def _token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
+
+
+def token_digest(authorization: str) -> bytes | None:
+    """What a token is looked up by, from an Authorization header; None without a bearer."""
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return _token_hash(token)
 
 
 async def create_user(db: Database, passwords: Passwords, user_id: str, password: str) -> None:
@@ -196,11 +206,9 @@ DbDep = Annotated[Database, Depends(get_db)]
 
 
 async def current_device(request: Request, db: DbDep) -> DeviceContext:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+    digest = token_digest(request.headers.get("authorization", ""))
+    if digest is None:
         raise AppError(401, "unauthorized", "missing bearer token")
-    digest = _token_hash(token.strip())
     tokens: TokenCache = request.app.state.tokens
     device = tokens.get(digest)
     if device is not None:

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-__all__ = ["AppError", "install_error_handlers", "problem"]
+__all__ = ["AppError", "error_response", "install_error_handlers", "problem"]
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -54,10 +54,14 @@ _HTTP_CODES = {
 }
 
 
-async def _app_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, AppError)
+def error_response(exc: AppError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
     return problem(exc.status, exc.code, exc.detail, headers=headers, **exc.extra)
+
+
+async def _app_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return error_response(exc)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

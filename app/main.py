@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from anyio import to_thread
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
+from app.ackpath import AckPath
 from app.acks import AckBatcher
 from app.api import accounts, conversations, health, operations
 from app.api import sync as sync_api
@@ -61,7 +64,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await notifier.stop()
             await db.dispose()
 
-    app = FastAPI(
+    app = _Msgsync(
+        settings,
         title="msgsync",
         version="0.1.0",
         summary="Offline-message sync for a one-to-one messenger",
@@ -74,6 +78,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(conversations.router)
     app.include_router(health.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
-    # Outermost, so that a waiting long-poll holds none of the inner layers' state.
-    app.add_middleware(LongPoll, concurrent_reads=settings.db_pool_size + settings.db_max_overflow)
     return app
+
+
+class _Msgsync(FastAPI):
+    """FastAPI with the two hot paths outside all of its middleware, error handling included:
+    a waiting long-poll then holds none of the inner layers' state (app.longpoll), and the
+    common ack skips their per-request work (app.ackpath). Both hand anything unusual to
+    the whole application, which answers errors as it answers any other."""
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._settings = settings
+
+    def build_middleware_stack(self) -> ASGIApp:
+        settings = self._settings
+        app = super().build_middleware_stack()
+        app = LongPoll(app, concurrent_reads=settings.db_pool_size + settings.db_max_overflow)
+        return AckPath(app, max_bytes=settings.max_request_bytes)

@@ -8,11 +8,14 @@ import random
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import delete
 
 from app import acks as acks_module
 from app.acks import AckBatcher, PendingAck, write_acks
+from app.auth import current_device
 from app.db import Database
 from app.errors import AppError
+from app.models import Device as DeviceRow
 from tests.factories import Device, login, register, send
 from tests.test_accounts import assert_problem
 
@@ -119,3 +122,80 @@ async def test_a_failed_batch_fails_every_waiter(
     for result in results:
         assert isinstance(result, AppError)
         assert (result.status, result.code) == (503, "ack_not_stored")
+
+
+# Bodies a client might send to /ack, well-formed or not. The lean path (app.ackpath) takes
+# only the first kind when the token is cached; the application answers the rest.
+_ACK_BODIES: list[tuple[str, bytes, str]] = [
+    ("valid", b'{"version": 2}', "application/json"),
+    ("zero", b'{"version": 0}', "application/json"),
+    ("charset", b'{"version": 2}', "application/json; charset=utf-8"),
+    ("ahead", b'{"version": 99}', "application/json"),
+    ("string", b'{"version": "2"}', "application/json"),
+    ("float", b'{"version": 2.0}', "application/json"),
+    ("boolean", b'{"version": true}', "application/json"),
+    ("negative", b'{"version": -1}', "application/json"),
+    ("above bigint", b'{"version": 9223372036854775808}', "application/json"),
+    ("extra field", b'{"version": 2, "device": "x"}', "application/json"),
+    ("no version", b"{}", "application/json"),
+    ("a list", b"[2]", "application/json"),
+    ("not json", b'{"version": ', "application/json"),
+    ("text", b'{"version": 2}', "text/plain"),
+    ("no content type", b'{"version": 2}', ""),
+    ("too large", b'{"version": 2, "pad": "' + b"x" * 70_000 + b'"}', "application/json"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"), [b[1:] for b in _ACK_BODIES], ids=[b[0] for b in _ACK_BODIES]
+)
+async def test_an_ack_is_answered_alike_whether_its_token_is_cached_or_not(
+    app: FastAPI, client: httpx.AsyncClient, body: bytes, content_type: str
+) -> None:
+    alice = await register(client, "alice")
+    await send(client, alice, alice.user_id, "one")
+    await send(client, alice, alice.user_id, "two")
+    headers = {**alice.headers, "Content-Type": content_type} if content_type else alice.headers
+    answers = []
+    for cached in (False, True):
+        if cached:
+            assert (await client.get("/devices", headers=alice.headers)).status_code == 200
+        else:
+            app.state.tokens.clear()
+        response = await client.post("/ack", content=body, headers=headers)
+        problem = response.json()
+        answers.append((response.status_code, response.headers["content-type"], problem))
+    assert answers[0] == answers[1]
+
+
+async def test_a_well_formed_ack_from_a_known_device_skips_the_framework(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    alice = await register(client, "alice")
+    await send(client, alice, alice.user_id, "one")
+    assert (await client.get("/devices", headers=alice.headers)).status_code == 200
+
+    async def unreachable() -> None:
+        raise AssertionError("the lean path should have answered")
+
+    app.dependency_overrides[current_device] = unreachable
+    response = await client.post("/ack", json={"version": 1}, headers=alice.headers)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"device_id": alice.device_id, "acked_version": 1}
+    # Not well-formed: the application answers (here, through the overridden dependency).
+    with pytest.raises(AssertionError, match="lean path"):
+        await client.post("/ack", json={"version": "1"}, headers=alice.headers)
+
+
+async def test_a_device_deleted_behind_a_cached_token_gets_401_from_the_lean_path(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    alice = await register(client, "alice")
+    await send(client, alice, alice.user_id, "one")
+    assert (await client.get("/devices", headers=alice.headers)).status_code == 200
+    db: Database = app.state.db
+    async with db.session() as session, session.begin():
+        await session.execute(delete(DeviceRow).where(DeviceRow.device_id == alice.device_id))
+    response = await client.post("/ack", json={"version": 1}, headers=alice.headers)
+    assert_problem(response, 401, "unauthorized")
+    assert response.headers["www-authenticate"] == "Bearer"
