@@ -10,7 +10,6 @@ from anyio import to_thread
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from app.ackpath import AckPath
 from app.acks import AckBatcher
 from app.api import accounts, conversations, health, operations
 from app.api import sync as sync_api
@@ -18,6 +17,7 @@ from app.auth import Passwords, TokenCache
 from app.config import Settings
 from app.db import Database
 from app.errors import install_error_handlers
+from app.hotpaths import HotPaths
 from app.limits import BodySizeLimit
 from app.longpoll import LongPoll
 from app.migrations import upgrade_to_head
@@ -82,10 +82,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 class _Msgsync(FastAPI):
-    """FastAPI with the two hot paths outside all of its middleware, error handling included:
-    a waiting long-poll then holds none of the inner layers' state (app.longpoll), and the
-    common ack skips their per-request work (app.ackpath). Both hand anything unusual to
-    the whole application, which answers errors as it answers any other."""
+    """FastAPI with two layers outside all of its middleware, error handling included: a
+    waiting long-poll then holds none of the inner layers' state (app.longpoll), and plain
+    sends and acks skip their per-request work (app.hotpaths). Both hand anything unusual
+    to the whole application, which answers errors as it answers any other."""
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -95,4 +95,4 @@ class _Msgsync(FastAPI):
         settings = self._settings
         app = super().build_middleware_stack()
         app = LongPoll(app, concurrent_reads=settings.db_pool_size + settings.db_max_overflow)
-        return AckPath(app, max_bytes=settings.max_request_bytes)
+        return HotPaths(app, max_bytes=settings.max_request_bytes)

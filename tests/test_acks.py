@@ -124,7 +124,7 @@ async def test_a_failed_batch_fails_every_waiter(
         assert (result.status, result.code) == (503, "ack_not_stored")
 
 
-# Bodies a client might send to /ack, well-formed or not. The lean path (app.ackpath) takes
+# Bodies a client might send to /ack, well-formed or not. The lean path (app.hotpaths) takes
 # only the first kind when the token is cached; the application answers the rest.
 _ACK_BODIES: list[tuple[str, bytes, str]] = [
     ("valid", b'{"version": 2}', "application/json"),
@@ -182,9 +182,9 @@ async def test_a_well_formed_ack_from_a_known_device_skips_the_framework(
     response = await client.post("/ack", json={"version": 1}, headers=alice.headers)
     assert response.status_code == 200, response.text
     assert response.json() == {"device_id": alice.device_id, "acked_version": 1}
-    # Not well-formed: the application answers (here, through the overridden dependency).
+    # Not valid: the application answers (here, through the overridden dependency).
     with pytest.raises(AssertionError, match="lean path"):
-        await client.post("/ack", json={"version": "1"}, headers=alice.headers)
+        await client.post("/ack", json={"version": -1}, headers=alice.headers)
 
 
 async def test_a_device_deleted_behind_a_cached_token_gets_401_from_the_lean_path(

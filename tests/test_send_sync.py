@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
+from fastapi import FastAPI
 
+from app.auth import current_device
 from tests.factories import login, register, send, sync, sync_all
 from tests.test_accounts import assert_problem
 
@@ -183,3 +186,81 @@ async def test_malformed_json_is_a_problem(client: httpx.AsyncClient) -> None:
         "/messages", json={"to": "x", "body": "y", "surprise": 1}, headers=alice.headers
     )
     assert_problem(extra, 422, "validation_error")
+
+
+# Send bodies, plain or not. The lean path (app.hotpaths) takes the plain ones when the
+# token is cached; the application answers the rest. PEER and CID are filled in per request.
+_SEND_BODIES: list[tuple[str, str, str]] = [
+    ("plain", '{"to": "PEER", "body": "hi", "client_msg_id": "CID"}', "application/json"),
+    ("no client_msg_id", '{"to": "PEER", "body": "hi"}', "application/json"),
+    ("to oneself", '{"to": "SELF", "body": "note", "client_msg_id": "CID"}', "application/json"),
+    ("a retry", '{"to": "PEER", "body": "hi", "client_msg_id": "first"}', "application/json"),
+    ("unknown recipient", '{"to": "nobody-here", "body": "hi"}', "application/json"),
+    ("body too large", '{"to": "PEER", "body": "' + "€" * 5462 + '"}', "application/json"),
+    ("request too large", '{"to": "PEER", "body": "' + "x" * 70_000 + '"}', "application/json"),
+    ("recipient too long", '{"to": "' + "p" * 65 + '", "body": "hi"}', "application/json"),
+    (
+        "empty client_msg_id",
+        '{"to": "PEER", "body": "hi", "client_msg_id": ""}',
+        "application/json",
+    ),
+    ("body a number", '{"to": "PEER", "body": 5}', "application/json"),
+    ("no body", '{"to": "PEER"}', "application/json"),
+    ("extra field", '{"to": "PEER", "body": "hi", "urgent": true}', "application/json"),
+    ("not json", '{"to": "PEER", "body": ', "application/json"),
+    ("text", '{"to": "PEER", "body": "hi"}', "text/plain"),
+]
+
+
+@pytest.mark.parametrize(
+    ("template", "content_type"),
+    [case[1:] for case in _SEND_BODIES],
+    ids=[case[0] for case in _SEND_BODIES],
+)
+async def test_a_send_is_answered_alike_whether_its_token_is_cached_or_not(
+    app: FastAPI, client: httpx.AsyncClient, template: str, content_type: str
+) -> None:
+    alice = await register(client, "alice")
+    bob = await register(client, "bob")
+    await send(client, alice, bob.user_id, "hi", client_msg_id="first")
+    headers = {**alice.headers, "Content-Type": content_type}
+    answers = []
+    for cached in (False, True):
+        if cached:
+            assert (await client.get("/devices", headers=alice.headers)).status_code == 200
+        else:
+            app.state.tokens.clear()
+        body = template.replace("PEER", bob.user_id).replace("SELF", alice.user_id)
+        body = body.replace("CID", f"c-{cached}")
+        response = await client.post("/messages", content=body.encode(), headers=headers)
+        answer = response.json()
+        if response.status_code == 201:
+            # Two new messages: alike but for their id, time, client_msg_id and version.
+            assert answer["version"] > 0
+            del answer["version"]
+            for key in ("id", "created_at", "client_msg_id"):
+                del answer["message"][key]
+        answers.append((response.status_code, response.headers["content-type"], answer))
+    assert answers[0] == answers[1]
+    assert answers[0][0] in {201, 200} or answers[0][1] == "application/problem+json"
+
+
+async def test_a_plain_send_from_a_known_device_skips_the_framework(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    alice = await register(client, "alice")
+    bob = await register(client, "bob")
+    assert (await client.get("/devices", headers=alice.headers)).status_code == 200
+
+    async def unreachable() -> None:
+        raise AssertionError("the lean path should have answered")
+
+    app.dependency_overrides[current_device] = unreachable
+    response = await client.post(
+        "/messages", json={"to": bob.user_id, "body": "hi"}, headers=alice.headers
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["message"]["from"] == alice.user_id
+    app.dependency_overrides.clear()
+    page = await sync(client, bob, since=0)
+    assert [e["data"]["body"] for e in page["entries"]] == ["hi"]

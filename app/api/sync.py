@@ -8,9 +8,14 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 
 from app import sync
+from app.acks import AckBatcher
 from app.api.deps import AcksDep, CurrentDevice, DbDep, NotifierDep, SettingsDep
+from app.auth import DeviceContext
+from app.config import Settings
+from app.db import Database
 from app.errors import AppError
 from app.longpoll import TICKET, Ticket
+from app.notifier import Notifier
 from app.schemas import MAX_ID, AckIn, AckOut, SendIn, SendOut, SyncPage
 
 router = APIRouter(tags=["sync"])
@@ -29,15 +34,21 @@ async def send(
     notifier: NotifierDep,
     settings: SettingsDep,
 ) -> Response:
+    status, content = await deliver(db, notifier, settings, device, body)
+    return Response(content, status_code=status, media_type="application/json")
+
+
+async def deliver(
+    db: Database, notifier: Notifier, settings: Settings, device: DeviceContext, body: SendIn
+) -> tuple[int, bytes]:
+    """The send, for the route above and for app.hotpaths: (status, JSON body)."""
     result = await sync.send_message(
         db, device.user_id, body.to, body.body, body.client_msg_id, settings.max_body_bytes
     )
     if result.created:
         notifier.notify((device.user_id, body.to))
     content = orjson.dumps({"message": result.message, "version": result.version})
-    return Response(
-        content, status_code=201 if result.created else 200, media_type="application/json"
-    )
+    return 201 if result.created else 200, content
 
 
 @router.get("/sync", response_model=SyncPage)
@@ -86,7 +97,13 @@ async def sync_since(
 
 
 @router.post("/ack", response_model=AckOut)
-async def ack(body: AckIn, device: CurrentDevice, acks: AcksDep) -> AckOut:
+async def ack(body: AckIn, device: CurrentDevice, acks: AcksDep) -> Response:
+    status, content = await acknowledge(acks, device, body)
+    return Response(content, status_code=status, media_type="application/json")
+
+
+async def acknowledge(acks: AckBatcher, device: DeviceContext, body: AckIn) -> tuple[int, bytes]:
+    """The ack, for the route above and for app.hotpaths: (status, JSON body)."""
     # Group commit: this waits for the batch holding the ack to commit.
     cursor = await acks.ack(device.user_id, device.device_id, body.version)
-    return AckOut(device_id=device.device_id, acked_version=cursor)
+    return 200, orjson.dumps({"device_id": device.device_id, "acked_version": cursor})

@@ -1,40 +1,56 @@
-"""The ack's lean path: a well-formed ack from a known device is answered here.
+"""The two hot writes, send and ack, answered before the framework when they are plain.
 
-An ack is the smallest and most frequent request a client makes: a version, answered with
-the cursor once its batch commits. Through the framework each one paid for routing, the
-dependency graph, body validation and response validation, several times the cost of the
-write it waits for (the batch is one statement for hundreds of acks). This layer answers
-the common case directly: `POST /ack` with a cached bearer token and a JSON body that is
-exactly `{"version": <integer in range>}`. Everything else (a token not yet cached, a
-malformed or oversized body, a string for a number) goes through the application
-unchanged, which validates, authenticates and answers errors; so the route there stays the
-one definition of the contract, and this layer only ever agrees with it.
+A send and an ack are the requests a messenger makes most, and the smallest. Through the
+framework each paid for routing, the dependency graph and response validation: for an ack
+several times the cost of its share of the batch write, for a send about as much as its
+database statement. This layer answers them directly when the token is cached, the body is
+JSON and it validates against the very model the route declares (SendIn, AckIn), then runs
+the very function the route runs (app.api.sync). Anything else (a token not yet cached, a
+body that does not validate, one too large, another content type) goes through the
+application unchanged, which authenticates, validates and answers errors; so the routes
+stay the one definition of the contract, and this layer only ever agrees with them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.acks import AckBatcher
-from app.auth import TokenCache, token_digest
+from app.api.sync import acknowledge, deliver
+from app.auth import DeviceContext, TokenCache, token_digest
 from app.errors import AppError, error_response
-from app.schemas import MAX_ID
+from app.schemas import AckIn, SendIn
 
-__all__ = ["AckPath"]
+__all__ = ["HotPaths"]
 
 _JSON = b"application/json"
 
+Handler = Callable[[State, DeviceContext, Any], Awaitable[tuple[int, bytes]]]
 
-class AckPath:
+_ROUTES: dict[tuple[str, str], tuple[type[BaseModel], Handler]] = {
+    ("POST", "/messages"): (
+        SendIn,
+        lambda state, device, body: deliver(state.db, state.notifier, state.settings, device, body),
+    ),
+    ("POST", "/ack"): (
+        AckIn,
+        lambda state, device, body: acknowledge(state.acks, device, body),
+    ),
+}
+
+
+class HotPaths:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != "/ack" or scope["method"] != "POST":
+        route = _ROUTES.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
+        if route is None:
             await self.app(scope, receive, send)
             return
         authorization = content_type = b""
@@ -43,29 +59,31 @@ class AckPath:
                 authorization = value
             elif name == b"content-type":
                 content_type = value
-        state = scope["app"].state
+        state: State = scope["app"].state
         tokens: TokenCache = state.tokens
         digest = token_digest(authorization.decode("latin-1"))
         device = tokens.get(digest) if digest is not None else None
         if device is None or content_type.partition(b";")[0].strip().lower() != _JSON:
             await self.app(scope, receive, send)
             return
-        body, complete = await self._read(receive)
-        version = _version(body) if complete else None
-        if version is None:
-            await self.app(scope, _replay(body, complete, receive), send)
-            return
-        acks: AckBatcher = state.acks
+        raw, complete = await self._read(receive)
+        model, handler = route
         try:
-            cursor = await acks.ack(device.user_id, device.device_id, version)
+            if not complete:
+                raise ValueError("incomplete body")
+            body = model.model_validate_json(raw)
+        except (ValueError, ValidationError):
+            await self.app(scope, _replay(raw, complete, receive), send)
+            return
+        try:
+            status, content = await handler(state, device, body)
         except AppError as exc:
             await error_response(exc)(scope, receive, send)
             return
-        content = orjson.dumps({"device_id": device.device_id, "acked_version": cursor})
         await send(
             {
                 "type": "http.response.start",
-                "status": 200,
+                "status": status,
                 "headers": [
                     (b"content-type", _JSON),
                     (b"content-length", str(len(content)).encode()),
@@ -90,21 +108,6 @@ class AckPath:
                 return b"".join(chunks), True
             if size > self.max_bytes:
                 return b"".join(chunks), False
-
-
-def _version(body: bytes) -> int | None:
-    """The version of a body that is exactly {"version": n} with n in range, else None."""
-    try:
-        parsed: Any = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    if type(parsed) is not dict or len(parsed) != 1:
-        return None
-    version = parsed.get("version")
-    # type() and not isinstance(): True is an int to Python but not a version.
-    if type(version) is not int or not 0 <= version <= MAX_ID:
-        return None
-    return version
 
 
 def _replay(body: bytes, complete: bool, receive: Receive) -> Receive:
