@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-__all__ = ["AppError", "error_response", "install_error_handlers", "problem"]
+__all__ = [
+    "AppError",
+    "error_response",
+    "install_error_handlers",
+    "problem",
+    "unexpected_error_response",
+]
 
 PROBLEM_JSON = "application/problem+json"
+
+log = logging.getLogger(__name__)
 
 
 class AppError(Exception):
@@ -64,6 +75,43 @@ async def _app_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc)
 
 
+# Failures of the database rather than of the request: the connection dropped (a restart, a
+# failover), the pool had no connection in time, SQLite stayed locked. Retrying helps.
+_DATABASE_OUTAGES = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+
+
+def unexpected_error_response(exc: Exception) -> JSONResponse:
+    """A failure no handler expected, still as problem details: 503 database_unavailable
+    (with Retry-After) when the database failed, else 500 internal_error. The exception
+    itself goes to the log, never to the client."""
+    if isinstance(exc, _DATABASE_OUTAGES):
+        return problem(
+            503,
+            "database_unavailable",
+            "the database did not answer; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+    return problem(500, "internal_error", "the server failed unexpectedly; it has been logged")
+
+
+async def _database_outage(request: Request, exc: Exception) -> JSONResponse:
+    # Handled like any expected error (so the connection stays open for the client's
+    # retry), but logged: an operator wants to know.
+    log.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
+    return unexpected_error_response(exc)
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    # Starlette's ServerErrorMiddleware sends this, then re-raises for the server's log.
+    return unexpected_error_response(exc)
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
@@ -85,3 +133,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    for outage in _DATABASE_OUTAGES:
+        app.add_exception_handler(outage, _database_outage)
+    app.add_exception_handler(Exception, _unexpected)

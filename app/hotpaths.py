@@ -13,6 +13,7 @@ stay the one definition of the contract, and this layer only ever agrees with th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,10 +23,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.sync import acknowledge, deliver
 from app.auth import DeviceContext, TokenCache, token_digest
-from app.errors import AppError, error_response
+from app.errors import AppError, error_response, unexpected_error_response
 from app.schemas import AckIn, SendIn
 
 __all__ = ["HotPaths"]
+
+log = logging.getLogger(__name__)
 
 _JSON = b"application/json"
 
@@ -79,6 +82,11 @@ class HotPaths:
             status, content = await handler(state, device, body)
         except AppError as exc:
             await error_response(exc)(scope, receive, send)
+            return
+        except Exception as exc:
+            # Answered as the application answers it, and logged as it logs it.
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            await unexpected_error_response(exc)(scope, receive, send)
             return
         await send(
             {

@@ -1,0 +1,102 @@
+"""When the database fails under a request: problem details, never a bare 500, and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import httpx
+import psycopg
+import pytest
+from fastapi import FastAPI
+
+from app import sync
+from tests.factories import register, send, sync_all
+from tests.server import running_server
+from tests.test_accounts import assert_problem
+
+
+@pytest.fixture
+async def lenient_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """A client that gets the answer of a failed request instead of the exception (the
+    framework re-raises after answering, for the server's log)."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://msgsync.test") as c:
+        yield c
+
+
+@pytest.mark.parametrize(
+    ("failure", "status", "code"),
+    [
+        (psycopg.OperationalError("terminating connection"), 503, "database_unavailable"),
+        (RuntimeError("a bug"), 500, "internal_error"),
+    ],
+    ids=["database", "bug"],
+)
+async def test_an_unexpected_failure_is_a_problem_on_either_path(
+    app: FastAPI,
+    lenient_client: httpx.AsyncClient,
+    monkeypatch: pytest.MonkeyPatch,
+    failure: Exception,
+    status: int,
+    code: str,
+) -> None:
+    alice, bob = await register(lenient_client), await register(lenient_client)
+
+    async def failing(*args: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(sync, "send_message", failing)
+    for cached in (False, True):
+        if cached:
+            assert (await lenient_client.get("/devices", headers=alice.headers)).status_code == 200
+        else:
+            app.state.tokens.clear()
+        response = await lenient_client.post(
+            "/messages", json={"to": bob.user_id, "body": "hi"}, headers=alice.headers
+        )
+        assert_problem(response, status, code)
+        assert "a bug" not in response.text  # the exception goes to the log only
+        if status == 503:
+            assert response.headers["retry-after"] == "1"
+
+
+async def test_sends_after_the_database_dropped_every_connection(fresh_pg: str) -> None:
+    """A database restart or failover, as PostgreSQL ends every connection: requests on a
+    dropped connection answer 503 database_unavailable, and the service recovers by itself."""
+    name = fresh_pg.rpartition("/")[2]
+    with running_server(fresh_pg) as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            alice, bob = await register(client), await register(client)
+            await asyncio.gather(*(send(client, alice, bob.user_id, f"m{i}") for i in range(20)))
+            with psycopg.connect(fresh_pg.replace("+psycopg", ""), autocommit=True) as admin:
+                ended = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (name,),
+                ).fetchone()
+            assert ended is not None
+            assert ended[0] > 0
+            answers = []
+            for i in range(30):
+                response = await client.post(
+                    "/messages",
+                    json={"to": bob.user_id, "body": f"after {i}", "client_msg_id": f"a{i}"},
+                    headers=alice.headers,
+                )
+                if response.status_code == 503:
+                    assert_problem(response, 503, "database_unavailable")
+                else:
+                    assert response.status_code == 201, response.text
+                answers.append(response.status_code)
+            # The request that finds the connections dropped fails; the pool then replaces
+            # them, and the rest go through.
+            assert 503 in answers
+            assert answers[-10:] == [201] * 10
+            # A client retries what failed: nothing is lost, nothing doubled.
+            for i, status in enumerate(answers):
+                if status == 503:
+                    await send(client, alice, bob.user_id, f"after {i}", client_msg_id=f"a{i}")
+            bodies = [e["data"]["body"] for e in await sync_all(client, bob)]
+            assert sorted(bodies[:20]) == sorted(f"m{i}" for i in range(20))
+            assert sorted(bodies[20:]) == sorted(f"after {i}" for i in range(30))
