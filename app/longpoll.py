@@ -136,8 +136,15 @@ class LongPoll:
         async def keep(message: Message) -> None:
             answer.append(message)
 
-        async with self._reads:
-            await self.app({**scope, TICKET: ticket}, _no_body, keep)
+        try:
+            async with self._reads:
+                await self.app({**scope, TICKET: ticket}, _no_body, keep)
+        except Exception:
+            # The application answered a failure (500 problem details) and re-raised it for
+            # the server's log: the client still gets that answer.
+            for message in answer:
+                await send(message)
+            raise
         remaining = deadline - asyncio.get_running_loop().time()
         if ticket.empty and ticket.waiter is not None and remaining > 0 and not notifier.closing:
             return True

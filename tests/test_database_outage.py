@@ -100,3 +100,19 @@ async def test_sends_after_the_database_dropped_every_connection(fresh_pg: str) 
             bodies = [e["data"]["body"] for e in await sync_all(client, bob)]
             assert sorted(bodies[:20]) == sorted(f"m{i}" for i in range(20))
             assert sorted(bodies[20:]) == sorted(f"after {i}" for i in range(30))
+
+
+@pytest.mark.parametrize("timeout", [0, 5])
+async def test_a_sync_that_fails_is_a_problem_long_poll_or_not(
+    lenient_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, timeout: int
+) -> None:
+    bob = await register(lenient_client)
+
+    async def failing(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(sync, "fetch_since", failing)
+    response = await lenient_client.get(
+        "/sync", params={"since": 0, "timeout": timeout}, headers=bob.headers
+    )
+    assert_problem(response, 500, "internal_error")
