@@ -50,6 +50,13 @@ def _count(text: str) -> int:
     return int(text)
 
 
+def _positive(text: str) -> int:
+    count = _count(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1")
+    return count
+
+
 def _retention(args: argparse.Namespace) -> int:
     from app.config import Settings
     from app.db import Database
@@ -72,6 +79,7 @@ def _retention(args: argparse.Namespace) -> int:
                 max_entries,
                 dry_run=args.dry_run,
                 batch_users=settings.retention_batch_users,
+                batch_entries=args.batch_entries or settings.retention_batch_entries,
                 wait=args.wait,
             )
         except AlreadyRunning:
@@ -141,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_count,
         help="keep at most this many newest entries per user "
         "(default from settings: MSGSYNC_RETENTION_MAX_ENTRIES)",
+    )
+    retention.add_argument(
+        "--batch-entries",
+        type=_positive,
+        help="delete at most this many entries per transaction; on SQLite this bounds how "
+        "long sends wait for the write lock (default from settings: "
+        "MSGSYNC_RETENTION_BATCH_ENTRIES)",
     )
     retention.add_argument("--dry-run", action="store_true", help="count, delete nothing")
     retention.add_argument("--json", action="store_true", help="print one JSON object")

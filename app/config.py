@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     retention_max_age_seconds: int = Field(default=7 * 24 * 3600, ge=0)
     retention_max_entries: int = Field(default=1000, ge=0)
     retention_batch_users: int = Field(default=200, ge=1)
+    retention_batch_entries: int = Field(default=10_000, ge=1)
 
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=64 * 1024, ge=8)

@@ -13,6 +13,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.config import Settings
 from app.db import Database
 from app.models import InboxEntry, User, utcnow
 
@@ -26,8 +27,9 @@ __all__ = [
 ]
 
 # At most this many inbox entries are deleted per transaction: a batch holds the write lock
-# (SQLite) or its users' row locks (PostgreSQL, only at the end) for a bounded time.
-BATCH_ENTRIES = 10_000
+# (SQLite) or its users' row locks (PostgreSQL, only at the end) for a bounded time. The
+# setting MSGSYNC_RETENTION_BATCH_ENTRIES (and --batch-entries) chooses it for the CLI.
+BATCH_ENTRIES: int = Settings.model_fields["retention_batch_entries"].default
 
 # The PostgreSQL advisory lock that lets one retention run at a time: "msgsync" in ASCII.
 # Advisory locks are scoped to one database, so each database has its own.

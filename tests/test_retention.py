@@ -294,3 +294,17 @@ async def test_cli_prints_one_json_object(
         30 * 86400,
     )
     assert await inbox_versions(db, bob.user_id) == [4]
+
+
+async def test_cli_bounds_the_entries_deleted_per_transaction(
+    client: httpx.AsyncClient, db: Database, store_url: str
+) -> None:
+    alice = await register(client, "alice")
+    bob = await register(client, "bob")
+    for i in range(5):
+        await send(client, alice, bob.user_id, f"m{i}")
+    done = await run_cli(store_url, "--max-entries", "1", "--batch-entries", "2")
+    # 4 entries of alice's and 4 of bob's, at most 2 per transaction.
+    assert done["deleted"] == 8
+    assert done["transactions"] >= 4
+    assert await inbox_versions(db, bob.user_id) == [5]
