@@ -11,6 +11,8 @@ import pytest
 from fastapi import FastAPI
 
 from app import sync
+from app.db import Database
+from tests.conftest import make_settings
 from tests.factories import register, send, sync_all
 from tests.server import running_server
 from tests.test_accounts import assert_problem
@@ -116,3 +118,41 @@ async def test_a_sync_that_fails_is_a_problem_long_poll_or_not(
         "/sync", params={"since": 0, "timeout": timeout}, headers=bob.headers
     )
     assert_problem(response, 500, "internal_error")
+
+
+def _end_every_connection(url: str) -> int:
+    name = url.rpartition("/")[2]
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_the_driver_path_drops_the_whole_pool_when_the_database_went_away(
+    fresh_pg: str,
+) -> None:
+    """The hot statements run on the bare driver connection, where SQLAlchemy does not see
+    a disconnect; they must still start afresh, not fail once per pooled connection."""
+    db = Database(make_settings(fresh_pg))
+    try:
+
+        async def one() -> None:
+            async with db.driver() as driver:
+                await driver.execute("SELECT pg_sleep(0.05)")
+
+        await asyncio.gather(*(one() for _ in range(8)))  # eight connections in the pool
+        assert _end_every_connection(fresh_pg) >= 8
+        failures = 0
+        for _ in range(8):
+            try:
+                async with db.driver() as driver:
+                    await driver.execute("SELECT 1")
+            except psycopg.OperationalError:
+                failures += 1
+        assert failures == 1
+    finally:
+        await db.dispose()
