@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import psycopg
-from sqlalchemy import Row, insert, select, true, union_all, update
+from sqlalchemy import Row, insert, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -405,35 +405,37 @@ def _check_since(since: int, latest: int) -> None:
         )
 
 
+# The user's counters and a page of entries, in one statement and one snapshot. The outer
+# join gives one row with no entry columns when nothing is newer than `since`.
+_PAGE_SQL = """
+SELECT u.latest_version, u.floor_version, e.version, e.kind, e.created_at, e.data
+FROM users AS u
+LEFT JOIN LATERAL (
+    SELECT version, kind, created_at, data FROM inbox
+    WHERE inbox.user_id = u.user_id AND inbox.version > %(since)s
+    ORDER BY version
+    LIMIT %(limit)s
+) AS e ON true
+WHERE u.user_id = %(user_id)s
+"""
+
+
 async def _fetch_in_one_statement(
     db: Database, user_id: str, since: int, limit: int
 ) -> Page | None:
     """The common case on PostgreSQL: the user's counters and the entries in one statement
-    (one snapshot, one round trip). None when `since` is below the floor: the caller then
-    takes the fallback path."""
-    entries = (
-        select(InboxEntry.version, InboxEntry.kind, InboxEntry.created_at, InboxEntry.data)
-        .where(InboxEntry.user_id == User.user_id, InboxEntry.version > since)
-        .order_by(InboxEntry.version)
-        .limit(limit)
-        .lateral()
-    )
-    stmt = (
-        select(User.latest_version, User.floor_version, *entries.c)
-        .select_from(User)
-        .outerjoin(entries, true())
-        .where(User.user_id == user_id)
-    )
-    async with db.statement() as conn:
-        rows = (await conn.execute(stmt)).all()
-    latest, floor = rows[0].latest_version, rows[0].floor_version
+    (one snapshot, one round trip), on the driver: SQLAlchemy's row objects made a page of
+    1000 entries slower than the two-statement transaction (5.8-9.4 against 4.9 ms).
+    None when `since` is below the floor: the caller then takes the fallback path."""
+    params = {"user_id": user_id, "since": since, "limit": limit}
+    async with db.driver() as driver:
+        cursor = await driver.execute(_PAGE_SQL, params)
+        rows = await cursor.fetchall()
+    latest, floor = rows[0][0], rows[0][1]
     _check_since(since, latest)
     if since < floor:
         return None
-    # The outer join gives one row with no entry columns when nothing is newer than since.
-    found = [
-        FetchedEntry(r.version, r.kind, r.created_at, r.data) for r in rows if r.version is not None
-    ]
+    found = [FetchedEntry(v, k, c, d) for _, _, v, k, c, d in rows if v is not None]
     next_since = found[-1].version if found else since
     return Page(found, next_since, latest, next_since < latest, False)
 
