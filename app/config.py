@@ -14,6 +14,7 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./msgsync.db"
     db_pool_size: int = Field(default=20, ge=1, le=200)
     db_max_overflow: int = Field(default=0, ge=0, le=200)
+    db_pool_prewarm: bool = True
 
     max_body_bytes: int = Field(default=16 * 1024, ge=1)
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)

@@ -35,6 +35,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # The embedded default must run on a bare machine: create and migrate the file.
             await to_thread.run_sync(upgrade_to_head, settings.database_url)
         db = Database(settings)
+        if settings.db_pool_prewarm:
+            await db.prewarm()
         notifier = (
             Notifier()
             if settings.is_sqlite

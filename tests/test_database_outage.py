@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from app import sync
 from app.db import Database
+from app.main import create_app
 from tests.conftest import make_settings
 from tests.factories import register, send, sync_all
 from tests.server import running_server
@@ -154,5 +155,36 @@ async def test_the_driver_path_drops_the_whole_pool_when_the_database_went_away(
             except psycopg.OperationalError:
                 failures += 1
         assert failures == 1
+    finally:
+        await db.dispose()
+
+
+def _statement_backends(url: str) -> int:
+    """The database's connections other than the notifier's listener and publisher."""
+    name = url.rpartition("/")[2]
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+            "AND pid <> pg_backend_pid() AND application_name NOT LIKE 'msgsync-%%'",
+            (name,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_the_pool_is_open_before_the_first_request(fresh_pg: str) -> None:
+    for prewarm in (False, True):
+        app = create_app(make_settings(fresh_pg, db_pool_size=6, db_pool_prewarm=prewarm))
+        async with app.router.lifespan_context(app):
+            assert _statement_backends(fresh_pg) == (6 if prewarm else 0)
+
+
+async def test_opening_the_pool_against_a_database_that_is_down_does_not_raise(
+    pg_admin_url: str,
+) -> None:
+    missing = pg_admin_url.rpartition("/")[0] + "/msgsync_no_such_database"
+    db = Database(make_settings(missing, db_pool_size=3))
+    try:
+        await db.prewarm()  # logged; the service starts and connects when it can
     finally:
         await db.dispose()
