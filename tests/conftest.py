@@ -52,6 +52,20 @@ def create_pg_database(admin_url: str) -> str:
     return f"{base}/{name}"
 
 
+def over_backends(url: str, aggregate: str, condition: str = "TRUE") -> int:
+    """An aggregate over the server processes of url's database other than this query's own,
+    e.g. count(pg_terminate_backend(pid)) ends them, as a restart or failover does."""
+    name = url.rpartition("/")[2]
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as admin:
+        row = admin.execute(
+            f"SELECT {aggregate} FROM pg_stat_activity "
+            f"WHERE datname = %s AND pid <> pg_backend_pid() AND ({condition})",
+            (name,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def drop_pg_database(admin_url: str, url: str) -> None:
     name = url.rpartition("/")[2]
     with psycopg.connect(admin_url, autocommit=True) as conn:

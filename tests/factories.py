@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
+from app.auth import current_device
 from app.db import Database
 from app.sync import send_message
 
@@ -101,3 +103,28 @@ async def send_numbered(
             body["client_msg_id"] = f"c{i}"
         response = await client.post("/messages", json=body, headers=sender.headers)
         statuses.append(response.status_code)
+
+
+async def set_token_cache(
+    app: FastAPI, client: httpx.AsyncClient, device: Device, cached: bool
+) -> None:
+    """Put the device's token in the process's cache (one authenticated request), or empty
+    the cache: a plain send or ack then takes app.hotpaths' lean path, or the framework's."""
+    if cached:
+        response = await client.get("/devices", headers=device.headers)
+        assert response.status_code == 200, response.text
+    else:
+        app.state.tokens.clear()
+
+
+FRAMEWORK_REACHED = "the lean path should have answered"
+
+
+def make_the_framework_unreachable(app: FastAPI) -> None:
+    """From now on a request that reaches a route needing a device raises AssertionError:
+    only app.hotpaths' lean path can answer."""
+
+    async def unreachable() -> None:
+        raise AssertionError(FRAMEWORK_REACHED)
+
+    app.dependency_overrides[current_device] = unreachable

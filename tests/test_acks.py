@@ -12,11 +12,18 @@ from sqlalchemy import delete
 
 from app import acks as acks_module
 from app.acks import AckBatcher, PendingAck, write_acks
-from app.auth import current_device
 from app.db import Database
 from app.errors import AppError
 from app.models import Device as DeviceRow
-from tests.factories import Device, login, register, send
+from tests.factories import (
+    FRAMEWORK_REACHED,
+    Device,
+    login,
+    make_the_framework_unreachable,
+    register,
+    send,
+    set_token_cache,
+)
 from tests.test_accounts import assert_problem
 
 
@@ -158,10 +165,7 @@ async def test_an_ack_is_answered_alike_whether_its_token_is_cached_or_not(
     headers = {**alice.headers, "Content-Type": content_type} if content_type else alice.headers
     answers = []
     for cached in (False, True):
-        if cached:
-            assert (await client.get("/devices", headers=alice.headers)).status_code == 200
-        else:
-            app.state.tokens.clear()
+        await set_token_cache(app, client, alice, cached)
         response = await client.post("/ack", content=body, headers=headers)
         problem = response.json()
         answers.append((response.status_code, response.headers["content-type"], problem))
@@ -173,17 +177,13 @@ async def test_a_well_formed_ack_from_a_known_device_skips_the_framework(
 ) -> None:
     alice = await register(client, "alice")
     await send(client, alice, alice.user_id, "one")
-    assert (await client.get("/devices", headers=alice.headers)).status_code == 200
-
-    async def unreachable() -> None:
-        raise AssertionError("the lean path should have answered")
-
-    app.dependency_overrides[current_device] = unreachable
+    await set_token_cache(app, client, alice, cached=True)
+    make_the_framework_unreachable(app)
     response = await client.post("/ack", json={"version": 1}, headers=alice.headers)
     assert response.status_code == 200, response.text
     assert response.json() == {"device_id": alice.device_id, "acked_version": 1}
     # Not valid: the application answers (here, through the overridden dependency).
-    with pytest.raises(AssertionError, match="lean path"):
+    with pytest.raises(AssertionError, match=FRAMEWORK_REACHED):
         await client.post("/ack", json={"version": -1}, headers=alice.headers)
 
 
@@ -192,7 +192,7 @@ async def test_a_device_deleted_behind_a_cached_token_gets_401_from_the_lean_pat
 ) -> None:
     alice = await register(client, "alice")
     await send(client, alice, alice.user_id, "one")
-    assert (await client.get("/devices", headers=alice.headers)).status_code == 200
+    await set_token_cache(app, client, alice, cached=True)
     db: Database = app.state.db
     async with db.session() as session, session.begin():
         await session.execute(delete(DeviceRow).where(DeviceRow.device_id == alice.device_id))

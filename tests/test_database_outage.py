@@ -13,8 +13,8 @@ from fastapi import FastAPI
 from app import sync
 from app.db import Database
 from app.main import create_app
-from tests.conftest import make_settings
-from tests.factories import register, send, sync_all
+from tests.conftest import make_settings, over_backends
+from tests.factories import register, send, set_token_cache, sync_all
 from tests.server import running_server
 from tests.test_accounts import assert_problem
 
@@ -51,10 +51,7 @@ async def test_an_unexpected_failure_is_a_problem_on_either_path(
 
     monkeypatch.setattr(sync, "send_message", failing)
     for cached in (False, True):
-        if cached:
-            assert (await lenient_client.get("/devices", headers=alice.headers)).status_code == 200
-        else:
-            app.state.tokens.clear()
+        await set_token_cache(app, lenient_client, alice, cached)
         response = await lenient_client.post(
             "/messages", json={"to": bob.user_id, "body": "hi"}, headers=alice.headers
         )
@@ -67,19 +64,11 @@ async def test_an_unexpected_failure_is_a_problem_on_either_path(
 async def test_sends_after_the_database_dropped_every_connection(fresh_pg: str) -> None:
     """A database restart or failover, as PostgreSQL ends every connection: requests on a
     dropped connection answer 503 database_unavailable, and the service recovers by itself."""
-    name = fresh_pg.rpartition("/")[2]
     with running_server(fresh_pg) as server:
         async with httpx.AsyncClient(base_url=server.url) as client:
             alice, bob = await register(client), await register(client)
             await asyncio.gather(*(send(client, alice, bob.user_id, f"m{i}") for i in range(20)))
-            with psycopg.connect(fresh_pg.replace("+psycopg", ""), autocommit=True) as admin:
-                ended = admin.execute(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = %s AND pid <> pg_backend_pid()",
-                    (name,),
-                ).fetchone()
-            assert ended is not None
-            assert ended[0] > 0
+            assert over_backends(fresh_pg, "count(pg_terminate_backend(pid))") > 0
             answers = []
             for i in range(30):
                 response = await client.post(
@@ -121,18 +110,6 @@ async def test_a_sync_that_fails_is_a_problem_long_poll_or_not(
     assert_problem(response, 500, "internal_error")
 
 
-def _end_every_connection(url: str) -> int:
-    name = url.rpartition("/")[2]
-    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as admin:
-        row = admin.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 async def test_the_driver_path_drops_the_whole_pool_when_the_database_went_away(
     fresh_pg: str,
 ) -> None:
@@ -146,7 +123,7 @@ async def test_the_driver_path_drops_the_whole_pool_when_the_database_went_away(
                 await driver.execute("SELECT pg_sleep(0.05)")
 
         await asyncio.gather(*(one() for _ in range(8)))  # eight connections in the pool
-        assert _end_every_connection(fresh_pg) >= 8
+        assert over_backends(fresh_pg, "count(pg_terminate_backend(pid))") >= 8
         failures = 0
         for _ in range(8):
             try:
@@ -159,24 +136,15 @@ async def test_the_driver_path_drops_the_whole_pool_when_the_database_went_away(
         await db.dispose()
 
 
-def _statement_backends(url: str) -> int:
-    """The database's connections other than the notifier's listener and publisher."""
-    name = url.rpartition("/")[2]
-    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as admin:
-        row = admin.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
-            "AND pid <> pg_backend_pid() AND application_name NOT LIKE 'msgsync-%%'",
-            (name,),
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 async def test_the_pool_is_open_before_the_first_request(fresh_pg: str) -> None:
     for prewarm in (False, True):
         app = create_app(make_settings(fresh_pg, db_pool_size=6, db_pool_prewarm=prewarm))
         async with app.router.lifespan_context(app):
-            assert _statement_backends(fresh_pg) == (6 if prewarm else 0)
+            # Not counting the notifier's listener and publisher.
+            statement = over_backends(
+                fresh_pg, "count(*)", "application_name NOT LIKE 'msgsync-%%'"
+            )
+            assert statement == (6 if prewarm else 0)
 
 
 async def test_opening_the_pool_against_a_database_that_is_down_does_not_raise(

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 
+from tests.conftest import over_backends
 from tests.factories import Device, login, register, send
 from tests.server import Server, running_server
 
@@ -161,23 +161,15 @@ async def test_two_workers_wake_long_polls_spread_over_both(fresh_pg: str) -> No
                 assert elapsed < LONG / 2
 
 
-def _kill_listeners(url: str) -> int:
-    name = url.rpartition("/")[2]
-    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = 'msgsync-listener' AND datname = %s",
-            (name,),
-        ).fetchall()
-    return len(rows)
-
-
 async def test_a_killed_listener_reconnects_and_wakes_its_waiters(fresh_pg: str) -> None:
     async with two_processes(fresh_pg) as (a, b):
         alice, bob = await register(a), await register(a)
         polling = asyncio.create_task(poll(a, bob, since=0))
         await until_waiting(a, 1)
-        assert _kill_listeners(fresh_pg) == 2
+        ended = over_backends(
+            fresh_pg, "count(pg_terminate_backend(pid))", "application_name = 'msgsync-listener'"
+        )
+        assert ended == 2
         # Sent while the listeners reconnect: its NOTIFY may find nobody listening, and
         # the waiter must still learn of it (every waiter re-reads after a reconnect).
         await send(b, alice, bob.user_id, "during the outage")

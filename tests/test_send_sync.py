@@ -8,8 +8,15 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from app.auth import current_device
-from tests.factories import login, register, send, sync, sync_all
+from tests.factories import (
+    login,
+    make_the_framework_unreachable,
+    register,
+    send,
+    set_token_cache,
+    sync,
+    sync_all,
+)
 from tests.test_accounts import assert_problem
 
 
@@ -226,10 +233,7 @@ async def test_a_send_is_answered_alike_whether_its_token_is_cached_or_not(
     headers = {**alice.headers, "Content-Type": content_type}
     answers = []
     for cached in (False, True):
-        if cached:
-            assert (await client.get("/devices", headers=alice.headers)).status_code == 200
-        else:
-            app.state.tokens.clear()
+        await set_token_cache(app, client, alice, cached)
         body = template.replace("PEER", bob.user_id).replace("SELF", alice.user_id)
         body = body.replace("CID", f"c-{cached}")
         response = await client.post("/messages", content=body.encode(), headers=headers)
@@ -250,12 +254,8 @@ async def test_a_plain_send_from_a_known_device_skips_the_framework(
 ) -> None:
     alice = await register(client, "alice")
     bob = await register(client, "bob")
-    assert (await client.get("/devices", headers=alice.headers)).status_code == 200
-
-    async def unreachable() -> None:
-        raise AssertionError("the lean path should have answered")
-
-    app.dependency_overrides[current_device] = unreachable
+    await set_token_cache(app, client, alice, cached=True)
+    make_the_framework_unreachable(app)
     response = await client.post(
         "/messages", json={"to": bob.user_id, "body": "hi"}, headers=alice.headers
     )
