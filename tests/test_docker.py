@@ -190,6 +190,7 @@ def test_the_venv_alone_runs_msgsync(image: Image) -> None:
     assert Path(where.stdout.strip()).is_relative_to(image.path("/app/.venv"))
 
 
+@pytest.mark.server
 def test_cmd_serves_sqlite_on_the_volume_and_the_healthcheck_sees_it(image: Image) -> None:
     port = str(free_port())  # 8000 may be taken on a shared machine: the one change made
     (healthcheck,) = image.final.all("HEALTHCHECK")

@@ -15,7 +15,7 @@ from tests.conftest import IN_CI
 from tests.factories import PASSWORD, new_user_id
 from tests.server import Server, running_server
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.server]
 
 CHROMIUM = "/usr/bin/chromium"
 # Headless in a container as root, and nothing of Chromium's own traffic (updates, sync,

@@ -118,6 +118,7 @@ def test_migrate_then_retention_on_postgresql(installed: Installed, bare_pg: str
     assert json.loads(done.stdout)["already_running"] is False
 
 
+@pytest.mark.server
 def test_serve_on_sqlite_creates_and_migrates_its_file(installed: Installed) -> None:
     """The embedded default: `msgsync serve` with no settings at all, in a bare directory."""
     port = free_port()
