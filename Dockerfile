@@ -29,11 +29,11 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 FROM python:${PYTHON_VERSION}-slim
 # A fixed numeric UID/GID: `USER` by number lets Kubernetes' runAsNonRoot check it, and the
 # owner of files on the volume stays the same across images.
-ARG UID=10001
-RUN groupadd --system --gid "${UID}" msgsync \
-    && useradd --system --uid "${UID}" --gid "${UID}" --no-create-home \
+ARG APP_UID=10001
+RUN groupadd --system --gid "${APP_UID}" msgsync \
+    && useradd --system --uid "${APP_UID}" --gid "${APP_UID}" --no-create-home \
         --home-dir /data --shell /usr/sbin/nologin msgsync \
-    && install -d -o "${UID}" -g "${UID}" -m 0750 /data
+    && install -d -o "${APP_UID}" -g "${APP_UID}" -m 0750 /data
 # Created owned by root: the service can write only /data, and no `chown -R` copies the
 # venv into a second layer.
 COPY --from=build /app/.venv /app/.venv
@@ -43,7 +43,7 @@ ENV PATH="/app/.venv/bin:${PATH}" PYTHONUNBUFFERED=1 \
 # (MSGSYNC_DATABASE_URL=postgresql://...) nothing is written to it.
 VOLUME ["/data"]
 WORKDIR /data
-USER ${UID}:${UID}
+USER ${APP_UID}:${APP_UID}
 EXPOSE 8000
 # The slim image has no curl: Python's urllib, which raises (exit 1) on refusal or any
 # status of 400 and above.

@@ -225,8 +225,8 @@ def test_cmd_serves_sqlite_on_the_volume_and_the_healthcheck_sees_it(image: Imag
 def test_runtime_stage_runs_as_a_numeric_uid_with_a_volume() -> None:
     final = stages()[-1]
     (user,) = final.all("USER")
-    (uid_default,) = [a.split("=")[1] for a in final.all("ARG") if a.startswith("UID=")]
-    assert user.replace("${UID}", uid_default) == f"{uid_default}:{uid_default}"
+    (uid_default,) = [a.split("=")[1] for a in final.all("ARG") if a.startswith("APP_UID=")]
+    assert user.replace("${APP_UID}", uid_default) == f"{uid_default}:{uid_default}"
     assert int(uid_default) > 0
     assert final.all("VOLUME") == ['["/data"]']
     assert not any("chown" in run for run in final.all("RUN"))
