@@ -66,6 +66,9 @@ def server(postgresql_url: str) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    # A guard for a loaded machine (the Swagger bundle is 1.5 MB to parse), not a measure:
+    # assertions retry until the page shows what they expect, for up to this long.
+    expect.set_options(timeout=30_000)
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
