@@ -329,3 +329,21 @@ async def test_retention_removes_idle_devices_with_a_fixed_clock(
     assert done.cutoff == (now - timedelta(days=90)).isoformat().replace("+00:00", "Z")
     assert await device_ids(client, phone) == {phone.device_id}
     assert (await remove_idle_devices(db, 90, now=now)).removed == 0
+
+
+async def test_odd_device_ids_are_not_found(client: httpx.AsyncClient) -> None:
+    phone = await register(client)
+    for unknown in ("x" * 32, "~!"):
+        assert_problem(await end(client, phone, unknown), 404, "device_not_found")
+    for invalid in ("%00", "%ED%A0%80", "x" * 33, "a%20b"):
+        assert_problem(await end(client, phone, invalid), 422, "validation_error")
+
+
+async def test_the_openapi_document_describes_the_errors(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    deleting = paths["/devices/{device_id}"]["delete"]["responses"]
+    changing = paths["/password"]["post"]["responses"]
+    for responses, codes in ((deleting, {"401", "404"}), (changing, {"401"})):
+        assert codes <= responses.keys()
+        for code in codes:
+            assert "application/problem+json" in responses[code]["content"]

@@ -97,7 +97,9 @@ async def devices(device: CurrentDevice, db: DbDep) -> DevicesOut:
     },
 )
 async def delete_device(
-    device_id: Annotated[str, Path(max_length=32)],
+    # Visible ASCII, as ids are hex: NUL and lone surrogates, which PostgreSQL cannot
+    # compare, are a validation error on every backend rather than a database error.
+    device_id: Annotated[str, Path(pattern=r"^[!-~]{1,32}$")],
     body: DeviceDeleteIn,
     request: Request,
     device: CurrentDevice,
