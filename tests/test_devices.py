@@ -347,3 +347,17 @@ async def test_the_openapi_document_describes_the_errors(client: httpx.AsyncClie
         assert codes <= responses.keys()
         for code in codes:
             assert "application/problem+json" in responses[code]["content"]
+
+
+async def test_wrong_passwords_reach_the_throttling_call_site(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both endpoints report a wrong password through accounts._password_failed, the one
+    place that counts it towards login throttling (and logs it)."""
+    phone = await register(client)
+    caplog.set_level("INFO", logger="app.api.accounts")
+    await end(client, phone, phone.device_id, password="guess one")
+    await change_password(client, phone, old="guess two")
+    await end(client, phone, phone.device_id + "0", password=PASSWORD)  # right, not found
+    failures = [r for r in caplog.records if "wrong password" in r.getMessage()]
+    assert [phone.user_id in r.getMessage() for r in failures] == [True, True]
