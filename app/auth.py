@@ -106,7 +106,9 @@ async def login(
         # password change logs the user's other devices out; one committing meanwhile must
         # not miss this device. FOR SHARE orders the two: a change in flight makes this wait
         # and then read its new hash; once this holds the lock, the change waits for this
-        # commit and its delete then sees the new device.
+        # commit and its delete then sees the new device. (It may also wait for a send of
+        # this user in flight, whose version bump holds the row: one statement's wait, on
+        # the rare path.)
         current = await session.scalar(
             select(User.password_hash).where(User.user_id == user_id).with_for_update(read=True)
         )
