@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Request, Response
 
 from app import auth
 from app.api.deps import CurrentDevice, DbDep, NotifierDep, PasswordsDep
+from app.db import Database
 from app.errors import AppError
 from app.schemas import (
     DeviceDeleteIn,
@@ -146,7 +147,7 @@ async def change_password(
 
 
 async def _confirm_password(
-    request: Request, db: DbDep, passwords: auth.Passwords, user_id: str, password: str
+    request: Request, db: Database, passwords: auth.Passwords, user_id: str, password: str
 ) -> str:
     """The re-entered password of a signed-in user; returns the stored hash it matched."""
     verified = await auth.verify_password(db, passwords, user_id, password)
@@ -157,8 +158,9 @@ async def _confirm_password(
 
 
 async def _password_failed(request: Request, user_id: str) -> None:
-    """A wrong password re-entered by a signed-in device: the one place where it counts
-    towards the user's login throttling, so that a stolen token cannot be used to guess
-    the password here rather than at POST /login."""
+    """A wrong password re-entered by a signed-in device, from either endpoint above. This
+    is the single place to count it towards the user's login throttling, so that a stolen
+    token cannot be used to guess the password here rather than at POST /login; until the
+    throttle is called from here, it is only logged."""
     client = request.client.host if request.client else "-"
     log.info("wrong password re-entered for user %r from %s", user_id, client)
