@@ -8,14 +8,14 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 from anyio import to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy import CursorResult, Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.config import Settings
@@ -30,11 +30,15 @@ __all__ = [
     "Passwords",
     "TokenCache",
     "bearer_scheme",
+    "change_password",
     "create_user",
+    "delete_device",
+    "idle_cutoff",
     "list_devices",
     "login",
     "logout",
     "token_digest",
+    "verify_password",
 ]
 
 # last_seen_at is a hint for the device list, not an audit log: refresh it at most this
@@ -100,6 +104,18 @@ async def login(
     device_id = secrets.token_hex(8)
     token = secrets.token_urlsafe(32)
     async with db.session() as session, session.begin():
+        # The device is created only if the password just verified is still the user's. A
+        # password change logs the user's other devices out; one committing meanwhile must
+        # not miss this device. FOR SHARE orders the two: a change in flight makes this wait
+        # and then read its new hash; once this holds the lock, the change waits for this
+        # commit and its delete then sees the new device. (It may also wait for a send of
+        # this user in flight, whose version bump holds the row: one statement's wait, on
+        # the rare path.)
+        current = await session.scalar(
+            select(User.password_hash).where(User.user_id == user_id).with_for_update(read=True)
+        )
+        if current != stored:
+            raise AppError(401, "bad_credentials", "unknown user or wrong password")
         # A new device's cursor starts at 0: its first sync without `since` delivers the
         # whole offline store, and the history fallback below the floor.
         await session.execute(
@@ -117,6 +133,70 @@ async def logout(db: Database, device_id: str) -> None:
     """Delete the device; the caller then revokes its token in every process's cache."""
     async with db.session() as session, session.begin():
         await session.execute(delete(Device).where(Device.device_id == device_id))
+
+
+async def verify_password(
+    db: Database, passwords: Passwords, user_id: str, password: str
+) -> str | None:
+    """The user's stored hash when `password` is theirs, else None.
+
+    Read on the primary: what is verified here is then changed or acted on there."""
+    async with db.statement() as conn:
+        stored = await conn.scalar(select(User.password_hash).where(User.user_id == user_id))
+    return stored if await passwords.verify(stored, password) else None
+
+
+async def delete_device(db: Database, user_id: str, device_id: str) -> bool:
+    """Log one of the user's devices out, as logout() does; False when the user has none such
+    (another user's device is no different from a missing one). Its pushers go with the
+    row (ON DELETE CASCADE). The caller then revokes its token in every process's cache."""
+    async with db.session() as session, session.begin():
+        result = await session.execute(
+            delete(Device).where(Device.device_id == device_id, Device.user_id == user_id)
+        )
+    return _rowcount(result) > 0
+
+
+async def change_password(
+    db: Database,
+    passwords: Passwords,
+    user_id: str,
+    verified_hash: str,
+    new_password: str,
+    keep_device: str | None,
+) -> list[str]:
+    """Replace the hash the old password was verified against; unless `keep_device` is None,
+    log out every other device of the user in the same transaction. Returns the devices
+    logged out, whose tokens the caller then revokes in every process's cache."""
+    new_hash = await passwords.hash(new_password)
+    async with db.session() as session, session.begin():
+        # Only over the hash that was verified: of two changes racing with the same old
+        # password, the second fails rather than silently undoing the first. The row lock
+        # this takes orders the change with logins in flight (see login()).
+        changed = await session.execute(
+            update(User)
+            .where(User.user_id == user_id, User.password_hash == verified_hash)
+            .values(password_hash=new_hash)
+        )
+        if _rowcount(changed) == 0:
+            raise AppError(401, "bad_credentials", "the password was changed meanwhile")
+        if keep_device is None:
+            return []
+        ended = await session.scalars(
+            delete(Device)
+            .where(Device.user_id == user_id, Device.device_id != keep_device)
+            .returning(Device.device_id)
+        )
+        return list(ended)
+
+
+def idle_cutoff(idle_days: int, now: datetime) -> datetime | None:
+    """Devices last seen before this moment are idle; None when idle expiry is off."""
+    return now - timedelta(days=idle_days) if idle_days > 0 else None
+
+
+def _rowcount(result: object) -> int:
+    return cast(CursorResult[Any], result).rowcount
 
 
 async def list_devices(
@@ -151,6 +231,10 @@ class TokenCache:
     listener reconnects drops everything (it may have missed a revocation). The time to
     live bounds the one remaining gap, a process that dies between a logout's commit and
     its NOTIFY, and paces the device's last_seen_at refresh.
+
+    A lookup that read the device before its logout committed must not cache it after the
+    revocation went by: put() takes the moment the lookup started (stamp()) and refuses a
+    device revoked since, or any device when the whole cache was dropped since.
     """
 
     def __init__(self, ttl: float = LAST_SEEN_RESOLUTION.total_seconds(), size: int = 100_000):
@@ -158,6 +242,15 @@ class TokenCache:
         self._size = size
         self._entries: dict[bytes, tuple[DeviceContext, float]] = {}
         self._by_device: dict[str, bytes] = {}
+        # device_id -> when it was revoked, oldest first; kept for a time to live, far
+        # longer than a lookup takes.
+        self._revoked: dict[str, float] = {}
+        self._cleared_at = float("-inf")
+
+    @staticmethod
+    def stamp() -> float:
+        """Take before reading a device from the database; give to put()."""
+        return time.monotonic()
 
     def get(self, digest: bytes) -> DeviceContext | None:
         found = self._entries.get(digest)
@@ -168,7 +261,12 @@ class TokenCache:
             return None
         return found[0]
 
-    def put(self, digest: bytes, device: DeviceContext) -> None:
+    def put(self, digest: bytes, device: DeviceContext, read_at: float | None = None) -> None:
+        if read_at is not None and (
+            read_at <= self._cleared_at
+            or self._revoked.get(device.device_id, float("-inf")) >= read_at
+        ):
+            return  # possibly revoked after it was read
         if len(self._entries) >= self._size:
             self._drop(next(iter(self._entries)))  # the oldest insertion
         self._entries[digest] = (device, time.monotonic() + self._ttl)
@@ -182,7 +280,12 @@ class TokenCache:
     def revoke(self, device_ids: Iterable[str]) -> set[str]:
         """Forget these devices' tokens; returns the users they belonged to."""
         users: set[str] = set()
+        now = time.monotonic()
+        while self._revoked and next(iter(self._revoked.values())) < now - self._ttl:
+            del self._revoked[next(iter(self._revoked))]
         for device_id in device_ids:
+            self._revoked.pop(device_id, None)  # re-inserted last, keeping the order by time
+            self._revoked[device_id] = now
             digest = self._by_device.get(device_id)
             if digest is not None:
                 users.add(self._entries[digest][0].user_id)
@@ -190,6 +293,7 @@ class TokenCache:
         return users
 
     def clear(self) -> None:
+        self._cleared_at = time.monotonic()
         self._entries.clear()
         self._by_device.clear()
 
@@ -231,7 +335,11 @@ async def current_device(
     tokens: TokenCache = request.app.state.tokens
     device = tokens.get(digest)
     if device is not None:
+        # A cached token was read from the database less than the cache's time to live
+        # (a minute) ago, when its device was not idle and its last_seen_at was refreshed:
+        # it cannot have gone idle since, as idle expiry counts in whole days.
         return device
+    read_at = tokens.stamp()
     async with db.statement() as conn:
         row = (
             await conn.execute(
@@ -243,13 +351,25 @@ async def current_device(
     if row is None:
         raise AppError(401, "unauthorized", "invalid or revoked token")
     now = utcnow()
+    settings: Settings = request.app.state.settings
+    cutoff = idle_cutoff(settings.device_idle_days, now)
+    if cutoff is not None and row.last_seen_at < cutoff:
+        raise AppError(
+            401,
+            "unauthorized",
+            f"device unused for more than {settings.device_idle_days} days; log in again",
+        )
     if now - row.last_seen_at > LAST_SEEN_RESOLUTION:
         async with db.session() as session, session.begin():
-            await session.execute(
+            seen = await session.execute(
                 update(Device).where(Device.device_id == row.device_id).values(last_seen_at=now)
             )
+        if _rowcount(seen) == 0:
+            # Deleted since it was read (a logout, or the retention job taking it as idle):
+            # it must neither answer nor enter the cache.
+            raise AppError(401, "unauthorized", "invalid or revoked token")
     device = DeviceContext(row.device_id, row.user_id)
-    tokens.put(digest, device)
+    tokens.put(digest, device, read_at)
     return device
 
 

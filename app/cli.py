@@ -62,7 +62,7 @@ def _retention(args: argparse.Namespace) -> int:
     from app.config import Settings
     from app.db import Database
     from app.migrations import upgrade_to_head
-    from app.retention import AlreadyRunning, prune
+    from app.retention import AlreadyRunning, prune, remove_idle_devices
 
     settings = Settings()
     # `is None`, not `or`: --max-age 0 is a real request (everything old enough goes), and
@@ -89,6 +89,7 @@ def _retention(args: argparse.Namespace) -> int:
                 batch_entries=args.batch_entries or settings.retention_batch_entries,
                 wait=args.wait,
             )
+            idle = await remove_idle_devices(db, settings.device_idle_days, dry_run=args.dry_run)
         except AlreadyRunning:
             # Not a failure: the other run is doing this work. Exit 0 so cron stays quiet.
             if args.json:
@@ -99,7 +100,16 @@ def _retention(args: argparse.Namespace) -> int:
         finally:
             await db.dispose()
         if args.json:
-            print(json.dumps({"already_running": False, **report.as_dict()}))
+            print(
+                json.dumps(
+                    {
+                        "already_running": False,
+                        **report.as_dict(),
+                        "device_idle_days": idle.idle_days,
+                        "idle_devices_removed": idle.removed,
+                    }
+                )
+            )
         else:
             verb = "would delete" if report.dry_run else "deleted"
             print(
@@ -109,6 +119,14 @@ def _retention(args: argparse.Namespace) -> int:
                 f"{report.elapsed_seconds:.2f} s "
                 f"(older than {report.cutoff}, newest {report.max_entries} kept)"
             )
+            if idle.idle_days:
+                print(
+                    f"retention: {'would remove' if report.dry_run else 'removed'} "
+                    f"{idle.removed} devices unused for more than {idle.idle_days} days "
+                    f"(last seen before {idle.cutoff})"
+                )
+            else:
+                print("retention: idle devices are kept (MSGSYNC_DEVICE_IDLE_DAYS=0)")
         return 0
 
     return asyncio.run(run())
@@ -161,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="prune the offline store (for cron)",
         description="Delete inbox entries older than --max-age and all but the newest "
         "--max-entries per user, in bounded batches; raise each user's floor with its deletes. "
+        "Remove the devices unused for MSGSYNC_DEVICE_IDLE_DAYS days (0: keep them). "
         "Exit status 0 on success, and also when another run holds the lock (it says so); "
         "1 on an error.",
     )

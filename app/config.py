@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     retention_batch_users: int = Field(default=200, ge=1)
     retention_batch_entries: int = Field(default=10_000, ge=1)
 
+    # A device unused for this many days stops working (401) and the retention job removes
+    # it; 0 keeps devices forever. Whole days: the token cache and the last_seen_at refresh
+    # work at the scale of a minute, far below the shortest expiry.
+    device_idle_days: int = Field(default=90, ge=0, le=36500)
+
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=64 * 1024, ge=8)
     argon2_parallelism: int = Field(default=4, ge=1)

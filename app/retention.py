@@ -13,16 +13,19 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth import idle_cutoff
 from app.config import Settings
 from app.db import Database
-from app.models import InboxEntry, User, utcnow
+from app.models import Device, InboxEntry, User, utcnow
 
 __all__ = [
     "BATCH_ENTRIES",
     "LOCK_KEY",
     "AlreadyRunning",
+    "IdleReport",
     "PruneReport",
     "prune",
+    "remove_idle_devices",
     "retention_lock",
 ]
 
@@ -290,3 +293,50 @@ async def _count_range(session: AsyncSession, user_id: str, low: int, high: int)
         )
     )
     return int(count or 0)
+
+
+# Idle devices deleted per transaction: each delete takes the devices' row locks and
+# cascades to their pushers, so a batch stays short.
+IDLE_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class IdleReport:
+    idle_days: int  # 0: idle expiry is off and nothing was looked at
+    cutoff: str | None  # devices last seen before this moment are idle
+    removed: int  # devices deleted (in a dry run, that would be)
+
+
+async def remove_idle_devices(
+    db: Database, idle_days: int, now: datetime | None = None, dry_run: bool = False
+) -> IdleReport:
+    """Delete the devices not seen for `idle_days` (MSGSYNC_DEVICE_IDLE_DAYS); 0 does nothing.
+
+    Such devices already answer 401 (app.auth.current_device); this removes their rows, and
+    with them their pushers. None of their tokens can be in a server's token cache: a cached
+    token was read less than a minute ago, when its device was not idle. `now` fixes the
+    clock (tests).
+    """
+    cutoff = idle_cutoff(idle_days, now or utcnow())
+    if cutoff is None:
+        return IdleReport(idle_days=0, cutoff=None, removed=0)
+    # One scan for the ids (devices has no index on last_seen_at, which every active device
+    # rewrites up to once a minute), then deletes by primary key in short transactions.
+    async with db.session() as session, session.begin():
+        idle = list(
+            await session.scalars(select(Device.device_id).where(Device.last_seen_at < cutoff))
+        )
+    removed = len(idle) if dry_run else 0
+    for start in range(0, 0 if dry_run else len(idle), IDLE_BATCH):
+        async with db.session() as session, session.begin():
+            result = await session.execute(
+                delete(Device).where(
+                    Device.device_id.in_(idle[start : start + IDLE_BATCH]),
+                    # Checked again: a device seen since the scan is not idle any more.
+                    Device.last_seen_at < cutoff,
+                )
+            )
+            removed += cast(CursorResult[Any], result).rowcount
+    return IdleReport(
+        idle_days=idle_days, cutoff=cutoff.isoformat().replace("+00:00", "Z"), removed=removed
+    )

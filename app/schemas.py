@@ -13,6 +13,7 @@ __all__ = [
     "AckOut",
     "ConversationOut",
     "ConversationsPage",
+    "DeviceDeleteIn",
     "DeviceOut",
     "DevicesOut",
     "Entry",
@@ -20,6 +21,7 @@ __all__ = [
     "LoginIn",
     "LoginOut",
     "MessageOut",
+    "PasswordChangeIn",
     "ReadIn",
     "ReadOut",
     "RecallOut",
@@ -68,6 +70,8 @@ class DeviceOut(BaseModel):
     acked_version: int
     created_at: datetime
     last_seen_at: datetime
+    # The device that made this request.
+    current: bool = False
 
 
 class DevicesOut(BaseModel):
@@ -164,3 +168,15 @@ class ReadOut(BaseModel):
     read_up_to_id: int
     # The reader's version after the change; the latest one when the cursor did not move.
     version: int
+
+
+class DeviceDeleteIn(_In):
+    # The password, re-entered: a token alone (a stolen one, say) cannot end other devices.
+    password: str = Field(max_length=1024)
+
+
+class PasswordChangeIn(_In):
+    old_password: str = Field(max_length=1024)
+    new_password: Password
+    # Log out every other device of the user (the calling one stays).
+    logout_other_devices: bool = True

@@ -2,13 +2,58 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, Response
 
 from app import auth
 from app.api.deps import CurrentDevice, DbDep, NotifierDep, PasswordsDep
-from app.schemas import DeviceOut, DevicesOut, LoginIn, LoginOut, UserIn, UserOut
+from app.db import Database
+from app.errors import AppError
+from app.schemas import (
+    DeviceDeleteIn,
+    DeviceOut,
+    DevicesOut,
+    LoginIn,
+    LoginOut,
+    PasswordChangeIn,
+    UserIn,
+    UserOut,
+)
 
 router = APIRouter(tags=["accounts"])
+
+log = logging.getLogger(__name__)
+
+
+def _problem(description: str, *codes: str) -> dict[str, Any]:
+    """An error answer for the OpenAPI document: RFC 9457 problem details with these codes."""
+    return {
+        "description": description,
+        "content": {
+            "application/problem+json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["type", "title", "status", "detail", "code"],
+                    "properties": {
+                        "type": {"type": "string"},
+                        "title": {"type": "string"},
+                        "status": {"type": "integer"},
+                        "detail": {"type": "string"},
+                        "code": {"type": "string", "enum": list(codes)},
+                    },
+                }
+            }
+        },
+    }
+
+
+_BAD_PASSWORD = _problem(
+    "`bad_credentials`: wrong password; `unauthorized`: missing, revoked or idle token",
+    "bad_credentials",
+    "unauthorized",
+)
 
 
 @router.post("/users", status_code=201, response_model=UserOut)
@@ -35,4 +80,87 @@ async def logout(device: CurrentDevice, db: DbDep, notifier: NotifierDep) -> Res
 @router.get("/devices", response_model=DevicesOut)
 async def devices(device: CurrentDevice, db: DbDep) -> DevicesOut:
     rows = await auth.list_devices(db, device.user_id)
-    return DevicesOut(devices=[DeviceOut.model_validate(row, from_attributes=True) for row in rows])
+    return DevicesOut(
+        devices=[
+            DeviceOut(**row._asdict(), current=row.device_id == device.device_id) for row in rows
+        ]
+    )
+
+
+@router.delete(
+    "/devices/{device_id}",
+    status_code=204,
+    responses={
+        401: _BAD_PASSWORD,
+        404: _problem(
+            "`device_not_found`: the caller has no device with this id", "device_not_found"
+        ),
+    },
+)
+async def delete_device(
+    # Visible ASCII, as ids are hex: NUL and lone surrogates, which PostgreSQL cannot
+    # compare, are a validation error on every backend rather than a database error.
+    device_id: Annotated[str, Path(pattern=r"^[!-~]{1,32}$")],
+    body: DeviceDeleteIn,
+    request: Request,
+    device: CurrentDevice,
+    db: DbDep,
+    passwords: PasswordsDep,
+    notifier: NotifierDep,
+) -> Response:
+    """Log out one of the caller's devices (a lost phone, say), the way POST /logout does on
+    that device: its token stops in every process, its waiting long-polls are answered 401
+    and its pushers are removed. Needs the password re-entered."""
+    await _confirm_password(request, db, passwords, device.user_id, body.password)
+    # The password is checked first, so that without it nobody learns which ids exist.
+    if not await auth.delete_device(db, device.user_id, device_id):
+        raise AppError(404, "device_not_found", "you have no device with this id")
+    # After the commit: a process re-reading the token must find it gone.
+    notifier.revoke((device_id,))
+    return Response(status_code=204)
+
+
+@router.post("/password", status_code=204, responses={401: _BAD_PASSWORD})
+async def change_password(
+    body: PasswordChangeIn,
+    request: Request,
+    device: CurrentDevice,
+    db: DbDep,
+    passwords: PasswordsDep,
+    notifier: NotifierDep,
+) -> Response:
+    """Change the password (the rules of registration); every other device of the user is
+    logged out, as by DELETE /devices/{device_id}, unless `logout_other_devices` is false.
+    The calling device stays logged in."""
+    verified = await _confirm_password(request, db, passwords, device.user_id, body.old_password)
+    ended = await auth.change_password(
+        db,
+        passwords,
+        device.user_id,
+        verified,
+        body.new_password,
+        keep_device=device.device_id if body.logout_other_devices else None,
+    )
+    if ended:
+        notifier.revoke(ended)
+    return Response(status_code=204)
+
+
+async def _confirm_password(
+    request: Request, db: Database, passwords: auth.Passwords, user_id: str, password: str
+) -> str:
+    """The re-entered password of a signed-in user; returns the stored hash it matched."""
+    verified = await auth.verify_password(db, passwords, user_id, password)
+    if verified is None:
+        await _password_failed(request, user_id)
+        raise AppError(401, "bad_credentials", "wrong password")
+    return verified
+
+
+async def _password_failed(request: Request, user_id: str) -> None:
+    """A wrong password re-entered by a signed-in device, from either endpoint above. This
+    is the single place to count it towards the user's login throttling, so that a stolen
+    token cannot be used to guess the password here rather than at POST /login; until the
+    throttle is called from here, it is only logged."""
+    client = request.client.host if request.client else "-"
+    log.info("wrong password re-entered for user %r from %s", user_id, client)
