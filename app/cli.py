@@ -28,7 +28,9 @@ def _migrate(_: argparse.Namespace) -> int:
     from app.migrations import upgrade_to_head
 
     settings = Settings()
-    upgrade_to_head(settings.database_url)
+    # Schema changes want a direct session (DDL and Alembic's own statements through a
+    # transaction pooler would meet the prepared-statement and session-state problems).
+    upgrade_to_head(settings.session_url)
     print("database is at the latest schema")
     return 0
 

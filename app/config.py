@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -12,6 +14,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MSGSYNC_", env_file=".env", extra="ignore")
 
     database_url: str = "sqlite+aiosqlite:///./msgsync.db"
+    # A direct session (LISTEN/NOTIFY, the retention lock) when database_url is a pooler.
+    database_session_url: str = ""
+    # "auto": off when statements go through a pooler (a session URL of its own is set);
+    # psycopg's server-side prepared statements do not survive transaction pooling.
+    db_prepared_statements: Literal["auto", "on", "off"] = "auto"
     db_pool_size: int = Field(default=20, ge=1, le=200)
     db_max_overflow: int = Field(default=0, ge=0, le=200)
     db_pool_prewarm: bool = True
@@ -37,10 +44,12 @@ class Settings(BaseSettings):
     argon2_memory_kib: int = Field(default=64 * 1024, ge=8)
     argon2_parallelism: int = Field(default=4, ge=1)
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_session_url")
     @classmethod
     def _async_driver(cls, url: str) -> str:
         """Accept the plain URL forms operators write and pick the async driver for them."""
+        if not url:
+            return url  # database_session_url: unset means database_url
         for plain, driver in (
             ("postgresql://", "postgresql+psycopg://"),
             ("postgres://", "postgresql+psycopg://"),
@@ -55,3 +64,22 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def session_url(self) -> str:
+        """Where LISTEN/NOTIFY and session-scoped locks go: a direct server session."""
+        return self.database_session_url or self.database_url
+
+    @property
+    def prepared_statements(self) -> bool:
+        """Whether psycopg may prepare statements server-side on database_url's connections.
+
+        A pooler in transaction mode (PgBouncer before 1.21) hands each transaction to any
+        server connection: a statement prepared on one is missing on the next ("prepared
+        statement does not exist") or, worse, another client's is run with our parameters.
+        """
+        if self.db_prepared_statements != "auto":
+            return self.db_prepared_statements == "on"
+        # A URL of its own for sessions says database_url is a pooler; so does PgBouncer's
+        # customary port.
+        return self.session_url == self.database_url and ":6432/" not in self.database_url

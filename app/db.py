@@ -36,8 +36,21 @@ def make_engine(settings: Settings, pool_size: int | None = None, **kwargs: Any)
         settings.database_url,
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
+        connect_args={**driver_options(settings), **kwargs.pop("connect_args", {})},
         **kwargs,
     )
+
+
+def driver_options(settings: Settings) -> dict[str, Any]:
+    """psycopg connection options for database_url's connections.
+
+    Every connection of both pools is made here, so the bare-driver statements
+    (Database.driver) follow the same rule as SQLAlchemy's: prepare_threshold=None means no
+    server-side prepared statement is ever made, which a transaction pooler requires.
+    """
+    if settings.prepared_statements:
+        return {}
+    return {"prepare_threshold": None}
 
 
 def _sqlite_rules(engine: AsyncEngine) -> None:
