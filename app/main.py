@@ -41,7 +41,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             Notifier()
             if settings.is_sqlite
             else PgNotifier(
-                settings.database_url,
+                # LISTEN needs a session of its own: a transaction pooler drops notifications.
+                settings.session_url,
                 settings.notify_channel,
                 settings.notify_interval_ms / 1000,
             )

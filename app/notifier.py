@@ -30,8 +30,14 @@ PAYLOAD_BUDGET = 7900
 # How long the listener may sit on an idle connection before it proves it is alive.
 LISTEN_KEEPALIVE_SECONDS = 30.0
 RECONNECT_MIN_DELAY, RECONNECT_MAX_DELAY = 0.1, 5.0
-# What a NOTIFY carries: users with news, or devices that logged out.
-WAKE, REVOKE = "w", "r"
+# How long the listener waits for its own probe NOTIFY before it calls the connection deaf.
+PROBE_TIMEOUT_SECONDS = 5.0
+# What a NOTIFY carries: users with news, devices that logged out, or the listener's probe.
+WAKE, REVOKE, PROBE = "w", "r", "p"
+
+
+class DeafListener(psycopg.OperationalError):
+    """LISTEN succeeded but notifications do not arrive: a transaction pooler in between."""
 
 
 class Revocable(Protocol):
@@ -240,6 +246,24 @@ class PgNotifier(Notifier):
         if chunk:
             yield f"{self._origin}:{kind}:{','.join(chunk)}"
 
+    async def _prove_listening(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Send ourselves a NOTIFY and wait for it on the listener connection.
+
+        A LISTEN through PgBouncer in transaction mode is accepted, but the notifications
+        reach a server connection no longer linked to us and are dropped: waiters would then
+        sleep to their timeout and logouts would not cross processes, while all looked well.
+        Only a round trip proves the connection hears."""
+        probe = f"{self._origin}:{PROBE}:{secrets.token_hex(4)}"
+        await self._publish([probe])
+        async for notify in conn.notifies(timeout=PROBE_TIMEOUT_SECONDS):
+            if notify.payload == probe:
+                return
+            self._on_payload(notify.payload)
+        raise DeafListener(
+            "LISTEN was accepted but our own NOTIFY did not arrive: "
+            "MSGSYNC_DATABASE_SESSION_URL must be a direct session, not a transaction pooler"
+        )
+
     async def _publish(self, payloads: list[str]) -> None:
         for attempt in (1, 2):
             try:
@@ -283,6 +307,7 @@ class PgNotifier(Notifier):
             try:
                 async with await self._connect("listener") as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                    await self._prove_listening(conn)
                     self.listening.set()
                     self._missed_messages()
                     delay = RECONNECT_MIN_DELAY
