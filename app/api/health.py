@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
 from app.api.deps import DbDep, NotifierDep
-from app.errors import AppError
+from app.errors import problem
 
 router = APIRouter(tags=["operations"])
+log = logging.getLogger(__name__)
 
 
 @router.get("/healthz")
@@ -17,13 +20,23 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
-async def readyz(db: DbDep) -> dict[str, str]:
+def _not_ready(detail: str) -> JSONResponse:
+    # The body names the failing part only: driver messages carry hosts, ports and SQL.
+    return problem(503, "database_unavailable", detail, headers={"Retry-After": "1"})
+
+
+@router.get("/readyz", response_model=None)
+async def readyz(db: DbDep, notifier: NotifierDep) -> dict[str, str] | JSONResponse:
+    """Ready when the database answers and cross-process wake-ups are being received: a
+    process whose listener is down would let long-polls sleep through messages."""
     try:
-        async with db.engine.connect() as conn:
+        async with db.statement() as conn:
             await conn.execute(text("SELECT 1"))
     except Exception as exc:
-        raise AppError(503, "database_unavailable", f"database did not answer: {exc}") from exc
+        log.warning("readiness: the database did not answer: %s", exc)
+        return _not_ready("the database did not answer")
+    if not notifier.healthy:
+        return _not_ready("the listener for cross-process wake-ups is not connected")
     return {"status": "ready"}
 
 
