@@ -60,6 +60,7 @@ def _positive(text: str) -> int:
 
 
 def _retention(args: argparse.Namespace) -> int:
+    from app.budget import OUTAGES, first_line
     from app.config import Settings
     from app.db import Database
     from app.migrations import upgrade_to_head
@@ -84,6 +85,10 @@ def _retention(args: argparse.Namespace) -> int:
                 batch_entries=args.batch_entries or settings.retention_batch_entries,
                 wait=args.wait,
             )
+        except OUTAGES as exc:
+            # Out of connections, or the database down: one line for cron's mail, exit 1.
+            print(f"retention: the database did not answer: {first_line(exc)}", file=sys.stderr)
+            return 1
         except AlreadyRunning:
             # Not a failure: the other run is doing this work. Exit 0 so cron stays quiet.
             if args.json:

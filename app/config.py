@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     # "auto": off when statements go through a pooler (a session URL of its own is set);
     # psycopg's server-side prepared statements do not survive transaction pooling.
     db_prepared_statements: Literal["auto", "on", "off"] = "auto"
-    db_pool_size: int = Field(default=20, ge=1, le=200)
+    db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=0, ge=0, le=200)
     db_pool_prewarm: bool = True
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -22,7 +23,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, Pool, QueuePool
 
 from app.config import Settings
 
-__all__ = ["Database", "make_engine"]
+__all__ = ["ConnectionBudget", "Database", "make_engine"]
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +78,52 @@ def _sqlite_rules(engine: AsyncEngine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionBudget:
+    """The most PostgreSQL connections one worker process opens, by role.
+
+    A deployment holds at most hosts x workers x per_worker; with a pooler in front, the
+    statement and transaction connections are the pooler's clients and only `sessions` reach
+    PostgreSQL directly (plus the pooler's own pool)."""
+
+    statements: int  # single-statement pool (sends, syncs, token look-ups)
+    transactions: int  # transaction pool (logins, recalls, read receipts, ack batches)
+    sessions: int = 2  # LISTEN and NOTIFY, each on a connection of its own
+
+    @classmethod
+    def of(cls, settings: Settings) -> ConnectionBudget:
+        return cls(
+            statements=settings.db_pool_size + settings.db_max_overflow,
+            transactions=transaction_pool_size(settings) + settings.db_max_overflow,
+        )
+
+    @property
+    def per_worker(self) -> int:
+        return self.statements + self.transactions + self.sessions
+
+    def formula(self, workers: int) -> str:
+        return (
+            f"hosts x {workers} workers x ({self.statements} statements + "
+            f"{self.transactions} transactions + {self.sessions} listen/notify) = "
+            f"hosts x {workers * self.per_worker} connections"
+        )
+
+
+def transaction_pool_size(settings: Settings) -> int:
+    # Transactions (login, recall, read receipts, ack batches, the sync fallback) are the
+    # rarer path: a quarter of the statement pool, at least two.
+    return max(2, settings.db_pool_size // 4)
+
+
 class Database:
     """The process's database access: on PostgreSQL a pool for transactions and one kept in
     autocommit for single statements; on SQLite one engine serves both."""
 
     def __init__(self, settings: Settings, **engine_kwargs: Any) -> None:
         self.settings = settings
-        # Transactions (login, recall, read receipts, ack batches, the sync fallback) are the
-        # rarer path: a quarter of the pool; single statements get the full pool below.
+        # Transactions get a quarter of the pool; single statements the full pool below.
         self.engine = make_engine(
-            settings, pool_size=max(2, settings.db_pool_size // 4), **engine_kwargs
+            settings, pool_size=transaction_pool_size(settings), **engine_kwargs
         )
         self.is_sqlite = settings.is_sqlite
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
