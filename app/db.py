@@ -178,6 +178,15 @@ class Database:
         if self._single.pool is pool:  # not already replaced after a concurrent failure
             await self._single.dispose()
 
+    async def drop_pooled_connections(self) -> None:
+        """The database went away (the listener saw its connection drop): close every idle
+        pooled connection now, and those in use when they come back. Otherwise each would
+        fail one request after the database is back (one per pool per worker, seconds or
+        minutes later); the pools reconnect on demand."""
+        await self.engine.dispose()
+        if not self.is_sqlite:
+            await self._single.dispose()
+
     async def prewarm(self) -> None:
         """Open the single-statement pool's connections now (PostgreSQL). After a deploy
         every device reconnects at once; without this, the first requests each waited for

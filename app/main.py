@@ -47,6 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.notify_interval_ms / 1000,
             )
         )
+        if isinstance(notifier, PgNotifier):
+            notifier.on_connection_lost = db.drop_pooled_connections
         tokens = TokenCache()
         notifier.tokens = tokens
         await notifier.start()

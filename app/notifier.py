@@ -13,7 +13,7 @@ import logging
 import secrets
 import signal
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from types import FrameType
 from typing import Any, Protocol
 
@@ -160,6 +160,9 @@ class PgNotifier(Notifier):
         self._listener: asyncio.Task[None] | None = None
         self._publisher: psycopg.AsyncConnection[Any] | None = None
         self.listening = asyncio.Event()
+        # Called when the listener's connection drops: the database restarted or failed
+        # over, so the process's pooled connections are most likely dead too.
+        self.on_connection_lost: Callable[[], Awaitable[None]] | None = None
         self.stats.update(notify_statements=0, listener_reconnects=0, publish_failures=0)
 
     async def _connect(self, role: str) -> psycopg.AsyncConnection[Any]:
@@ -316,10 +319,13 @@ class PgNotifier(Notifier):
                             self._on_payload(notify.payload)
                         await conn.execute("SELECT 1")  # proves the idle connection is alive
             except psycopg.Error as exc:
+                lost = self.listening.is_set() and not isinstance(exc, DeafListener)
                 self.listening.clear()
                 self.stats["listener_reconnects"] += 1
                 logger.warning("listener connection lost (%s); reconnecting in %.1fs", exc, delay)
                 self._missed_messages()
+                if lost and self.on_connection_lost is not None:
+                    await self.on_connection_lost()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_DELAY)
 
