@@ -7,10 +7,11 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from sqlalchemy import event
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -23,7 +24,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, Pool, QueuePool
 
 from app.config import Settings
 
-__all__ = ["ConnectionBudget", "Database", "make_engine"]
+__all__ = ["ConnectionBudget", "Database", "database_now", "make_engine"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,20 @@ def driver_options(settings: Settings) -> dict[str, Any]:
     if settings.prepared_statements:
         return {}
     return {"prepare_threshold": None}
+
+
+async def database_now(session: AsyncSession | AsyncConnection) -> datetime:
+    """The database's clock, the one clock all hosts share (PostgreSQL's clock_timestamp(),
+    the moment of the call, not of the transaction's start). SQLite serves one process on
+    one host, whose clock it is."""
+    dialect = (
+        session.dialect if isinstance(session, AsyncConnection) else session.get_bind().dialect
+    )
+    if dialect.name == "sqlite":
+        return datetime.now(UTC)
+    moment = await session.scalar(select(func.clock_timestamp()))
+    assert isinstance(moment, datetime)
+    return moment
 
 
 def _sqlite_rules(engine: AsyncEngine) -> None:

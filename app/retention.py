@@ -15,8 +15,8 @@ from sqlalchemy import CursorResult, Table, bindparam, delete, func, select, upd
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
-from app.db import Database
-from app.models import InboxEntry, User, utcnow
+from app.db import Database, database_now
+from app.models import InboxEntry, User
 from app.notifier import libpq_url
 
 __all__ = [
@@ -122,9 +122,13 @@ async def prune(
     if batch_users < 1 or batch_entries < 1 or max_entries < 0:
         raise ValueError("batch sizes must be positive and max_entries not negative")
     started = time.monotonic()
-    cutoff = (now or utcnow()) - max_age
     tally = _Tally(users=set())
     async with retention_lock(db, wait=wait):
+        if now is None:
+            # The database's clock, which stamped every created_at, not this host's.
+            async with db.statement() as conn:
+                now = await database_now(conn)
+        cutoff = now - max_age
         age_cuts, candidates = await _candidates(db, cutoff, max_entries)
         pending = deque(candidates)
         while pending:
