@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     # "auto": off when statements go through a pooler (a session URL of its own is set);
     # psycopg's server-side prepared statements do not survive transaction pooling.
     db_prepared_statements: Literal["auto", "on", "off"] = "auto"
+    # Streaming replicas for sync pages, history and conversation lists (comma-separated).
+    database_replica_urls: str = ""
+    replica_max_lag_seconds: float = Field(default=5.0, ge=0)
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=0, ge=0, le=200)
     db_pool_prewarm: bool = True
@@ -64,6 +67,15 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @field_validator("database_replica_urls")
+    @classmethod
+    def _replica_drivers(cls, urls: str) -> str:
+        return ",".join(cls._async_driver(u.strip()) for u in urls.split(",") if u.strip())
+
+    @property
+    def replica_urls(self) -> list[str]:
+        return [u for u in self.database_replica_urls.split(",") if u]
 
     @property
     def session_url(self) -> str:

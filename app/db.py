@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry, Pool, QueuePool
 
 from app.config import Settings
+from app.replicas import Replicas
 
 __all__ = ["ConnectionBudget", "Database", "database_now", "make_engine"]
 
@@ -141,6 +142,9 @@ class Database:
             settings, pool_size=transaction_pool_size(settings), **engine_kwargs
         )
         self.is_sqlite = settings.is_sqlite
+        # Streaming replicas take sync pages (app.sync.fetch_since); started in the lifespan.
+        urls = [] if self.is_sqlite else settings.replica_urls
+        self.replicas = Replicas(urls, settings, driver_options(settings))
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # Reads that must see one snapshot (a sync reads the floor and the entries together):
         # REPEATABLE READ on PostgreSQL; a deferred transaction is already a snapshot in WAL.
@@ -229,6 +233,7 @@ class Database:
         return sum(p.checkedout() for p in engines.values() if isinstance(p, QueuePool))
 
     async def dispose(self) -> None:
+        await self.replicas.stop()
         await self.engine.dispose()
         if not self.is_sqlite:  # on SQLite _single is a view of the same engine
             await self._single.dispose()

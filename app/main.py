@@ -37,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = Database(settings)
         if settings.db_pool_prewarm:
             await db.prewarm()
+        await db.replicas.start()
         notifier = (
             Notifier()
             if settings.is_sqlite

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import Database
 from app.errors import AppError
 from app.models import Conversation, Device, InboxEntry, Message, User, utcnow
+from app.replicas import Replica
 
 __all__ = [
     "FetchedEntry",
@@ -359,6 +360,11 @@ async def fetch_since(db: Database, user_id: str, since: int, limit: int) -> Pag
     retention run committing between the reads could make the page skip entries.
     """
     if not db.is_sqlite:
+        replica = db.replicas.pick()
+        if replica is not None:
+            page = await _fetch_from_replica(replica, user_id, since, limit)
+            if page is not None:
+                return page
         page = await _fetch_in_one_statement(db, user_id, since, limit)
         if page is not None:
             return page
@@ -455,6 +461,34 @@ async def _fetch_in_one_statement(
     found = [FetchedEntry(v, k, c, d) for _, _, v, k, c, d in rows if v is not None]
     next_since = found[-1].version if found else since
     return Page(found, next_since, latest, next_since < latest, False)
+
+
+async def _fetch_from_replica(
+    replica: Replica, user_id: str, since: int, limit: int
+) -> Page | None:
+    """The page from a replica, or None when only the primary can answer it right.
+
+    A replica's inbox for a user is a gap-free prefix of the primary's, so a page with
+    entries is correct, only perhaps shorter (has_more then sends the client back at once).
+    The primary answers instead when the replica has nothing new (the client may have
+    been woken for a version not yet replayed: a long-poll must not go back to sleep),
+    when `since` is ahead of what it has (never a false 409 since_ahead), when the user is
+    not replicated yet, and below the floor (the history fallback reads the primary).
+    """
+    params = {"user_id": user_id, "since": since, "limit": limit}
+    try:
+        async with replica.driver() as driver:
+            cursor = await driver.execute(_PAGE_SQL, params)
+            rows = await cursor.fetchall()
+    except psycopg.Error:
+        return None  # the replica is marked down; the primary answers
+    if not rows:
+        return None
+    latest, floor = rows[0][0], rows[0][1]
+    found = [FetchedEntry(v, k, c, d) for _, _, v, k, c, d in rows if v is not None]
+    if since > latest or since < floor or not found:
+        return None
+    return Page(found, found[-1].version, latest, found[-1].version < latest, False)
 
 
 async def _from_history(

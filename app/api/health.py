@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -26,7 +27,7 @@ def _not_ready(detail: str) -> JSONResponse:
 
 
 @router.get("/readyz", response_model=None)
-async def readyz(db: DbDep, notifier: NotifierDep) -> dict[str, str] | JSONResponse:
+async def readyz(db: DbDep, notifier: NotifierDep) -> dict[str, Any] | JSONResponse:
     """Ready when the database answers and cross-process wake-ups are being received: a
     process whose listener is down would let long-polls sleep through messages."""
     try:
@@ -37,6 +38,9 @@ async def readyz(db: DbDep, notifier: NotifierDep) -> dict[str, str] | JSONRespo
         return _not_ready("the database did not answer")
     if not notifier.healthy:
         return _not_ready("the listener for cross-process wake-ups is not connected")
+    if db.replicas:
+        # Replicas are optional: one down or lagging is skipped, and the primary reads.
+        return {"status": "ready", "replicas": db.replicas.status()}
     return {"status": "ready"}
 
 
