@@ -29,7 +29,9 @@ def require_pgbouncer() -> None:
 
 
 @contextmanager
-def running_pgbouncer(database_url: str, pool_size: int = 20) -> Iterator[str]:
+def running_pgbouncer(
+    database_url: str, pool_size: int = 20, listen_addr: str = "127.0.0.1"
+) -> Iterator[str]:
     """PgBouncer (pool_mode=transaction) for database_url's database; yields its URL."""
     require_pgbouncer()
     target = make_url(database_url)
@@ -44,7 +46,7 @@ def running_pgbouncer(database_url: str, pool_size: int = 20) -> Iterator[str]:
 {target.database} = host={target.host or "127.0.0.1"} port={target.port or 5432}
 
 [pgbouncer]
-listen_addr = 127.0.0.1
+listen_addr = {listen_addr}
 listen_port = {port}
 unix_socket_dir =
 auth_type = trust

@@ -22,6 +22,8 @@ VERSION = "15"
 HBA = """local all all trust
 host all all 127.0.0.1/32 trust
 host replication all 127.0.0.1/32 trust
+host all all 10.0.0.0/8 trust
+host replication all 10.0.0.0/8 trust
 """
 
 
@@ -69,25 +71,29 @@ def _run(*command: str) -> None:
         raise RuntimeError(f"{' '.join(command)}: {done.stdout}{done.stderr}")
 
 
-def _create(name: str, port: int) -> None:
+def _create(name: str, port: int, listen_all: bool) -> None:
     _run(
         "pg_createcluster", VERSION, name, "-p", str(port),
         "-o", "fsync=off", "-o", "max_connections=100",
         "-o", "shared_buffers=32MB", "-o", "wal_level=replica", "-o", "hot_standby=on",
     )  # fmt: skip
-    Path(f"/etc/postgresql/{VERSION}/{name}/pg_hba.conf").write_text(HBA)
+    config = Path(f"/etc/postgresql/{VERSION}/{name}")
+    (config / "pg_hba.conf").write_text(HBA)
+    if listen_all:  # for hosts in network namespaces of their own
+        with (config / "postgresql.conf").open("a") as conf:
+            conf.write("listen_addresses = '*'\n")
 
 
 @contextmanager
-def streaming_pair() -> Iterator[Pair]:
+def streaming_pair(listen_all: bool = False) -> Iterator[Pair]:
     require_cluster_tools()
     tag = uuid.uuid4().hex[:6]
     names = (f"msgsync_primary_{tag}", f"msgsync_replica_{tag}")
     pair = Pair(free_port(), free_port(), names)
     try:
-        _create(names[0], pair.primary_port)
+        _create(names[0], pair.primary_port, listen_all)
         _run("pg_ctlcluster", VERSION, names[0], "start")
-        _create(names[1], pair.replica_port)
+        _create(names[1], pair.replica_port, listen_all)
         data = Path(f"/var/lib/postgresql/{VERSION}/{names[1]}")
         # pg_basebackup fills the (emptied) data directory the cluster was made with.
         for item in data.iterdir():
