@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
+import sqlalchemy.exc
 from sqlalchemy import event, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
@@ -28,6 +29,7 @@ from app.replicas import Replicas
 __all__ = ["ConnectionBudget", "Database", "database_now", "make_engine"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def make_engine(settings: Settings, pool_size: int | None = None, **kwargs: Any) -> AsyncEngine:
@@ -196,6 +198,24 @@ class Database:
         await conn.invalidate()
         if self._single.pool is pool:  # not already replaced after a concurrent failure
             await self._single.dispose()
+
+    async def read_lists(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run `work` in one read-only snapshot on a serving replica, else on the primary.
+
+        For history and conversation lists, where an answer a moment old (at most the
+        replicas' allowed lag) is still right. A replica that fails is marked down and the
+        primary answers: a replica never turns a read into an error."""
+        replica = self.replicas.pick()
+        if replica is not None:
+            try:
+                async with replica.read_sessions() as session, session.begin():
+                    return await work(session)
+            except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+                # Only if it failed before answering: work() has no side effects to repeat.
+                replica.failed("connection lost")
+                log.warning("replica %d failed a read: %s", replica.number, exc)
+        async with self.read_sessions() as session, session.begin():
+            return await work(session)
 
     async def drop_pooled_connections(self) -> None:
         """The database went away (the listener saw its connection drop): close every idle

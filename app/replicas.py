@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+import sqlalchemy.exc
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from app.config import Settings
 
@@ -50,6 +56,14 @@ class Replica:
     serving: bool = False
     lag_seconds: float | None = None
     problem: str = field(default="not checked yet")
+    # Reads of several statements in one snapshot (history, conversation lists).
+    read_sessions: async_sessionmaker[AsyncSession] = field(init=False)
+
+    def __post_init__(self) -> None:
+        snapshot = self.engine.execution_options(
+            isolation_level="REPEATABLE READ", postgresql_readonly=True
+        )
+        self.read_sessions = async_sessionmaker(snapshot, expire_on_commit=False)
 
     @asynccontextmanager
     async def driver(self) -> AsyncIterator[Any]:
@@ -60,6 +74,7 @@ class Replica:
             try:
                 yield raw
             except psycopg.OperationalError:
+                # The checkout itself failing (connection refused) is marked by the caller.
                 if raw.broken:
                     await conn.invalidate()
                 self.failed("connection lost")
@@ -127,7 +142,7 @@ class Replicas:
             async with asyncio.timeout(5), replica.driver() as driver:
                 cursor = await driver.execute(_LAG_SQL)
                 row = await cursor.fetchone()
-        except (TimeoutError, psycopg.Error, OSError) as exc:
+        except (TimeoutError, psycopg.Error, sqlalchemy.exc.SQLAlchemyError, OSError) as exc:
             was = replica.serving
             replica.failed("unreachable")
             replica.lag_seconds = None

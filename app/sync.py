@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import psycopg
+import sqlalchemy.exc
 from sqlalchemy import Row, insert, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
@@ -480,8 +481,10 @@ async def _fetch_from_replica(
         async with replica.driver() as driver:
             cursor = await driver.execute(_PAGE_SQL, params)
             rows = await cursor.fetchall()
-    except psycopg.Error:
-        return None  # the replica is marked down; the primary answers
+    except (psycopg.Error, sqlalchemy.exc.SQLAlchemyError):
+        # Down or failing: skipped until its next check finds it well; the primary answers.
+        replica.failed("connection lost")
+        return None
     if not rows:
         return None
     latest, floor = rows[0][0], rows[0][1]

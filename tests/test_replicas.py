@@ -131,3 +131,29 @@ async def test_a_lagging_or_stopped_replica_is_skipped(pair: Pair) -> None:
                     break
                 await asyncio.sleep(0.1)
             assert replicas.all[0].serving
+
+
+async def test_history_and_conversations_read_the_replica(
+    pair: Pair, client: httpx.AsyncClient
+) -> None:
+    alice, bob = await register(client), await register(client)
+    await send(client, alice, bob.user_id, "first")
+    await asyncio.to_thread(pair.wait_replayed)
+
+    async def seen_by_bob() -> tuple[list[str], str]:
+        history = await client.get(f"/conversations/{alice.user_id}/messages", headers=bob.headers)
+        listed = await client.get("/conversations", headers=bob.headers)
+        assert history.status_code == listed.status_code == 200
+        (conversation,) = listed.json()["conversations"]
+        bodies = [m["body"] for m in history.json()["messages"]]
+        return bodies, conversation["last_message"]["body"]
+
+    pair.set_replay_paused(True)
+    try:
+        await send(client, alice, bob.user_id, "second")
+        # Served by the replica (the primary has "second"): a moment old, never torn.
+        assert await seen_by_bob() == (["first"], "first")
+    finally:
+        pair.set_replay_paused(False)
+    await asyncio.to_thread(pair.wait_replayed)
+    assert await seen_by_bob() == (["second", "first"], "second")
