@@ -29,7 +29,9 @@ def _migrate(_: argparse.Namespace) -> int:
     from app.migrations import upgrade_to_head
 
     settings = Settings()
-    upgrade_to_head(settings.database_url)
+    # Schema changes want a direct session (DDL and Alembic's own statements through a
+    # transaction pooler would meet the prepared-statement and session-state problems).
+    upgrade_to_head(settings.session_url)
     print("database is at the latest schema")
     return 0
 
@@ -59,6 +61,7 @@ def _positive(text: str) -> int:
 
 
 def _retention(args: argparse.Namespace) -> int:
+    from app.budget import OUTAGES, first_line
     from app.config import Settings
     from app.db import Database
     from app.migrations import upgrade_to_head
@@ -90,6 +93,10 @@ def _retention(args: argparse.Namespace) -> int:
                 wait=args.wait,
             )
             idle = await remove_idle_devices(db, settings.device_idle_days, dry_run=args.dry_run)
+        except OUTAGES as exc:
+            # Out of connections, or the database down: one line for cron's mail, exit 1.
+            print(f"retention: the database did not answer: {first_line(exc)}", file=sys.stderr)
+            return 1
         except AlreadyRunning:
             # Not a failure: the other run is doing this work. Exit 0 so cron stays quiet.
             if args.json:

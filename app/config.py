@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -12,7 +14,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MSGSYNC_", env_file=".env", extra="ignore")
 
     database_url: str = "sqlite+aiosqlite:///./msgsync.db"
-    db_pool_size: int = Field(default=20, ge=1, le=200)
+    # A direct session (LISTEN/NOTIFY, the retention lock) when database_url is a pooler.
+    database_session_url: str = ""
+    # "auto": off when statements go through a pooler (a session URL of its own is set);
+    # psycopg's server-side prepared statements do not survive transaction pooling.
+    db_prepared_statements: Literal["auto", "on", "off"] = "auto"
+    # Streaming replicas for sync pages, history and conversation lists (comma-separated).
+    database_replica_urls: str = ""
+    replica_max_lag_seconds: float = Field(default=5.0, ge=0)
+    db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=0, ge=0, le=200)
     db_pool_prewarm: bool = True
 
@@ -42,10 +52,12 @@ class Settings(BaseSettings):
     argon2_memory_kib: int = Field(default=64 * 1024, ge=8)
     argon2_parallelism: int = Field(default=4, ge=1)
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_session_url")
     @classmethod
     def _async_driver(cls, url: str) -> str:
         """Accept the plain URL forms operators write and pick the async driver for them."""
+        if not url:
+            return url  # database_session_url: unset means database_url
         for plain, driver in (
             ("postgresql://", "postgresql+psycopg://"),
             ("postgres://", "postgresql+psycopg://"),
@@ -60,3 +72,31 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @field_validator("database_replica_urls")
+    @classmethod
+    def _replica_drivers(cls, urls: str) -> str:
+        return ",".join(cls._async_driver(u.strip()) for u in urls.split(",") if u.strip())
+
+    @property
+    def replica_urls(self) -> list[str]:
+        return [u for u in self.database_replica_urls.split(",") if u]
+
+    @property
+    def session_url(self) -> str:
+        """Where LISTEN/NOTIFY and session-scoped locks go: a direct server session."""
+        return self.database_session_url or self.database_url
+
+    @property
+    def prepared_statements(self) -> bool:
+        """Whether psycopg may prepare statements server-side on database_url's connections.
+
+        A pooler in transaction mode (PgBouncer before 1.21) hands each transaction to any
+        server connection: a statement prepared on one is missing on the next ("prepared
+        statement does not exist") or, worse, another client's is run with our parameters.
+        """
+        if self.db_prepared_statements != "auto":
+            return self.db_prepared_statements == "on"
+        # A URL of its own for sessions says database_url is a pooler; so does PgBouncer's
+        # customary port.
+        return self.session_url == self.database_url and ":6432/" not in self.database_url

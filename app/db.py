@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import psycopg
-from sqlalchemy import event
+import sqlalchemy.exc
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -21,10 +24,12 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry, Pool, QueuePool
 
 from app.config import Settings
+from app.replicas import Replicas
 
-__all__ = ["Database", "make_engine"]
+__all__ = ["ConnectionBudget", "Database", "database_now", "make_engine"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def make_engine(settings: Settings, pool_size: int | None = None, **kwargs: Any) -> AsyncEngine:
@@ -36,8 +41,35 @@ def make_engine(settings: Settings, pool_size: int | None = None, **kwargs: Any)
         settings.database_url,
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
+        connect_args={**driver_options(settings), **kwargs.pop("connect_args", {})},
         **kwargs,
     )
+
+
+def driver_options(settings: Settings) -> dict[str, Any]:
+    """psycopg connection options for database_url's connections.
+
+    Every connection of both pools is made here, so the bare-driver statements
+    (Database.driver) follow the same rule as SQLAlchemy's: prepare_threshold=None means no
+    server-side prepared statement is ever made, which a transaction pooler requires.
+    """
+    if settings.prepared_statements:
+        return {}
+    return {"prepare_threshold": None}
+
+
+async def database_now(session: AsyncSession | AsyncConnection) -> datetime:
+    """The database's clock, the one clock all hosts share (PostgreSQL's clock_timestamp(),
+    the moment of the call, not of the transaction's start). SQLite serves one process on
+    one host, whose clock it is."""
+    dialect = (
+        session.dialect if isinstance(session, AsyncConnection) else session.get_bind().dialect
+    )
+    if dialect.name == "sqlite":
+        return datetime.now(UTC)
+    moment = await session.scalar(select(func.clock_timestamp()))
+    assert isinstance(moment, datetime)
+    return moment
 
 
 def _sqlite_rules(engine: AsyncEngine) -> None:
@@ -64,18 +96,57 @@ def _sqlite_rules(engine: AsyncEngine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionBudget:
+    """The most PostgreSQL connections one worker process opens, by role.
+
+    A deployment holds at most hosts x workers x per_worker; with a pooler in front, the
+    statement and transaction connections are the pooler's clients and only `sessions` reach
+    PostgreSQL directly (plus the pooler's own pool)."""
+
+    statements: int  # single-statement pool (sends, syncs, token look-ups)
+    transactions: int  # transaction pool (logins, recalls, read receipts, ack batches)
+    sessions: int = 2  # LISTEN and NOTIFY, each on a connection of its own
+
+    @classmethod
+    def of(cls, settings: Settings) -> ConnectionBudget:
+        return cls(
+            statements=settings.db_pool_size + settings.db_max_overflow,
+            transactions=transaction_pool_size(settings) + settings.db_max_overflow,
+        )
+
+    @property
+    def per_worker(self) -> int:
+        return self.statements + self.transactions + self.sessions
+
+    def formula(self, workers: int) -> str:
+        return (
+            f"hosts x {workers} workers x ({self.statements} statements + "
+            f"{self.transactions} transactions + {self.sessions} listen/notify) = "
+            f"hosts x {workers * self.per_worker} connections"
+        )
+
+
+def transaction_pool_size(settings: Settings) -> int:
+    # Transactions (login, recall, read receipts, ack batches, the sync fallback) are the
+    # rarer path: a quarter of the statement pool, at least two.
+    return max(2, settings.db_pool_size // 4)
+
+
 class Database:
     """The process's database access: on PostgreSQL a pool for transactions and one kept in
     autocommit for single statements; on SQLite one engine serves both."""
 
     def __init__(self, settings: Settings, **engine_kwargs: Any) -> None:
         self.settings = settings
-        # Transactions (login, recall, read receipts, ack batches, the sync fallback) are the
-        # rarer path: a quarter of the pool; single statements get the full pool below.
+        # Transactions get a quarter of the pool; single statements the full pool below.
         self.engine = make_engine(
-            settings, pool_size=max(2, settings.db_pool_size // 4), **engine_kwargs
+            settings, pool_size=transaction_pool_size(settings), **engine_kwargs
         )
         self.is_sqlite = settings.is_sqlite
+        # Streaming replicas take sync pages (app.sync.fetch_since); started in the lifespan.
+        urls = [] if self.is_sqlite else settings.replica_urls
+        self.replicas = Replicas(urls, settings, driver_options(settings))
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         # Reads that must see one snapshot (a sync reads the floor and the entries together):
         # REPEATABLE READ on PostgreSQL; a deferred transaction is already a snapshot in WAL.
@@ -128,6 +199,33 @@ class Database:
         if self._single.pool is pool:  # not already replaced after a concurrent failure
             await self._single.dispose()
 
+    async def read_lists(self, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+        """Run `work` in one read-only snapshot on a serving replica, else on the primary.
+
+        For history and conversation lists, where an answer a moment old (at most the
+        replicas' allowed lag) is still right. A replica that fails is marked down and the
+        primary answers: a replica never turns a read into an error."""
+        replica = self.replicas.pick()
+        if replica is not None:
+            try:
+                async with replica.read_sessions() as session, session.begin():
+                    return await work(session)
+            except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError) as exc:
+                # Only if it failed before answering: work() has no side effects to repeat.
+                replica.failed("connection lost")
+                log.warning("replica %d failed a read: %s", replica.number, exc)
+        async with self.read_sessions() as session, session.begin():
+            return await work(session)
+
+    async def drop_pooled_connections(self) -> None:
+        """The database went away (the listener saw its connection drop): close every idle
+        pooled connection now, and those in use when they come back. Otherwise each would
+        fail one request after the database is back (one per pool per worker, seconds or
+        minutes later); the pools reconnect on demand."""
+        await self.engine.dispose()
+        if not self.is_sqlite:
+            await self._single.dispose()
+
     async def prewarm(self) -> None:
         """Open the single-statement pool's connections now (PostgreSQL). After a deploy
         every device reconnects at once; without this, the first requests each waited for
@@ -155,6 +253,7 @@ class Database:
         return sum(p.checkedout() for p in engines.values() if isinstance(p, QueuePool))
 
     async def dispose(self) -> None:
+        await self.replicas.stop()
         await self.engine.dispose()
         if not self.is_sqlite:  # on SQLite _single is a view of the same engine
             await self._single.dispose()

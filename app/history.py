@@ -31,12 +31,16 @@ async def list_conversations(
     )
     if before is not None:
         stmt = stmt.where(Conversation.last_message_id < before)
-    # One snapshot, so the unread counts belong to the same moment as the last messages.
-    async with db.read_sessions() as session, session.begin():
+
+    # One snapshot, so the unread counts belong to the same moment as the last messages;
+    # on a replica when one serves.
+    async def read(session: AsyncSession) -> tuple[list[Any], bool, dict[str, int]]:
         rows = list(await session.execute(stmt))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        unread = await _unread_counts(session, user_id, [(r.peer, r.read_up_to_id) for r in rows])
+        page = rows[:limit]
+        cursors = [(r.peer, r.read_up_to_id) for r in page]
+        return page, len(rows) > limit, await _unread_counts(session, user_id, cursors)
+
+    rows, more, unread = await db.read_lists(read)
     return {
         "conversations": [
             {
@@ -95,8 +99,11 @@ async def list_messages(
     )
     if before_id is not None:
         stmt = stmt.where(Message.id < before_id)
-    async with db.read_sessions() as session, session.begin():
-        rows = list(await session.execute(stmt))
+
+    async def read(session: AsyncSession) -> list[Any]:
+        return list(await session.execute(stmt))
+
+    rows = await db.read_lists(read)  # on a replica when one serves
     more = len(rows) > limit
     rows = rows[:limit]
     return {

@@ -37,15 +37,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = Database(settings)
         if settings.db_pool_prewarm:
             await db.prewarm()
+        await db.replicas.start()
         notifier = (
             Notifier()
             if settings.is_sqlite
             else PgNotifier(
-                settings.database_url,
+                # LISTEN needs a session of its own: a transaction pooler drops notifications.
+                settings.session_url,
                 settings.notify_channel,
                 settings.notify_interval_ms / 1000,
             )
         )
+        if isinstance(notifier, PgNotifier):
+            notifier.on_connection_lost = db.drop_pooled_connections
         tokens = TokenCache()
         notifier.tokens = tokens
         await notifier.start()

@@ -13,7 +13,7 @@ import logging
 import secrets
 import signal
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from types import FrameType
 from typing import Any, Protocol
 
@@ -30,8 +30,14 @@ PAYLOAD_BUDGET = 7900
 # How long the listener may sit on an idle connection before it proves it is alive.
 LISTEN_KEEPALIVE_SECONDS = 30.0
 RECONNECT_MIN_DELAY, RECONNECT_MAX_DELAY = 0.1, 5.0
-# What a NOTIFY carries: users with news, or devices that logged out.
-WAKE, REVOKE = "w", "r"
+# How long the listener waits for its own probe NOTIFY before it calls the connection deaf.
+PROBE_TIMEOUT_SECONDS = 5.0
+# What a NOTIFY carries: users with news, devices that logged out, or the listener's probe.
+WAKE, REVOKE, PROBE = "w", "r", "p"
+
+
+class DeafListener(psycopg.OperationalError):
+    """LISTEN succeeded but notifications do not arrive: a transaction pooler in between."""
 
 
 class Revocable(Protocol):
@@ -154,6 +160,9 @@ class PgNotifier(Notifier):
         self._listener: asyncio.Task[None] | None = None
         self._publisher: psycopg.AsyncConnection[Any] | None = None
         self.listening = asyncio.Event()
+        # Called when the listener's connection drops: the database restarted or failed
+        # over, so the process's pooled connections are most likely dead too.
+        self.on_connection_lost: Callable[[], Awaitable[None]] | None = None
         self.stats.update(notify_statements=0, listener_reconnects=0, publish_failures=0)
 
     async def _connect(self, role: str) -> psycopg.AsyncConnection[Any]:
@@ -240,6 +249,24 @@ class PgNotifier(Notifier):
         if chunk:
             yield f"{self._origin}:{kind}:{','.join(chunk)}"
 
+    async def _prove_listening(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Send ourselves a NOTIFY and wait for it on the listener connection.
+
+        A LISTEN through PgBouncer in transaction mode is accepted, but the notifications
+        reach a server connection no longer linked to us and are dropped: waiters would then
+        sleep to their timeout and logouts would not cross processes, while all looked well.
+        Only a round trip proves the connection hears."""
+        probe = f"{self._origin}:{PROBE}:{secrets.token_hex(4)}"
+        await self._publish([probe])
+        async for notify in conn.notifies(timeout=PROBE_TIMEOUT_SECONDS):
+            if notify.payload == probe:
+                return
+            self._on_payload(notify.payload)
+        raise DeafListener(
+            "LISTEN was accepted but our own NOTIFY did not arrive: "
+            "MSGSYNC_DATABASE_SESSION_URL must be a direct session, not a transaction pooler"
+        )
+
     async def _publish(self, payloads: list[str]) -> None:
         for attempt in (1, 2):
             try:
@@ -283,6 +310,7 @@ class PgNotifier(Notifier):
             try:
                 async with await self._connect("listener") as conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._channel)))
+                    await self._prove_listening(conn)
                     self.listening.set()
                     self._missed_messages()
                     delay = RECONNECT_MIN_DELAY
@@ -291,10 +319,13 @@ class PgNotifier(Notifier):
                             self._on_payload(notify.payload)
                         await conn.execute("SELECT 1")  # proves the idle connection is alive
             except psycopg.Error as exc:
+                lost = self.listening.is_set() and not isinstance(exc, DeafListener)
                 self.listening.clear()
                 self.stats["listener_reconnects"] += 1
                 logger.warning("listener connection lost (%s); reconnecting in %.1fs", exc, delay)
                 self._missed_messages()
+                if lost and self.on_connection_lost is not None:
+                    await self.on_connection_lost()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RECONNECT_MAX_DELAY)
 

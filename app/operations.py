@@ -11,9 +11,9 @@ import orjson
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import Database
+from app.db import Database, database_now
 from app.errors import AppError
-from app.models import Conversation, InboxEntry, Message, User, utcnow
+from app.models import Conversation, InboxEntry, Message, User
 from app.sync import MESSAGE_COLUMNS, bump_versions, message_data, message_row_data
 
 __all__ = ["ReadResult", "RecallResult", "mark_read", "recall_message"]
@@ -70,8 +70,9 @@ async def recall_message(
             # Give the versions back: an idempotent retry must not take any.
             await transaction.rollback()
             return RecallResult(_recalled(row, recalled_at), parties, changed=False)
-        # The clock is read under the lock: a recall that waited is judged by when it acts.
-        now = utcnow()
+        # The clock is read under the lock: a recall that waited is judged by when it acts;
+        # and it is the database's, the clock that stamped created_at.
+        now = await database_now(session)
         if now >= row.created_at + timedelta(seconds=window_seconds):
             raise AppError(
                 409,
@@ -221,5 +222,6 @@ async def mark_read(db: Database, reader: str, peer: str, up_to_message_id: int)
             {"reader": reader, "peer": peer, "up_to_message_id": up_to_message_id}
         ).decode()
         # The peer's entry is the read receipt; the reader's own clears its other devices.
-        await _insert_entries(session, versions, "read", utcnow(), up_to_message_id, payload)
+        now = await database_now(session)  # one clock for every host's entries
+        await _insert_entries(session, versions, "read", now, up_to_message_id, payload)
     return ReadResult(up_to_message_id, versions[reader], changed=True)

@@ -10,13 +10,15 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+import psycopg
 from sqlalchemy import CursorResult, Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import idle_cutoff
 from app.config import Settings
-from app.db import Database
+from app.db import Database, database_now
 from app.models import Device, InboxEntry, User, utcnow
+from app.notifier import libpq_url
 
 __all__ = [
     "BATCH_ENTRIES",
@@ -71,23 +73,28 @@ async def retention_lock(db: Database, wait: bool = False) -> AsyncIterator[None
         # and each batch re-reads the floors, so the result is that of one run.
         yield
         return
-    async with db.engine.connect() as conn:
-        # A session-level lock on its own autocommit connection: held for the whole run
-        # without keeping a transaction (and a snapshot that blocks vacuum) open.
-        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+    # A session-level advisory lock belongs to a server session, so it is taken on a
+    # connection of its own to the session URL, never a pooled one: through a transaction
+    # pooler the lock would stay on whichever server connection ran the statement (held for
+    # ever, every later run a false "already running"), and a pooled connection would be
+    # handed out again still holding it. Closing this connection ends the session, which
+    # releases the lock on every exit path, a crash of this process included. Autocommit:
+    # the lock is held for the whole run without a transaction (and a snapshot that holds
+    # back vacuum) staying open.
+    conn = await psycopg.AsyncConnection.connect(
+        libpq_url(db.settings.session_url), autocommit=True, application_name="msgsync-retention"
+    )
+    try:
         if wait:
-            await conn.execute(select(func.pg_advisory_lock(LOCK_KEY)))
-        elif not await conn.scalar(select(func.pg_try_advisory_lock(LOCK_KEY))):
-            raise AlreadyRunning("another retention run holds the lock on this database")
-        try:
-            yield
-        finally:
-            # The pool would hand this connection out again with the lock still held.
-            try:
-                await conn.execute(select(func.pg_advisory_unlock(LOCK_KEY)))
-            except BaseException:
-                await conn.invalidate()
-                raise
+            await conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        else:
+            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
+            row = await cursor.fetchone()
+            if row is None or not row[0]:
+                raise AlreadyRunning("another retention run holds the lock on this database")
+        yield
+    finally:
+        await conn.close()
 
 
 @dataclass(slots=True)
@@ -118,9 +125,13 @@ async def prune(
     if batch_users < 1 or batch_entries < 1 or max_entries < 0:
         raise ValueError("batch sizes must be positive and max_entries not negative")
     started = time.monotonic()
-    cutoff = (now or utcnow()) - max_age
     tally = _Tally(users=set())
     async with retention_lock(db, wait=wait):
+        if now is None:
+            # The database's clock, which stamped every created_at, not this host's.
+            async with db.statement() as conn:
+                now = await database_now(conn)
+        cutoff = now - max_age
         age_cuts, candidates = await _candidates(db, cutoff, max_entries)
         pending = deque(candidates)
         while pending:

@@ -22,6 +22,11 @@ def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
         )
         return 2
     _raise_open_file_limit()
+    if not settings.is_sqlite:
+        from app.budget import budget_report
+
+        for line in budget_report(settings, workers):
+            print(f"msgsync: {line}", file=sys.stderr, flush=True)
     uvicorn.run(
         "app.main:create_app",
         factory=True,

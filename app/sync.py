@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import psycopg
+import sqlalchemy.exc
 from sqlalchemy import Row, insert, select, union_all, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import Database
 from app.errors import AppError
 from app.models import Conversation, Device, InboxEntry, Message, User, utcnow
+from app.replicas import Replica
 
 __all__ = [
     "FetchedEntry",
@@ -34,7 +36,8 @@ __all__ = [
 
 def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC with a Z, whatever time zone the database session reports in."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    # Always six digits: the same text the database's to_char(..., 'US') gives (_STAMP).
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def message_data(
@@ -156,8 +159,9 @@ async def send_message(
         raise AppError(
             413, "body_too_large", f"body is larger than {max_body_bytes} bytes of UTF-8"
         )
-    now = utcnow()
-    # The payload is serialised once, here; the message id is spliced in by the database.
+    now = utcnow()  # SQLite only (one process on one host); PostgreSQL stamps it itself
+    # The payload is serialised once, here; the message id and, on PostgreSQL, the
+    # created_at are spliced in by the database.
     data = message_data(0, sender, recipient, body, client_msg_id, now, None)
     head, tail = _ID_HEAD, orjson.dumps(data).decode()[len(_ID_HEAD) + 1 :]
     try:
@@ -175,19 +179,30 @@ async def send_message(
         raise
     if stored is None:
         raise AppError(404, "recipient_not_found", f"no user {recipient!r}")
-    message_id, sender_version = stored
-    return SendResult({**data, "id": message_id}, sender_version, created=True)
+    message_id, sender_version, created_at = stored
+    return SendResult(
+        {**data, "id": message_id, "created_at": created_at}, sender_version, created=True
+    )
 
 
 # Every stored message payload starts with its id: {"id":123,"from":...}.
 _ID_HEAD = '{"id":'
 
+# The database's clock as the contract's text: created_at comes from the one clock every
+# host shares, so times agree with the retention cut-off and the recall window whichever
+# host served the send.
+_STAMP = """to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+
 # PostgreSQL: the whole send in one statement, hence one round trip and one implicit
 # transaction (autocommit). The CTEs run in one snapshot; the UPDATE re-reads each locked
 # row at its newest committed version (READ COMMITTED), so versions are bumped correctly
 # even when the lock was waited for.
-_SEND_SQL = """
-WITH locked AS (
+_SEND_SQL = (
+    """
+WITH stamp AS (SELECT now() AS created_at, """
+    + _STAMP
+    + """ AS text
+), locked AS (
     -- Both parties' rows, locked in user-id order: crossing sends queue, never deadlock.
     -- Held to commit, so a user's versions commit in the order they were taken.
     SELECT user_id FROM users WHERE user_id IN (%(sender)s, %(recipient)s)
@@ -202,16 +217,16 @@ WITH locked AS (
     INSERT INTO messages (sender, recipient, pair_lo, pair_hi, body, client_msg_id,
                           sender_version, recipient_version, created_at)
     SELECT %(sender)s, %(recipient)s, %(pair_lo)s, %(pair_hi)s, %(body)s, %(client_msg_id)s,
-           s.latest_version, r.latest_version, %(created_at)s
-    FROM bumped AS s, bumped AS r
+           s.latest_version, r.latest_version, stamp.created_at
+    FROM bumped AS s, bumped AS r, stamp
     WHERE s.user_id = %(sender)s AND r.user_id = %(recipient)s
     RETURNING id, sender_version
 ), entries AS (
     -- One entry per party; the sender's is how the sender's other devices learn of it.
     INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
-    SELECT bumped.user_id, bumped.latest_version, 'message', %(created_at)s, message.id,
-           %(head)s || message.id || %(tail)s
-    FROM bumped, message
+    SELECT bumped.user_id, bumped.latest_version, 'message', stamp.created_at, message.id,
+           %(head)s || message.id || %(tail_a)s || stamp.text || %(tail_b)s
+    FROM bumped, message, stamp
 ), conversation AS (
     INSERT INTO conversations (user_id, peer, last_message_id)
     SELECT pairs.user_id, pairs.peer, message.id
@@ -221,8 +236,9 @@ WITH locked AS (
           UNION SELECT %(recipient)s, %(sender)s) AS pairs
     ON CONFLICT (user_id, peer) DO UPDATE SET last_message_id = excluded.last_message_id
 )
-SELECT id, sender_version FROM message
+SELECT id, sender_version, stamp.text FROM message, stamp
 """
+)
 
 
 async def _send_statement(
@@ -234,8 +250,11 @@ async def _send_statement(
     now: datetime,
     head: str,
     tail: str,
-) -> tuple[int, int] | None:
+) -> tuple[int, int, str] | None:
     lo, hi = sorted((sender, recipient))
+    # The payload's created_at is the database's: cut the text around the value.
+    key = '"created_at":"'
+    cut = tail.rindex(key) + len(key)  # a body's quotes are escaped: only the key matches
     params = {
         "sender": sender,
         "recipient": recipient,
@@ -244,9 +263,9 @@ async def _send_statement(
         "pair_hi": hi,
         "body": body,
         "client_msg_id": client_msg_id,
-        "created_at": now,
         "head": head,
-        "tail": tail,
+        "tail_a": tail[:cut],
+        "tail_b": tail[tail.index('"', cut) :],
     }
     async with db.driver() as driver:
         try:
@@ -254,7 +273,7 @@ async def _send_statement(
         except psycopg.errors.UniqueViolation as exc:
             raise IntegrityError(_SEND_SQL, params, exc) from exc
         row = await cursor.fetchone()
-    return None if row is None else (row[0], row[1])
+    return None if row is None else (row[0], row[1], row[2])
 
 
 async def _send_transaction(
@@ -266,7 +285,7 @@ async def _send_transaction(
     now: datetime,
     head: str,
     tail: str,
-) -> tuple[int, int] | None:
+) -> tuple[int, int, str] | None:
     """The same unit of work as _SEND_SQL, statement by statement (SQLite)."""
     async with db.session() as session, session.begin() as transaction:
         versions = await bump_versions(session, (sender, recipient))
@@ -315,7 +334,7 @@ async def _send_transaction(
                 set_={"last_message_id": stmt.excluded.last_message_id},
             )
         )
-    return message_id, versions[sender]
+    return message_id, versions[sender], format_time(now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +361,11 @@ async def fetch_since(db: Database, user_id: str, since: int, limit: int) -> Pag
     retention run committing between the reads could make the page skip entries.
     """
     if not db.is_sqlite:
+        replica = db.replicas.pick()
+        if replica is not None:
+            page = await _fetch_from_replica(replica, user_id, since, limit)
+            if page is not None:
+                return page
         page = await _fetch_in_one_statement(db, user_id, since, limit)
         if page is not None:
             return page
@@ -438,6 +462,36 @@ async def _fetch_in_one_statement(
     found = [FetchedEntry(v, k, c, d) for _, _, v, k, c, d in rows if v is not None]
     next_since = found[-1].version if found else since
     return Page(found, next_since, latest, next_since < latest, False)
+
+
+async def _fetch_from_replica(
+    replica: Replica, user_id: str, since: int, limit: int
+) -> Page | None:
+    """The page from a replica, or None when only the primary can answer it right.
+
+    A replica's inbox for a user is a gap-free prefix of the primary's, so a page with
+    entries is correct, only perhaps shorter (has_more then sends the client back at once).
+    The primary answers instead when the replica has nothing new (the client may have
+    been woken for a version not yet replayed: a long-poll must not go back to sleep),
+    when `since` is ahead of what it has (never a false 409 since_ahead), when the user is
+    not replicated yet, and below the floor (the history fallback reads the primary).
+    """
+    params = {"user_id": user_id, "since": since, "limit": limit}
+    try:
+        async with replica.driver() as driver:
+            cursor = await driver.execute(_PAGE_SQL, params)
+            rows = await cursor.fetchall()
+    except (psycopg.Error, sqlalchemy.exc.SQLAlchemyError):
+        # Down or failing: skipped until its next check finds it well; the primary answers.
+        replica.failed("connection lost")
+        return None
+    if not rows:
+        return None
+    latest, floor = rows[0][0], rows[0][1]
+    found = [FetchedEntry(v, k, c, d) for _, _, v, k, c, d in rows if v is not None]
+    if since > latest or since < floor or not found:
+        return None
+    return Page(found, found[-1].version, latest, found[-1].version < latest, False)
 
 
 async def _from_history(

@@ -81,9 +81,8 @@ async def test_sends_after_the_database_dropped_every_connection(fresh_pg: str) 
                 else:
                     assert response.status_code == 201, response.text
                 answers.append(response.status_code)
-            # The request that finds the connections dropped fails; the pool then replaces
-            # them, and the rest go through.
-            assert 503 in answers
+            # A request that finds the connections dropped may fail (before the listener saw
+            # its own connection end and dropped the pools); the rest go through.
             assert answers[-10:] == [201] * 10
             # A client retries what failed: nothing is lost, nothing doubled.
             for i, status in enumerate(answers):

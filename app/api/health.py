@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 
 from app.api.deps import DbDep, NotifierDep
-from app.errors import AppError
+from app.errors import problem
 
 router = APIRouter(tags=["operations"])
+log = logging.getLogger(__name__)
 
 
 @router.get("/healthz")
@@ -17,13 +21,26 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
-async def readyz(db: DbDep) -> dict[str, str]:
+def _not_ready(detail: str) -> JSONResponse:
+    # The body names the failing part only: driver messages carry hosts, ports and SQL.
+    return problem(503, "database_unavailable", detail, headers={"Retry-After": "1"})
+
+
+@router.get("/readyz", response_model=None)
+async def readyz(db: DbDep, notifier: NotifierDep) -> dict[str, Any] | JSONResponse:
+    """Ready when the database answers and cross-process wake-ups are being received: a
+    process whose listener is down would let long-polls sleep through messages."""
     try:
-        async with db.engine.connect() as conn:
+        async with db.statement() as conn:
             await conn.execute(text("SELECT 1"))
     except Exception as exc:
-        raise AppError(503, "database_unavailable", f"database did not answer: {exc}") from exc
+        log.warning("readiness: the database did not answer: %s", exc)
+        return _not_ready("the database did not answer")
+    if not notifier.healthy:
+        return _not_ready("the listener for cross-process wake-ups is not connected")
+    if db.replicas:
+        # Replicas are optional: one down or lagging is skipped, and the primary reads.
+        return {"status": "ready", "replicas": db.replicas.status()}
     return {"status": "ready"}
 
 
