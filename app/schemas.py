@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "MAX_ID",
@@ -60,10 +61,22 @@ Password = Annotated[
     StringConstraints(min_length=8, max_length=1024, pattern=NO_NUL),
     Field(description="8 to 1024 characters." + _CLEAN, examples=["wonderland"]),
 ]
-# Versions and ids are JSON integers only: `true` or `"3"` is not a version (strict=True),
-# and a value past BIGINT is a 422.
-Version = Annotated[int, Field(ge=0, le=MAX_ID, strict=True)]
-MessageId = Annotated[int, Field(ge=1, le=MAX_ID, strict=True)]
+
+
+def _json_integer(value: object) -> object:
+    """JSON Schema's integer, which the OpenAPI document promises: a number without a
+    fractional part (7.0 is one), never a boolean or a string. pydantic's lax mode would take
+    `true` as 1 and "7" as 7; its strict mode would refuse 7.0."""
+    if isinstance(value, bool | str | bytes):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+# Versions and ids in bodies: JSON integers only (`true` is not a version), and a value past
+# BIGINT is a 422.
+JsonInteger = BeforeValidator(_json_integer)
+Version = Annotated[int, Field(ge=0, le=MAX_ID), JsonInteger]
+MessageId = Annotated[int, Field(ge=1, le=MAX_ID), JsonInteger]
 
 
 class _In(BaseModel):

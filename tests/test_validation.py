@@ -189,7 +189,7 @@ async def test_path_and_body_integers_fit_a_bigint(client: httpx.AsyncClient) ->
 
 
 @pytest.mark.parametrize("cached", [False, True], ids=["framework", "cached token"])
-@pytest.mark.parametrize("raw", ["true", "false", '"1"', "1.0", str(BIGINT_MAX + 1), "-1", "null"])
+@pytest.mark.parametrize("raw", ["true", "false", '"1"', "1.5", str(BIGINT_MAX + 1), "-1", "null"])
 async def test_an_ack_version_is_a_json_integer(
     app: FastAPI, client: httpx.AsyncClient, raw: str, cached: bool
 ) -> None:
@@ -216,6 +216,23 @@ async def test_a_read_cursor_is_a_json_integer(client: httpx.AsyncClient, raw: s
         headers={**bob.headers, "Content-Type": "application/json"},
     )
     assert_names_field(response, "body", "up_to_message_id")
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["framework", "cached token"])
+async def test_an_integral_number_is_an_integer(
+    app: FastAPI, client: httpx.AsyncClient, cached: bool
+) -> None:
+    """JSON Schema's integer, which the OpenAPI document states, includes 1.0."""
+    alice, bob = await _pair(client)
+    await send(client, alice, bob.user_id, "hi")
+    await set_token_cache(app, client, bob, cached)
+    response = await client.post(
+        "/ack",
+        content=b'{"version": 1.0}',
+        headers={**bob.headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["acked_version"] == 1
 
 
 async def test_an_ordinary_text_is_still_accepted(client: httpx.AsyncClient) -> None:
