@@ -22,6 +22,7 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.errors import CODES, PROBLEM_JSON, Problem
+from app.schemas import MAX_ID
 
 __all__ = ["install_openapi", "problem_responses"]
 
@@ -148,6 +149,7 @@ def _complete(document: dict[str, Any], settings: Settings) -> dict[str, Any]:
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
     _fill_settings(document, settings)
+    _exact_bounds(document)
     info = document.setdefault("info", {})
     info["description"] = (info.get("description") or "") + _catalogue()
     return document
@@ -183,6 +185,24 @@ def _fill_settings(node: Any, settings: Settings) -> None:
     elif isinstance(node, list):
         for value in node:
             _fill_settings(value, settings)
+
+
+def _exact_bounds(node: Any) -> None:
+    """FastAPI's document model holds `minimum`/`maximum` as floats, which turns the BIGINT
+    bound 2^63-1 into 2^63 (9.223372036854776e18); a client generator or a fuzzer reading it
+    then takes values past the bound for valid. Integer bounds are written back as
+    integers, that one exactly."""
+    if isinstance(node, dict):
+        if node.get("type") == "integer":
+            for keyword in ("minimum", "maximum"):
+                value = node.get(keyword)
+                if isinstance(value, float) and value.is_integer():
+                    node[keyword] = MAX_ID if value == float(MAX_ID) else int(value)
+        for value in node.values():
+            _exact_bounds(value)
+    elif isinstance(node, list):
+        for value in node:
+            _exact_bounds(value)
 
 
 def _catalogue() -> str:
