@@ -175,6 +175,15 @@ async def test_query_integers_at_the_bigint_maximum_are_accepted(
     assert [m["body"] for m in history.json()["messages"]] == ["hi"]
 
 
+@pytest.mark.parametrize("timeout", ["inf", "nan", "-1", "1e400"])
+async def test_a_timeout_is_a_finite_number(client: httpx.AsyncClient, timeout: str) -> None:
+    alice, _ = await _pair(client)
+    response = await client.get(
+        "/sync", params={"since": 0, "timeout": timeout}, headers=alice.headers
+    )
+    assert_names_field(response, "query", "timeout")
+
+
 async def test_path_and_body_integers_fit_a_bigint(client: httpx.AsyncClient) -> None:
     alice, bob = await _pair(client)
     await send(client, alice, bob.user_id, "hi")

@@ -12,12 +12,12 @@ from app.errors import AppError
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", operation_id="healthz", summary="Liveness: the process runs")
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", operation_id="readyz", summary="Readiness: the database answers")
 async def readyz(db: DbDep) -> dict[str, str]:
     try:
         async with db.engine.connect() as conn:
@@ -27,7 +27,12 @@ async def readyz(db: DbDep) -> dict[str, str]:
     return {"status": "ready"}
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    operation_id="metrics",
+    summary="Prometheus metrics of this process",
+)
 async def metrics(notifier: NotifierDep, db: DbDep) -> str:
     """Prometheus text format, for this process (each worker answers for itself)."""
     lines = [
