@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from app.errors import PROBLEM_JSON
 from app.main import create_app
 from app.schemas import MAX_ID
 from tests.factories import register
+from tests.server import running_server
 
 PUBLIC = {"/users", "/login", "/healthz", "/readyz", "/metrics"}
 
@@ -199,3 +202,71 @@ async def test_the_served_document_is_the_completed_one(tmp_path: Path) -> None:
         assert set(required) <= body.keys()
         issue = served["components"]["schemas"]["ValidationIssue"]["required"]
         assert set(issue) <= body["errors"][0].keys()
+
+
+@pytest.mark.server
+def test_a_generated_client_can_send_and_sync(tmp_path: Path) -> None:
+    """openapi-python-client builds a typed client from the document, and that client
+    registers, logs in, sends, syncs, acks and reads a problem, against a real server."""
+    with running_server(f"sqlite:///{tmp_path / 'msgsync.db'}") as server:
+        (tmp_path / "openapi.json").write_bytes(httpx.get(f"{server.url}/openapi.json").content)
+        generated = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "openapi_python_client",
+                "generate",
+                "--path",
+                str(tmp_path / "openapi.json"),
+                "--meta",
+                "none",
+                "--output-path",
+                str(tmp_path / "msgsync_client"),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert generated.returncode == 0, generated.stdout + generated.stderr
+        assert "Warning" not in generated.stdout + generated.stderr
+        script = CLIENT_SCRIPT.replace("BASE_URL", server.url)
+        ran = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        assert ran.stdout.split() == ["sent", "synced", "acked", "since_ahead"]
+
+
+# Runs beside the generated package (a fresh interpreter, so nothing of this process leaks in).
+CLIENT_SCRIPT = """
+import uuid
+from msgsync_client import AuthenticatedClient, Client
+from msgsync_client.api.accounts import create_user, login
+from msgsync_client.api.sync import ack, send_message, sync
+from msgsync_client.models import AckIn, LoginIn, Problem, SendIn, SendOut, SyncPage, UserIn
+
+anon = Client(base_url="BASE_URL")
+users = [f"g-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+tokens = []
+for user in users:
+    create_user.sync(client=anon, body=UserIn(user_id=user, password="long enough"))
+    device = login.sync(client=anon, body=LoginIn(user_id=user, password="long enough"))
+    tokens.append(device.access_token)
+alice, bob = (AuthenticatedClient(base_url="BASE_URL", token=t) for t in tokens)
+sent = send_message.sync(client=alice, body=SendIn(to=users[1], body="hi", client_msg_id="c-1"))
+assert isinstance(sent, SendOut) and sent.message.body == "hi", sent
+print("sent")
+page = sync.sync(client=bob, since=0)
+assert isinstance(page, SyncPage) and page.entries[0].data.id == sent.message.id, page
+print("synced")
+acked = ack.sync(client=bob, body=AckIn(version=page.next_since))
+assert acked.acked_version == page.next_since, acked
+print("acked")
+problem = sync.sync(client=bob, since=page.latest_version + 5)
+assert isinstance(problem, Problem) and problem.latest_version == page.latest_version, problem
+print(problem.code)
+"""
