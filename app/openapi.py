@@ -141,6 +141,11 @@ def _complete(document: dict[str, Any], settings: Settings) -> dict[str, Any]:
             codes.append("validation_error")
         if "requestBody" in operation:
             codes += ["bad_request", "request_too_large"]
+            operation["requestBody"]["description"] = (
+                f"JSON, at most {settings.max_request_bytes} bytes "
+                "(MSGSYNC_MAX_REQUEST_BYTES; more is 413 `request_too_large`)."
+            )
+            operation["requestBody"]["x-max-bytes"] = settings.max_request_bytes
         for code in codes:
             _add_code(responses, code, key=str(CODES[code].status))
         # JSON object keys are strings; FastAPI may leave a route's int keys beside them.

@@ -119,12 +119,22 @@ def test_bounds_are_in_the_schema(document: dict[str, Any]) -> None:
     body = schemas["SendIn"]["properties"]["body"]
     assert (body["maxLength"], body["pattern"]) == (16384, r"^[^\x00]*$")
     assert schemas["LoginIn"]["properties"]["device_name"]["maxLength"] == 128
+    for method, path, operation in operations(document):
+        if "requestBody" in operation:
+            assert operation["requestBody"]["x-max-bytes"] == 65536, (method, path)
+            assert "65536 bytes" in operation["requestBody"]["description"]
 
 
 def test_bounds_follow_the_servers_settings(tmp_path: Path) -> None:
     document = make_document(
-        tmp_path, sync_max_limit=50, history_max_limit=20, max_body_bytes=100, max_timeout=5
+        tmp_path,
+        sync_max_limit=50,
+        history_max_limit=20,
+        max_body_bytes=100,
+        max_timeout=5,
+        max_request_bytes=2048,
     )
+    assert document["paths"]["/ack"]["post"]["requestBody"]["x-max-bytes"] == 2048
     assert parameter(document, "/sync", "get", "limit")["maximum"] == 50
     assert parameter(document, "/conversations", "get", "limit")["maximum"] == 20
     assert parameter(document, "/sync", "get", "timeout")["x-clamped-to"] == 5
