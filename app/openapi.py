@@ -16,6 +16,7 @@ served states the limits of the server serving it.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI
@@ -78,7 +79,7 @@ def _example(code: str) -> dict[str, Any]:
     entry = CODES[code]
     example: dict[str, Any] = {
         "type": f"https://msgsync.dev/problems/{code.replace('_', '-')}",
-        "title": _TITLES.get(entry.status, "Error"),
+        "title": HTTPStatus(entry.status).phrase,  # as app.errors.problem writes it
         "status": entry.status,
         "detail": entry.meaning,
         "code": code,
@@ -94,21 +95,6 @@ def _example(code: str) -> dict[str, Any]:
             }
         ]
     return example
-
-
-_TITLES = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    409: "Conflict",
-    413: "Content Too Large",
-    422: "Unprocessable Content",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-}
 
 
 def install_openapi(app: FastAPI, settings: Settings) -> None:

@@ -212,6 +212,13 @@ async def test_the_served_document_is_the_completed_one(tmp_path: Path) -> None:
         assert set(required) <= body.keys()
         issue = served["components"]["schemas"]["ValidationIssue"]["required"]
         assert set(issue) <= body["errors"][0].keys()
+        # The documented example looks like the real answer, but for its wording.
+        examples = served["paths"]["/ack"]["post"]["responses"]["422"]["content"][PROBLEM_JSON]
+        example = examples["examples"]["validation_error"]["value"]
+        assert example.keys() == body.keys()
+        assert {k: example[k] for k in ("type", "title", "status", "code")} == {
+            k: body[k] for k in ("type", "title", "status", "code")
+        }
 
 
 @pytest.mark.server
