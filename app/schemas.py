@@ -29,6 +29,7 @@ __all__ = [
     "RecallOut",
     "SendIn",
     "SendOut",
+    "Status",
     "SyncPage",
     "Text",
     "UserIn",
@@ -348,4 +349,12 @@ class ReadOut(BaseModel):
     # The reader's version after the change; the latest one when the cursor did not move.
     version: Version = Field(
         description="The caller's version after the change (the latest one if nothing moved)."
+    )
+
+
+class Status(BaseModel):
+    """A probe's answer."""
+
+    status: Literal["ok", "ready"] = Field(
+        description="`ok`: the process runs (/healthz); `ready`: the database answers (/readyz)."
     )

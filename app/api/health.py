@@ -8,16 +8,27 @@ from sqlalchemy import text
 
 from app.api.deps import DbDep, NotifierDep
 from app.errors import AppError
+from app.schemas import Status
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", operation_id="healthz", summary="Liveness: the process runs")
+@router.get(
+    "/healthz",
+    response_model=Status,
+    operation_id="healthz",
+    summary="Liveness: the process runs",
+)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", operation_id="readyz", summary="Readiness: the database answers")
+@router.get(
+    "/readyz",
+    response_model=Status,
+    operation_id="readyz",
+    summary="Readiness: the database answers",
+)
 async def readyz(db: DbDep) -> dict[str, str]:
     try:
         async with db.engine.connect() as conn:
