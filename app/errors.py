@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Annotated, Any
 
 import psycopg
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
 __all__ = [
+    "CODES",
+    "PROBLEM_JSON",
     "AppError",
+    "ErrorCode",
+    "Problem",
+    "ValidationIssue",
     "error_response",
     "install_error_handlers",
     "problem",
@@ -24,6 +32,120 @@ __all__ = [
 ]
 
 PROBLEM_JSON = "application/problem+json"
+
+
+@dataclass(frozen=True)
+class ErrorCode:
+    status: int  # 0: whatever status the framework answered
+    meaning: str
+    retry_after: bool = False  # the answer carries Retry-After
+
+
+# Every stable `code` the service answers, with its status and meaning. Routes document theirs
+# with app.openapi.problem_responses(code, ...), which refuses a code missing here, and
+# tests/test_docs_agree.py checks this table against the codes raised in app/, the OpenAPI
+# document and docs/protocol.md: a new code is added here, in a route's responses and there.
+CODES: dict[str, ErrorCode] = {
+    "bad_request": ErrorCode(400, "The request body could not be read (not UTF-8 JSON)."),
+    "unauthorized": ErrorCode(401, "The bearer token is missing, unknown or revoked."),
+    "bad_credentials": ErrorCode(401, "Unknown user or wrong password."),
+    "forbidden": ErrorCode(403, "The framework refused the request."),
+    "not_sender": ErrorCode(403, "Only the sender can recall a message."),
+    "not_found": ErrorCode(404, "No such path."),
+    "recipient_not_found": ErrorCode(404, "The recipient does not exist."),
+    "message_not_found": ErrorCode(
+        404, "No such message, or not one of the caller's conversation."
+    ),
+    "conversation_not_found": ErrorCode(404, "The two users have no conversation."),
+    "device_not_found": ErrorCode(404, "The caller has no device with this id."),
+    "method_not_allowed": ErrorCode(405, "The path does not take that method (see `Allow`)."),
+    "user_exists": ErrorCode(409, "The user id is taken."),
+    "recall_window_passed": ErrorCode(409, "Too late to recall the message."),
+    "since_ahead": ErrorCode(
+        409, "`since` is ahead of the user's latest version (given as `latest_version`)."
+    ),
+    "ack_ahead": ErrorCode(
+        409, "The acked version is ahead of the user's latest (given as `latest_version`)."
+    ),
+    "body_too_large": ErrorCode(413, "The message body is over the configured byte limit."),
+    "request_too_large": ErrorCode(413, "The request body is over the configured byte limit."),
+    "validation_error": ErrorCode(
+        422, "The request does not match the schema; `errors` lists where and why."
+    ),
+    "limit_out_of_range": ErrorCode(422, "`limit` is above the server's maximum."),
+    "internal_error": ErrorCode(500, "A bug; the traceback is in the server's log."),
+    "database_unavailable": ErrorCode(
+        503, "The database did not answer; retry after `Retry-After` seconds.", retry_after=True
+    ),
+    "shutting_down": ErrorCode(503, "The server is shutting down; retry (another process)."),
+    "ack_not_stored": ErrorCode(503, "The ack could not be written; retry it."),
+    "http_error": ErrorCode(0, "Any other refusal by the HTTP framework."),
+}
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+class ValidationIssue(BaseModel):
+    """One reason why the request did not validate."""
+
+    loc: list[str | int] = Field(
+        description="Where: `body`, `query`, `path` or `header`, then the field (and index).",
+        examples=[["body", "version"]],
+    )
+    msg: str = Field(description="Why, for a human.", examples=["Input should be a valid integer"])
+    type: str = Field(
+        description="Why, for a program (pydantic's error type).", examples=["int_type"]
+    )
+
+
+class Problem(BaseModel):
+    """An error, as RFC 9457 problem details (`application/problem+json`). `code` is the
+    stable part to act on; more members may appear (RFC 9457 extension members)."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "https://msgsync.dev/problems/since-ahead",
+                    "title": "Conflict",
+                    "status": 409,
+                    "detail": "since=9 is ahead of the latest version 1",
+                    "code": "since_ahead",
+                    "latest_version": 1,
+                }
+            ]
+        },
+    )
+
+    type: str = Field(
+        description="A URI naming the problem type, derived from `code`.",
+        examples=["https://msgsync.dev/problems/since-ahead"],
+    )
+    title: str = Field(description="The HTTP status phrase.", examples=["Conflict"])
+    status: int = Field(ge=400, le=599, description="The HTTP status.", examples=[409])
+    detail: str = Field(
+        description="What happened, for a human; not stable.",
+        examples=["since=9 is ahead of the latest version 1"],
+    )
+    code: str = Field(
+        description="The stable, machine-readable reason (snake_case); see docs/protocol.md.",
+        examples=["since_ahead"],
+    )
+    # Members present for some codes only: absent otherwise, never null.
+    errors: list[ValidationIssue] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="For `validation_error`: every reason, in order.",
+        json_schema_extra=_no_default,
+    )
+    latest_version: Annotated[int, Field(ge=0)] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="For `since_ahead` and `ack_ahead`: the user's latest version.",
+        json_schema_extra=_no_default,
+    )
+
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +234,23 @@ async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     return unexpected_error_response(exc)
 
 
+def _printable(part: object) -> str | int:
+    """A location part as the answer can carry it: a key may hold a lone surrogate, which no
+    UTF-8 encoder takes, so it is written as its escape (\\ud800) instead."""
+    if isinstance(part, int):
+        return part
+    return str(part).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    # The input itself is never echoed: it may be large, secret (a password) or unencodable.
     errors = [
-        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        {
+            "loc": [_printable(p) for p in e.get("loc", ())],
+            "msg": _printable(e.get("msg", "")),
+            "type": e.get("type", ""),
+        }
         for e in exc.errors()
     ]
     first = errors[0] if errors else {"loc": [], "msg": "invalid request"}

@@ -1,14 +1,16 @@
-"""Request and response bodies of the HTTP API."""
+"""Request and response bodies of the HTTP API: the OpenAPI document is generated from them."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic_core import PydanticCustomError
 
 __all__ = [
     "MAX_ID",
+    "NO_NUL",
     "AckIn",
     "AckOut",
     "ConversationOut",
@@ -22,21 +24,62 @@ __all__ = [
     "LoginOut",
     "MessageOut",
     "PasswordChangeIn",
+    "ReadData",
     "ReadIn",
     "ReadOut",
+    "RecallData",
     "RecallOut",
     "SendIn",
     "SendOut",
+    "Status",
     "SyncPage",
+    "Text",
     "UserIn",
     "UserOut",
 ]
 
-# Ids are PostgreSQL BIGINTs: a larger value must be a 422, not a driver error.
+# Ids and versions are PostgreSQL BIGINTs: a larger value must be a 422, not a driver error.
 MAX_ID = 2**63 - 1
 
-UserId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")]
-Password = Annotated[str, StringConstraints(min_length=8, max_length=1024)]
+# PostgreSQL cannot store NUL in text, and no driver can encode a lone UTF-16 surrogate (the
+# JSON escape "\ud800" decodes to one): both must be refused at validation, on every backend,
+# before any statement runs. The pattern refuses NUL and says so in the schema; pydantic
+# matches a pattern on the UTF-8 form of the string, which a lone surrogate does not have,
+# so it refuses those too (error type `string_unicode`), in the route and in app.hotpaths
+# alike (tests/test_validation.py holds it to that).
+NO_NUL = r"^[^\x00]*$"
+_CLEAN = " Must not contain NUL (U+0000) or unpaired UTF-16 surrogates."
+
+Text = Annotated[str, StringConstraints(pattern=NO_NUL)]
+UserId = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$"),
+    Field(
+        description="A user id: lower-case letters, digits, `.`, `_`, `-`; 1 to 64.",
+        examples=["alice"],
+    ),
+]
+Password = Annotated[
+    str,
+    StringConstraints(min_length=8, max_length=1024, pattern=NO_NUL),
+    Field(description="8 to 1024 characters." + _CLEAN, examples=["wonderland"]),
+]
+
+
+def _json_integer(value: object) -> object:
+    """JSON Schema's integer, which the OpenAPI document promises: a number without a
+    fractional part (7.0 is one), never a boolean or a string. pydantic's lax mode would take
+    `true` as 1 and "7" as 7; its strict mode would refuse 7.0."""
+    if isinstance(value, bool | str | bytes):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+# Versions and ids in bodies: JSON integers only (`true` is not a version), and a value past
+# BIGINT is a 422.
+JsonInteger = BeforeValidator(_json_integer)
+Version = Annotated[int, Field(ge=0, le=MAX_ID), JsonInteger]
+MessageId = Annotated[int, Field(ge=1, le=MAX_ID), JsonInteger]
 
 
 class _In(BaseModel):
@@ -44,139 +87,294 @@ class _In(BaseModel):
 
 
 class UserIn(_In):
+    """A new account."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"user_id": "alice", "password": "wonderland"}]}
+    )
+
     user_id: UserId
     password: Password
 
 
 class UserOut(BaseModel):
-    user_id: str
+    """The account that was created."""
+
+    user_id: str = Field(description="The new user's id.", examples=["alice"])
 
 
 class LoginIn(_In):
-    user_id: str = Field(max_length=64)
-    password: str = Field(max_length=1024)
-    device_name: str = Field(default="", max_length=128)
+    """Credentials; every login creates a new device with its own token and ack cursor."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"user_id": "alice", "password": "wonderland", "device_name": "phone"}]
+        }
+    )
+
+    user_id: Text = Field(max_length=64, description="The user's id." + _CLEAN)
+    password: Text = Field(max_length=1024, description="The user's password." + _CLEAN)
+    device_name: Text = Field(
+        default="",
+        max_length=128,
+        description="A name for the new device, shown in `GET /devices`." + _CLEAN,
+        examples=["phone"],
+    )
 
 
 class LoginOut(BaseModel):
-    user_id: str
-    device_id: str
-    access_token: str
+    """The new device and its bearer token."""
+
+    user_id: str = Field(description="The user's id.", examples=["alice"])
+    device_id: str = Field(description="The new device's id.", examples=["d-3f9a2c"])
+    access_token: str = Field(
+        description="Send as `Authorization: Bearer <access_token>` on every other call; "
+        "it works until `POST /logout`.",
+        examples=["Yx3b0...Q"],
+    )
 
 
 class DeviceOut(BaseModel):
-    device_id: str
-    name: str
-    acked_version: int
-    created_at: datetime
-    last_seen_at: datetime
-    # The device that made this request.
-    current: bool = False
+    """One of the user's logged-in devices."""
+
+    device_id: str = Field(description="The device's id.")
+    name: str = Field(description="The name given at login.")
+    acked_version: Version = Field(description="The device's ack cursor (see `POST /ack`).")
+    created_at: datetime = Field(description="When the device logged in.")
+    last_seen_at: datetime = Field(
+        description="When the device last authenticated (to about a minute)."
+    )
+    current: bool = Field(default=False, description="True for the device that made this request.")
 
 
 class DevicesOut(BaseModel):
-    devices: list[DeviceOut]
+    """The user's logged-in devices."""
+
+    devices: list[DeviceOut] = Field(description="Every device of the user, the caller's too.")
+
+
+_MESSAGE_EXAMPLE: dict[str, Any] = {
+    "id": 42,
+    "from": "alice",
+    "to": "bob",
+    "body": "hi bob",
+    "client_msg_id": "m-1",
+    "created_at": "2026-11-27T15:35:00.123456Z",
+    "recalled_at": None,
+}
 
 
 class MessageOut(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
+    """A message as stored in the conversation's history."""
 
-    id: int
-    from_: str = Field(alias="from")
-    to: str
-    body: str
-    client_msg_id: str | None
-    created_at: datetime
-    recalled_at: datetime | None
+    model_config = ConfigDict(
+        populate_by_name=True,
+        json_schema_extra={"examples": [_MESSAGE_EXAMPLE]},
+    )
+
+    id: MessageId = Field(description="The message's id, unique across the service.")
+    from_: str = Field(alias="from", description="The sender's user id.")
+    to: str = Field(description="The recipient's user id.")
+    body: str = Field(description='The text; `""` once the message is recalled.')
+    client_msg_id: str | None = Field(
+        description="The sender's idempotency key, if the send carried one."
+    )
+    created_at: datetime = Field(description="When the message was stored (database clock).")
+    recalled_at: datetime | None = Field(description="When the sender recalled it, if so.")
 
 
 class SendIn(_In):
-    to: str = Field(max_length=64)
-    # The byte limit (MSGSYNC_MAX_BODY_BYTES, 413 body_too_large) is checked on the UTF-8 form.
-    body: str
-    client_msg_id: str | None = Field(default=None, min_length=1, max_length=128)
+    """A message to send."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"to": "bob", "body": "hi bob", "client_msg_id": "m-1"}]}
+    )
+
+    to: Text = Field(max_length=64, description="The recipient's user id." + _CLEAN)
+    # The byte limit (MSGSYNC_MAX_BODY_BYTES, 413 body_too_large) is checked on the UTF-8
+    # form; the schema states it as a length, which no larger body can have (app.openapi).
+    body: Text = Field(
+        description="The text, at most MSGSYNC_MAX_BODY_BYTES bytes of UTF-8 (16 KiB by "
+        "default; more is 413 `body_too_large`)." + _CLEAN,
+        json_schema_extra={"x-from-settings": {"maxLength": "max_body_bytes"}},
+    )
+    client_msg_id: Text | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="An idempotency key chosen by the sender: a retry with the same key "
+        "answers 200 with the first result instead of sending again." + _CLEAN,
+    )
 
 
 class SendOut(BaseModel):
-    message: MessageOut
-    version: int
+    """The stored message and the sender's version that it took."""
+
+    message: MessageOut = Field(description="The message as stored.")
+    version: Version = Field(description="The sender's version for this message.")
 
 
 class RecallOut(BaseModel):
-    message: MessageOut
+    """The recalled message."""
+
+    message: MessageOut = Field(description='The message, with `body` `""` and `recalled_at`.')
 
 
 class RecallData(BaseModel):
-    message_id: int
-    from_: str = Field(alias="from")
-    to: str
+    """A `recall` entry: the sender recalled a message."""
+
+    message_id: MessageId = Field(description="The recalled message.")
+    from_: str = Field(alias="from", description="The sender, who recalled it.")
+    to: str = Field(description="The recipient.")
 
 
 class ReadData(BaseModel):
-    reader: str
-    peer: str
-    up_to_message_id: int
+    """A `read` entry: `reader` has read the conversation with `peer` up to a message."""
+
+    reader: str = Field(description="The user who read.")
+    peer: str = Field(description="The other party of the conversation.")
+    up_to_message_id: MessageId = Field(description="The reader's cursor after the change.")
 
 
 class Entry(BaseModel):
-    version: int
-    kind: Literal["message", "recall", "read"]
-    created_at: datetime
-    data: MessageOut | RecallData | ReadData
+    """One change for the user, in version order."""
+
+    version: Version = Field(description="The user's version that the change took.")
+    kind: Literal["message", "recall", "read"] = Field(description="What `data` holds.")
+    created_at: datetime = Field(description="When the change was stored.")
+    data: MessageOut | RecallData | ReadData = Field(
+        description="A Message for `message`, a RecallData for `recall`, a ReadData for `read`."
+    )
 
 
 class SyncPage(BaseModel):
-    entries: list[Entry]
-    next_since: int
-    latest_version: int
-    has_more: bool
-    history_fallback: bool
+    """A page of the user's changes after `since`, in ascending version."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "entries": [
+                        {
+                            "version": 7,
+                            "kind": "message",
+                            "created_at": "2026-11-27T15:35:00.123456Z",
+                            "data": _MESSAGE_EXAMPLE,
+                        }
+                    ],
+                    "next_since": 7,
+                    "latest_version": 7,
+                    "has_more": False,
+                    "history_fallback": False,
+                }
+            ]
+        }
+    )
+
+    entries: list[Entry] = Field(description="The changes, in ascending version.")
+    next_since: Version = Field(
+        description="Pass as `since` next time: the last entry's version, or `since` when "
+        "the page is empty (or the floor, when the offline store was pruned past `since`)."
+    )
+    latest_version: Version = Field(description="The user's latest version now.")
+    has_more: bool = Field(description="There is more: call again at once with `next_since`.")
+    history_fallback: bool = Field(
+        description="Some entries came from the message history because the offline store "
+        "was pruned past `since`; recall and read entries of the pruned range are not replayed."
+    )
 
 
 class AckIn(_In):
-    version: int = Field(ge=0, le=MAX_ID)
+    """A cumulative acknowledgement: everything up to `version` is stored on the device."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"version": 7}]})
+
+    version: Version = Field(
+        description="The highest version the device has stored; a JSON integer (0..2^63-1). "
+        "The cursor becomes max(cursor, version)."
+    )
 
 
 class AckOut(BaseModel):
-    device_id: str
-    acked_version: int
+    """The device's ack cursor after the ack."""
+
+    device_id: str = Field(description="The calling device.")
+    acked_version: Version = Field(description="The cursor now; never lower than before.")
 
 
 class ConversationOut(BaseModel):
-    peer: str
-    last_message: MessageOut
-    unread_count: int
+    """A conversation, with its newest message."""
+
+    peer: str = Field(description="The other party.")
+    last_message: MessageOut = Field(description="The newest message of the conversation.")
+    unread_count: int = Field(
+        ge=0, description="Messages from the peer after the caller's read cursor."
+    )
 
 
 class ConversationsPage(BaseModel):
-    conversations: list[ConversationOut]
-    next_before: int | None
+    """A page of conversations, newest first."""
+
+    conversations: list[ConversationOut] = Field(description="Newest message first.")
+    next_before: Annotated[int, Field(ge=1, le=MAX_ID)] | None = Field(
+        description="Pass as `before` for the next page; null on the last page."
+    )
 
 
 class HistoryPage(BaseModel):
-    messages: list[MessageOut]
-    next_before_id: int | None
+    """A page of one conversation's messages, newest first."""
+
+    messages: list[MessageOut] = Field(description="Newest first.")
+    next_before_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = Field(
+        description="Pass as `before_id` for the next page; null on the last page."
+    )
 
 
 class ReadIn(_In):
-    up_to_message_id: int = Field(ge=1, le=MAX_ID)
+    """Move the caller's read cursor in a conversation forward."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"up_to_message_id": 42}]})
+
+    up_to_message_id: MessageId = Field(
+        description="The newest message read; a JSON integer. A value at or below the "
+        "current cursor changes nothing."
+    )
 
 
 class ReadOut(BaseModel):
-    peer: str
+    """The read cursor after the request."""
+
+    peer: str = Field(description="The other party.")
     # The cursor after the request: never lower than before, whatever up_to_message_id was.
-    read_up_to_id: int
+    read_up_to_id: Annotated[int, Field(ge=0, le=MAX_ID)] = Field(
+        description="The cursor now; never lower than before."
+    )
     # The reader's version after the change; the latest one when the cursor did not move.
-    version: int
+    version: Version = Field(
+        description="The caller's version after the change (the latest one if nothing moved)."
+    )
 
 
 class DeviceDeleteIn(_In):
-    # The password, re-entered: a token alone (a stolen one, say) cannot end other devices.
-    password: str = Field(max_length=1024)
+    """The caller's password, re-entered: a token alone (a stolen one, say) cannot end other
+    devices."""
+
+    password: Text = Field(max_length=1024, description="The user's password." + _CLEAN)
 
 
 class PasswordChangeIn(_In):
-    old_password: str = Field(max_length=1024)
+    """A new password; the other devices are logged out unless asked otherwise."""
+
+    old_password: Text = Field(max_length=1024, description="The current password." + _CLEAN)
     new_password: Password
-    # Log out every other device of the user (the calling one stays).
-    logout_other_devices: bool = True
+    logout_other_devices: bool = Field(
+        default=True, description="Log out every other device of the user (the calling one stays)."
+    )
+
+
+class Status(BaseModel):
+    """A probe's answer."""
+
+    status: Literal["ok", "ready"] = Field(
+        description="`ok`: the process runs (/healthz); `ready`: the database answers (/readyz)."
+    )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 
@@ -11,6 +11,7 @@ from app import auth
 from app.api.deps import CurrentDevice, DbDep, NotifierDep, PasswordsDep
 from app.db import Database
 from app.errors import AppError
+from app.openapi import problem_responses
 from app.schemas import (
     DeviceDeleteIn,
     DeviceOut,
@@ -27,42 +28,45 @@ router = APIRouter(tags=["accounts"])
 log = logging.getLogger(__name__)
 
 
-def _problem(description: str, *codes: str) -> dict[str, Any]:
-    """An error answer for the OpenAPI document: RFC 9457 problem details with these codes."""
-    return {
-        "description": description,
-        "content": {
-            "application/problem+json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["type", "title", "status", "detail", "code"],
-                    "properties": {
-                        "type": {"type": "string"},
-                        "title": {"type": "string"},
-                        "status": {"type": "integer"},
-                        "detail": {"type": "string"},
-                        "code": {"type": "string", "enum": list(codes)},
+@router.post(
+    "/users",
+    status_code=201,
+    response_model=UserOut,
+    operation_id="create_user",
+    summary="Create an account",
+    responses={
+        201: {
+            "description": "The account was created.",
+            "links": {
+                "login": {
+                    "operationId": "login",
+                    "description": "Log in as the new user.",
+                    "requestBody": {
+                        "user_id": "$response.body#/user_id",
+                        "password": "$request.body#/password",
                     },
                 }
-            }
+            },
         },
-    }
-
-
-_BAD_PASSWORD = _problem(
-    "`bad_credentials`: wrong password; `unauthorized`: missing, revoked or idle token",
-    "bad_credentials",
-    "unauthorized",
+        **problem_responses("user_exists"),
+    },
 )
-
-
-@router.post("/users", status_code=201, response_model=UserOut)
 async def create_user(body: UserIn, db: DbDep, passwords: PasswordsDep) -> UserOut:
     await auth.create_user(db, passwords, body.user_id, body.password)
     return UserOut(user_id=body.user_id)
 
 
-@router.post("/login", status_code=201, response_model=LoginOut)
+@router.post(
+    "/login",
+    status_code=201,
+    response_model=LoginOut,
+    operation_id="login",
+    summary="Log in a new device",
+    responses={
+        201: {"description": "A new device and its token."},
+        **problem_responses("bad_credentials"),
+    },
+)
 async def login(body: LoginIn, db: DbDep, passwords: PasswordsDep) -> LoginOut:
     device_id, token = await auth.login(
         db, passwords, body.user_id, body.password, body.device_name
@@ -70,14 +74,29 @@ async def login(body: LoginIn, db: DbDep, passwords: PasswordsDep) -> LoginOut:
     return LoginOut(user_id=body.user_id, device_id=device_id, access_token=token)
 
 
-@router.post("/logout", status_code=204)
+@router.post(
+    "/logout",
+    status_code=204,
+    operation_id="logout",
+    summary="Log out the calling device",
+    responses={
+        204: {"description": "Logged out: the token stops working at once."},
+        **problem_responses("unauthorized"),
+    },
+)
 async def logout(device: CurrentDevice, db: DbDep, notifier: NotifierDep) -> Response:
     await auth.logout(db, device.device_id)
     notifier.revoke((device.device_id,))
     return Response(status_code=204)
 
 
-@router.get("/devices", response_model=DevicesOut)
+@router.get(
+    "/devices",
+    response_model=DevicesOut,
+    operation_id="list_devices",
+    summary="List the user's devices",
+    responses=problem_responses("unauthorized"),
+)
 async def devices(device: CurrentDevice, db: DbDep) -> DevicesOut:
     rows = await auth.list_devices(db, device.user_id)
     return DevicesOut(
@@ -90,12 +109,9 @@ async def devices(device: CurrentDevice, db: DbDep) -> DevicesOut:
 @router.delete(
     "/devices/{device_id}",
     status_code=204,
-    responses={
-        401: _BAD_PASSWORD,
-        404: _problem(
-            "`device_not_found`: the caller has no device with this id", "device_not_found"
-        ),
-    },
+    operation_id="delete_device",
+    summary="Log out one of the user's devices",
+    responses=problem_responses("unauthorized", "bad_credentials", "device_not_found"),
 )
 async def delete_device(
     # Visible ASCII, as ids are hex: NUL and lone surrogates, which PostgreSQL cannot
@@ -120,7 +136,13 @@ async def delete_device(
     return Response(status_code=204)
 
 
-@router.post("/password", status_code=204, responses={401: _BAD_PASSWORD})
+@router.post(
+    "/password",
+    status_code=204,
+    operation_id="change_password",
+    summary="Change the password",
+    responses=problem_responses("unauthorized", "bad_credentials"),
+)
 async def change_password(
     body: PasswordChangeIn,
     request: Request,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Path, Query, Response
@@ -11,7 +11,8 @@ from app import history
 from app.api.deps import CurrentDevice, DbDep, SettingsDep
 from app.config import Settings
 from app.errors import AppError
-from app.schemas import ConversationsPage, HistoryPage
+from app.openapi import problem_responses
+from app.schemas import MAX_ID, NO_NUL, ConversationsPage, HistoryPage
 
 router = APIRouter(tags=["history"])
 
@@ -30,14 +31,35 @@ def _checked_limit(limit: int | None, settings: Settings) -> int:
     return limit
 
 
-@router.get("/conversations", response_model=ConversationsPage)
+def _limit(what: str) -> Any:
+    return Query(
+        ge=1,
+        le=MAX_ID,
+        description=f"{what} per page: 1 to MSGSYNC_HISTORY_MAX_LIMIT (200 by default; above "
+        f"it, 422 `limit_out_of_range`); absent: {DEFAULT_LIMIT}.",
+        json_schema_extra={"x-from-settings": {"maximum": "history_max_limit"}},
+    )
+
+
+@router.get(
+    "/conversations",
+    response_model=ConversationsPage,
+    operation_id="list_conversations",
+    summary="List the user's conversations, newest message first",
+    responses=problem_responses("unauthorized", "limit_out_of_range"),
+)
 async def conversations(
     device: CurrentDevice,
     db: DbDep,
     settings: SettingsDep,
-    limit: Annotated[int | None, Query(ge=1, description="Conversations per page (1..200)")] = None,
+    limit: Annotated[int | None, _limit("Conversations")] = None,
     before: Annotated[
-        int | None, Query(ge=1, description="The previous page's next_before")
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_ID,
+            description="The previous page's `next_before`; absent: the first page.",
+        ),
     ] = None,
 ) -> Response:
     page = await history.list_conversations(
@@ -46,16 +68,36 @@ async def conversations(
     return Response(orjson.dumps(page), media_type="application/json")
 
 
-@router.get("/conversations/{peer}/messages", response_model=HistoryPage)
+@router.get(
+    "/conversations/{peer}/messages",
+    response_model=HistoryPage,
+    operation_id="list_messages",
+    summary="Page back through one conversation, newest first",
+    responses=problem_responses("unauthorized", "limit_out_of_range"),
+)
 async def messages(
     device: CurrentDevice,
     db: DbDep,
     settings: SettingsDep,
-    peer: Annotated[str, Path(max_length=64)],
+    peer: Annotated[
+        str,
+        Path(
+            max_length=64,
+            pattern=NO_NUL,
+            description="The other party's user id (no NUL). An unknown user gives an empty "
+            "page: whether a user exists is not revealed.",
+            examples=["bob"],
+        ),
+    ],
     before_id: Annotated[
-        int | None, Query(ge=1, description="The previous page's next_before_id")
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_ID,
+            description="The previous page's `next_before_id`; absent: the newest messages.",
+        ),
     ] = None,
-    limit: Annotated[int | None, Query(ge=1, description="Messages per page (1..200)")] = None,
+    limit: Annotated[int | None, _limit("Messages")] = None,
 ) -> Response:
     page = await history.list_messages(
         db, device.user_id, peer, _checked_limit(limit, settings), before_id

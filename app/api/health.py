@@ -11,12 +11,18 @@ from sqlalchemy import text
 
 from app.api.deps import DbDep, NotifierDep
 from app.errors import problem
+from app.schemas import Status
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger(__name__)
 
 
-@router.get("/healthz")
+@router.get(
+    "/healthz",
+    response_model=Status,
+    operation_id="healthz",
+    summary="Liveness: the process runs",
+)
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
@@ -26,7 +32,13 @@ def _not_ready(detail: str) -> JSONResponse:
     return problem(503, "database_unavailable", detail, headers={"Retry-After": "1"})
 
 
-@router.get("/readyz", response_model=None)
+@router.get(
+    "/readyz",
+    response_model=None,
+    operation_id="readyz",
+    summary="Readiness: the database answers and wake-ups cross processes",
+    responses={200: {"model": Status}},
+)
 async def readyz(db: DbDep, notifier: NotifierDep) -> dict[str, Any] | JSONResponse:
     """Ready when the database answers and cross-process wake-ups are being received: a
     process whose listener is down would let long-polls sleep through messages."""
@@ -44,7 +56,12 @@ async def readyz(db: DbDep, notifier: NotifierDep) -> dict[str, Any] | JSONRespo
     return {"status": "ready"}
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    operation_id="metrics",
+    summary="Prometheus metrics of this process",
+)
 async def metrics(notifier: NotifierDep, db: DbDep) -> str:
     """Prometheus text format, for this process (each worker answers for itself)."""
     lines = [

@@ -9,14 +9,25 @@ from fastapi import APIRouter, Path, Response
 
 from app import operations
 from app.api.deps import CurrentDevice, DbDep, NotifierDep, SettingsDep
-from app.schemas import MAX_ID, ReadIn, ReadOut, RecallOut
+from app.openapi import problem_responses
+from app.schemas import MAX_ID, NO_NUL, ReadIn, ReadOut, RecallOut
 
 router = APIRouter(tags=["operations"])
 
 
-@router.post("/messages/{message_id}/recall", response_model=RecallOut)
+@router.post(
+    "/messages/{message_id}/recall",
+    response_model=RecallOut,
+    operation_id="recall_message",
+    summary="Recall a message (sender only)",
+    responses=problem_responses(
+        "unauthorized", "not_sender", "message_not_found", "recall_window_passed"
+    ),
+)
 async def recall(
-    message_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    message_id: Annotated[
+        int, Path(ge=1, le=MAX_ID, description="The message's id.", examples=[42])
+    ],
     device: CurrentDevice,
     db: DbDep,
     notifier: NotifierDep,
@@ -31,9 +42,23 @@ async def recall(
     return Response(orjson.dumps({"message": result.message}), media_type="application/json")
 
 
-@router.post("/conversations/{peer}/read", response_model=ReadOut)
+@router.post(
+    "/conversations/{peer}/read",
+    response_model=ReadOut,
+    operation_id="mark_read",
+    summary="Move the read cursor of a conversation forward",
+    responses=problem_responses("unauthorized", "conversation_not_found", "message_not_found"),
+)
 async def read(
-    peer: Annotated[str, Path(max_length=64)],
+    peer: Annotated[
+        str,
+        Path(
+            max_length=64,
+            pattern=NO_NUL,
+            description="The other party's user id (no NUL).",
+            examples=["bob"],
+        ),
+    ],
     body: ReadIn,
     device: CurrentDevice,
     db: DbDep,

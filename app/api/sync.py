@@ -16,16 +16,48 @@ from app.db import Database
 from app.errors import AppError
 from app.longpoll import TICKET, Ticket
 from app.notifier import Notifier
+from app.openapi import problem_responses
 from app.schemas import MAX_ID, AckIn, AckOut, SendIn, SendOut, SyncPage
 
 router = APIRouter(tags=["sync"])
+
+# What a client can do next with a sent message (OpenAPI links: clients and the fuzzing in
+# tests/test_fuzz.py follow them).
+_SENT_LINKS = {
+    "recall": {
+        "operationId": "recall_message",
+        "description": "Recall the message (sender only, within the recall window).",
+        "parameters": {"message_id": "$response.body#/message/id"},
+    },
+    "read": {
+        "operationId": "mark_read",
+        "description": "Mark the conversation read up to this message.",
+        "parameters": {"peer": "$response.body#/message/to"},
+        "requestBody": {"up_to_message_id": "$response.body#/message/id"},
+    },
+    "history": {
+        "operationId": "list_messages",
+        "description": "The conversation's history, newest first.",
+        "parameters": {"peer": "$response.body#/message/to"},
+    },
+}
 
 
 @router.post(
     "/messages",
     status_code=201,
     response_model=SendOut,
-    responses={200: {"model": SendOut, "description": "A retry of an earlier send"}},
+    operation_id="send_message",
+    summary="Send a message",
+    responses={
+        201: {"description": "The message was stored and delivered.", "links": _SENT_LINKS},
+        200: {
+            "model": SendOut,
+            "description": "A retry of an earlier send with the same `client_msg_id`: the "
+            "first result, nothing sent again.",
+        },
+        **problem_responses("unauthorized", "recipient_not_found", "body_too_large"),
+    },
 )
 async def send(
     body: SendIn,
@@ -51,7 +83,30 @@ async def deliver(
     return 201 if result.created else 200, content
 
 
-@router.get("/sync", response_model=SyncPage)
+@router.get(
+    "/sync",
+    response_model=SyncPage,
+    operation_id="sync",
+    summary="Fetch the changes after a version, waiting for one if asked",
+    responses={
+        200: {
+            "description": "A page of changes (empty when the wait ended with nothing new).",
+            "links": {
+                "next": {
+                    "operationId": "sync",
+                    "description": "The next page, or the next wait.",
+                    "parameters": {"since": "$response.body#/next_since"},
+                },
+                "ack": {
+                    "operationId": "ack",
+                    "description": "Acknowledge the page once it is stored.",
+                    "requestBody": {"version": "$response.body#/next_since"},
+                },
+            },
+        },
+        **problem_responses("unauthorized", "since_ahead", "limit_out_of_range"),
+    },
+)
 async def sync_since(
     request: Request,
     device: CurrentDevice,
@@ -60,19 +115,37 @@ async def sync_since(
     settings: SettingsDep,
     since: Annotated[
         int | None,
-        Query(ge=0, le=MAX_ID, description="Last version seen; default: the device's ack cursor"),
+        Query(
+            ge=0,
+            le=MAX_ID,
+            description="The last version the device has seen (`next_since` of its previous "
+            "page); absent: the device's ack cursor. Above the latest version: 409.",
+        ),
     ] = None,
-    limit: Annotated[int | None, Query(ge=1, description="Entries per page (1..1000)")] = None,
+    limit: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_ID,
+            description="Entries per page: 1 to MSGSYNC_SYNC_MAX_LIMIT (1000 by default; "
+            "above it, 422 `limit_out_of_range`); absent: MSGSYNC_SYNC_DEFAULT_LIMIT (100).",
+            json_schema_extra={"x-from-settings": {"maximum": "sync_max_limit"}},
+        ),
+    ] = None,
     timeout: Annotated[
         float,
         Query(
             ge=0,
-            description="Seconds to wait when there is nothing new (clamped to the server's "
-            "maximum, 60 by default); the wait itself happens in app.longpoll",
+            allow_inf_nan=False,
+            description="Seconds to wait when nothing is newer than `since` (a long-poll); "
+            "the answer comes as soon as a change commits. Longer waits are cut to the "
+            "server's maximum (MSGSYNC_MAX_TIMEOUT, 60 s by default: `x-clamped-to`). "
+            "0: answer at once.",
+            json_schema_extra={"x-from-settings": {"x-clamped-to": "max_timeout"}},
         ),
     ] = 0,
 ) -> Response:
-    del timeout  # validated and documented here; app.longpoll does the waiting
+    del timeout  # validated and documented here; the long-poll layer does the waiting
     if limit is None:
         limit = settings.sync_default_limit
     if limit > settings.sync_max_limit:
@@ -96,7 +169,13 @@ async def sync_since(
     return Response(sync.render_page(page), media_type="application/json")
 
 
-@router.post("/ack", response_model=AckOut)
+@router.post(
+    "/ack",
+    response_model=AckOut,
+    operation_id="ack",
+    summary="Acknowledge every change up to a version (cumulative)",
+    responses=problem_responses("unauthorized", "ack_ahead", "shutting_down", "ack_not_stored"),
+)
 async def ack(body: AckIn, device: CurrentDevice, acks: AcksDep) -> Response:
     status, content = await acknowledge(acks, device, body)
     return Response(content, status_code=status, media_type="application/json")
