@@ -116,7 +116,10 @@ async def devices(device: CurrentDevice, db: DbDep) -> DevicesOut:
 async def delete_device(
     # Visible ASCII, as ids are hex: NUL and lone surrogates, which PostgreSQL cannot
     # compare, are a validation error on every backend rather than a database error.
-    device_id: Annotated[str, Path(pattern=r"^[!-~]{1,32}$")],
+    device_id: Annotated[
+        str,
+        Path(pattern=r"^[!-~]{1,32}$", description="The device to log out (see `GET /devices`)."),
+    ],
     body: DeviceDeleteIn,
     request: Request,
     device: CurrentDevice,
