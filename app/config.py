@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     retention_batch_users: int = Field(default=200, ge=1)
     retention_batch_entries: int = Field(default=10_000, ge=1)
 
+    # Push (docs/push.md): gateway URL prefixes pushers may use (comma-separated; empty
+    # disables push), how long an entry may stay unsynced before its device is pushed, and
+    # how long a failing push is retried before it is dropped.
+    push_gateways: str = ""
+    push_delay_seconds: float = Field(default=5.0, gt=0, le=3600)
+    push_max_age_seconds: float = Field(default=3600.0, gt=0)
+    push_concurrency: int = Field(default=100, ge=1, le=10_000)
+
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=64 * 1024, ge=8)
     argon2_parallelism: int = Field(default=4, ge=1)
@@ -51,6 +59,10 @@ class Settings(BaseSettings):
         if not url.startswith(("postgresql+psycopg://", "sqlite+aiosqlite://")):
             raise ValueError("database_url must be a postgresql:// or sqlite:// URL")
         return url
+
+    @property
+    def push_gateway_prefixes(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.push_gateways.split(",") if p.strip())
 
     @property
     def is_sqlite(self) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -20,6 +20,10 @@ __all__ = [
     "LoginIn",
     "LoginOut",
     "MessageOut",
+    "PusherCreated",
+    "PusherIn",
+    "PusherOut",
+    "PushersOut",
     "ReadIn",
     "ReadOut",
     "RecallOut",
@@ -164,3 +168,30 @@ class ReadOut(BaseModel):
     read_up_to_id: int
     # The reader's version after the change; the latest one when the cursor did not move.
     version: int
+
+
+# Push (docs/push.md). The limits follow the Matrix push API: a pushkey is at most 512 bytes.
+class PusherIn(_In):
+    app_id: str = Field(min_length=1, max_length=64)
+    pushkey: str = Field(min_length=1, max_length=512)
+    gateway_url: str = Field(min_length=1, max_length=2048)
+    format: Literal["id_only", "full"] = "id_only"
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class PusherOut(BaseModel):
+    app_id: str
+    pushkey: str
+    gateway_url: str
+    format: Literal["id_only", "full"]
+    data: dict[str, Any]
+    device_id: str
+    created_at: datetime
+
+
+class PusherCreated(BaseModel):
+    pusher: PusherOut
+
+
+class PushersOut(BaseModel):
+    pushers: list[PusherOut]
