@@ -140,6 +140,10 @@ class PushWorker:
             except (DBAPIError, OSError) as exc:
                 log.warning("push round failed: %s", exc)
                 leased = 0
+            except Exception:
+                # A bug must not stop every later push of this process: log, go on.
+                log.exception("push round failed")
+                leased = 0
             if leased == 0:
                 # Nothing due: poll again soon, or at once when a request settles.
                 with contextlib.suppress(TimeoutError):
@@ -256,13 +260,10 @@ class PushWorker:
             .order_by(InboxEntry.user_id, InboxEntry.version)
         )
         async with self._db.read_sessions() as session, session.begin():
-            latest = dict(
-                (
-                    await session.execute(
-                        select(User.user_id, User.latest_version).where(User.user_id.in_(users))
-                    )
-                ).tuples()
+            counters = await session.execute(
+                select(User.user_id, User.latest_version).where(User.user_id.in_(users))
             )
+            latest = {row.user_id: row.latest_version for row in counters}
             rows = (await session.execute(entries)).all()
         by_user: dict[str, list[Any]] = {}
         for row in rows:
