@@ -91,6 +91,11 @@ class _Settle:
     delete: bool = False
 
 
+def _release(lease: _Lease, now: datetime) -> _Settle:
+    """Unleased, due at once, its retry state kept."""
+    return _Settle(lease.app_id, lease.pushkey, None, now, lease.attempts, lease.failing_since)
+
+
 def _greatest(db: Database, *columns: Any) -> Any:
     # SQLite's many-argument max() is PostgreSQL's greatest().
     return func.max(*columns) if db.is_sqlite else func.greatest(*columns)
@@ -166,7 +171,13 @@ class PushWorker:
         if not leases:
             OLDEST_PENDING.set(0)
             return 0
-        pending = await self._pending(leases)
+        try:
+            pending = await self._pending(leases)
+        except BaseException:
+            # Shutting down, or the read failed: give the leases back now rather than make
+            # the next round (or process) wait for them to expire.
+            self._settled.extend(_release(lease, now) for lease in leases)
+            raise
         oldest_lag = 0.0
         for lease in leases:
             found = pending.get((lease.app_id, lease.pushkey), _Pending())
@@ -288,7 +299,7 @@ class PushWorker:
                 settle = await self._send(lease, pending, now)
         except asyncio.CancelledError:
             # Shutting down mid-request: give the lease back so another process retries.
-            settle = _Settle(lease.app_id, lease.pushkey, None, due_at=now)
+            settle = _release(lease, now)
             raise
         finally:
             self._settled.append(settle)

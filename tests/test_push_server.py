@@ -241,3 +241,21 @@ async def test_logout_stops_the_pushes(push: Push) -> None:
     [notification] = await push.gateway.wait_for(kept, 1)
     assert notification["event_id"] == str(sent["message"]["id"])
     assert push.gateway.pushes(gone) == []
+
+
+async def test_a_failing_push_survives_a_restart(fresh_pg: str, gateway: Gateway) -> None:
+    """The push state is the database's: a push the gateway kept failing while one server
+    ran is sent by the server started after it."""
+    env = {"MSGSYNC_PUSH_GATEWAYS": gateway.url, "MSGSYNC_PUSH_DELAY_SECONDS": str(DELAY)}
+    with running_server(fresh_pg, env=env) as first:
+        async with httpx.AsyncClient(base_url=first.url) as client:
+            sender, phone = await register(client), await register(client)
+            key = await Push(gateway, client).pusher(phone)
+            gateway.scripts[key] = Script(statuses=[500] * 10_000)
+            sent = await send(client, sender, phone.user_id, "before the restart")
+            await gateway.wait_for(key, 1)
+    gateway.scripts[key].statuses.clear()  # the first server is gone: the gateway heals
+    failed = len(gateway.pushes(key))
+    with running_server(fresh_pg, env=env):
+        pushes = await gateway.wait_for(key, failed + 1)
+    assert {p["event_id"] for p in pushes} == {str(sent["message"]["id"])}
