@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     push_gateways: str = ""
     push_delay_seconds: float = Field(default=5.0, gt=0, le=3600)
     push_max_age_seconds: float = Field(default=3600.0, gt=0)
-    push_concurrency: int = Field(default=100, ge=1, le=10_000)
+    push_concurrency: int = Field(default=16, ge=1, le=10_000)
 
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=64 * 1024, ge=8)

@@ -15,20 +15,19 @@ import asyncio
 import contextlib
 import logging
 import random
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 import orjson
 from prometheus_client import Counter, Gauge
-from sqlalchemy import and_, bindparam, delete, func, or_, select, tuple_, update
+from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.config import Settings
 from app.db import Database
-from app.models import Device, InboxEntry, Message, Pusher, User, utcnow
+from app.models import Message, utcnow
+from app.push_store import Lease, Pending, Settle, lease, pending, release, settle
 
 __all__ = ["PUSHES_FAILED", "PUSHES_REJECTED", "PUSHES_RETRIED", "PUSHES_SENT", "PushWorker"]
 
@@ -47,58 +46,11 @@ OLDEST_PENDING = Gauge(
     "How long past its due time the oldest push of the last round was still unsent",
 )
 
-# A lease outlives any request (GATEWAY_TIMEOUT): only a dead process lets one expire.
-LEASE = timedelta(seconds=60)
+# Well within app.push_store.LEASE: only a dead process lets a lease expire.
 GATEWAY_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 # Retries: exponential backoff with full jitter (a random wait in [0, base * 2^attempt],
 # capped), so that pushes failing together do not hit a recovering gateway together.
 BACKOFF_BASE, BACKOFF_CAP = 0.25, 300.0
-
-
-@dataclass(slots=True)
-class _Lease:
-    app_id: str
-    pushkey: str
-    user_id: str
-    gateway_url: str
-    format: str
-    data: str
-    created_at: datetime
-    seen: int  # max(synced, acked): what the device has already
-    floor: int  # max(pushed, seen): everything at or below needs no push
-    attempts: int
-    failing_since: datetime | None
-
-
-@dataclass(slots=True)
-class _Pending:
-    latest: int = 0
-    unread: int = 0
-    oldest_at: datetime | None = None  # the oldest message above the floor
-    newest: tuple[int, str] | None = None  # (message id, sender), the newest above the floor
-
-
-@dataclass(slots=True)
-class _Settle:
-    """The new state of one leased pusher; None fields are left as they are."""
-
-    app_id: str
-    pushkey: str
-    pushed_version: int | None = None
-    due_at: datetime | None = None
-    attempts: int = 0
-    failing_since: datetime | None = None
-    delete: bool = False
-
-
-def _release(lease: _Lease, now: datetime) -> _Settle:
-    """Unleased, due at once, its retry state kept."""
-    return _Settle(lease.app_id, lease.pushkey, None, now, lease.attempts, lease.failing_since)
-
-
-def _greatest(db: Database, *columns: Any) -> Any:
-    # SQLite's many-argument max() is PostgreSQL's greatest().
-    return func.max(*columns) if db.is_sqlite else func.greatest(*columns)
 
 
 class PushWorker:
@@ -112,7 +64,7 @@ class PushWorker:
         self._interval = grace
         self._max_age = timedelta(seconds=settings.push_max_age_seconds)
         self._slots = asyncio.Semaphore(settings.push_concurrency)
-        self._settled: list[_Settle] = []
+        self._settled: list[Settle] = []
         self._wakeup = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
@@ -120,6 +72,9 @@ class PushWorker:
             # Never follow a redirect: the allowlist vetted this URL, not where it points.
             follow_redirects=False,
             timeout=GATEWAY_TIMEOUT,
+            # One connection per request in flight; requests never queue inside httpx,
+            # whose pool costs (connections x queued requests) per event: with 100 requests
+            # queued for 100 connections it took half the process's CPU.
             limits=httpx.Limits(max_connections=settings.push_concurrency),
         )
 
@@ -158,154 +113,67 @@ class PushWorker:
 
     async def round(self) -> int:
         """Settle what finished, lease what is due, start its requests; returns the count
-        leased (a full batch means more may be due: the caller goes again at once)."""
+        leased (a full batch means more may be due: the caller goes again at once).
+
+        Requests that finish while a statement runs are settled together by the next round
+        (group commit, as app.acks does). Up to four times the concurrency is leased ahead,
+        and only a batch of at least the concurrency at a time: a round's three statements
+        then serve many pushes, not the one or two that just finished. (A leased push waits
+        at most three batches of requests, each bounded by GATEWAY_TIMEOUT: well within
+        the lease.)
+        """
         await self._write_settled()
-        free = self._settings.push_concurrency - len(self._in_flight)
-        if free <= 0:
-            # Every slot busy: go on when a request finishes.
+        concurrency = self._settings.push_concurrency
+        free = 4 * concurrency - len(self._in_flight)
+        if free < concurrency:
+            # Busy: go on when a request finishes.
             await self._wakeup.wait()
             self._wakeup.clear()
             return 1
         now = utcnow()
-        leases = await self._lease(now, free)
+        leases = await lease(self._db, now, free)
         if not leases:
             OLDEST_PENDING.set(0)
             return 0
         try:
-            pending = await self._pending(leases)
+            unseen = await pending(self._db, leases)
         except BaseException:
             # Shutting down, or the read failed: give the leases back now rather than make
             # the next round (or process) wait for them to expire.
-            self._settled.extend(_release(lease, now) for lease in leases)
+            self._settled.extend(release(leased, now) for leased in leases)
             raise
         oldest_lag = 0.0
-        for lease in leases:
-            found = pending.get((lease.app_id, lease.pushkey), _Pending())
+        for leased, found in zip(leases, unseen, strict=True):
+            key = (leased.app_id, leased.pushkey)
             if found.newest is None or found.oldest_at is None:
                 # Nothing for this device to be told: settle up to what was read.
-                self._settled.append(_Settle(lease.app_id, lease.pushkey, found.latest))
+                self._settled.append(Settle(*key, found.latest))
                 continue
             due = found.oldest_at + self._delay + self._grace
-            if lease.attempts == 0 and due > now:
-                self._settled.append(_Settle(lease.app_id, lease.pushkey, None, due_at=due))
+            if leased.attempts == 0 and due > now:
+                self._settled.append(Settle(*key, None, due_at=due))
                 continue
             oldest_lag = max(oldest_lag, (now - due).total_seconds())
-            task = asyncio.create_task(self._push(lease, found, now))
+            task = asyncio.create_task(self._push(leased, found, now))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
         OLDEST_PENDING.set(oldest_lag)
         return len(leases)
 
-    async def _lease(self, now: datetime, limit: int) -> list[_Lease]:
-        db = self._db
-        seen = _greatest(db, Pusher.synced_version, Device.acked_version)
-        floor = _greatest(db, Pusher.pushed_version, Pusher.synced_version, Device.acked_version)
-        query = (
-            select(
-                Pusher.app_id,
-                Pusher.pushkey,
-                Pusher.user_id,
-                Pusher.gateway_url,
-                Pusher.format,
-                Pusher.data,
-                Pusher.created_at,
-                seen.label("seen"),
-                floor.label("floor"),
-                Pusher.attempts,
-                Pusher.failing_since,
-            )
-            .join(User, User.user_id == Pusher.user_id)
-            .join(Device, Device.device_id == Pusher.device_id)
-            .where(
-                # Something committed for the user that the device has not been settled for.
-                User.latest_version > floor,
-                or_(Pusher.due_at.is_(None), Pusher.due_at <= now),
-                or_(Pusher.leased_until.is_(None), Pusher.leased_until < now),
-            )
-            # The longest overdue first; never examined (no due_at yet) counts as due now.
-            .order_by(func.coalesce(Pusher.due_at, now))
-            .limit(limit)
-        )
-        if not db.is_sqlite:
-            # Another process's leases are skipped, not waited for: each push has one sender.
-            query = query.with_for_update(of=Pusher, skip_locked=True)
-        async with db.session() as session, session.begin():
-            rows = (await session.execute(query)).all()
-            if rows:
-                await session.execute(
-                    update(Pusher)
-                    .where(tuple_(Pusher.app_id, Pusher.pushkey).in_([(r[0], r[1]) for r in rows]))
-                    .values(leased_until=now + LEASE)
-                )
-        return [_Lease(*row) for row in rows]
-
-    async def _pending(self, leases: list[_Lease]) -> dict[tuple[str, str], _Pending]:
-        """Per pusher: the user's latest version, the unread count, and the oldest and newest
-        messages from others above its floor. One read in one snapshot, so every entry up
-        to `latest` is visible (a user's versions commit in order)."""
-        found = {(lease.app_id, lease.pushkey): _Pending() for lease in leases}
-        users = {lease.user_id for lease in leases}
-        lowest: dict[str, int] = {}
-        for lease in leases:
-            lowest[lease.user_id] = min(lease.seen, lowest.get(lease.user_id, lease.seen))
-        entries = (
-            select(
-                InboxEntry.user_id,
-                InboxEntry.version,
-                InboxEntry.created_at,
-                Message.id,
-                Message.sender,
-            )
-            .join(Message, Message.id == InboxEntry.message_id)
-            .where(
-                or_(
-                    *(
-                        and_(InboxEntry.user_id == user, InboxEntry.version > version)
-                        for user, version in lowest.items()
-                    )
-                ),
-                InboxEntry.kind == "message",
-                # The sender's own devices are never pushed for the sender's own message.
-                Message.sender != InboxEntry.user_id,
-            )
-            .order_by(InboxEntry.user_id, InboxEntry.version)
-        )
-        async with self._db.read_sessions() as session, session.begin():
-            counters = await session.execute(
-                select(User.user_id, User.latest_version).where(User.user_id.in_(users))
-            )
-            latest = {row.user_id: row.latest_version for row in counters}
-            rows = (await session.execute(entries)).all()
-        by_user: dict[str, list[Any]] = {}
-        for row in rows:
-            by_user.setdefault(row.user_id, []).append(row)
-        for lease in leases:
-            pending = found[(lease.app_id, lease.pushkey)]
-            pending.latest = latest.get(lease.user_id, 0)
-            for row in by_user.get(lease.user_id, ()):
-                if row.version <= lease.seen:
-                    continue
-                pending.unread += 1
-                if row.version > lease.floor:
-                    if pending.oldest_at is None:
-                        pending.oldest_at = row.created_at
-                    pending.newest = (row.id, row.sender)
-        return found
-
-    async def _push(self, lease: _Lease, pending: _Pending, now: datetime) -> None:
-        settle = _Settle(lease.app_id, lease.pushkey)
+    async def _push(self, leased: Lease, found: Pending, now: datetime) -> None:
+        outcome = Settle(leased.app_id, leased.pushkey)
         try:
             async with self._slots:
-                settle = await self._send(lease, pending, now)
+                outcome = await self._send(leased, found, now)
         except asyncio.CancelledError:
             # Shutting down mid-request: give the lease back so another process retries.
-            settle = _release(lease, now)
+            outcome = release(leased, now)
             raise
         finally:
-            self._settled.append(settle)
+            self._settled.append(outcome)
             self._wakeup.set()
 
-    async def _send(self, lease: _Lease, pending: _Pending, now: datetime) -> _Settle:
+    async def _send(self, lease: Lease, pending: Pending, now: datetime) -> Settle:
         assert pending.newest is not None
         message_id, sender = pending.newest
         body = await self._notification(lease, pending, message_id, sender)
@@ -323,8 +191,8 @@ class PushWorker:
             if lease.pushkey in rejected:
                 PUSHES_REJECTED.inc()
                 log.info("gateway rejected pushkey of app %s; pusher deleted", lease.app_id)
-                return _Settle(lease.app_id, lease.pushkey, pending.latest, delete=True)
-            return _Settle(lease.app_id, lease.pushkey, pending.latest)
+                return Settle(lease.app_id, lease.pushkey, pending.latest, delete=True)
+            return Settle(lease.app_id, lease.pushkey, pending.latest)
         # Retry what may pass later (5xx, 429, no answer); a redirect or other 4xx is the
         # gateway's settled refusal and would fail again.
         retryable = status == 0 or status == 429 or status >= 500
@@ -342,7 +210,7 @@ class PushWorker:
                 answer,
             )
             due = now + timedelta(seconds=wait)
-            return _Settle(
+            return Settle(
                 lease.app_id, lease.pushkey, None, due, attempts, failing_since=failing_since
             )
         PUSHES_FAILED.inc()
@@ -353,10 +221,10 @@ class PushWorker:
             attempts,
             answer,
         )
-        return _Settle(lease.app_id, lease.pushkey, pending.latest)
+        return Settle(lease.app_id, lease.pushkey, pending.latest)
 
     async def _notification(
-        self, lease: _Lease, pending: _Pending, message_id: int, sender: str
+        self, lease: Lease, pending: Pending, message_id: int, sender: str
     ) -> bytes:
         notification: dict[str, Any] = {
             "event_id": str(message_id),
@@ -393,52 +261,10 @@ class PushWorker:
             return
         settled, self._settled = self._settled, []
         try:
-            async with self._db.session() as session, session.begin():
-                await _apply(session, settled)
+            await settle(self._db, settled)
         except BaseException:
             self._settled = settled + self._settled
             raise
-
-
-async def _apply(session: AsyncSession, settled: list[_Settle]) -> None:
-    """One transaction for a round's outcomes, rows taken in key order (no deadlock with
-    another process's round)."""
-    settled.sort(key=lambda s: (s.app_id, s.pushkey))
-    gone = [(s.app_id, s.pushkey) for s in settled if s.delete]
-    if gone:
-        await session.execute(delete(Pusher).where(tuple_(Pusher.app_id, Pusher.pushkey).in_(gone)))
-    rows = [
-        {
-            "a": s.app_id,
-            "k": s.pushkey,
-            "p": s.pushed_version if s.pushed_version is not None else -1,
-            "due": s.due_at,
-            "n": s.attempts,
-            "since": s.failing_since,
-        }
-        for s in settled
-        if not s.delete
-    ]
-    if rows:
-        conn = await session.connection()
-        # pushed_version never moves back: a replaced pusher keeps the higher one.
-        await conn.execute(
-            update(Pusher)
-            .where(Pusher.app_id == bindparam("a"), Pusher.pushkey == bindparam("k"))
-            .values(
-                pushed_version=_max_of(session, Pusher.pushed_version, bindparam("p")),
-                due_at=bindparam("due", type_=Pusher.due_at.type),
-                attempts=bindparam("n"),
-                failing_since=bindparam("since", type_=Pusher.failing_since.type),
-                leased_until=None,
-            ),
-            rows,
-        )
-
-
-def _max_of(session: AsyncSession, *columns: Any) -> Any:
-    sqlite = session.get_bind().dialect.name == "sqlite"
-    return func.max(*columns) if sqlite else func.greatest(*columns)
 
 
 def _rejected(response: httpx.Response) -> list[str]:
