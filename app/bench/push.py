@@ -52,6 +52,9 @@ class BenchGateway:
         now = time.time()
         for device in notification["devices"]:
             self.accepted.setdefault(device["pushkey"], []).append((now, notification["event_id"]))
+            self.awaited.discard(device["pushkey"])
+        if not self.awaited:
+            self.all_arrived.set()
         return 200
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
