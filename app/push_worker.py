@@ -113,7 +113,7 @@ class PushWorker:
 
     async def round(self) -> int:
         """Settle what finished, lease what is due, start its requests; returns the count
-        leased (a full batch means more may be due: the caller goes again at once).
+        leased (more may be due: the caller goes again at once).
 
         Requests that finish while a statement runs are settled together by the next round
         (group commit, as app.acks does). Up to four times the concurrency is leased ahead,
@@ -122,14 +122,15 @@ class PushWorker:
         at most three batches of requests, each bounded by GATEWAY_TIMEOUT: well within
         the lease.)
         """
-        await self._write_settled()
         concurrency = self._settings.push_concurrency
         free = 4 * concurrency - len(self._in_flight)
         if free < concurrency:
-            # Busy: go on when a request finishes.
+            # Busy: go on when a request finishes; the finished ones are settled together
+            # with the next lease (one statement for a batch, not one per request).
             await self._wakeup.wait()
             self._wakeup.clear()
             return 1
+        await self._write_settled()
         now = utcnow()
         leases = await lease(self._db, now, free)
         if not leases:
