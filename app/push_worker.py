@@ -170,6 +170,10 @@ class PushWorker:
             # Shutting down mid-request: give the lease back so another process retries.
             outcome = release(leased, now)
             raise
+        except Exception:
+            # Not the gateway's failure but ours (the database, a bug): retry it soon.
+            log.exception("push for user %s failed before reaching the gateway", leased.user_id)
+            outcome = release(leased, utcnow() + timedelta(seconds=1))
         finally:
             self._settled.append(outcome)
             self._wakeup.set()
@@ -186,7 +190,10 @@ class PushWorker:
         except httpx.HTTPError as exc:
             answer = f"{type(exc).__name__}: {exc}"
             status = 0
-        if status == 200:
+        # Backoff and age count from the failure, not from the lease: a request that timed
+        # out took GATEWAY_TIMEOUT of its own.
+        now = utcnow()
+        if 200 <= status < 300:
             PUSHES_SENT.inc()
             rejected = _rejected(response)
             if lease.pushkey in rejected:
