@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         help="measure the issue-6 workloads over HTTP, verifying every message",
         description="Measure send throughput (W1), catch-up (W2), wake latency (W3), idle "
-        "long-polls (W4), batch ack (W5) and retention (W6) over real HTTP. With --pg it "
+        "long-polls (W4), batch ack (W5), retention (W6) and offline push (W7) over real "
+        "HTTP. With --pg it "
         "serves a fresh database of its own, with cheap password hashing because it creates "
         "thousands of users. Any lost, duplicated or reordered message fails the run.",
     )

@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     # it; 0 keeps devices forever. Whole days: the token cache and the last_seen_at refresh
     # work at the scale of a minute, far below the shortest expiry.
     device_idle_days: int = Field(default=90, ge=0, le=36500)
+    # Push (docs/push.md): gateway URL prefixes pushers may use (comma-separated; empty
+    # disables push), how long an entry may stay unsynced before its device is pushed, and
+    # how long a failing push is retried before it is dropped.
+    push_gateways: str = ""
+    push_delay_seconds: float = Field(default=5.0, gt=0, le=3600)
+    push_max_age_seconds: float = Field(default=3600.0, gt=0)
+    push_concurrency: int = Field(default=16, ge=1, le=10_000)
 
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=64 * 1024, ge=8)
@@ -68,6 +75,10 @@ class Settings(BaseSettings):
         if not url.startswith(("postgresql+psycopg://", "sqlite+aiosqlite://")):
             raise ValueError("database_url must be a postgresql:// or sqlite:// URL")
         return url
+
+    @property
+    def push_gateway_prefixes(self) -> tuple[str, ...]:
+        return tuple(p.strip() for p in self.push_gateways.split(",") if p.strip())
 
     @property
     def is_sqlite(self) -> bool:

@@ -58,6 +58,7 @@ CODES: dict[str, ErrorCode] = {
     ),
     "conversation_not_found": ErrorCode(404, "The two users have no conversation."),
     "device_not_found": ErrorCode(404, "The caller has no device with this id."),
+    "pusher_not_found": ErrorCode(404, "None of the user's devices has this pusher."),
     "method_not_allowed": ErrorCode(405, "The path does not take that method (see `Allow`)."),
     "user_exists": ErrorCode(409, "The user id is taken."),
     "recall_window_passed": ErrorCode(409, "Too late to recall the message."),
@@ -73,6 +74,9 @@ CODES: dict[str, ErrorCode] = {
         422, "The request does not match the schema; `errors` lists where and why."
     ),
     "limit_out_of_range": ErrorCode(422, "`limit` is above the server's maximum."),
+    "gateway_not_allowed": ErrorCode(
+        422, "The gateway URL starts with none of the allowed prefixes (push may be off)."
+    ),
     "internal_error": ErrorCode(500, "A bug; the traceback is in the server's log."),
     "database_unavailable": ErrorCode(
         503, "The database did not answer; retry after `Retry-After` seconds.", retry_after=True

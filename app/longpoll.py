@@ -112,6 +112,8 @@ class LongPoll:
                     or loop.time() >= deadline
                     or notifier.closing
                 ):
+                    # A woken device is not to be pushed for what it got (app.push).
+                    state.seen.saw(ticket.device_id, page.next_since)
                     await _answer(send, render_page(page))
                     return
         finally:

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from app.acks import AckBatcher
-from app.api import accounts, conversations, docs, health, operations
+from app.api import accounts, conversations, docs, health, operations, pushers
 from app.api import sync as sync_api
 from app.auth import Passwords, TokenCache
 from app.config import Settings
@@ -23,6 +23,8 @@ from app.longpoll import LongPoll
 from app.migrations import upgrade_to_head
 from app.notifier import Notifier, PgNotifier, close_on_signals
 from app.openapi import install_openapi
+from app.push import SyncedCursors
+from app.push_worker import PushWorker
 
 __all__ = ["create_app"]
 
@@ -62,11 +64,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.notifier = notifier
         app.state.tokens = tokens
         app.state.acks = acks
+        # Push: synced positions are recorded and the worker runs only when push is on.
+        seen = SyncedCursors(db, interval=min(0.25, settings.push_delay_seconds / 10))
+        pusher = PushWorker(db, settings, grace=seen.interval)
+        if settings.push_gateway_prefixes:
+            await seen.start()
+            await pusher.start()
+        app.state.seen = seen
         try:
             with close_on_signals(notifier):
                 yield
         finally:
-            # Queued acks are written before the database goes away.
+            # Queued acks and pushes are settled before the database goes away.
+            await pusher.stop()
+            await seen.stop()
             await acks.stop()
             await notifier.stop()
             await db.dispose()
@@ -88,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sync_api.router)
     app.include_router(operations.router)
     app.include_router(conversations.router)
+    app.include_router(pushers.router)
     app.include_router(health.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     return app

@@ -21,7 +21,16 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "Conversation", "Device", "InboxEntry", "Message", "User", "utcnow"]
+__all__ = [
+    "Base",
+    "Conversation",
+    "Device",
+    "InboxEntry",
+    "Message",
+    "Pusher",
+    "User",
+    "utcnow",
+]
 
 # An auto-incrementing 64-bit key: SQLite only auto-increments a column declared INTEGER.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -151,3 +160,39 @@ class Conversation(Base):
     last_message_id: Mapped[int] = mapped_column(BigInteger)
     # The highest message id the user has read in this conversation; never moves back.
     read_up_to_id: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class Pusher(Base):
+    """A device's registration with a push gateway, and how far pushing it has got.
+
+    The row goes with its device (ON DELETE CASCADE): logout, device removal and idle-device
+    expiry all remove pushers without knowing of them.
+    """
+
+    __tablename__ = "pushers"
+    __table_args__ = (
+        # The sync flush and logout find a device's pushers.
+        Index(None, "device_id"),
+        Index(None, "user_id"),
+    )
+
+    app_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pushkey: Mapped[str] = mapped_column(String(512), primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.device_id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(String(64))
+    gateway_url: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(16))
+    data: Mapped[str] = mapped_column(Text)  # the client's object, as JSON text
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Every version up to pushed_version is settled: pushed, or found to need no push.
+    # Advanced only after the gateway accepted, so a crash repeats at most one push.
+    pushed_version: Mapped[int] = mapped_column(BigInteger)
+    # How far the device has synced (flushed from the processes' memory, app.push_seen).
+    synced_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # When the pending push is due (set once its first message is known), or retried.
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A process sending this push holds the lease until then; an expired lease (the process
+    # died mid-request) lets another process repeat the one push in flight.
+    leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -24,6 +24,10 @@ __all__ = [
     "LoginOut",
     "MessageOut",
     "PasswordChangeIn",
+    "PusherCreated",
+    "PusherIn",
+    "PusherOut",
+    "PushersOut",
     "ReadData",
     "ReadIn",
     "ReadOut",
@@ -378,3 +382,67 @@ class Status(BaseModel):
     status: Literal["ok", "ready"] = Field(
         description="`ok`: the process runs (/healthz); `ready`: the database answers (/readyz)."
     )
+
+
+# Push (docs/push.md). The limits follow the Matrix push API: a pushkey is at most 512 bytes.
+class PusherIn(_In):
+    """A push gateway registration for the calling device (Matrix Push Gateway API v1)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "app_id": "com.example.messenger.ios",
+                    "pushkey": "a1b2c3d4",
+                    "gateway_url": "https://push.example.com/_matrix/push/v1/notify",
+                    "format": "id_only",
+                }
+            ]
+        }
+    )
+
+    app_id: Text = Field(
+        min_length=1, max_length=64, description="The app's id at the push gateway." + _CLEAN
+    )
+    pushkey: Text = Field(
+        min_length=1,
+        max_length=512,
+        description="The platform's push token for this device (APNs, FCM, ...)." + _CLEAN,
+    )
+    gateway_url: Text = Field(
+        min_length=1,
+        max_length=2048,
+        description="The gateway's notify URL; must start with one of the operator's allowed "
+        "prefixes (MSGSYNC_PUSH_GATEWAYS)." + _CLEAN,
+    )
+    format: Literal["id_only", "full"] = Field(
+        default="id_only",
+        description="`id_only`: ids and counts only; `full`: also the sender and the body.",
+    )
+    data: dict[str, Any] = Field(
+        default_factory=dict, description="Passed to the gateway as the device's `data`."
+    )
+
+
+class PusherOut(BaseModel):
+    """A registered pusher."""
+
+    app_id: str = Field(description="The app's id at the push gateway.")
+    pushkey: str = Field(description="The platform's push token.")
+    gateway_url: str = Field(description="The gateway's notify URL.")
+    format: Literal["id_only", "full"] = Field(description="What a notification carries.")
+    data: dict[str, Any] = Field(description="Passed to the gateway as the device's `data`.")
+    device_id: str = Field(description="The device the pusher belongs to.")
+    created_at: datetime = Field(description="When the pusher was registered.")
+
+
+class PusherCreated(BaseModel):
+    """The pusher just registered (or replaced)."""
+
+    pusher: PusherOut = Field(description="The pusher.")
+
+
+class PushersOut(BaseModel):
+    """The pushers of the user's devices."""
+
+    pushers: list[PusherOut] = Field(description="Every pusher of the user's devices.")

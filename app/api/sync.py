@@ -164,6 +164,8 @@ async def sync_since(
         ticket.user_id, ticket.device_id = device.user_id, device.device_id
         ticket.position, ticket.limit = position, limit
     page = await sync.fetch_since(db, device.user_id, position, limit)
+    # The device has these entries now: it is not to be pushed for them (app.push).
+    request.app.state.seen.saw(device.device_id, page.next_since)
     if ticket is not None:
         ticket.empty = not page.entries and page.next_since == position
     return Response(sync.render_page(page), media_type="application/json")

@@ -166,3 +166,8 @@ class Api:
         response = await self._request("GET", "/devices", headers=device.headers)
         body = _check(response, 200, f"devices of {device.user_id}")
         return {d["device_id"]: d["acked_version"] for d in body["devices"]}
+
+    async def pusher(self, device: BenchDevice, pushkey: str, gateway_url: str) -> None:
+        body = {"app_id": "bench", "pushkey": pushkey, "gateway_url": gateway_url}
+        response = await self._request("POST", "/pushers", json=body, headers=device.headers)
+        _check(response, 201, f"pusher of {device.user_id}")

@@ -15,7 +15,8 @@ class Context:
     run_id: str  # unique per run, so runs against one server never share users
     options: Options
     server_pid: int | None = None
-    database_url: str | None = None  # --pg only: direct database access (W6)
+    database_url: str | None = None  # --pg only: direct database access (W6, W7)
+    gateway_port: int | None = None  # the bench's push gateway (W7, W1 with --w1-push)
 
     def user_ids(self, workload: str, role: str, count: int) -> list[str]:
         return [f"b{self.run_id}-{workload.lower()}-{role}{i}" for i in range(count)]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 __all__ = ["ALL_WORKLOADS", "DEFAULT_WORKLOADS", "Options", "add_arguments", "from_args"]
 
-ALL_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
+ALL_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
 # All six: W6 (1.2 million rows loaded, 600,000 pruned) took 35 s on the reference machine,
 # under the two minutes that would have kept it out. Against --url it reports itself skipped.
 DEFAULT_WORKLOADS = ALL_WORKLOADS
@@ -43,6 +43,12 @@ class Options:
     w6_max_entries: int = 1000
     w6_max_age_days: float = 7
     w6_w1_messages: int = 2000
+    w1_push: bool = False
+    push_delay: float = 5.0
+    push_gateway_port: int | None = None
+    w7_devices: int = 10_000
+    w7_fail_rate: float = 0.2
+    w7_timeout: float = 120
 
 
 def _workloads(text: str) -> tuple[str, ...]:
@@ -108,6 +114,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     w.add_argument(
         "--w6-w1-messages", type=int, default=d.w6_w1_messages, help="W1 run beside the job"
     )
+    w = parser.add_argument_group("W7 offline push (W7 needs --pg)")
+    w.add_argument(
+        "--w1-push",
+        action="store_true",
+        help="W1 with a pusher on every recipient (compare with W1 alone; a short "
+        "--push-delay makes the pushes happen during the sends)",
+    )
+    w.add_argument(
+        "--push-delay",
+        type=float,
+        default=d.push_delay,
+        help="the server's MSGSYNC_PUSH_DELAY_SECONDS (--pg sets it; with --url, state it)",
+    )
+    w.add_argument(
+        "--push-gateway-port",
+        type=int,
+        help="port of the bench's push gateway on 127.0.0.1 (default: a free one with --pg; "
+        "with --url, the server's MSGSYNC_PUSH_GATEWAYS must allow it)",
+    )
+    w.add_argument("--w7-devices", type=int, default=d.w7_devices)
+    w.add_argument("--w7-fail-rate", type=float, default=d.w7_fail_rate, help="share answered 500")
+    w.add_argument("--w7-timeout", type=float, default=d.w7_timeout, help="seconds past the delay")
 
 
 def from_args(args: argparse.Namespace) -> Options:

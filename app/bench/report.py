@@ -51,6 +51,15 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{_ms(r['w1_beside_job'], ('p99_ms',))} (x{ratio})",
             ),
         ]
+    if name == "W7":
+        return [
+            (
+                "pushes delivered/s",
+                f"{r['pushes_per_s']} ({r['delivered']} devices, {r['fail_rate']:.0%} failing)",
+            ),
+            ("after the delay p50/p95/p99", _ms(r["lag_after_delay"])),
+            ("lost / duplicates", f"{r['lost']} / {r['duplicates']}"),
+        ]
     return []
 
 

@@ -22,9 +22,10 @@ import psycopg
 from app.bench.context import Context
 from app.bench.longpoll import w3, w4
 from app.bench.options import Options
+from app.bench.push import w7
 from app.bench.report import table
 from app.bench.retention import w6
-from app.bench.server import managed_server
+from app.bench.server import free_port, managed_server
 from app.bench.stats import PERCENTILE_METHOD, BenchError
 from app.bench.throughput import w1, w2, w5
 
@@ -37,6 +38,7 @@ WORKLOADS: dict[str, Callable[[Context], Awaitable[dict[str, Any]]]] = {
     "W4": w4,
     "W5": w5,
     "W6": w6,
+    "W7": w7,
 }
 
 
@@ -79,14 +81,22 @@ def _run(options: Options) -> int:
     }
     error: BaseException | None = None
     try:
+        port = options.push_gateway_port
         if options.pg is not None:
-            with managed_server(options.pg, options.workers) as server:
+            # The server must allow the bench's push gateway, on a port chosen now.
+            port = port or free_port()
+            push_env = {
+                "MSGSYNC_PUSH_GATEWAYS": f"http://127.0.0.1:{port}/",
+                "MSGSYNC_PUSH_DELAY_SECONDS": str(options.push_delay),
+            }
+            with managed_server(options.pg, options.workers, push_env) as server:
                 report["target"]["url"] = server.url
-                ctx = Context(server.url, run_id, options, server.pid, server.database_url)
+                ctx = Context(server.url, run_id, options, server.pid, server.database_url, port)
                 _run_client(_run_all(ctx, results))
         else:
             assert options.url is not None
-            ctx = Context(options.url.rstrip("/"), run_id, options, options.server_pid)
+            url = options.url.rstrip("/")
+            ctx = Context(url, run_id, options, options.server_pid, gateway_port=port)
             _run_client(_run_all(ctx, results))
     except (BenchError, OSError, httpx.HTTPError, psycopg.Error) as exc:
         error = exc

@@ -89,7 +89,9 @@ def stop_server(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def managed_server(admin_url: str, workers: int) -> Iterator[ManagedServer]:
+def managed_server(
+    admin_url: str, workers: int, extra_env: dict[str, str] | None = None
+) -> Iterator[ManagedServer]:
     """Create and migrate msgsync_bench_<random>, serve it, then stop and drop it, always."""
     name = f"msgsync_bench_{uuid.uuid4().hex[:10]}"
     database_url = _database_url(admin_url, name)
@@ -103,7 +105,12 @@ def managed_server(admin_url: str, workers: int) -> Iterator[ManagedServer]:
         print(f"bench: database {name}, migrating", file=sys.stderr)
         upgrade_to_head(database_url)
         port = free_port()
-        env = {**os.environ, "MSGSYNC_DATABASE_URL": database_url, **CHEAP_HASHING}
+        env = {
+            **os.environ,
+            "MSGSYNC_DATABASE_URL": database_url,
+            **CHEAP_HASHING,
+            **(extra_env or {}),
+        }
         command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
         process = subprocess.Popen(
             [*command, "--workers", str(workers)], env=env, stdout=fd, stderr=subprocess.STDOUT

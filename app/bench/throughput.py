@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.bench.client import Api, BenchDevice, Progress, bounded, open_api
 from app.bench.context import Context
-from app.bench.stats import VerificationError, summarize, verify_gap_free, verify_sequence
+from app.bench.push import gateway_url, running_gateway
+from app.bench.stats import (
+    BenchError,
+    VerificationError,
+    summarize,
+    verify_gap_free,
+    verify_sequence,
+)
 
 __all__ = ["Pair", "make_pairs", "send_pairs", "verify_pairs", "w1", "w2", "w5"]
 
@@ -81,14 +89,27 @@ async def verify_pairs(api: Api, pairs: list[Pair], label: str) -> int:
 
 async def w1(ctx: Context) -> dict[str, Any]:
     o = ctx.options
-    async with open_api(ctx.url, o.w1_clients + 8) as api:
+    if o.w1_push and ctx.gateway_port is None:
+        raise BenchError("W1 --w1-push needs --pg or --push-gateway-port")
+    async with AsyncExitStack() as stack:
+        api = await stack.enter_async_context(open_api(ctx.url, o.w1_clients + 8))
         pairs = await make_pairs(api, ctx, "w1", o.w1_pairs)
+        gateway = None
+        if o.w1_push and ctx.gateway_port is not None:
+            # Every recipient is offline with a pusher: each is pushed during the run.
+            gateway = await stack.enter_async_context(running_gateway(ctx.gateway_port, 0))
+            url = gateway_url(ctx.gateway_port)
+            for pair in pairs:
+                await api.pusher(pair.recipient, f"{ctx.run_id}-{pair.recipient.user_id}", url)
         progress = Progress("W1 sent", o.w1_messages)
         latencies, wall = await send_pairs(api, pairs, o.w1_clients, o.w1_messages, progress)
+        pushes = gateway.requests if gateway is not None else None
         verified = await verify_pairs(api, pairs, "W1")
     if verified != o.w1_messages:
         raise VerificationError(f"W1: {verified} messages verified, {o.w1_messages} sent")
     return {
+        "push": o.w1_push,
+        "pushes_during_sends": pushes,
         "pairs": o.w1_pairs,
         "clients": o.w1_clients,
         "messages": o.w1_messages,

@@ -1,0 +1,286 @@
+"""The push worker: finds devices with unsynced messages past the delay and pushes them.
+
+Every process runs one. Each round it leases a batch of due pushers in one short
+transaction (PostgreSQL `FOR UPDATE SKIP LOCKED`, so two processes never lease the same
+pusher and never wait for each other), reads what each device has not seen, sends the
+Matrix Push Gateway API `notify` requests outside any transaction, and settles the batch in
+one statement: the push cursor (`pushed_version`) moves only after the gateway accepted.
+A process that dies mid-request leaves its lease to expire, and another process repeats
+that one push: at most one is repeated, none is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+from prometheus_client import Counter, Gauge
+from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+
+from app.config import Settings
+from app.db import Database
+from app.models import Message, utcnow
+from app.push_store import Lease, Pending, Settle, lease, pending, release, settle
+
+__all__ = ["PUSHES_FAILED", "PUSHES_REJECTED", "PUSHES_RETRIED", "PUSHES_SENT", "PushWorker"]
+
+log = logging.getLogger(__name__)
+
+PUSHES_SENT = Counter("msgsync_pushes_sent", "Pushes the gateway accepted")
+PUSHES_RETRIED = Counter("msgsync_pushes_retried", "Push attempts that failed and will be retried")
+PUSHES_FAILED = Counter(
+    "msgsync_pushes_failed", "Pushes dropped: failing past the maximum age, or refused"
+)
+PUSHES_REJECTED = Counter(
+    "msgsync_pushers_rejected", "Pushkeys the gateway rejected (their pushers are deleted)"
+)
+OLDEST_PENDING = Gauge(
+    "msgsync_push_oldest_pending_seconds",
+    "How long past its due time the oldest push of the last round was still unsent",
+)
+
+# Well within app.push_store.LEASE: only a dead process lets a lease expire.
+GATEWAY_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+# Retries: exponential backoff with full jitter (a random wait in [0, base * 2^attempt],
+# capped), so that pushes failing together do not hit a recovering gateway together.
+BACKOFF_BASE, BACKOFF_CAP = 0.25, 300.0
+
+
+class PushWorker:
+    def __init__(self, db: Database, settings: Settings, grace: float) -> None:
+        self._db = db
+        self._settings = settings
+        self._delay = timedelta(seconds=settings.push_delay_seconds)
+        # Syncs reach the database one SyncedCursors interval late: waiting that much past
+        # the delay means a sync made within the delay is never answered with a push.
+        self._grace = timedelta(seconds=grace)
+        self._interval = grace
+        self._max_age = timedelta(seconds=settings.push_max_age_seconds)
+        self._slots = asyncio.Semaphore(settings.push_concurrency)
+        self._settled: list[Settle] = []
+        self._wakeup = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._client = httpx.AsyncClient(
+            # Never follow a redirect: the allowlist vetted this URL, not where it points.
+            follow_redirects=False,
+            timeout=GATEWAY_TIMEOUT,
+            # One connection per request in flight; requests never queue inside httpx,
+            # whose pool costs (connections x queued requests) per event: with 100 requests
+            # queued for 100 connections it took half the process's CPU.
+            limits=httpx.Limits(max_connections=settings.push_concurrency),
+        )
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="push-worker")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for task in self._in_flight:
+            task.cancel()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._write_settled()
+        await self._client.aclose()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                leased = await self.round()
+            except (DBAPIError, OSError) as exc:
+                log.warning("push round failed: %s", exc)
+                leased = 0
+            except Exception:
+                # A bug must not stop every later push of this process: log, go on.
+                log.exception("push round failed")
+                leased = 0
+            if leased == 0:
+                # Nothing due: poll again soon, or at once when a request settles.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._interval):
+                        await self._wakeup.wait()
+                self._wakeup.clear()
+
+    async def round(self) -> int:
+        """Settle what finished, lease what is due, start its requests; returns the count
+        leased (more may be due: the caller goes again at once).
+
+        Requests that finish while a statement runs are settled together by the next round
+        (group commit, as app.acks does). Up to four times the concurrency is leased ahead,
+        and only a batch of at least the concurrency at a time: a round's three statements
+        then serve many pushes, not the one or two that just finished. (A leased push waits
+        at most three batches of requests, each bounded by GATEWAY_TIMEOUT: well within
+        the lease.)
+        """
+        concurrency = self._settings.push_concurrency
+        free = 4 * concurrency - len(self._in_flight)
+        if free < concurrency:
+            # Busy: go on when a request finishes; the finished ones are settled together
+            # with the next lease (one statement for a batch, not one per request).
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            return 1
+        await self._write_settled()
+        now = utcnow()
+        leases = await lease(self._db, now, free)
+        if not leases:
+            OLDEST_PENDING.set(0)
+            return 0
+        try:
+            unseen = await pending(self._db, leases)
+        except BaseException:
+            # Shutting down, or the read failed: give the leases back now rather than make
+            # the next round (or process) wait for them to expire.
+            self._settled.extend(release(leased, now) for leased in leases)
+            raise
+        oldest_lag = 0.0
+        for leased, found in zip(leases, unseen, strict=True):
+            key = (leased.app_id, leased.pushkey)
+            if found.newest is None or found.oldest_at is None:
+                # Nothing for this device to be told: settle up to what was read.
+                self._settled.append(Settle(*key, found.latest))
+                continue
+            due = found.oldest_at + self._delay + self._grace
+            if leased.attempts == 0 and due > now:
+                self._settled.append(Settle(*key, None, due_at=due))
+                continue
+            oldest_lag = max(oldest_lag, (now - due).total_seconds())
+            task = asyncio.create_task(self._push(leased, found, now))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+        OLDEST_PENDING.set(oldest_lag)
+        return len(leases)
+
+    async def _push(self, leased: Lease, found: Pending, now: datetime) -> None:
+        outcome = Settle(leased.app_id, leased.pushkey)
+        try:
+            async with self._slots:
+                outcome = await self._send(leased, found, now)
+        except asyncio.CancelledError:
+            # Shutting down mid-request: give the lease back so another process retries.
+            outcome = release(leased, now)
+            raise
+        except Exception:
+            # Not the gateway's failure but ours (the database, a bug): retry it soon.
+            log.exception("push for user %s failed before reaching the gateway", leased.user_id)
+            outcome = release(leased, utcnow() + timedelta(seconds=1))
+        finally:
+            self._settled.append(outcome)
+            self._wakeup.set()
+
+    async def _send(self, lease: Lease, pending: Pending, now: datetime) -> Settle:
+        assert pending.newest is not None
+        message_id, sender = pending.newest
+        body = await self._notification(lease, pending, message_id, sender)
+        answer = ""
+        try:
+            response = await self._client.post(lease.gateway_url, content=body, headers=_JSON)
+            answer = f"HTTP {response.status_code} {response.text[:300]!r}"
+            status = response.status_code
+        except httpx.HTTPError as exc:
+            answer = f"{type(exc).__name__}: {exc}"
+            status = 0
+        # Backoff and age count from the failure, not from the lease: a request that timed
+        # out took GATEWAY_TIMEOUT of its own.
+        now = utcnow()
+        if 200 <= status < 300:
+            PUSHES_SENT.inc()
+            rejected = _rejected(response)
+            if lease.pushkey in rejected:
+                PUSHES_REJECTED.inc()
+                log.info("gateway rejected pushkey of app %s; pusher deleted", lease.app_id)
+                return Settle(lease.app_id, lease.pushkey, pending.latest, delete=True)
+            return Settle(lease.app_id, lease.pushkey, pending.latest)
+        # Retry what may pass later (5xx, 429, no answer); a redirect or other 4xx is the
+        # gateway's settled refusal and would fail again.
+        retryable = status == 0 or status == 429 or status >= 500
+        failing_since = lease.failing_since or now
+        attempts = lease.attempts + 1
+        if retryable and now - failing_since < self._max_age:
+            PUSHES_RETRIED.inc()
+            wait = random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2**lease.attempts))
+            log.warning(
+                "push to %s (user %s, attempt %d) failed, retrying in %.2f s: %s",
+                lease.gateway_url,
+                lease.user_id,
+                attempts,
+                wait,
+                answer,
+            )
+            due = now + timedelta(seconds=wait)
+            return Settle(
+                lease.app_id, lease.pushkey, None, due, attempts, failing_since=failing_since
+            )
+        PUSHES_FAILED.inc()
+        log.warning(
+            "push to %s (user %s, attempt %d) dropped: %s",
+            lease.gateway_url,
+            lease.user_id,
+            attempts,
+            answer,
+        )
+        return Settle(lease.app_id, lease.pushkey, pending.latest)
+
+    async def _notification(
+        self, lease: Lease, pending: Pending, message_id: int, sender: str
+    ) -> bytes:
+        notification: dict[str, Any] = {
+            "event_id": str(message_id),
+            "room_id": sender,  # the conversation, as the recipient names it: its peer
+            "type": "msgsync.message",
+            "counts": {"unread": pending.unread},
+            "prio": "high",
+            "devices": [
+                {
+                    "app_id": lease.app_id,
+                    "pushkey": lease.pushkey,
+                    "pushkey_ts": int(lease.created_at.timestamp()),
+                    "data": orjson.Fragment(lease.data),
+                }
+            ],
+        }
+        if lease.format == "full":
+            # Only when the client asked for it: the text then passes through the gateway
+            # and the platform's push service (Apple, Google).
+            async with self._db.statement() as conn:
+                row = (
+                    await conn.execute(
+                        select(Message.body, Message.recalled_at).where(Message.id == message_id)
+                    )
+                ).first()
+            notification["sender"] = sender
+            # A recalled message shows an empty body, as everywhere else.
+            shown = row.body if row is not None and row.recalled_at is None else ""
+            notification["content"] = {"body": shown}
+        return orjson.dumps({"notification": notification})
+
+    async def _write_settled(self) -> None:
+        if not self._settled:
+            return
+        settled, self._settled = self._settled, []
+        try:
+            await settle(self._db, settled)
+        except BaseException:
+            self._settled = settled + self._settled
+            raise
+
+
+def _rejected(response: httpx.Response) -> list[str]:
+    try:
+        rejected = orjson.loads(response.content).get("rejected", [])
+    except (orjson.JSONDecodeError, AttributeError):
+        return []
+    return [key for key in rejected if isinstance(key, str)] if isinstance(rejected, list) else []
+
+
+_JSON = {"content-type": "application/json"}
