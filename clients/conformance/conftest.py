@@ -1,0 +1,64 @@
+"""Fixtures: a server per scenario on each backend, the proxy in front, adapters to drive."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from conformance.harness import Adapter, Backend, Direct, backend
+from conformance.proxy import FaultProxy
+
+PG_ADMIN_URL = os.environ.get(
+    "MSGSYNC_TEST_PG_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres"
+)
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    admin: str | None = None
+    if request.param == "postgresql":
+        try:
+            with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
+                pass
+        except psycopg.OperationalError as exc:
+            if IN_CI:
+                pytest.fail(f"PostgreSQL is required under CI: {exc}")
+            pytest.skip(f"PostgreSQL not available: {exc}")
+        admin = PG_ADMIN_URL
+    with backend(request.param, admin, tmp_path) as server:
+        server.start()
+        yield server
+
+
+@pytest.fixture
+def proxy(server: Backend) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(server.url)
+    proxy.start()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture
+def direct(server: Backend) -> Direct:
+    return Direct(server)
+
+
+@pytest.fixture
+def adapters(tmp_path: Path) -> Iterator[Callable[[], Adapter]]:
+    """Start adapters on demand; every one still running is closed at the end."""
+    started: list[Adapter] = []
+    cwd = Path(__file__).resolve().parents[2]  # the repository: adapter commands are relative
+
+    def start() -> Adapter:
+        adapter = Adapter(cwd)
+        started.append(adapter)
+        return adapter
+
+    yield start
+    for adapter in started:
+        adapter.close()
