@@ -18,10 +18,8 @@ PG_ADMIN_URL = os.environ.get(
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    admin: str | None = None
-    if request.param == "postgresql":
+def _admin_url(kind: str) -> str | None:
+    if kind == "postgresql":
         try:
             with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
                 pass
@@ -29,10 +27,36 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
             if IN_CI:
                 pytest.fail(f"PostgreSQL is required under CI: {exc}")
             pytest.skip(f"PostgreSQL not available: {exc}")
-        admin = PG_ADMIN_URL
-    with backend(request.param, admin, tmp_path) as server:
+        return PG_ADMIN_URL
+    return None
+
+
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
+def shared_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Backend]:
+    """One server per backend for the scenarios that isolate themselves by fresh users
+    (starting a server costs seconds on a loaded machine)."""
+    kind: str = request.param
+    with backend(kind, _admin_url(kind), tmp_path_factory.mktemp(kind)) as server:
         server.start()
         yield server
+
+
+@pytest.fixture
+def own_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """A server for one scenario alone, which may stop, copy and restore its database."""
+    kind: str = request.param
+    with backend(kind, _admin_url(kind), tmp_path) as server:
+        server.start()
+        yield server
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> Backend:
+    name = "own_server" if "own_server" in request.fixturenames else "shared_server"
+    found: Backend = request.getfixturevalue(name)
+    return found
 
 
 @pytest.fixture

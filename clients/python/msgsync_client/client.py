@@ -97,6 +97,10 @@ class Client:
 
     async def login(self, user_id: str, password: str, device_name: str = "") -> Session:
         data = await self.api.login(user_id, password, device_name)
+        if self._acker is not None:
+            # The old device's acker may hold its 401: the new session starts clean.
+            await self._acker.close(final_ack=False)
+            self._acker = None
         session = Session(
             self.api.base_url, data["user_id"], data["device_id"], data["access_token"]
         )
