@@ -32,28 +32,33 @@ def _admin_url(kind: str) -> str | None:
 
 
 @pytest.fixture(scope="module", params=["postgresql", "sqlite"])
-def shared_server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Backend]:
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    """Every scenario runs on a server over each database."""
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture(scope="module")
+def shared_server(backend_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     """One server per backend for the scenarios that isolate themselves by fresh users
     (starting a server costs seconds on a loaded machine)."""
-    kind: str = request.param
+    kind = backend_kind
     with backend(kind, _admin_url(kind), tmp_path_factory.mktemp(kind)) as server:
         server.start()
         yield server
 
 
 @pytest.fixture
-def own_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+def own_server(backend_kind: str, tmp_path: Path) -> Iterator[Backend]:
     """A server for one scenario alone, which may stop, copy and restore its database."""
-    kind: str = request.param
+    kind = backend_kind
     with backend(kind, _admin_url(kind), tmp_path) as server:
         server.start()
         yield server
 
 
 @pytest.fixture
-def server(request: pytest.FixtureRequest) -> Backend:
+def server(request: pytest.FixtureRequest, backend_kind: str) -> Backend:
     name = "own_server" if "own_server" in request.fixturenames else "shared_server"
     found: Backend = request.getfixturevalue(name)
     return found

@@ -162,7 +162,6 @@ def test_a_503_storm_is_ridden_out_honouring_retry_after(
     assert sdk.call("state")["messages"] == direct.messages(alice, [bob])
 
 
-@pytest.mark.parametrize("own_server", ["postgresql", "sqlite"], indirect=True)
 def test_since_ahead_after_a_restore_recovers_without_loss_or_duplicates(
     own_server: Backend, adapters: Start, proxy: FaultProxy, direct: Direct, tmp_path: Path
 ) -> None:
