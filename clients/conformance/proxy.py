@@ -56,6 +56,8 @@ class FaultProxy:
 
         def serve() -> None:
             asyncio.set_event_loop(self._loop)
+            self._connections: set[asyncio.Task[None]] = set()
+            self._never = asyncio.Event()
             self._http = httpx.AsyncClient(timeout=120)
             self._server = self._loop.run_until_complete(
                 asyncio.start_server(self._connection, "127.0.0.1", 0)
@@ -75,7 +77,7 @@ class FaultProxy:
             self._server.close()
             # Connections still open (a held answer, a killed client's keep-alive) end here,
             # so no coroutine outlives the loop.
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            tasks = list(self._connections)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -110,13 +112,19 @@ class FaultProxy:
         return None
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)  # a strong reference: a held answer's task must not be GC'd
         try:
             while await self._exchange(reader, writer):
                 pass
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            pass  # stop(): end quietly, the loop is going away
         finally:
             writer.close()
+            self._connections.discard(task)
 
     async def _exchange(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """One request and its answer; False when the connection is to be closed."""
@@ -183,7 +191,7 @@ class FaultProxy:
         if fault is not None and fault.action == "drop_answer":
             return False  # the server handled it; the client sees the connection cut
         if fault is not None and fault.action == "hold_answer":
-            await asyncio.Event().wait()  # until the client gives up or is killed
+            await self._never.wait()  # until the client gives up or is killed, or stop()
         record.status = response.status_code
         drop = {"content-length", "transfer-encoding", "content-encoding", "connection"}
         out = [(k, v) for k, v in response.headers.items() if k.lower() not in drop]

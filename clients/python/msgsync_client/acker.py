@@ -68,6 +68,7 @@ class Acker:
         """Return when an ack is due: enough entries waiting, or the delay has passed."""
         loop = asyncio.get_running_loop()
         while True:
+            remaining: float | None = None
             if self._target > self.acked:
                 if self._waiting >= self._ack_every:
                     return
@@ -75,11 +76,14 @@ class Acker:
                 remaining = self._first_waiting_at + self._ack_delay - loop.time()
                 if remaining <= 0:
                     return
-            else:
-                remaining = None
             self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+            # asyncio.wait, not wait_for: on Python 3.11 wait_for can swallow a cancel that
+            # races with the event being set, and close() would then wait forever.
+            waiter = asyncio.ensure_future(self._changed.wait())
+            try:
+                await asyncio.wait({waiter}, timeout=remaining)
+            finally:
+                waiter.cancel()
 
     async def _run(self) -> None:
         while True:
