@@ -13,6 +13,7 @@ import signal
 import sys
 from typing import Any
 
+from msgsync_client.api import Transient
 from msgsync_client.client import Client, Options
 from msgsync_client.errors import MsgsyncError, NotLoggedIn
 from msgsync_client.models import OutboxState, Page
@@ -172,6 +173,8 @@ async def _serve() -> None:
             reply = {"ok": False, "error": {"code": "bad_request", "message": str(exc)}}
         except MsgsyncError as exc:
             reply = {"ok": False, "error": {"code": exc.code, "message": str(exc)}}
+        except Transient as exc:
+            reply = {"ok": False, "error": {"code": "unavailable", "message": str(exc)}}
         reply["id"] = request_id
         sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()

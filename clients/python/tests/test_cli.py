@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -61,6 +62,30 @@ def test_login_send_tail_history_logout(server_url: str, tmp_path: Path) -> None
     after = run(b_home, "tail", "--once")
     assert after.returncode == 2
     assert "not logged in" in after.stderr
+
+
+def test_tail_follows_live_until_interrupted(server_url: str, tmp_path: Path) -> None:
+    alice, bob = new_user(server_url, "alice"), new_user(server_url, "bob")
+    assert run(tmp_path / "b", "--server", server_url, "login", bob).returncode == 0
+    env = {**os.environ, "MSGSYNC_CLIENT_HOME": str(tmp_path / "b")}
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "msgsync_client.cli", "tail", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert run(tmp_path / "a", "--server", server_url, "login", alice).returncode == 0
+        # Sent after tail started: it arrives through the long-poll.
+        assert run(tmp_path / "a", "send", bob, "live one").returncode == 0
+        assert tail.stdout is not None
+        record = json.loads(tail.stdout.readline())
+        assert (record["from"], record["body"]) == (alice, "live one")
+    finally:
+        tail.send_signal(signal.SIGINT)
+        _, err = tail.communicate(timeout=30)
+    assert tail.returncode == 0, err
 
 
 def test_errors_are_clear_and_fail(server_url: str, tmp_path: Path) -> None:
