@@ -109,45 +109,47 @@ class SqliteStore:
         with self._transaction() as db:
             cursor = self.cursor()
             user = self._get("user_id") or ""
+            log: list[tuple[int, str]] = []
             for entry in page.entries:
                 if entry.version <= cursor:
                     continue  # each version once, even if a page repeats one
-                applied.count += 1
-                db.execute(
-                    "INSERT INTO applied (version, kind) VALUES (?, ?)", (entry.version, entry.kind)
-                )
+                log.append((entry.version, entry.kind))
                 if entry.kind == "message":
-                    m = Message.from_json(entry.data)
-                    db.execute(
-                        "INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            m.id,
-                            m.sender,
-                            m.recipient,
-                            m.peer_of(user),
-                            m.body,
-                            m.client_msg_id,
-                            m.created_at,
-                            m.recalled_at,
-                        ),
-                    )
-                    applied.messages.append(m)
+                    applied.messages.append(Message.from_json(entry.data))
                 elif entry.kind == "recall":
-                    recall = recall_of(entry)
-                    db.execute(
-                        "UPDATE messages SET body = '', recalled_at = ? WHERE id = ?",
-                        (recall.recalled_at, recall.message_id),
-                    )
-                    applied.recalls.append(recall)
+                    applied.recalls.append(recall_of(entry))
                 elif entry.kind == "read":
-                    r = read_of(entry)
-                    db.execute(
-                        "INSERT INTO reads VALUES (?, ?, ?) ON CONFLICT (reader, peer) DO UPDATE"
-                        " SET up_to_message_id = max(up_to_message_id, excluded.up_to_message_id)",
-                        (r.reader, r.peer, r.up_to_message_id),
-                    )
-                    applied.reads.append(r)
+                    applied.reads.append(read_of(entry))
                 cursor = entry.version
+            applied.count = len(log)
+            # Batched by kind, which keeps the result of applying in version order: a recall
+            # always comes after its message, and receipts only ever move forward (max).
+            db.executemany("INSERT INTO applied (version, kind) VALUES (?, ?)", log)
+            db.executemany(
+                "INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        m.id,
+                        m.sender,
+                        m.recipient,
+                        m.peer_of(user),
+                        m.body,
+                        m.client_msg_id,
+                        m.created_at,
+                        m.recalled_at,
+                    )
+                    for m in applied.messages
+                ],
+            )
+            db.executemany(
+                "UPDATE messages SET body = '', recalled_at = ? WHERE id = ?",
+                [(r.recalled_at, r.message_id) for r in applied.recalls],
+            )
+            db.executemany(
+                "INSERT INTO reads VALUES (?, ?, ?) ON CONFLICT (reader, peer) DO UPDATE"
+                " SET up_to_message_id = max(up_to_message_id, excluded.up_to_message_id)",
+                [(r.reader, r.peer, r.up_to_message_id) for r in applied.reads],
+            )
             self._before_cursor(page)
             self._put(db, "cursor", str(max(cursor, page.next_since)))
             if page.history_fallback:
