@@ -275,11 +275,10 @@ class Client:
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """The long-poll loop, until `stop` is set or the session ends (Unauthorized)."""
+        has_more = True  # catch up first: long-poll only once the server has nothing more
         while stop is None or not stop.is_set():
-            page = await self.sync_page(0 if self._has_more else self.options.long_poll_timeout)
-            self._has_more = page.has_more
-
-    _has_more = True
+            page = await self.sync_page(0 if has_more else self.options.long_poll_timeout)
+            has_more = page.has_more
 
     async def flush_acks(self) -> int:
         return await self.acker.flush()
