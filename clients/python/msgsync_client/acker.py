@@ -44,6 +44,7 @@ class Acker:
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.error: Unauthorized | None = None
+        self._refused = 0  # the highest version the server refused (ack_ahead): not retried
 
     def applied(self, cursor: int, count: int) -> None:
         """Called after a page and its cursor are committed locally, never before: the
@@ -58,9 +59,12 @@ class Acker:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="msgsync-acker")
 
+    def _pending(self) -> bool:
+        return self._target > max(self.acked, self._refused)
+
     def reset(self) -> None:
         """since_ahead recovery: the local stream restarts from 0."""
-        self._target = self.acked = 0
+        self._target = self.acked = self._refused = 0
         self._waiting = 0
         self._first_waiting_at = None
 
@@ -69,10 +73,9 @@ class Acker:
         loop = asyncio.get_running_loop()
         while True:
             remaining: float | None = None
-            if self._target > self.acked:
+            if self._pending() and self._first_waiting_at is not None:
                 if self._waiting >= self._ack_every:
                     return
-                assert self._first_waiting_at is not None
                 remaining = self._first_waiting_at + self._ack_delay - loop.time()
                 if remaining <= 0:
                     return
@@ -108,6 +111,7 @@ class Acker:
                 # ack_ahead: the server's stream went back (since_ahead recovery follows on
                 # the next sync); nothing to retry.
                 log.warning("ack %s refused: %s", version, exc)
+                self._refused = max(self._refused, version)
                 return
         self._backoff.reset()
         self.sent_count += 1
@@ -117,7 +121,7 @@ class Acker:
 
     async def flush(self) -> int:
         """Wait until everything applied is acked, by the normal policy (the delay timer)."""
-        while self._target > self.acked:
+        while self._pending():
             if self.error is not None:
                 raise self.error
             if self._task is None or self._task.done():
@@ -134,7 +138,7 @@ class Acker:
             with contextlib.suppress(asyncio.CancelledError, Unauthorized):
                 await self._task
             self._task = None
-        if final_ack and self._target > self.acked and self.error is None:
+        if final_ack and self._pending() and self.error is None:
             try:
                 await self._send_ack(self._target)
             except (Transient, ApiError) as exc:
