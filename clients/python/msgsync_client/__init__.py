@@ -1,6 +1,6 @@
 """msgsync's Python SDK: a local store, an outbox, and the sync loop with delayed acks."""
 
-from msgsync_client.client import Client, Handlers, Options, SyncResult
+from msgsync_client.client import Client, Event, Gap, Handlers, Options, SyncResult
 from msgsync_client.errors import (
     ApiError,
     MsgsyncError,
@@ -28,6 +28,8 @@ __all__ = [
     "Applied",
     "Client",
     "Entry",
+    "Event",
+    "Gap",
     "Handlers",
     "MemoryStore",
     "Message",

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field, replace
 
 import httpx
@@ -26,7 +26,7 @@ from msgsync_client.models import (
 )
 from msgsync_client.store import Store
 
-__all__ = ["Client", "Handlers", "Options", "SyncResult"]
+__all__ = ["Client", "Event", "Gap", "Handlers", "Options", "SyncResult"]
 
 log = logging.getLogger("msgsync_client")
 
@@ -64,6 +64,18 @@ class SyncResult:
     recovered: bool = False
     latest_version: int = 0
     messages: list[Message] = field(default_factory=list)
+    recalls: list[Recall] = field(default_factory=list)
+    reads: list[ReadReceipt] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A history_fallback page: operations (recalls, receipts) up to here were pruned."""
+
+    next_since: int
+
+
+Event = Message | Recall | ReadReceipt | Gap
 
 
 class Client:
@@ -224,6 +236,8 @@ class Client:
         result.latest_version = page.latest_version
         result.history_fallback |= page.history_fallback
         result.messages.extend(applied.messages)
+        result.recalls.extend(applied.recalls)
+        result.reads.extend(applied.reads)
         self._dispatch(page, applied.messages, applied.recalls, applied.reads)
         return page
 
@@ -279,6 +293,21 @@ class Client:
         while stop is None or not stop.is_set():
             page = await self.sync_page(0 if has_more else self.options.long_poll_timeout)
             has_more = page.has_more
+
+    async def events(self, stop: asyncio.Event | None = None) -> AsyncGenerator[Event, None]:
+        """The long-poll loop as an async iterator of what each page changed, in version
+        order within a kind (the callbacks see the same)."""
+        has_more = True
+        while stop is None or not stop.is_set():
+            result = SyncResult()
+            timeout = 0 if has_more else self.options.long_poll_timeout
+            page = await self.sync_page(timeout, result)
+            has_more = page.has_more
+            if page.history_fallback:
+                yield Gap(page.next_since)
+            changes: list[Event] = [*result.messages, *result.recalls, *result.reads]
+            for event in changes:
+                yield event
 
     async def flush_acks(self) -> int:
         return await self.acker.flush()

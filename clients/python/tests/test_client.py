@@ -5,7 +5,16 @@ from __future__ import annotations
 import httpx
 import pytest
 from conftest import PASSWORD, new_user
-from msgsync_client import Client, Handlers, MemoryStore, OutboxState, Page, Unauthorized
+from msgsync_client import (
+    Client,
+    Handlers,
+    MemoryStore,
+    Message,
+    OutboxState,
+    Page,
+    Recall,
+    Unauthorized,
+)
 
 
 async def test_a_store_ahead_of_the_server_recovers_without_duplicates(server_url: str) -> None:
@@ -48,3 +57,20 @@ async def test_a_token_revoked_elsewhere_ends_the_session(server_url: str) -> No
             assert response.status_code == 204
         with pytest.raises(Unauthorized):
             await a.catch_up()
+
+
+async def test_events_iterate_what_arrives(server_url: str) -> None:
+    alice, bob = new_user(server_url, "alice"), new_user(server_url, "bob")
+    async with Client(MemoryStore(), server_url) as a, Client(MemoryStore(), server_url) as b:
+        await a.login(alice, PASSWORD)
+        await b.login(bob, PASSWORD)
+        sent = await a.send(bob, "iterate me")
+        events = b.events()
+        first = await anext(events)
+        assert isinstance(first, Message)
+        assert (first.id, first.body) == (sent.message_id, "iterate me")
+        await a.api.recall(first.id)
+        second = await anext(events)  # through the long-poll
+        assert isinstance(second, Recall)
+        assert second.message_id == first.id
+        await events.aclose()
