@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -10,6 +11,17 @@ from msgsync_client.errors import ApiError, SinceAhead, Unauthorized
 from msgsync_client.models import Message, Page
 
 __all__ = ["Api", "Transient"]
+
+try:  # orjson, when installed (extra "fast"), decodes a page several times faster
+    import orjson
+
+    def _loads(data: bytes) -> Any:
+        return orjson.loads(data)
+
+except ImportError:  # the stdlib is enough, only slower
+
+    def _loads(data: bytes) -> Any:
+        return json.loads(data)
 
 
 class Transient(Exception):
@@ -101,7 +113,7 @@ class Api:
         if since is not None:
             params["since"] = since
         response = await self._call("GET", "/sync", params=params, read_timeout=timeout)
-        return Page.from_json(response.json())
+        return Page.from_json(_loads(response.content))
 
     async def ack(self, version: int) -> int:
         data = (await self._call("POST", "/ack", json={"version": version})).json()

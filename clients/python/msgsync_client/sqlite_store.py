@@ -42,6 +42,7 @@ class SqliteStore:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._acked = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Create the file 0600 before SQLite opens it: it holds the access token and the
         # user's messages. SQLite gives its -wal/-shm files the database file's mode.
@@ -95,11 +96,13 @@ class SqliteStore:
         return int(self._get("cursor") or 0)
 
     def acked(self) -> int:
-        return int(self._get("acked") or 0)
+        return max(int(self._get("acked") or 0), self._acked)
 
     def set_acked(self, version: int) -> None:
-        with self._transaction() as db:
-            self._put(db, "acked", str(max(self.acked(), version)))
+        # Informational only (acks are cumulative and idempotent, a lost value costs nothing):
+        # kept in memory and written with the next page or at close, not in a transaction
+        # of its own, which would cost an fsync per ack.
+        self._acked = max(self._acked, version)
 
     def gaps(self) -> int:
         return int(self._get("gaps") or 0)
@@ -150,6 +153,7 @@ class SqliteStore:
                 " SET up_to_message_id = max(up_to_message_id, excluded.up_to_message_id)",
                 [(r.reader, r.peer, r.up_to_message_id) for r in applied.reads],
             )
+            self._put(db, "acked", str(self.acked()))
             self._before_cursor(page)
             self._put(db, "cursor", str(max(cursor, page.next_since)))
             if page.history_fallback:
@@ -166,6 +170,7 @@ class SqliteStore:
                 db.execute(f"DELETE FROM {table}")  # fixed table names
             self._put(db, "cursor", "0")
             self._put(db, "acked", "0")
+            self._acked = 0
 
     def add_outbox(self, item: OutboxItem) -> None:
         with self._transaction() as db:
@@ -217,4 +222,7 @@ class SqliteStore:
         return [(int(v), str(k)) for v, k in rows]
 
     def close(self) -> None:
+        if self._acked > int(self._get("acked") or 0):
+            with self._transaction() as db:
+                self._put(db, "acked", str(self._acked))
         self._db.close()
