@@ -220,26 +220,35 @@ class Client:
         """One step of the loop: fetch from the stored cursor, apply and persist, then let
         the acker know. since_ahead runs the recovery and fetches again from 0."""
         result = result or SyncResult()
-        self.session  # noqa: B018
-        since = self.store.cursor()
+        page = await self._fetch_from_cursor(timeout, result)
+        await self._apply(page, result)
+        return page
+
+    async def _fetch_from_cursor(self, timeout: float, result: SyncResult) -> Page:
+        self.session  # noqa: B018 (raises NotLoggedIn)
         try:
-            page = await self._fetch(since, timeout)
+            return await self._fetch(self.store.cursor(), timeout)
         except SinceAhead as exc:
             self._recover(exc)
             result.recovered = True
-            page = await self._fetch(0, timeout)
-        applied = self.store.apply_page(page)  # entries and cursor: one local transaction
-        self.acker.applied(self.store.cursor(), applied.count)
+            return await self._fetch(0, timeout)
+
+    async def _apply(self, page: Page, result: SyncResult) -> None:
+        # Entries and cursor in one local transaction, off the event loop (a commit waits
+        # for the disk), so a prefetched request and the acker keep going meanwhile.
+        applied = await asyncio.to_thread(self.store.apply_page, page)
+        cursor = self.store.cursor()
+        # Only now, with the page durable, may the acker tell the server.
+        self.acker.applied(cursor, applied.count)
         result.pages += 1
         result.applied += applied.count
-        result.cursor = self.store.cursor()
+        result.cursor = cursor
         result.latest_version = page.latest_version
         result.history_fallback |= page.history_fallback
         result.messages.extend(applied.messages)
         result.recalls.extend(applied.recalls)
         result.reads.extend(applied.reads)
         self._dispatch(page, applied.messages, applied.recalls, applied.reads)
-        return page
 
     def _recover(self, exc: SinceAhead) -> None:
         """The server is behind our cursor: it was restored from an older backup. Versions
@@ -281,11 +290,26 @@ class Client:
     async def catch_up(self, max_pages: int | None = None) -> SyncResult:
         """Sync without waiting until the server says there is no more (has_more false)."""
         result = SyncResult()
-        while max_pages is None or result.pages < max_pages:
-            page = await self.sync_page(0, result)
-            if not page.has_more:
-                break
-        return result
+        page = await self._fetch_from_cursor(0, result)
+        while True:
+            more = page.has_more and (max_pages is None or result.pages + 1 < max_pages)
+            # Ask for the next page before storing this one, so the server and the network
+            # work while the disk does. Safe: the request depends only on next_since, and
+            # the next page is applied only after this one committed (a failure here drops
+            # the prefetched page; the stored cursor still says where to resume).
+            ahead = asyncio.create_task(self._fetch(page.next_since, 0)) if more else None
+            try:
+                await self._apply(page, result)
+            except BaseException:
+                if ahead is not None:
+                    ahead.cancel()
+                raise
+            if ahead is None:
+                return result
+            try:
+                page = await ahead
+            except SinceAhead:
+                page = await self._fetch_from_cursor(0, result)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """The long-poll loop, until `stop` is set or the session ends (Unauthorized)."""

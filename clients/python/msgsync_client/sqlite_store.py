@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from msgsync_client.models import Message, OutboxItem, OutboxState, Page, ReadReceipt, Session
 from msgsync_client.store import Applied, read_of, recall_of
@@ -43,6 +45,9 @@ class SqliteStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._acked = 0
+        # The client applies pages in a worker thread while the app may enqueue a send:
+        # one connection, so one lock keeps each transaction whole.
+        self._lock = threading.RLock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # Create the file 0600 before SQLite opens it: it holds the access token and the
         # user's messages. SQLite gives its -wal/-shm files the database file's mode.
@@ -61,17 +66,22 @@ class SqliteStore:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         # IMMEDIATE takes the write lock at once: two processes on one store (a CLI `send`
         # beside a running `tail`) then queue instead of failing half-way.
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
 
     def _get(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
+        rows = self._rows("SELECT value FROM state WHERE key = ?", (key,))
+        return None if not rows else str(rows[0][0])
 
     @staticmethod
     def _put(db: sqlite3.Connection, key: str, value: str | None) -> None:
@@ -195,34 +205,31 @@ class SqliteStore:
             )
 
     def outbox(self) -> list[OutboxItem]:
-        rows = self._db.execute(
+        rows = self._rows(
             "SELECT client_msg_id, recipient, body, state, message_id, error FROM outbox"
             " ORDER BY seq"
-        ).fetchall()
+        )
         return [OutboxItem(r[0], r[1], r[2], OutboxState(r[3]), r[4], r[5]) for r in rows]
 
     def messages(self, peer: str | None = None) -> list[Message]:
         columns = "id, sender, recipient, body, client_msg_id, created_at, recalled_at"
         if peer is None:
-            rows = self._db.execute(f"SELECT {columns} FROM messages ORDER BY id").fetchall()
+            rows = self._rows(f"SELECT {columns} FROM messages ORDER BY id")
         else:
-            rows = self._db.execute(
-                f"SELECT {columns} FROM messages WHERE peer = ? ORDER BY id", (peer,)
-            ).fetchall()
+            rows = self._rows(f"SELECT {columns} FROM messages WHERE peer = ? ORDER BY id", (peer,))
         return [Message(*row) for row in rows]
 
     def reads(self) -> list[ReadReceipt]:
-        rows = self._db.execute(
-            "SELECT reader, peer, up_to_message_id FROM reads ORDER BY reader, peer"
-        ).fetchall()
+        rows = self._rows("SELECT reader, peer, up_to_message_id FROM reads ORDER BY reader, peer")
         return [ReadReceipt(*row) for row in rows]
 
     def applied(self) -> list[tuple[int, str]]:
-        rows = self._db.execute("SELECT version, kind FROM applied ORDER BY seq").fetchall()
+        rows = self._rows("SELECT version, kind FROM applied ORDER BY seq")
         return [(int(v), str(k)) for v, k in rows]
 
     def close(self) -> None:
-        if self._acked > int(self._get("acked") or 0):
-            with self._transaction() as db:
-                self._put(db, "acked", str(self._acked))
-        self._db.close()
+        with self._lock:
+            if self._acked > int(self._get("acked") or 0):
+                with self._transaction() as db:
+                    self._put(db, "acked", str(self._acked))
+            self._db.close()
