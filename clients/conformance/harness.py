@@ -1,0 +1,278 @@
+"""What the scenarios stand on: a real msgsync server, the SDK's adapter, the truth."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from app.bench.server import free_port, stop_server, wait_ready
+
+__all__ = ["Adapter", "AdapterDied", "AdapterError", "Backend", "Direct", "adapter_command"]
+
+PASSWORD = "conformance-password"
+CHEAP_HASHING = {
+    "MSGSYNC_ARGON2_TIME_COST": "1",
+    "MSGSYNC_ARGON2_MEMORY_KIB": "64",
+    "MSGSYNC_ARGON2_PARALLELISM": "1",
+}
+
+
+def adapter_command() -> list[str]:
+    configured = os.environ.get("MSGSYNC_CONFORMANCE_ADAPTER")
+    if configured:
+        return shlex.split(configured)
+    return [sys.executable, "-m", "msgsync_client.adapter"]
+
+
+class AdapterError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+class AdapterDied(Exception):
+    pass
+
+
+class Adapter:
+    """One adapter process; `call` writes one request line and reads one answer line."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.process = subprocess.Popen(
+            adapter_command(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=cwd,
+            text=True,
+        )
+        self._next_id = 0
+
+    def request(self, cmd: str, **arguments: Any) -> int:
+        """Write a request without waiting for the answer (to kill the adapter meanwhile)."""
+        self._next_id += 1
+        assert self.process.stdin is not None
+        line = json.dumps({"id": self._next_id, "cmd": cmd, **arguments})
+        try:
+            self.process.stdin.write(line + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError as exc:
+            raise AdapterDied(f"adapter exited ({self.process.poll()})") from exc
+        return self._next_id
+
+    def answer(self, request_id: int, timeout: float = 90.0) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
+        if not ready:
+            raise TimeoutError(f"no answer from the adapter in {timeout} s")
+        line = self.process.stdout.readline()
+        if not line:
+            raise AdapterDied(f"adapter exited ({self.process.wait(10)})")
+        reply: dict[str, Any] = json.loads(line)
+        assert reply["id"] == request_id, reply
+        if not reply["ok"]:
+            raise AdapterError(reply["error"]["code"], reply["error"]["message"])
+        result: dict[str, Any] = reply["result"]
+        return result
+
+    def call(self, cmd: str, **arguments: Any) -> dict[str, Any]:
+        return self.answer(self.request(cmd, **arguments))
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+
+
+@dataclass
+class Backend:
+    """A msgsync server on one database, that a scenario can stop, copy and restart."""
+
+    kind: str  # "postgresql" or "sqlite"
+    database_url: str
+    admin_url: str | None
+    workdir: Path
+    url: str = ""
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, database_url: str | None = None) -> str:
+        if database_url is not None:
+            self.database_url = database_url
+        port = free_port()
+        env = {**os.environ, "MSGSYNC_DATABASE_URL": self.database_url, **CHEAP_HASHING}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env
+        )
+        self.url = f"http://127.0.0.1:{port}"
+        wait_ready(self.url, self.process)
+        return self.url
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_server(self.process)
+            self.process = None
+
+    def copy_database(self) -> str:
+        """A copy of the database as it is now (the server must be stopped): a backup."""
+        assert self.process is None
+        if self.kind == "sqlite":
+            source = Path(self.database_url.removeprefix("sqlite:///"))
+            target = self.workdir / f"backup-{uuid.uuid4().hex[:8]}.db"
+            shutil.copyfile(source, target)
+            return f"sqlite:///{target}"
+        assert self.admin_url is not None
+        name = self.database_url.rpartition("/")[2]
+        copy = f"{name}_b{uuid.uuid4().hex[:6]}"
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{name}"')
+        return self.database_url.rpartition("/")[0] + "/" + copy
+
+    def retention(self, *arguments: str) -> dict[str, Any]:
+        env = {**os.environ, "MSGSYNC_DATABASE_URL": self.database_url}
+        done = subprocess.run(
+            [sys.executable, "-m", "app.cli", "retention", "--json", *arguments],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        result: dict[str, Any] = json.loads(done.stdout)
+        return result
+
+
+class Direct:
+    """The server's side of the story, straight to the server (not through the proxy)."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.tokens: dict[str, str] = {}
+
+    def _http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.backend.url, timeout=30)
+
+    def user(self, prefix: str) -> str:
+        user_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        with self._http() as http:
+            http.post("/users", json={"user_id": user_id, "password": PASSWORD}).raise_for_status()
+        return user_id
+
+    def token(self, user_id: str) -> str:
+        # A token is kept per user; after a restore the devices table may have lost it.
+        if user_id not in self.tokens:
+            with self._http() as http:
+                response = http.post(
+                    "/login", json={"user_id": user_id, "password": PASSWORD, "device_name": "t"}
+                )
+                response.raise_for_status()
+                self.tokens[user_id] = response.json()["access_token"]
+        return self.tokens[user_id]
+
+    def send(self, sender: str, to: str, count: int = 1, prefix: str = "m") -> list[int]:
+        ids = []
+        headers = {"authorization": f"Bearer {self.token(sender)}"}
+        with self._http() as http:
+            for n in range(count):
+                response = http.post(
+                    "/messages", json={"to": to, "body": f"{prefix} {n}"}, headers=headers
+                )
+                response.raise_for_status()
+                ids.append(int(response.json()["message"]["id"]))
+        return ids
+
+    def post(self, user_id: str, path: str, body: Any = None) -> httpx.Response:
+        with self._http() as http:
+            response = http.post(
+                path, json=body, headers={"authorization": f"Bearer {self.token(user_id)}"}
+            )
+        response.raise_for_status()
+        return response
+
+    def get(self, user_id: str, path: str) -> Any:
+        with self._http() as http:
+            response = http.get(path, headers={"authorization": f"Bearer {self.token(user_id)}"})
+        response.raise_for_status()
+        return response.json()
+
+    def messages(self, user_id: str, peers: list[str]) -> list[dict[str, Any]]:
+        """Every message of the user with these peers, from the index table (the truth),
+        in the shape of the adapter's `state`."""
+        found: dict[int, dict[str, Any]] = {}
+        for peer in peers:
+            before: int | None = None
+            while True:
+                query = f"?limit=200{'' if before is None else f'&before_id={before}'}"
+                page = self.get(user_id, f"/conversations/{peer}/messages{query}")
+                for m in page["messages"]:
+                    found[m["id"]] = {
+                        k: m[k]
+                        for k in ("id", "from", "to", "body", "client_msg_id", "recalled_at")
+                    }
+                before = page["next_before_id"]
+                if before is None:
+                    break
+        return [found[k] for k in sorted(found)]
+
+    def forget_tokens(self) -> None:
+        self.tokens.clear()
+
+
+@contextmanager
+def backend(kind: str, admin_url: str | None, workdir: Path) -> Iterator[Backend]:
+    """A fresh database (migrated by the server at start on SQLite, here on PostgreSQL),
+    dropped afterwards with every copy a scenario made."""
+    from app.migrations import upgrade_to_head
+
+    if kind == "sqlite":
+        from app.config import Settings
+
+        url = f"sqlite:///{workdir / 'server.db'}"
+        upgrade_to_head(Settings(database_url=url).database_url)
+        server = Backend(kind, url, None, workdir)
+        try:
+            yield server
+        finally:
+            server.stop()
+        return
+    assert admin_url is not None
+    name = f"msgsync_conf_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
+    url = admin_url.rpartition("/")[0] + "/" + name
+    server = Backend(kind, url, admin_url, workdir)
+    try:
+        upgrade_to_head(url)
+        yield server
+    finally:
+        server.stop()
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "%",)
+            ).fetchall()
+            for (db,) in rows:
+                conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

@@ -1,0 +1,245 @@
+"""The conformance scenarios: every SDK, through its adapter, against real servers."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance.harness import PASSWORD, Adapter, AdapterDied, AdapterError, Backend, Direct
+from conformance.proxy import Fault, FaultProxy
+
+Start = Callable[[], Adapter]
+
+# Small values so the scenarios run fast; each scenario overrides what it is about.
+FAST = {"backoff_base": 0.05, "backoff_cap": 0.5, "ack_delay": 0.2, "page_limit": 100}
+
+
+def device(
+    start: Start, proxy: FaultProxy, store: Path, user: str | None, **options: Any
+) -> Adapter:
+    """An adapter opened on `store` through the proxy, logged in as `user` if given."""
+    adapter = start()
+    adapter.call("open", server=proxy.url, store=str(store), options={**FAST, **options})
+    if user is not None:
+        adapter.call("login", user_id=user, password=PASSWORD, device_name="conformance")
+    return adapter
+
+
+def assert_each_version_once(state: dict[str, Any], latest: int) -> None:
+    versions = [v for v, _ in state["applied"]]
+    repeated = [v for v, n in Counter(versions).items() if n > 1]
+    assert not repeated, f"applied twice: {repeated}"
+    assert versions == list(range(1, latest + 1)), "skipped or out of order"
+
+
+def test_crash_between_applying_a_page_and_storing_its_cursor(
+    adapters: Start, proxy: FaultProxy, direct: Direct, tmp_path: Path
+) -> None:
+    alice, bob = direct.user("alice"), direct.user("bob")
+    direct.send(bob, alice, 30)
+    store = tmp_path / "alice.store"
+    first = device(adapters, proxy, store, alice, page_limit=10, die_after_applying_pages=2)
+    with pytest.raises(AdapterDied):
+        first.call("sync")
+
+    second = device(adapters, proxy, store, None, page_limit=10)
+    # The first page and its cursor were committed; the second page was not, at all.
+    assert second.call("state")["cursor"] == 10
+    assert second.call("sync")["cursor"] == 30
+    state = second.call("state")
+    assert_each_version_once(state, 30)
+    assert state["messages"] == direct.messages(alice, [bob])
+
+
+def test_sigkill_mid_sync_then_reopen(
+    adapters: Start, proxy: FaultProxy, direct: Direct, tmp_path: Path
+) -> None:
+    alice, bob = direct.user("alice"), direct.user("bob")
+    direct.send(bob, alice, 150)
+    store = tmp_path / "alice.store"
+    first = device(adapters, proxy, store, alice, page_limit=5)
+    first.request("sync")
+    proxy.wait_for(lambda: len(proxy.requests("GET", "/sync")) >= 6)
+    first.kill()
+
+    second = device(adapters, proxy, store, None, page_limit=5)
+    assert 0 < second.call("state")["cursor"] < 150
+    second.call("sync")
+    state = second.call("state")
+    assert_each_version_once(state, 150)
+    assert state["messages"] == direct.messages(alice, [bob])
+
+
+def test_acks_are_delayed_and_coalesced(
+    adapters: Start, proxy: FaultProxy, direct: Direct, tmp_path: Path
+) -> None:
+    alice, bob = direct.user("alice"), direct.user("bob")
+    direct.send(bob, alice, 250)
+    # A long delay: only the count triggers acks during the catch-up.
+    sdk = device(adapters, proxy, tmp_path / "a", alice, page_limit=10, ack_every=100, ack_delay=60)
+    assert sdk.call("sync")["cursor"] == 250
+    sdk.call("close")
+    acks = [r.body["version"] for r in proxy.requests("POST", "/ack")]
+    # 25 pages, at most one ack per 100 entries plus the tail at close; never one per page.
+    assert 1 <= len(acks) <= 3, acks
+    assert acks == sorted(acks)
+    assert acks[-1] == 250
+    assert proxy.max_in_flight["POST /ack"] == 1
+    devices = direct.get(alice, "/devices")["devices"]
+    assert max(d["acked_version"] for d in devices) == 250
+
+
+def test_a_small_batch_is_acked_after_the_delay_not_before(
+    adapters: Start, proxy: FaultProxy, direct: Direct, tmp_path: Path
+) -> None:
+    alice, bob = direct.user("alice"), direct.user("bob")
+    direct.send(bob, alice, 5)
+    sdk = device(adapters, proxy, tmp_path / "a", alice, ack_every=100, ack_delay=2.0)
+    assert sdk.call("sync")["cursor"] == 5
+    # Fewer than ack_every entries: nothing is acked at once...
+    assert proxy.requests("POST", "/ack") == []
+    # ...but once the delay has passed, one ack covers all of them.
+    assert sdk.call("flush_acks")["acked"] == 5
+    assert [r.body["version"] for r in proxy.requests("POST", "/ack")] == [5]
+    assert sdk.call("state")["acked"] == 5
+
+
+def test_a_send_whose_answer_was_lost_is_retried_idempotently(
+    adapters: Start, proxy: FaultProxy, direct: Direct, tmp_path: Path
+) -> None:
+    alice, bob = direct.user("alice"), direct.user("bob")
+    sdk = device(adapters, proxy, tmp_path / "a", alice)
+    proxy.add(Fault("POST", "/messages", "drop_answer"))
+    sent = sdk.call("send", to=bob, body="hello once")
+    assert sent["state"] == "sent"
+    attempts = proxy.requests("POST", "/messages")
+    assert len(attempts) == 2
+    assert {r.body["client_msg_id"] for r in attempts} == {sent["client_msg_id"]}
+    on_server = direct.messages(bob, [alice])
+    assert [(m["id"], m["body"]) for m in on_server] == [(sent["message_id"], "hello once")]
+
+
+def test_a_send_pending_at_a_crash_resumes_with_the_same_id(
+    adapters: Start, proxy: FaultProxy, direct: Direct, tmp_path: Path
+) -> None:
+    alice, bob = direct.user("alice"), direct.user("bob")
+    store = tmp_path / "alice.store"
+    first = device(adapters, proxy, store, alice)
+    proxy.add(Fault("POST", "/messages", "hold_answer"))
+    first.request("send", to=bob, body="survives a crash")
+    proxy.wait_for(lambda: len(direct.messages(bob, [alice])) == 1)  # the server has it
+    first.kill()
+
+    second = device(adapters, proxy, store, None)
+    (pending,) = second.call("state")["outbox"]
+    assert pending["state"] == "pending"
+    (item,) = second.call("resume_outbox")["outbox"]
+    assert item["state"] == "sent"
+    assert item["client_msg_id"] == pending["client_msg_id"]
+    on_server = direct.messages(bob, [alice])
+    assert [m["id"] for m in on_server] == [item["message_id"]]
+    assert on_server[0]["client_msg_id"] == pending["client_msg_id"]
+
+
+def test_a_503_storm_and_a_cut_connection_are_ridden_out(
+    adapters: Start, proxy: FaultProxy, direct: Direct, tmp_path: Path
+) -> None:
+    alice, bob = direct.user("alice"), direct.user("bob")
+    direct.send(bob, alice, 20)
+    sdk = device(adapters, proxy, tmp_path / "a", alice)
+    proxy.add(Fault("GET", "/sync", "unavailable", times=2, retry_after=1))
+    proxy.add(Fault("GET", "/sync", "drop_answer"))  # then a connection cut mid-answer
+    assert sdk.call("sync")["cursor"] == 20
+    syncs = proxy.requests("GET", "/sync")
+    assert [r.status for r in syncs[:4]] == [503, 503, None, 200]
+    for refused, retry in itertools.pairwise(syncs[:3]):
+        # Retry-After is a floor; a little slack for the two clocks' rounding.
+        assert retry.started - refused.started >= 0.95
+    assert sdk.call("state")["messages"] == direct.messages(alice, [bob])
+
+
+def test_since_ahead_after_a_restore_recovers_without_loss_or_duplicates(
+    own_server: Backend, adapters: Start, proxy: FaultProxy, direct: Direct, tmp_path: Path
+) -> None:
+    server = own_server
+    alice, bob = direct.user("alice"), direct.user("bob")
+    direct.send(bob, alice, 5, prefix="before backup")
+    server.stop()
+    backup = server.copy_database()
+    proxy.upstream = server.start()
+    direct.send(bob, alice, 5, prefix="lost in the restore")
+    sdk = device(adapters, proxy, tmp_path / "a", alice)
+    assert sdk.call("sync")["cursor"] == 10
+
+    server.stop()
+    proxy.upstream = server.start(backup)  # restored: the server is back at version 5
+    direct.forget_tokens()
+    direct.send(bob, alice, 2, prefix="after the restore")  # versions 6 and 7 again
+    # alice's device was created after the backup: the restored server does not know it, so
+    # its session is over (401), and a new login continues on the same store.
+    with pytest.raises(AdapterError) as ended:
+        sdk.call("sync")
+    assert ended.value.code == "unauthorized"
+    sdk.call("login", user_id=alice, password=PASSWORD, device_name="again")
+    result = sdk.call("sync")
+    assert result["recovered"] is True
+    state = sdk.call("state")
+    assert state["cursor"] == 7
+    assert_each_version_once(state, 7)
+    truth = direct.messages(alice, [bob])
+    assert [m["body"] for m in truth] == [f"before backup {n}" for n in range(5)] + [
+        "after the restore 0",
+        "after the restore 1",
+    ]
+    assert state["messages"] == truth
+
+
+def test_history_fallback_after_retention_keeps_every_message(
+    adapters: Start, proxy: FaultProxy, direct: Direct, server: Backend, tmp_path: Path
+) -> None:
+    alice, bob = direct.user("alice"), direct.user("bob")
+    ids = direct.send(bob, alice, 12)
+    sdk = device(adapters, proxy, tmp_path / "a", alice, page_limit=3)
+    sdk.call("sync", max_pages=1)
+    direct.post(bob, f"/messages/{ids[5]}/recall")
+    direct.post(alice, f"/conversations/{bob}/read", {"up_to_message_id": ids[8]})
+    server.retention("--max-entries", "0")
+
+    result = sdk.call("sync")
+    assert result["history_fallback"] is True
+    state = sdk.call("state")
+    assert state["gaps"] >= 1
+    assert state["messages"] == direct.messages(alice, [bob])
+    assert state["messages"][5]["body"] == ""
+    assert state["messages"][5]["recalled_at"] is not None
+
+
+def test_two_devices_of_one_user_converge(
+    adapters: Start, proxy: FaultProxy, direct: Direct, tmp_path: Path
+) -> None:
+    alice, bob = direct.user("alice"), direct.user("bob")
+    phone = device(adapters, proxy, tmp_path / "phone", alice)
+    laptop = device(adapters, proxy, tmp_path / "laptop", alice)
+    ids = direct.send(bob, alice, 3)
+    phone.call("sync")
+    phone.call("send", to=bob, body="from the phone")
+    laptop.call("send", to=bob, body="from the laptop")
+    direct.post(bob, f"/messages/{ids[1]}/recall")
+    direct.post(bob, f"/conversations/{alice}/read", {"up_to_message_id": ids[2]})
+    direct.post(alice, f"/conversations/{bob}/read", {"up_to_message_id": ids[2]})
+    phone.call("sync")
+    laptop.call("sync")
+    a, b = phone.call("state"), laptop.call("state")
+    assert a["messages"] == b["messages"] == direct.messages(alice, [bob])
+    assert len(a["messages"]) == 5
+    assert a["reads"] == b["reads"]
+    assert {(r["reader"], r["up_to_message_id"]) for r in a["reads"]} == {
+        (bob, ids[2]),
+        (alice, ids[2]),
+    }
+    assert a["cursor"] == b["cursor"]

@@ -1,0 +1,349 @@
+"""The async client: session, outbox, and the sync loop (apply, persist, then ack)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field, replace
+
+import httpx
+
+from msgsync_client.acker import Acker
+from msgsync_client.api import Api, Transient
+from msgsync_client.backoff import Backoff
+from msgsync_client.errors import ApiError, NotLoggedIn, SinceAhead, Unauthorized, Unavailable
+from msgsync_client.models import (
+    Message,
+    OutboxItem,
+    OutboxState,
+    Page,
+    ReadReceipt,
+    Recall,
+    Session,
+)
+from msgsync_client.store import Store
+
+__all__ = ["Client", "Event", "Gap", "Handlers", "Options", "SyncResult"]
+
+log = logging.getLogger("msgsync_client")
+
+
+@dataclass
+class Options:
+    page_limit: int = 1000  # the server's maximum: a catch-up takes the fewest round trips
+    long_poll_timeout: float = 30.0  # below common proxies' 60 s idle timeouts
+    ack_delay: float = 1.0
+    ack_every: int = 100
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    send_attempts: int = 8
+    sync_attempts: int | None = None  # None: a sync keeps retrying until the server is back
+
+
+@dataclass
+class Handlers:
+    """Callbacks, called after the change is committed to the local store."""
+
+    on_message: Callable[[Message], None] | None = None
+    on_recall: Callable[[Recall], None] | None = None
+    on_read: Callable[[ReadReceipt], None] | None = None
+    on_gap: Callable[[Page], None] | None = None  # history_fallback: operations were pruned
+    on_reset: Callable[[int], None] | None = None  # since_ahead recovery started
+    on_outbox: Callable[[OutboxItem], None] | None = None
+
+
+@dataclass
+class SyncResult:
+    pages: int = 0
+    applied: int = 0
+    cursor: int = 0
+    history_fallback: bool = False
+    recovered: bool = False
+    latest_version: int = 0
+    messages: list[Message] = field(default_factory=list)
+    recalls: list[Recall] = field(default_factory=list)
+    reads: list[ReadReceipt] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A history_fallback page: operations (recalls, receipts) up to here were pruned."""
+
+    next_since: int
+
+
+Event = Message | Recall | ReadReceipt | Gap
+
+
+class Client:
+    def __init__(
+        self,
+        store: Store,
+        server: str | None = None,
+        options: Options | None = None,
+        handlers: Handlers | None = None,
+        *,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.store = store
+        self.options = options or Options()
+        self.handlers = handlers or Handlers()
+        session = store.session()
+        base = server or (session.server if session else None)
+        if base is None:
+            raise ValueError("no server URL given and no session in the store")
+        self.api = Api(base, session.access_token if session else None, http=http)
+        self._acker: Acker | None = None
+
+    # -- session ---------------------------------------------------------------------------
+
+    @property
+    def session(self) -> Session:
+        session = self.store.session()
+        if session is None:
+            raise NotLoggedIn()
+        return session
+
+    async def login(self, user_id: str, password: str, device_name: str = "") -> Session:
+        data = await self.api.login(user_id, password, device_name)
+        if self._acker is not None:
+            # The old device's acker may hold its 401: the new session starts clean.
+            await self._acker.close(final_ack=False)
+            self._acker = None
+        session = Session(
+            self.api.base_url, data["user_id"], data["device_id"], data["access_token"]
+        )
+        current = self.store.session()
+        if current is not None and current.user_id != session.user_id:
+            self.store.reset_stream()  # another user's history must not mix with this one's
+        self.store.set_session(session)
+        self.api.token = session.access_token
+        return session
+
+    async def logout(self) -> None:
+        self.session  # noqa: B018 (raises NotLoggedIn)
+        with contextlib.suppress(Unauthorized):  # already over on the server: forget it here
+            await self.api.logout()
+        self.store.set_session(None)
+        self.api.token = None
+
+    def _backoff(self) -> Backoff:
+        return Backoff(self.options.backoff_base, self.options.backoff_cap)
+
+    # -- outbox ----------------------------------------------------------------------------
+
+    def enqueue(self, to: str, body: str) -> OutboxItem:
+        """Store the send with its client_msg_id before any attempt: a retry after a crash or
+        a lost answer reuses the id, and the server answers the first result."""
+        self.session  # noqa: B018
+        item = OutboxItem(uuid.uuid4().hex, to, body, OutboxState.PENDING)
+        self.store.add_outbox(item)
+        self._outbox_changed(item)
+        return item
+
+    async def deliver(self, item: OutboxItem) -> OutboxItem:
+        backoff = self._backoff()
+        error = "unavailable"
+        for _ in range(self.options.send_attempts):
+            try:
+                message, _version = await self.api.send(item.to, item.body, item.client_msg_id)
+            except Transient as exc:
+                log.info("send %s: %s; retrying", item.client_msg_id, exc)
+                await asyncio.sleep(backoff.next_delay(exc.retry_after))
+                continue
+            except Unauthorized:
+                raise  # stays pending: a new login delivers it
+            except ApiError as exc:
+                error = exc.code
+                break
+            sent = replace(item, state=OutboxState.SENT, message_id=message.id, error=None)
+            self.store.update_outbox(sent)
+            self._outbox_changed(sent)
+            return sent
+        failed = replace(item, state=OutboxState.FAILED, error=error)
+        self.store.update_outbox(failed)
+        self._outbox_changed(failed)
+        return failed
+
+    async def send(self, to: str, body: str) -> OutboxItem:
+        return await self.deliver(self.enqueue(to, body))
+
+    async def resume_outbox(self) -> list[OutboxItem]:
+        """Deliver the sends a previous process left pending, oldest first."""
+        for item in self.store.outbox():
+            if item.state is OutboxState.PENDING:
+                await self.deliver(item)
+        return self.store.outbox()
+
+    def _outbox_changed(self, item: OutboxItem) -> None:
+        if self.handlers.on_outbox:
+            self.handlers.on_outbox(item)
+
+    # -- sync ------------------------------------------------------------------------------
+
+    @property
+    def acker(self) -> Acker:
+        if self._acker is None:
+            self._acker = Acker(
+                self.api.ack,
+                self.store.set_acked,
+                self.store.acked(),
+                ack_delay=self.options.ack_delay,
+                ack_every=self.options.ack_every,
+                backoff=self._backoff(),
+            )
+        return self._acker
+
+    async def _fetch(self, since: int, timeout: float) -> Page:
+        backoff = self._backoff()
+        attempts = 0
+        while True:
+            if self.acker.error is not None:
+                raise self.acker.error
+            try:
+                return await self.api.sync(since, self.options.page_limit, timeout)
+            except Transient as exc:
+                attempts += 1
+                if (
+                    self.options.sync_attempts is not None
+                    and attempts >= self.options.sync_attempts
+                ):
+                    raise Unavailable(f"sync failed {attempts} times: {exc}") from exc
+                delay = backoff.next_delay(exc.retry_after)
+                log.info("sync: %s; retrying in %.2f s", exc, delay)
+                await asyncio.sleep(delay)
+
+    async def sync_page(self, timeout: float = 0, result: SyncResult | None = None) -> Page:
+        """One step of the loop: fetch from the stored cursor, apply and persist, then let
+        the acker know. since_ahead runs the recovery and fetches again from 0."""
+        result = result or SyncResult()
+        page = await self._fetch_from_cursor(timeout, result)
+        await self._apply(page, result)
+        return page
+
+    async def _fetch_from_cursor(self, timeout: float, result: SyncResult) -> Page:
+        self.session  # noqa: B018 (raises NotLoggedIn)
+        try:
+            return await self._fetch(self.store.cursor(), timeout)
+        except SinceAhead as exc:
+            self._recover(exc)
+            result.recovered = True
+            return await self._fetch(0, timeout)
+
+    async def _apply(self, page: Page, result: SyncResult) -> None:
+        # Entries and cursor in one local transaction, off the event loop (a commit waits
+        # for the disk), so a prefetched request and the acker keep going meanwhile.
+        applied = await asyncio.to_thread(self.store.apply_page, page)
+        cursor = self.store.cursor()
+        # Only now, with the page durable, may the acker tell the server.
+        self.acker.applied(cursor, applied.count)
+        result.pages += 1
+        result.applied += applied.count
+        result.cursor = cursor
+        result.latest_version = page.latest_version
+        result.history_fallback |= page.history_fallback
+        result.messages.extend(applied.messages)
+        result.recalls.extend(applied.recalls)
+        result.reads.extend(applied.reads)
+        self._dispatch(page, applied.messages, applied.recalls, applied.reads)
+
+    def _recover(self, exc: SinceAhead) -> None:
+        """The server is behind our cursor: it was restored from an older backup. Versions
+        above its latest will be reused for other changes, and even ours below it may differ
+        (changes made after the restore), so no local version can be trusted: forget the
+        stream and re-sync from 0, which returns every message the server still has (from
+        its index table where its offline store was pruned). Messages are keyed by id, so
+        nothing is duplicated; the outbox is kept and pending sends stay idempotent."""
+        log.warning(
+            "server is behind the local cursor (%s > %s): re-syncing from 0",
+            self.store.cursor(),
+            exc.latest_version,
+        )
+        self.store.reset_stream()
+        self.acker.reset()
+        if self.handlers.on_reset:
+            self.handlers.on_reset(exc.latest_version)
+
+    def _dispatch(
+        self,
+        page: Page,
+        messages: list[Message],
+        recalls: list[Recall],
+        reads: list[ReadReceipt],
+    ) -> None:
+        h = self.handlers
+        if page.history_fallback and h.on_gap:
+            h.on_gap(page)
+        for m in messages:
+            if h.on_message:
+                h.on_message(m)
+        for r in recalls:
+            if h.on_recall:
+                h.on_recall(r)
+        for receipt in reads:
+            if h.on_read:
+                h.on_read(receipt)
+
+    async def catch_up(self, max_pages: int | None = None) -> SyncResult:
+        """Sync without waiting until the server says there is no more (has_more false)."""
+        result = SyncResult()
+        page = await self._fetch_from_cursor(0, result)
+        while True:
+            more = page.has_more and (max_pages is None or result.pages + 1 < max_pages)
+            # Ask for the next page before storing this one, so the server and the network
+            # work while the disk does. Safe: the request depends only on next_since, and
+            # the next page is applied only after this one committed (a failure here drops
+            # the prefetched page; the stored cursor still says where to resume).
+            ahead = asyncio.create_task(self._fetch(page.next_since, 0)) if more else None
+            try:
+                await self._apply(page, result)
+            except BaseException:
+                if ahead is not None:
+                    ahead.cancel()
+                raise
+            if ahead is None:
+                return result
+            try:
+                page = await ahead
+            except SinceAhead:
+                page = await self._fetch_from_cursor(0, result)
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """The long-poll loop, until `stop` is set or the session ends (Unauthorized)."""
+        has_more = True  # catch up first: long-poll only once the server has nothing more
+        while stop is None or not stop.is_set():
+            page = await self.sync_page(0 if has_more else self.options.long_poll_timeout)
+            has_more = page.has_more
+
+    async def events(self, stop: asyncio.Event | None = None) -> AsyncGenerator[Event, None]:
+        """The long-poll loop as an async iterator of what each page changed, in version
+        order within a kind (the callbacks see the same)."""
+        has_more = True
+        while stop is None or not stop.is_set():
+            result = SyncResult()
+            timeout = 0 if has_more else self.options.long_poll_timeout
+            page = await self.sync_page(timeout, result)
+            has_more = page.has_more
+            if page.history_fallback:
+                yield Gap(page.next_since)
+            changes: list[Event] = [*result.messages, *result.recalls, *result.reads]
+            for event in changes:
+                yield event
+
+    async def flush_acks(self) -> int:
+        return await self.acker.flush()
+
+    async def aclose(self) -> None:
+        if self._acker is not None:
+            await self._acker.close(final_ack=self.store.session() is not None)
+        await self.api.aclose()
+        self.store.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()

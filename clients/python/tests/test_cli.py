@@ -1,0 +1,114 @@
+"""`msgsync-client` end to end against a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import PASSWORD, new_user
+from msgsync_client import MemoryStore, SyncClient
+
+
+def run(home: Path, *args: str, password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MSGSYNC_CLIENT_HOME": str(home), "MSGSYNC_PASSWORD": password}
+    return subprocess.run(
+        [sys.executable, "-m", "msgsync_client.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_login_send_tail_history_logout(server_url: str, tmp_path: Path) -> None:
+    alice, bob = new_user(server_url, "alice"), new_user(server_url, "bob")
+    a_home, b_home = tmp_path / "a", tmp_path / "b"
+
+    assert run(a_home, "--server", server_url, "login", alice).returncode == 0
+    sent = run(a_home, "send", bob, "hello from the shell")
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.startswith("sent #")
+
+    assert run(b_home, "--server", server_url, "login", bob).returncode == 0
+    tail = run(b_home, "tail", "--once", "--json")
+    assert tail.returncode == 0, tail.stderr
+    (line,) = tail.stdout.splitlines()
+    record = json.loads(line)
+    assert (record["kind"], record["from"], record["body"]) == (
+        "message",
+        alice,
+        "hello from the shell",
+    )
+    # Acked and stored: a second catch-up prints nothing new.
+    assert run(b_home, "tail", "--once", "--json").stdout == ""
+
+    history = run(b_home, "history", alice, "--limit", "10")
+    assert history.returncode == 0
+    assert "hello from the shell" in history.stdout
+
+    for path in b_home.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert stat.S_IMODE(b_home.stat().st_mode) == 0o700
+
+    out = run(b_home, "logout")
+    assert out.returncode == 0, out.stderr
+    assert list(b_home.iterdir()) == []
+    after = run(b_home, "tail", "--once")
+    assert after.returncode == 2
+    assert "not logged in" in after.stderr
+
+
+def test_tail_follows_live_until_interrupted(server_url: str, tmp_path: Path) -> None:
+    alice, bob = new_user(server_url, "alice"), new_user(server_url, "bob")
+    assert run(tmp_path / "b", "--server", server_url, "login", bob).returncode == 0
+    env = {**os.environ, "MSGSYNC_CLIENT_HOME": str(tmp_path / "b")}
+    tail = subprocess.Popen(
+        [sys.executable, "-m", "msgsync_client.cli", "tail", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert run(tmp_path / "a", "--server", server_url, "login", alice).returncode == 0
+        # Sent after tail started: it arrives through the long-poll.
+        assert run(tmp_path / "a", "send", bob, "live one").returncode == 0
+        assert tail.stdout is not None
+        record = json.loads(tail.stdout.readline())
+        assert (record["from"], record["body"]) == (alice, "live one")
+    finally:
+        tail.send_signal(signal.SIGINT)
+        _, err = tail.communicate(timeout=30)
+    assert tail.returncode == 0, err
+
+
+def test_errors_are_clear_and_fail(server_url: str, tmp_path: Path) -> None:
+    alice = new_user(server_url, "alice")
+    bad = run(tmp_path, "--server", server_url, "login", alice, password="wrong-password")
+    assert bad.returncode == 1
+    assert "bad_credentials" in bad.stderr
+    assert run(tmp_path, "--server", server_url, "login", alice).returncode == 0
+    nobody = run(tmp_path, "send", "no-such-user-x", "hi")
+    assert nobody.returncode == 1
+    assert "recipient_not_found" in nobody.stderr
+    down = run(tmp_path, "--server", "http://127.0.0.1:9", "login", alice)
+    assert down.returncode == 1
+    assert "server unavailable" in down.stderr
+    assert "Traceback" not in down.stderr
+
+
+def test_the_blocking_facade(server_url: str) -> None:
+    alice, bob = new_user(server_url, "alice"), new_user(server_url, "bob")
+    with SyncClient(MemoryStore(), server_url) as a:
+        a.login(alice, PASSWORD)
+        item = a.send(bob, "from a script")
+        assert item.state.value == "sent"
+        result = a.catch_up()
+        assert [m.body for m in result.messages] == ["from a script"]
+        assert [m.id for m in a.history(bob)] == [item.message_id]
