@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from app.config import Settings
 from app.main import create_app
 from tests.conftest import make_settings
-from tests.factories import Device, login, register
+from tests.factories import PASSWORD, Device, login, register
 
 GATEWAY = "https://push.example.test/_matrix/push/v1/notify"
 
@@ -155,3 +155,38 @@ async def test_invalid_bodies_are_validation_errors(
 async def test_pushers_need_a_token(client: httpx.AsyncClient) -> None:
     assert (await client.get("/pushers")).status_code == 401
     assert (await client.post("/pushers", json=pusher())).status_code == 401
+
+
+async def test_ending_a_device_from_another_removes_its_pushers(
+    client: httpx.AsyncClient,
+) -> None:
+    phone = await register(client)
+    laptop = await login(client, phone.user_id, "laptop")
+    assert (await add(client, phone, pusher())).status_code == 201
+    kept = (await add(client, laptop, pusher())).json()["pusher"]
+    response = await client.request(
+        "DELETE",
+        f"/devices/{phone.device_id}",
+        json={"password": PASSWORD},
+        headers=laptop.headers,
+    )
+    assert response.status_code == 204, response.text
+    listed = (await client.get("/pushers", headers=laptop.headers)).json()["pushers"]
+    assert listed == [kept]
+
+
+async def test_a_password_change_removes_the_other_devices_pushers(
+    client: httpx.AsyncClient,
+) -> None:
+    phone = await register(client)
+    tablet = await login(client, phone.user_id, "tablet")
+    assert (await add(client, tablet, pusher())).status_code == 201
+    kept = (await add(client, phone, pusher())).json()["pusher"]
+    response = await client.post(
+        "/password",
+        json={"old_password": PASSWORD, "new_password": "a new password"},
+        headers=phone.headers,
+    )
+    assert response.status_code == 204, response.text
+    listed = (await client.get("/pushers", headers=phone.headers)).json()["pushers"]
+    assert listed == [kept]
