@@ -19,6 +19,7 @@ __all__ = [
     "AppError",
     "error_response",
     "install_error_handlers",
+    "is_database_outage",
     "problem",
     "unexpected_error_response",
 ]
@@ -31,11 +32,20 @@ log = logging.getLogger(__name__)
 class AppError(Exception):
     """A failure the client can act on. `code` is the stable, machine-readable part."""
 
-    def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
+        self.headers = dict(headers or {})  # e.g. Retry-After on a 429 or a 503
         self.extra = extra
 
 
@@ -66,8 +76,10 @@ _HTTP_CODES = {
 
 
 def error_response(exc: AppError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return problem(exc.status, exc.code, exc.detail, headers=headers, **exc.extra)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+    return problem(
+        exc.status, exc.code, exc.detail, headers={**headers, **exc.headers}, **exc.extra
+    )
 
 
 async def _app_error(_: Request, exc: Exception) -> JSONResponse:
@@ -84,6 +96,11 @@ _DATABASE_OUTAGES = (
     psycopg.OperationalError,
     psycopg.InterfaceError,
 )
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """Whether exc is the database failing rather than the request (see _DATABASE_OUTAGES)."""
+    return isinstance(exc, _DATABASE_OUTAGES)
 
 
 def unexpected_error_response(exc: Exception) -> JSONResponse:
