@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Dialect,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -21,7 +22,16 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["Base", "Conversation", "Device", "InboxEntry", "Message", "User", "utcnow"]
+__all__ = [
+    "Base",
+    "Conversation",
+    "Device",
+    "InboxEntry",
+    "Message",
+    "ThrottleCounter",
+    "User",
+    "utcnow",
+]
 
 # An auto-incrementing 64-bit key: SQLite only auto-increments a column declared INTEGER.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -151,3 +161,17 @@ class Conversation(Base):
     last_message_id: Mapped[int] = mapped_column(BigInteger)
     # The highest message id the user has read in this conversation; never moves back.
     read_up_to_id: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class ThrottleCounter(Base):
+    """A fixed-window attempt counter of app.throttle (login and registration limits), kept
+    in the database so that every process of every host counts against the same limit."""
+
+    __tablename__ = "throttle_counters"
+    # Expired counters are deleted now and then, by time.
+    __table_args__ = (Index(None, "expires_at"),)
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    hits: Mapped[int] = mapped_column(Integer)
+    # Seconds since the epoch on the database's clock (a plain number on every backend).
+    expires_at: Mapped[float] = mapped_column(Double)

@@ -3,13 +3,19 @@ client its keep-alive connection."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 import httpx
 import psycopg
+from argon2 import PasswordHasher
 
-from tests.conftest import PG_ADMIN_URL, over_backends
+from app.auth import Passwords
+from app.errors import AppError
+from tests.conftest import PG_ADMIN_URL, make_settings, over_backends
 from tests.factories import login, register, send
 from tests.server import running_server
 from tests.test_accounts import assert_problem
@@ -64,3 +70,45 @@ async def test_an_ack_during_an_outage_is_database_unavailable(fresh_pg: str) ->
                 assert response.status_code == 200, (way, response.text)
                 assert response.json()["acked_version"] == 1
             assert over_backends(fresh_pg, "count(*)") > 0
+
+
+async def test_password_hashes_run_a_few_at_a_time_and_the_queue_is_bounded() -> None:
+    """Each Argon2 hash holds its memory (64 MiB in production) while it runs: however many
+    logins arrive, at most `password_hash_concurrency` run and `password_hash_queue` wait;
+    the rest are refused at once with 503 server_busy and Retry-After."""
+    passwords = Passwords(
+        make_settings("sqlite://", password_hash_concurrency=2, password_hash_queue=3)
+    )
+    stored = await passwords.hash("right password")
+    running = most = 0
+    lock = threading.Lock()
+
+    class CountingHasher(PasswordHasher):
+        """The real hasher, counting the checks that run at once."""
+
+        def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+            nonlocal running, most
+            with lock:
+                running += 1
+                most = max(most, running)
+            try:
+                return super().verify(hash, password)
+            finally:
+                with lock:
+                    running -= 1
+
+    passwords._hasher = CountingHasher(time_cost=1, memory_cost=64, parallelism=1)
+    results = await asyncio.gather(
+        *(passwords.verify(stored, f"guess {i}") for i in range(8)),
+        passwords.verify(stored, "right password"),
+        return_exceptions=True,
+    )
+    refused = [r for r in results if isinstance(r, AppError)]
+    assert results[:5] == [False] * 5  # two ran, three waited their turn
+    assert len(refused) == 4
+    for error in refused:
+        assert (error.status, error.code) == (503, "server_busy")
+        assert error.headers["Retry-After"] == "1"
+    assert most == 2
+    # Once the burst is over, a check runs again.
+    assert await passwords.verify(stored, "right password") is True

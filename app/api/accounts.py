@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
-from app import auth
+from app import auth, throttle
 from app.api.deps import CurrentDevice, DbDep, NotifierDep, PasswordsDep
 from app.schemas import DeviceOut, DevicesOut, LoginIn, LoginOut, UserIn, UserOut
 
@@ -12,16 +12,24 @@ router = APIRouter(tags=["accounts"])
 
 
 @router.post("/users", status_code=201, response_model=UserOut)
-async def create_user(body: UserIn, db: DbDep, passwords: PasswordsDep) -> UserOut:
+async def create_user(
+    body: UserIn, request: Request, db: DbDep, passwords: PasswordsDep
+) -> UserOut:
+    # Throttled before the password is hashed: a refused attempt costs one statement.
+    await throttle.attempt_registration(db, throttle.client_address(request.scope))
     await auth.create_user(db, passwords, body.user_id, body.password)
     return UserOut(user_id=body.user_id)
 
 
 @router.post("/login", status_code=201, response_model=LoginOut)
-async def login(body: LoginIn, db: DbDep, passwords: PasswordsDep) -> LoginOut:
+async def login(body: LoginIn, request: Request, db: DbDep, passwords: PasswordsDep) -> LoginOut:
+    # Counted before the password is hashed (see app.throttle): a refused guess costs one
+    # statement, not a hash.
+    await throttle.attempt_login(db, body.user_id, throttle.client_address(request.scope))
     device_id, token = await auth.login(
         db, passwords, body.user_id, body.password, body.device_name
     )
+    await throttle.login_succeeded(db, body.user_id)
     return LoginOut(user_id=body.user_id, device_id=device_id, access_token=token)
 
 

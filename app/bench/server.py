@@ -38,6 +38,13 @@ CHEAP_HASHING = {
     "MSGSYNC_ARGON2_MEMORY_KIB": "64",
     "MSGSYNC_ARGON2_PARALLELISM": "1",
 }
+# It also registers and logs them in from one address, which the login and registration
+# throttles (app.throttle) would refuse after a few dozen.
+NO_THROTTLE = {
+    "MSGSYNC_REGISTRATIONS_PER_ADDRESS": "0",
+    "MSGSYNC_LOGIN_ATTEMPTS_PER_ADDRESS": "0",
+    "MSGSYNC_LOGIN_ATTEMPTS_PER_ACCOUNT": "0",
+}
 
 
 @dataclass(frozen=True)
@@ -103,7 +110,7 @@ def managed_server(admin_url: str, workers: int) -> Iterator[ManagedServer]:
         print(f"bench: database {name}, migrating", file=sys.stderr)
         upgrade_to_head(database_url)
         port = free_port()
-        env = {**os.environ, "MSGSYNC_DATABASE_URL": database_url, **CHEAP_HASHING}
+        env = {**os.environ, "MSGSYNC_DATABASE_URL": database_url, **CHEAP_HASHING, **NO_THROTTLE}
         command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
         process = subprocess.Popen(
             [*command, "--workers", str(workers)], env=env, stdout=fd, stderr=subprocess.STDOUT
