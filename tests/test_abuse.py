@@ -4,9 +4,12 @@ client its keep-alive connection."""
 from __future__ import annotations
 
 import asyncio
+import http.client
+import json
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from typing import Literal
 
 import httpx
@@ -16,7 +19,7 @@ from argon2 import PasswordHasher
 from app.auth import Passwords
 from app.errors import AppError
 from tests.conftest import PG_ADMIN_URL, make_settings, over_backends
-from tests.factories import login, register, send
+from tests.factories import PASSWORD, login, new_user_id, register, send
 from tests.server import running_server
 from tests.test_accounts import assert_problem
 
@@ -112,3 +115,74 @@ async def test_password_hashes_run_a_few_at_a_time_and_the_queue_is_bounded() ->
     assert most == 2
     # Once the burst is over, a check runs again.
     assert await passwords.verify(stored, "right password") is True
+
+
+class OneConnection:
+    """One keep-alive HTTP/1.1 connection, which must stay the same one throughout."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        self.connection.connect()
+        self.socket = self.connection.sock
+
+    def request(
+        self, method: str, path: str, body: object = None, token: str = ""
+    ) -> tuple[int, dict[str, str], dict[str, object]]:
+        headers = {"content-type": "application/json"} if body is not None else {}
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        content = None if body is None else json.dumps(body)
+        self.connection.request(method, path, body=content, headers=headers)
+        response = self.connection.getresponse()
+        answer = (response.status, dict(response.headers.items()), json.loads(response.read()))
+        # http.client opens a new connection by itself when the server closed the last one.
+        assert self.connection.sock is self.socket, "the server closed the connection"
+        return answer
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def test_an_unexpected_failure_leaves_the_connection_usable(fresh_pg: str) -> None:
+    """A real failure that no handler expects (the inbox table gone, as after a botched
+    migration) on each path, fast or not: 500 internal_error problem details, and the next
+    request on the same keep-alive connection is answered."""
+    with running_server(fresh_pg) as server, ExitStack() as stack:
+        client = OneConnection(server.url)
+        stack.callback(client.close)
+        user = new_user_id()
+        assert client.request("POST", "/users", {"user_id": user, "password": PASSWORD})[0] == 201
+        status, _, body = client.request("POST", "/login", {"user_id": user, "password": PASSWORD})
+        assert status == 201
+        token = str(body["access_token"])
+        assert client.request("GET", "/devices", token=token)[0] == 200  # token now cached
+        name = fresh_pg.rpartition("/")[2]
+        with psycopg.connect(PG_ADMIN_URL.rpartition("/")[0] + f"/{name}", autocommit=True) as db:
+            # A long-poll that waits, then is woken onto the failure.
+            waiting = OneConnection(server.url)
+            stack.callback(waiting.close)
+            woken = stack.enter_context(ThreadPoolExecutor(1)).submit(
+                waiting.request, "GET", "/sync?since=0&timeout=30", None, token
+            )
+            assert client.request("GET", "/devices", token=token)[0] == 200
+            db.execute("ALTER TABLE inbox RENAME TO inbox_gone")
+            db.execute("SELECT pg_notify('msgsync', %s)", (f"test:w:{user}",))
+            failures = {
+                "long-poll woken": woken.result(timeout=60),
+                "send (lean path)": client.request(
+                    "POST", "/messages", {"to": user, "body": "hi"}, token
+                ),
+                "sync (framework)": client.request("GET", "/sync?since=0", token=token),
+                "long-poll": client.request("GET", "/sync?since=0&timeout=5", token=token),
+            }
+            for way, (status, headers, body) in failures.items():
+                assert status == 500, (way, body)
+                assert body["code"] == "internal_error", way
+                assert headers["content-type"] == "application/problem+json", way
+                assert "inbox" not in str(body["detail"]), way  # the cause goes to the log
+            # Each connection still serves its next request.
+            assert waiting.request("GET", "/healthz")[0] == 200
+            db.execute("ALTER TABLE inbox_gone RENAME TO inbox")
+        status, _, body = client.request("POST", "/messages", {"to": user, "body": "hi"}, token)
+        assert status == 201, body
