@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     throttle_window_seconds: int = Field(default=900, ge=1)
     forwarded_allow_ips: str = "127.0.0.1"
 
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    body_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, url: str) -> str:
