@@ -85,9 +85,11 @@ async def test_password_hashes_run_a_few_at_a_time_and_the_queue_is_bounded() ->
     stored = await passwords.hash("right password")
     running = most = 0
     lock = threading.Lock()
+    release = threading.Event()
 
-    class CountingHasher(PasswordHasher):
-        """The real hasher, counting the checks that run at once."""
+    class HeldHasher(PasswordHasher):
+        """The real hasher, counting the checks that run at once and holding each until the
+        test releases them (so that the ones admitted are all running together)."""
 
         def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
             nonlocal running, most
@@ -95,17 +97,26 @@ async def test_password_hashes_run_a_few_at_a_time_and_the_queue_is_bounded() ->
                 running += 1
                 most = max(most, running)
             try:
+                release.wait(timeout=30)
                 return super().verify(hash, password)
             finally:
                 with lock:
                     running -= 1
 
-    passwords._hasher = CountingHasher(time_cost=1, memory_cost=64, parallelism=1)
-    results = await asyncio.gather(
-        *(passwords.verify(stored, f"guess {i}") for i in range(8)),
-        passwords.verify(stored, "right password"),
-        return_exceptions=True,
-    )
+    passwords._hasher = HeldHasher(time_cost=1, memory_cost=64, parallelism=1)
+    checks = [
+        asyncio.ensure_future(passwords.verify(stored, guess))
+        for guess in [*(f"guess {i}" for i in range(8)), "right password"]
+    ]
+    for _ in range(3000):
+        if running == 2:
+            break
+        await asyncio.sleep(0.01)
+    # Room for a third to start, were the bound broken.
+    await asyncio.sleep(0.2)
+    assert running == most == 2
+    release.set()
+    results = await asyncio.gather(*checks, return_exceptions=True)
     refused = [r for r in results if isinstance(r, AppError)]
     assert results[:5] == [False] * 5  # two ran, three waited their turn
     assert len(refused) == 4

@@ -1,11 +1,15 @@
 """Memory of one worker under a flood of wrong-password logins (production Argon2 cost).
 
     ./tools/uv run python tools/login_flood.py [--logins 200] [--env NAME=VALUE ...]
+    ./tools/uv run python tools/login_flood.py --url URL --seconds S [--logins 200]
 
 Starts `msgsync serve --workers 1` (one process: the worker is the server process) on a
 fresh PostgreSQL database, registers one user, sends the logins all at once, and prints the
 answers' codes, the time they took, and the worker's peak (VmHWM) and current (VmRSS)
 resident memory before and after. A figure of memory, not of speed.
+
+With --url it instead keeps `--logins` wrong-password logins in flight against a running
+server for S seconds (to run a workload beside the attack) and prints the answers' codes.
 """
 
 from __future__ import annotations
@@ -52,11 +56,32 @@ async def flood(url: str, logins: int) -> tuple[collections.Counter[str], float]
         return codes, time.monotonic() - started
 
 
+async def sustained(url: str, logins: int, seconds: float) -> collections.Counter[str]:
+    limits = httpx.Limits(max_connections=logins, max_keepalive_connections=logins)
+    codes: collections.Counter[str] = collections.Counter()
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=300) as client:
+
+        async def attacker(i: int) -> None:
+            while time.monotonic() < deadline:
+                r = await client.post("/login", json={"user_id": f"v{i}", "password": "guess"})
+                codes[f"{r.status_code} {r.json().get('code')}"] += 1
+
+        await asyncio.gather(*(attacker(i) for i in range(logins)))
+    return codes
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--logins", type=int, default=200)
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
+    parser.add_argument("--url", help="flood this running server instead")
+    parser.add_argument("--seconds", type=float, default=60.0, help="with --url: how long")
     args = parser.parse_args()
+    if args.url:
+        codes = asyncio.run(sustained(args.url, args.logins, args.seconds))
+        print(f"{sum(codes.values())} wrong-password logins in {args.seconds:.0f} s: {codes}")
+        return 0
     url = create_pg_database(PG_ADMIN_URL)
     env = {**os.environ, "MSGSYNC_DATABASE_URL": url}
     env.update(item.split("=", 1) for item in args.env)
