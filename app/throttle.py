@@ -176,7 +176,12 @@ def _incr_sql(db: Database) -> TextClause:
 
 
 class _Counters(Storage):
-    """A `limits` storage over the throttle_counters table (fixed windows only)."""
+    """A `limits` storage over the throttle_counters table (fixed windows only).
+
+    Its statements use the transaction pool, as logins do, not the single-statement pool
+    that sends, syncs and acks use: a login flood then queues behind other logins, and
+    honest users' sends keep their connections.
+    """
 
     STORAGE_SCHEME = None
 

@@ -64,10 +64,19 @@ async def sustained(url: str, logins: int, seconds: float) -> collections.Counte
 
         async def attacker(i: int) -> None:
             while time.monotonic() < deadline:
-                r = await client.post("/login", json={"user_id": f"v{i}", "password": "guess"})
+                try:
+                    r = await client.post("/login", json={"user_id": f"v{i}", "password": "guess"})
+                except httpx.HTTPError as exc:
+                    codes[type(exc).__name__] += 1
+                    continue
                 codes[f"{r.status_code} {r.json().get('code')}"] += 1
 
-        await asyncio.gather(*(attacker(i) for i in range(logins)))
+        async def report() -> None:
+            while time.monotonic() < deadline:
+                await asyncio.sleep(2)
+                print(f"  flood: {dict(codes)}", file=sys.stderr, flush=True)
+
+        await asyncio.gather(report(), *(attacker(i) for i in range(logins)))
     return codes
 
 
