@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, TypeVar
 
-from anyio import CapacityLimiter, to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, Request
@@ -58,9 +62,13 @@ class Passwords:
             memory_cost=settings.argon2_memory_kib,
             parallelism=settings.argon2_parallelism,
         )
-        # Its own limiter, not anyio's default one (40 threads, shared with everything else
-        # that runs in a thread): the threads it admits are the hashes that run at once.
-        self._running = CapacityLimiter(settings.password_hash_concurrency)
+        # Threads of its own, not anyio's pool (40 threads, shared with everything else that
+        # runs in a thread): their number is the number of hashes that run at once.
+        self._threads = ThreadPoolExecutor(
+            settings.password_hash_concurrency,
+            thread_name_prefix="password-hash",
+            initializer=_yield_the_cpu,
+        )
         self._admitted = 0  # hashing or waiting for a turn, in this process
         self._max_admitted = settings.password_hash_concurrency + settings.password_hash_queue
         # Verified against when the user does not exist, so both failures take the same time.
@@ -88,11 +96,20 @@ class Passwords:
             )
         self._admitted += 1
         try:
-            # A caller cancelled here (the client hung up) still waits for its thread:
-            # abandoning it would let more hashes run than the limiter admits.
-            return await to_thread.run_sync(work, *args, limiter=self._running)
+            # A caller that goes away (the client hung up) leaves a hash already running to
+            # finish in its thread: the pool's size still bounds how many run.
+            return await asyncio.get_running_loop().run_in_executor(self._threads, work, *args)
         finally:
             self._admitted -= 1
+
+
+def _yield_the_cpu() -> None:
+    """Run this hashing thread at the lowest CPU priority (Linux: nice is per thread, and the
+    threads Argon2 starts for its lanes inherit it). A hash is seconds of CPU on a few
+    cores; at equal priority a login flood took the CPU from the event loop, and honest
+    users' sends waited behind hashes whose memory, not time, was bounded."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _token_hash(token: str) -> bytes:

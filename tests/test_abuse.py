@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -197,3 +198,19 @@ def test_an_unexpected_failure_leaves_the_connection_usable(fresh_pg: str) -> No
             db.execute("ALTER TABLE inbox_gone RENAME TO inbox")
         status, _, body = client.request("POST", "/messages", {"to": user, "body": "hi"}, token)
         assert status == 201, body
+
+
+async def test_password_hashes_run_at_the_lowest_cpu_priority() -> None:
+    """A login flood must not take the CPU from the event loop that serves sends: hashes run
+    in threads at nice 19, which Argon2's own lane threads inherit."""
+    passwords = Passwords(make_settings("sqlite://"))
+    priorities: list[int] = []
+
+    class Observed(PasswordHasher):
+        def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+            priorities.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+            return super().hash(password, salt=salt)
+
+    passwords._hasher = Observed(time_cost=1, memory_cost=64, parallelism=1)
+    await passwords.hash("a password")
+    assert priorities == [19]
