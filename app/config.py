@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=64 * 1024, ge=8)
     argon2_parallelism: int = Field(default=4, ge=1)
-    password_hash_concurrency: int = Field(default=2, ge=1)
+    password_hash_concurrency: int = Field(default=1, ge=1)
     password_hash_queue: int = Field(default=32, ge=0)
 
     login_attempts_per_account: int = Field(default=10, ge=0)
