@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import bindparam, select, update
 
 from app.db import Database
-from app.errors import AppError
+from app.errors import AppError, is_database_outage
 from app.models import Device, User
 
 __all__ = ["AckBatcher", "PendingAck", "write_acks"]
@@ -180,14 +180,31 @@ class AckBatcher:
         try:
             results = await write_acks(self._db, batch)
         except Exception as exc:
-            # Never a false 200: nothing of this batch is known to be stored.
-            log.exception("ack batch of %d failed", len(batch))
+            # Never a false 200: nothing of this batch is known to be stored. Each waiter
+            # gets an error of its own (one exception object raised in many tasks would
+            # collect all their tracebacks), answered as every endpoint answers the same
+            # condition: the database failing is 503 database_unavailable with Retry-After,
+            # anything else a 500 whose cause stays in this log.
+            if is_database_outage(exc):
+                log.warning("ack batch of %d not stored: database unavailable: %s", len(batch), exc)
+            else:
+                log.exception("ack batch of %d failed", len(batch))
             for a in batch:
-                error = AppError(503, "ack_not_stored", f"the ack was not stored: {exc!r}")
-                _settle(a.future, error)
+                _settle(a.future, _batch_failure(exc))
             return
         for a, result in zip(batch, results, strict=True):
             _settle(a.future, result)
+
+
+def _batch_failure(exc: Exception) -> AppError:
+    if is_database_outage(exc):
+        return AppError(
+            503,
+            "database_unavailable",
+            "the database did not answer; the ack was not stored, retry shortly",
+            headers={"Retry-After": "1"},
+        )
+    return AppError(500, "internal_error", "the server failed unexpectedly; it has been logged")
 
 
 def _settle(future: asyncio.Future[int], result: int | AppError) -> None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
+import os
 import secrets
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, TypeVar, cast
 
-from anyio import to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, Request
@@ -45,9 +49,18 @@ __all__ = [
 # often so that authenticating a request is a read, not a write.
 LAST_SEEN_RESOLUTION = timedelta(minutes=1)
 
+_T = TypeVar("_T")
+
 
 class Passwords:
-    """Argon2id (memory-hard) hashing, run in a worker thread so the event loop keeps serving."""
+    """Argon2id (memory-hard) hashing, run in worker threads so the event loop keeps serving.
+
+    Each hash takes MSGSYNC_ARGON2_MEMORY_KIB (64 MiB by default) while it runs, so the
+    number running at once is what bounds a process's memory under a flood of logins: at
+    most `password_hash_concurrency` run, at most `password_hash_queue` more wait for a
+    turn, and the rest are refused at once (503 server_busy) rather than queued without
+    bound (80 concurrent wrong-password logins once took a worker from 98 MiB to 1.9 GiB).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self._hasher = PasswordHasher(
@@ -55,11 +68,20 @@ class Passwords:
             memory_cost=settings.argon2_memory_kib,
             parallelism=settings.argon2_parallelism,
         )
+        # Threads of its own, not anyio's pool (40 threads, shared with everything else that
+        # runs in a thread): their number is the number of hashes that run at once.
+        self._threads = ThreadPoolExecutor(
+            settings.password_hash_concurrency,
+            thread_name_prefix="password-hash",
+            initializer=_yield_the_cpu,
+        )
+        self._admitted = 0  # hashing or waiting for a turn, in this process
+        self._max_admitted = settings.password_hash_concurrency + settings.password_hash_queue
         # Verified against when the user does not exist, so both failures take the same time.
         self._dummy = self._hasher.hash(secrets.token_hex(16))
 
     async def hash(self, password: str) -> str:
-        return await to_thread.run_sync(self._hasher.hash, password)
+        return await self._run(self._hasher.hash, password)
 
     async def verify(self, stored: str | None, password: str) -> bool:
         def check() -> bool:
@@ -68,7 +90,32 @@ class Passwords:
             except (VerificationError, InvalidHashError):
                 return False
 
-        return await to_thread.run_sync(check)
+        return await self._run(check)
+
+    async def _run(self, work: Callable[..., _T], *args: object) -> _T:
+        if self._admitted >= self._max_admitted:
+            raise AppError(
+                503,
+                "server_busy",
+                "too many password checks at once; retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        self._admitted += 1
+        try:
+            # A caller that goes away (the client hung up) leaves a hash already running to
+            # finish in its thread: the pool's size still bounds how many run.
+            return await asyncio.get_running_loop().run_in_executor(self._threads, work, *args)
+        finally:
+            self._admitted -= 1
+
+
+def _yield_the_cpu() -> None:
+    """Run this hashing thread at the lowest CPU priority (Linux: nice is per thread, and the
+    threads Argon2 starts for its lanes inherit it). A hash is seconds of CPU on a few
+    cores; at equal priority a login flood took the CPU from the event loop, and honest
+    users' sends waited behind hashes whose memory, not time, was bounded."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def _token_hash(token: str) -> bytes:

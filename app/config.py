@@ -58,6 +58,17 @@ class Settings(BaseSettings):
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=64 * 1024, ge=8)
     argon2_parallelism: int = Field(default=4, ge=1)
+    password_hash_concurrency: int = Field(default=1, ge=1)
+    password_hash_queue: int = Field(default=32, ge=0)
+
+    login_attempts_per_account: int = Field(default=10, ge=0)
+    login_attempts_per_address: int = Field(default=100, ge=0)
+    registrations_per_address: int = Field(default=20, ge=0)
+    throttle_window_seconds: int = Field(default=900, ge=1)
+    forwarded_allow_ips: str = "127.0.0.1"
+
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    body_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
 
     @field_validator("database_url", "database_session_url")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -27,6 +28,7 @@ __all__ = [
     "ValidationIssue",
     "error_response",
     "install_error_handlers",
+    "is_database_outage",
     "problem",
     "unexpected_error_response",
 ]
@@ -77,12 +79,22 @@ CODES: dict[str, ErrorCode] = {
     "gateway_not_allowed": ErrorCode(
         422, "The gateway URL starts with none of the allowed prefixes (push may be off)."
     ),
+    "too_many_attempts": ErrorCode(
+        429,
+        "Too many login or registration attempts for this account or address; retry after "
+        "`Retry-After` seconds.",
+        retry_after=True,
+    ),
     "internal_error": ErrorCode(500, "A bug; the traceback is in the server's log."),
     "database_unavailable": ErrorCode(
         503, "The database did not answer; retry after `Retry-After` seconds.", retry_after=True
     ),
     "shutting_down": ErrorCode(503, "The server is shutting down; retry (another process)."),
-    "ack_not_stored": ErrorCode(503, "The ack could not be written; retry it."),
+    "server_busy": ErrorCode(
+        503,
+        "Too many password checks are queued in this process; retry after `Retry-After`.",
+        retry_after=True,
+    ),
     "http_error": ErrorCode(0, "Any other refusal by the HTTP framework."),
 }
 
@@ -157,11 +169,20 @@ log = logging.getLogger(__name__)
 class AppError(Exception):
     """A failure the client can act on. `code` is the stable, machine-readable part."""
 
-    def __init__(self, status: int, code: str, detail: str, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
         self.detail = detail
+        self.headers = dict(headers or {})  # e.g. Retry-After on a 429 or a 503
         self.extra = extra
 
 
@@ -192,8 +213,10 @@ _HTTP_CODES = {
 
 
 def error_response(exc: AppError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return problem(exc.status, exc.code, exc.detail, headers=headers, **exc.extra)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
+    return problem(
+        exc.status, exc.code, exc.detail, headers={**headers, **exc.headers}, **exc.extra
+    )
 
 
 async def _app_error(_: Request, exc: Exception) -> JSONResponse:
@@ -210,6 +233,11 @@ _DATABASE_OUTAGES = (
     psycopg.OperationalError,
     psycopg.InterfaceError,
 )
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """Whether exc is the database failing rather than the request (see _DATABASE_OUTAGES)."""
+    return isinstance(exc, _DATABASE_OUTAGES)
 
 
 def unexpected_error_response(exc: Exception) -> JSONResponse:
@@ -262,10 +290,33 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return problem(422, "validation_error", f"{where}: {first['msg']}", errors=errors)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return problem(exc.status_code, code, str(exc.detail), headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette's Allow names the methods of the first route of the path only; a path
+        # served by several routes (GET and POST /pushers) answers those of all of them.
+        allowed = _documented_methods(request)
+        if allowed:
+            headers["Allow"] = ", ".join(sorted(allowed))
+    return problem(exc.status_code, code, str(exc.detail), headers=headers)
+
+
+def _documented_methods(request: Request) -> set[str]:
+    """The methods the OpenAPI document gives the request's path (HEAD with GET, as
+    Starlette serves it); empty for a path the document leaves out."""
+    methods: set[str] = set()
+    for template, item in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {m.upper() for m in item if m in _METHODS}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return methods
+
+
+_METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -17,6 +17,7 @@ from app.auth import Passwords, TokenCache
 from app.config import Settings
 from app.db import Database
 from app.errors import install_error_handlers
+from app.guard import LastResort
 from app.hotpaths import HotPaths
 from app.limits import BodySizeLimit
 from app.longpoll import LongPoll
@@ -109,7 +110,9 @@ class _Msgsync(FastAPI):
     """FastAPI with two layers outside all of its middleware, error handling included: a
     waiting long-poll then holds none of the inner layers' state (app.longpoll), and plain
     sends and acks skip their per-request work (app.hotpaths). Both hand anything unusual
-    to the whole application, which answers errors as it answers any other."""
+    to the whole application, which answers errors as it answers any other. Outermost,
+    app.guard keeps any exception from reaching the server (which would close the
+    connection)."""
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -119,4 +122,5 @@ class _Msgsync(FastAPI):
         settings = self._settings
         app = super().build_middleware_stack()
         app = LongPoll(app, concurrent_reads=settings.db_pool_size + settings.db_max_overflow)
-        return HotPaths(app, max_bytes=settings.max_request_bytes)
+        app = HotPaths(app, max_bytes=settings.max_request_bytes)
+        return LastResort(app)

@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     Dialect,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -28,6 +29,7 @@ __all__ = [
     "InboxEntry",
     "Message",
     "Pusher",
+    "ThrottleCounter",
     "User",
     "utcnow",
 ]
@@ -196,3 +198,17 @@ class Pusher(Base):
     # A process sending this push holds the lease until then; an expired lease (the process
     # died mid-request) lets another process repeat the one push in flight.
     leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ThrottleCounter(Base):
+    """A fixed-window attempt counter of app.throttle (login and registration limits), kept
+    in the database so that every process of every host counts against the same limit."""
+
+    __tablename__ = "throttle_counters"
+    # Expired counters are deleted now and then, by time.
+    __table_args__ = (Index(None, "expires_at"),)
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    hits: Mapped[int] = mapped_column(Integer)
+    # Seconds since the epoch on the database's clock (a plain number on every backend).
+    expires_at: Mapped[float] = mapped_column(Double)

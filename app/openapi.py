@@ -140,6 +140,7 @@ def _complete(document: dict[str, Any], settings: Settings) -> dict[str, Any]:
         schemas.pop("HTTPValidationError", None)
         schemas.pop("ValidationError", None)
     _fill_settings(document, settings)
+    _allowed_gateways(schemas, settings)
     _exact_bounds(document)
     info = document.setdefault("info", {})
     info["description"] = (info.get("description") or "") + _catalogue()
@@ -176,6 +177,26 @@ def _fill_settings(node: Any, settings: Settings) -> None:
     elif isinstance(node, list):
         for value in node:
             _fill_settings(value, settings)
+
+
+def _allowed_gateways(schemas: dict[str, Any], settings: Settings) -> None:
+    """The operator's allowlist (MSGSYNC_PUSH_GATEWAYS) as the gateway URL's pattern, so that
+    a client (or a fuzzer) knows which URLs this server takes. With push off none is
+    taken: the description says so, and registration answers 422 gateway_not_allowed."""
+    prefixes = [p.strip() for p in settings.push_gateways.split(",") if p.strip()]
+    field = schemas.get("PusherIn", {}).get("properties", {}).get("gateway_url")
+    if field is None:
+        return
+    if prefixes:
+        field["pattern"] = "^(" + "|".join(_literal(p) for p in prefixes) + ")"
+    else:
+        field["description"] += " Push is off on this server: every URL is refused."
+
+
+def _literal(text: str) -> str:
+    """text as a regular expression matching itself, in the syntax JSON Schema and Python
+    share (Python's re.escape escapes characters that ECMAScript rejects escaped)."""
+    return "".join("\\" + c if c in r".^$*+?()[]{}|\/" else c for c in text)
 
 
 def _exact_bounds(node: Any) -> None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import resource
 import sys
+from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.config import Settings
 
-__all__ = ["serve"]
+__all__ = ["DeadlineProtocol", "serve"]
 
 
 def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
@@ -42,6 +46,15 @@ def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
         timeout_graceful_shutdown=5,
         # Thousands of idle devices reconnect at once after a deploy.
         backlog=4096,
+        # A class with its settings bound, not a name: uvicorn calls it like a class, and
+        # pickles it to each worker process, so it must be importable there (it is).
+        http=functools.partial(  # type: ignore[arg-type]
+            DeadlineProtocol,
+            header_timeout=settings.header_timeout_seconds,
+            body_timeout=settings.body_timeout_seconds,
+        ),
+        # Who may tell us the client's address in X-Forwarded-For (app.throttle keys on it).
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     return 0
 
@@ -51,3 +64,68 @@ def _raise_open_file_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class DeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP/1.1 protocol with read deadlines, so a slow client cannot hold a
+    connection (a socket, a file descriptor, the parser's buffers) for ever.
+
+    uvicorn bounds only the idle time between requests (timeout_keep_alive), and that timer
+    is reset by every byte received: a client trickling a request head a byte at a time kept
+    its connection open indefinitely (200 such connections were all still open after 42 s).
+    Here a request head must be complete within `header_timeout` seconds of its first byte
+    (or of the connection, for the first request), and a body must not stall for more than
+    `body_timeout` seconds between two reads. Both deadlines end when the request has been
+    read, so a long-poll, which waits only after reading its request, is not affected.
+    Past a deadline the connection is closed without an answer: there is no complete
+    request to answer, and a client that slow is most likely not waiting for one.
+    """
+
+    def __init__(self, *args: Any, header_timeout: float, body_timeout: float, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._header_timeout = header_timeout
+        self._body_timeout = body_timeout
+        self._deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # A connection that never sends a byte: uvicorn arms its keep-alive timer only
+        # after a first response.
+        self._arm(self._header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        # Counted from the connection for its first request (re-arming here would let a
+        # client double its time by waiting before the first byte), else from this byte.
+        if self._deadline is None:
+            self._arm(self._header_timeout)
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._arm(self._body_timeout)  # the body, if any, must start coming
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self._arm(self._body_timeout)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._disarm()  # the request is read: what follows is the application's time
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()

@@ -24,6 +24,13 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 # Tests hash many passwords; production keeps the strong defaults.
 FAST_HASHING = {"argon2_time_cost": 1, "argon2_memory_kib": 64, "argon2_parallelism": 1}
+# Tests register and log in thousands of users from one address; tests/test_throttle.py
+# turns the limits back on.
+NO_THROTTLE = {
+    "registrations_per_address": 0,
+    "login_attempts_per_address": 0,
+    "login_attempts_per_account": 0,
+}
 
 
 def _pg_down(reason: str) -> None:
@@ -112,7 +119,7 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 
 def make_settings(database_url: str, **overrides: object) -> Settings:
-    return Settings(database_url=database_url, **{**FAST_HASHING, **overrides})  # type: ignore[arg-type]
+    return Settings(database_url=database_url, **{**FAST_HASHING, **NO_THROTTLE, **overrides})  # type: ignore[arg-type]
 
 
 @pytest.fixture

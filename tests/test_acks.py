@@ -6,6 +6,7 @@ import asyncio
 import random
 
 import httpx
+import psycopg
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import delete
@@ -110,11 +111,19 @@ async def test_a_device_revoked_after_auth_gets_401(app: FastAPI) -> None:
         assert outcome.status == 401
 
 
+@pytest.mark.parametrize(
+    ("failure", "status", "code"),
+    [
+        (psycopg.OperationalError("terminating connection"), 503, "database_unavailable"),
+        (RuntimeError("disk on fire"), 500, "internal_error"),
+    ],
+    ids=["database", "bug"],
+)
 async def test_a_failed_batch_fails_every_waiter(
-    app: FastAPI, monkeypatch: pytest.MonkeyPatch
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch, failure: Exception, status: int, code: str
 ) -> None:
     async def broken(db: Database, batch: object) -> list[int | AppError]:
-        raise RuntimeError("disk on fire")
+        raise failure
 
     monkeypatch.setattr(acks_module, "write_acks", broken)
     batcher = AckBatcher(app.state.db, max_batch=10)
@@ -128,7 +137,10 @@ async def test_a_failed_batch_fails_every_waiter(
     assert len(results) == 25
     for result in results:
         assert isinstance(result, AppError)
-        assert (result.status, result.code) == (503, "ack_not_stored")
+        assert (result.status, result.code) == (status, code)
+        assert "fire" not in result.detail
+        assert "terminating" not in result.detail
+        assert ("Retry-After" in result.headers) == (status == 503)
 
 
 # Bodies a client might send to /ack, well-formed or not. The lean path (app.hotpaths) takes
@@ -173,7 +185,7 @@ async def test_an_ack_is_answered_alike_whether_its_token_is_cached_or_not(
 
 
 async def test_a_well_formed_ack_from_a_known_device_skips_the_framework(
-    app: FastAPI, client: httpx.AsyncClient
+    app: FastAPI, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     alice = await register(client, "alice")
     await send(client, alice, alice.user_id, "one")
@@ -182,9 +194,11 @@ async def test_a_well_formed_ack_from_a_known_device_skips_the_framework(
     response = await client.post("/ack", json={"version": 1}, headers=alice.headers)
     assert response.status_code == 200, response.text
     assert response.json() == {"device_id": alice.device_id, "acked_version": 1}
-    # Not valid: the application answers (here, through the overridden dependency).
-    with pytest.raises(AssertionError, match=FRAMEWORK_REACHED):
-        await client.post("/ack", json={"version": -1}, headers=alice.headers)
+    # Not valid: the application answers (here, the overridden dependency fails, which is
+    # answered 500 and logged).
+    response = await client.post("/ack", json={"version": -1}, headers=alice.headers)
+    assert_problem(response, 500, "internal_error")
+    assert FRAMEWORK_REACHED in caplog.text
 
 
 async def test_a_device_deleted_behind_a_cached_token_gets_401_from_the_lean_path(

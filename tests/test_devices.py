@@ -349,15 +349,27 @@ async def test_the_openapi_document_describes_the_errors(client: httpx.AsyncClie
             assert "application/problem+json" in responses[code]["content"]
 
 
-async def test_wrong_passwords_reach_the_throttling_call_site(
-    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Both endpoints report a wrong password through accounts._password_failed, the one
-    place that counts it towards login throttling (and logs it)."""
-    phone = await register(client)
-    caplog.set_level("INFO", logger="app.api.accounts")
-    await end(client, phone, phone.device_id, password="guess one")
-    await change_password(client, phone, old="guess two")
-    await end(client, phone, phone.device_id + "0", password=PASSWORD)  # right, not found
-    failures = [r for r in caplog.records if "wrong password" in r.getMessage()]
-    assert [phone.user_id in r.getMessage() for r in failures] == [True, True]
+async def test_wrong_passwords_count_towards_login_throttling(database_url: str) -> None:
+    """A stolen token must not let its holder guess the password at DELETE /devices or
+    POST /password unthrottled: wrong passwords there use up the login attempts."""
+    settings = make_settings(database_url, login_attempts_per_account=3)
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://msgsync.test") as c:
+            phone = await register(c)
+            laptop = await login(c, phone.user_id, "laptop")  # a success resets the account
+            assert_problem(
+                await end(c, phone, laptop.device_id, password="guess 1"), 401, "bad_credentials"
+            )
+            assert_problem(await change_password(c, phone, old="guess 2"), 401, "bad_credentials")
+            assert_problem(
+                await end(c, phone, laptop.device_id, password="guess 3"), 401, "bad_credentials"
+            )
+            # The limit is used up: even the right password is refused, here and at login.
+            refused = await end(c, phone, laptop.device_id)
+            assert_problem(refused, 429, "too_many_attempts")
+            assert int(refused.headers["retry-after"]) > 0
+            answer = await c.post("/login", json={"user_id": phone.user_id, "password": PASSWORD})
+            assert_problem(answer, 429, "too_many_attempts")
+            assert await device_ids(c, phone) == {phone.device_id, laptop.device_id}

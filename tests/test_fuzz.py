@@ -73,7 +73,9 @@ def target(
         path: Path = tmp_path_factory.mktemp("fuzz") / "msgsync.db"
         database = nullcontext(f"sqlite:///{path}")
     # Long-polls end at once: a fuzzer asking for timeout=50 must not stall the run.
-    env = {"MSGSYNC_MAX_TIMEOUT": "0"}
+    # Push on, towards a local port where nothing listens: registering pushers is fuzzed too,
+    # and no push ever leaves this machine.
+    env = {"MSGSYNC_MAX_TIMEOUT": "0", "MSGSYNC_PUSH_GATEWAYS": "http://127.0.0.1:9/push/"}
     with (
         database as url,
         running_server(url, env=env) as server,

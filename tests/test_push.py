@@ -190,3 +190,11 @@ async def test_a_password_change_removes_the_other_devices_pushers(
     assert response.status_code == 204, response.text
     listed = (await client.get("/pushers", headers=phone.headers)).json()["pushers"]
     assert listed == [kept]
+
+
+async def test_a_wrong_method_names_every_method_of_the_path(client: httpx.AsyncClient) -> None:
+    # /pushers is served by two routes (GET and POST): Allow must name both.
+    response = await client.request("PATCH", "/pushers")
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 
-from app import auth
+from app import auth, throttle
 from app.api.deps import CurrentDevice, DbDep, NotifierDep, PasswordsDep
 from app.db import Database
 from app.errors import AppError
@@ -48,10 +48,14 @@ log = logging.getLogger(__name__)
                 }
             },
         },
-        **problem_responses("user_exists"),
+        **problem_responses("user_exists", "too_many_attempts", "server_busy"),
     },
 )
-async def create_user(body: UserIn, db: DbDep, passwords: PasswordsDep) -> UserOut:
+async def create_user(
+    body: UserIn, request: Request, db: DbDep, passwords: PasswordsDep
+) -> UserOut:
+    # Throttled before the password is hashed: a refused attempt costs one statement.
+    await throttle.attempt_registration(db, throttle.client_address(request.scope))
     await auth.create_user(db, passwords, body.user_id, body.password)
     return UserOut(user_id=body.user_id)
 
@@ -64,13 +68,17 @@ async def create_user(body: UserIn, db: DbDep, passwords: PasswordsDep) -> UserO
     summary="Log in a new device",
     responses={
         201: {"description": "A new device and its token."},
-        **problem_responses("bad_credentials"),
+        **problem_responses("bad_credentials", "too_many_attempts", "server_busy"),
     },
 )
-async def login(body: LoginIn, db: DbDep, passwords: PasswordsDep) -> LoginOut:
+async def login(body: LoginIn, request: Request, db: DbDep, passwords: PasswordsDep) -> LoginOut:
+    # Counted before the password is hashed (see app.throttle): a refused guess costs one
+    # statement, not a hash.
+    await throttle.attempt_login(db, body.user_id, throttle.client_address(request.scope))
     device_id, token = await auth.login(
         db, passwords, body.user_id, body.password, body.device_name
     )
+    await throttle.login_succeeded(db, body.user_id)
     return LoginOut(user_id=body.user_id, device_id=device_id, access_token=token)
 
 
@@ -111,7 +119,9 @@ async def devices(device: CurrentDevice, db: DbDep) -> DevicesOut:
     status_code=204,
     operation_id="delete_device",
     summary="Log out one of the user's devices",
-    responses=problem_responses("unauthorized", "bad_credentials", "device_not_found"),
+    responses=problem_responses(
+        "unauthorized", "bad_credentials", "device_not_found", "too_many_attempts", "server_busy"
+    ),
 )
 async def delete_device(
     # Visible ASCII, as ids are hex: NUL and lone surrogates, which PostgreSQL cannot
@@ -144,7 +154,9 @@ async def delete_device(
     status_code=204,
     operation_id="change_password",
     summary="Change the password",
-    responses=problem_responses("unauthorized", "bad_credentials"),
+    responses=problem_responses(
+        "unauthorized", "bad_credentials", "too_many_attempts", "server_busy"
+    ),
 )
 async def change_password(
     body: PasswordChangeIn,
@@ -174,18 +186,16 @@ async def change_password(
 async def _confirm_password(
     request: Request, db: Database, passwords: auth.Passwords, user_id: str, password: str
 ) -> str:
-    """The re-entered password of a signed-in user; returns the stored hash it matched."""
+    """The re-entered password of a signed-in user; returns the stored hash it matched.
+
+    Wrong passwords count towards the same limits as POST /login (app.throttle): otherwise a
+    stolen token could guess the password here, unthrottled, and then take the account."""
+    address = throttle.client_address(request.scope)
+    # Checked before the hash, as at login: a refused guess costs one statement.
+    await throttle.check(db, user_id, address)
     verified = await auth.verify_password(db, passwords, user_id, password)
     if verified is None:
-        await _password_failed(request, user_id)
+        log.info("wrong password re-entered for user %r from %s", user_id, address)
+        await throttle.record_failure(db, user_id, address)
         raise AppError(401, "bad_credentials", "wrong password")
     return verified
-
-
-async def _password_failed(request: Request, user_id: str) -> None:
-    """A wrong password re-entered by a signed-in device, from either endpoint above. This
-    is the single place to count it towards the user's login throttling, so that a stolen
-    token cannot be used to guess the password here rather than at POST /login; until the
-    throttle is called from here, it is only logged."""
-    client = request.client.host if request.client else "-"
-    log.info("wrong password re-entered for user %r from %s", user_id, client)

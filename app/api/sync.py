@@ -176,7 +176,7 @@ async def sync_since(
     response_model=AckOut,
     operation_id="ack",
     summary="Acknowledge every change up to a version (cumulative)",
-    responses=problem_responses("unauthorized", "ack_ahead", "shutting_down", "ack_not_stored"),
+    responses=problem_responses("unauthorized", "ack_ahead", "shutting_down"),
 )
 async def ack(body: AckIn, device: CurrentDevice, acks: AcksDep) -> Response:
     status, content = await acknowledge(acks, device, body)
