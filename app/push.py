@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -63,7 +64,9 @@ def _pusher_out(row: Any) -> dict[str, Any]:
         "pushkey": row.pushkey,
         "gateway_url": row.gateway_url,
         "format": row.format,
-        "data": orjson.loads(row.data),
+        # Passed through as stored: the client's JSON, whatever its numbers (orjson itself
+        # holds integers to 64 bits only).
+        "data": orjson.Fragment(row.data),
         "device_id": row.device_id,
         "created_at": format_time(row.created_at),
     }
@@ -83,12 +86,14 @@ async def register_pusher(
             else "push is disabled on this server",
         )
     now = utcnow()
+    # The standard library writes any JSON the request could carry (integers of any size).
+    data = json.dumps(body.data, separators=(",", ":"))
     values: dict[str, Any] = {
         "device_id": device.device_id,
         "user_id": device.user_id,
         "gateway_url": body.gateway_url,
         "format": body.format,
-        "data": orjson.dumps(body.data).decode(),
+        "data": data,
         "created_at": now,
         # Nothing from before the registration is pushed: the app is running right now.
         "pushed_version": select(User.latest_version)
@@ -120,7 +125,7 @@ async def register_pusher(
         **key,
         "gateway_url": body.gateway_url,
         "format": body.format,
-        "data": body.data,
+        "data": orjson.Fragment(data),
         "device_id": device.device_id,
         "created_at": format_time(now),
     }
