@@ -16,8 +16,12 @@ WORKDIR /src
 RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,source=uv.lock,target=uv.lock \
     --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
-    uv sync --locked --no-dev --no-install-project
+    --mount=type=bind,source=clients/python/pyproject.toml,target=clients/python/pyproject.toml \
+    uv sync --locked --no-dev --no-install-workspace
+# The client SDK is a member of the project's uv workspace (it is developed in the same
+# lock): uv reads its pyproject.toml, and the image installs none of it.
 COPY pyproject.toml uv.lock README.md ./
+COPY clients/python/pyproject.toml ./clients/python/
 COPY app ./app
 COPY alembic ./alembic
 # Not editable: the package (migrations included) is copied into the venv, so the final

@@ -188,7 +188,8 @@ def _allowed_gateways(schemas: dict[str, Any], settings: Settings) -> None:
     if field is None:
         return
     if prefixes:
-        field["pattern"] = "^(" + "|".join(_literal(p) for p in prefixes) + ")"
+        # One of the prefixes, then anything without a NUL (as every string input).
+        field["pattern"] = "^(" + "|".join(_literal(p) for p in prefixes) + r")[^\x00]*$"
     else:
         field["description"] += " Push is off on this server: every URL is refused."
 

@@ -103,7 +103,8 @@ def build(root: Path) -> Image:
         elif keyword == "COPY" and not args.startswith("--from"):
             *sources, target = args.split()
             for source in sources:
-                _copy(REPO / source, workdir / target, many=len(sources) > 1)
+                into = len(sources) > 1 or target.endswith("/")
+                _copy(REPO / source, workdir / target, many=into)
         elif keyword == "RUN":
             command, bound = _run(args, workdir)
             done = subprocess.run(
@@ -142,6 +143,7 @@ def _run(args: str, workdir: Path) -> tuple[str, list[Path]]:
         options = dict(o.split("=", 1) for o in mount.removeprefix("--mount=").split(","))
         if options.get("type") == "bind":
             bound.append(workdir / options["target"])
+            bound[-1].parent.mkdir(parents=True, exist_ok=True)  # as BuildKit makes it
             shutil.copy2(REPO / options["source"], bound[-1])
     return " ".join(w for w in words if not w.startswith("--mount=")), bound
 

@@ -304,17 +304,35 @@ async def test_wakeups_and_logout_cross_hosts(topology: Topology) -> None:
 
 
 async def test_clients_carry_on_when_one_host_dies(topology: Topology) -> None:
+    """A request nginx had already passed to the dying host (on a kept-alive upstream
+    connection) may come back 502: nginx does not resend a POST it may have delivered. A
+    client retries it as any 5xx, with the same client_msg_id, so nothing is lost or
+    doubled; every other request is served by the other host."""
     async with httpx.AsyncClient(base_url=topology.url, timeout=90) as client:
         alice, bob = await register(client), await register(client)
         kill_host(topology.processes[0])
-        statuses = []
+        failed = 0
+
+        async def retried(method: str, url: str, **kwargs: Any) -> httpx.Response:
+            nonlocal failed
+            for _ in range(3):
+                response = await client.request(method, url, **kwargs)
+                if response.status_code != 502:
+                    return response
+                failed += 1
+            return response
+
         for i in range(20):
-            response = await client.post(
+            response = await retried(
+                "POST",
                 "/messages",
                 json={"to": bob.user_id, "body": f"{i}", "client_msg_id": f"k{i}"},
                 headers=alice.headers,
             )
-            statuses.append(response.status_code)
-            response = await client.get("/sync", params={"since": 0}, headers=bob.headers)
-            statuses.append(response.status_code)
-        assert set(statuses) <= {200, 201}, statuses
+            assert response.status_code in (200, 201), response.text
+            response = await retried("GET", "/sync", params={"since": 0}, headers=bob.headers)
+            assert response.status_code == 200, response.text
+        bodies = [e["data"]["body"] for e in response.json()["entries"]]
+        assert bodies == [str(i) for i in range(20)]  # each once, in order
+        # Only what was in flight on the dying host failed, never a request after it.
+        assert failed <= 2
