@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -37,6 +39,10 @@ class Settings(BaseSettings):
     argon2_memory_kib: int = Field(default=64 * 1024, ge=8)
     argon2_parallelism: int = Field(default=4, ge=1)
 
+    gzip_min_bytes: int = Field(default=1024, ge=0)
+    cors_origins: str = ""
+    log_format: Literal["text", "json"] = "text"
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, url: str) -> str:
@@ -51,6 +57,11 @@ class Settings(BaseSettings):
         if not url.startswith(("postgresql+psycopg://", "sqlite+aiosqlite://")):
             raise ValueError("database_url must be a postgresql:// or sqlite:// URL")
         return url
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """MSGSYNC_CORS_ORIGINS, comma-separated; empty means CORS is off."""
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     @property
     def is_sqlite(self) -> bool:

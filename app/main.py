@@ -11,14 +11,14 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from app.acks import AckBatcher
-from app.api import accounts, conversations, health, operations
+from app.api import accounts, conversations, health, metrics, operations
 from app.api import sync as sync_api
 from app.auth import Passwords, TokenCache
 from app.config import Settings
 from app.db import Database
 from app.errors import install_error_handlers
+from app.frontdoor import front_door, wrap
 from app.hotpaths import HotPaths
-from app.limits import BodySizeLimit
 from app.longpoll import LongPoll
 from app.migrations import upgrade_to_head
 from app.notifier import Notifier, PgNotifier, close_on_signals
@@ -57,10 +57,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.notifier = notifier
         app.state.tokens = tokens
         app.state.acks = acks
+        app.state.metrics = metrics.Sampler(notifier, db)
+        app.state.metrics.start()
         try:
             with close_on_signals(notifier):
                 yield
         finally:
+            await app.state.metrics.stop()
             # Queued acks are written before the database goes away.
             await acks.stop()
             await notifier.stop()
@@ -79,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(operations.router)
     app.include_router(conversations.router)
     app.include_router(health.router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.include_router(metrics.router)
     return app
 
 
@@ -87,7 +90,11 @@ class _Msgsync(FastAPI):
     """FastAPI with two layers outside all of its middleware, error handling included: a
     waiting long-poll then holds none of the inner layers' state (app.longpoll), and plain
     sends and acks skip their per-request work (app.hotpaths). Both hand anything unusual
-    to the whole application, which answers errors as it answers any other."""
+    to the whole application, which answers errors as it answers any other.
+
+    The cross-cutting concerns (app.frontdoor) wrap all three, so that every answer crosses
+    them: add a concern there, not with add_middleware, which would miss the answers of the
+    two layers."""
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -97,4 +104,5 @@ class _Msgsync(FastAPI):
         settings = self._settings
         app = super().build_middleware_stack()
         app = LongPoll(app, concurrent_reads=settings.db_pool_size + settings.db_max_overflow)
-        return HotPaths(app, max_bytes=settings.max_request_bytes)
+        app = HotPaths(app)
+        return wrap(app, front_door(settings, self.routes))

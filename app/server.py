@@ -7,7 +7,9 @@ import sys
 
 import uvicorn
 
+from app.api.metrics import prepare_multiprocess
 from app.config import Settings
+from app.logs import log_config
 
 __all__ = ["serve"]
 
@@ -22,6 +24,7 @@ def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
         )
         return 2
     _raise_open_file_limit()
+    prepare_multiprocess(workers)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -29,6 +32,9 @@ def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
         port=port,
         workers=workers,
         log_level="info",
+        # One format (MSGSYNC_LOG_FORMAT) for uvicorn's lines and the service's, each with
+        # the request id.
+        log_config=log_config(settings.log_format),
         # A line per request costs a measurable share of a small request's CPU; off unless
         # asked for (a proxy in front usually logs requests already).
         access_log=access_log,

@@ -1,12 +1,11 @@
-"""Probes and metrics for operators."""
+"""Probes for operators (the metrics are in app.api.metrics)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse
 from sqlalchemy import text
 
-from app.api.deps import DbDep, NotifierDep
+from app.api.deps import DbDep
 from app.errors import AppError
 
 router = APIRouter(tags=["operations"])
@@ -25,22 +24,3 @@ async def readyz(db: DbDep) -> dict[str, str]:
     except Exception as exc:
         raise AppError(503, "database_unavailable", f"database did not answer: {exc}") from exc
     return {"status": "ready"}
-
-
-@router.get("/metrics", response_class=PlainTextResponse)
-async def metrics(notifier: NotifierDep, db: DbDep) -> str:
-    """Prometheus text format, for this process (each worker answers for itself)."""
-    lines = [
-        "# HELP msgsync_waiting_long_polls Long-polls waiting in this process.",
-        "# TYPE msgsync_waiting_long_polls gauge",
-        f"msgsync_waiting_long_polls {notifier.waiting}",
-        "# HELP msgsync_listener_up 1 when cross-process wake-ups are being received.",
-        "# TYPE msgsync_listener_up gauge",
-        f"msgsync_listener_up {int(notifier.healthy)}",
-        "# HELP msgsync_db_pool_checked_out Database connections in use.",
-        "# TYPE msgsync_db_pool_checked_out gauge",
-        f"msgsync_db_pool_checked_out {db.connections_in_use()}",
-    ]
-    for name, value in sorted(notifier.stats.items()):
-        lines += [f"# TYPE msgsync_{name}_total counter", f"msgsync_{name}_total {value}"]
-    return "\n".join(lines) + "\n"
