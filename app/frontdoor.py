@@ -15,12 +15,12 @@ import re
 import secrets
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
-from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.metrics import LATENCY, REQUESTS
@@ -31,12 +31,12 @@ from app.logs import request_id
 __all__ = ["Compression", "RequestId", "RequestMetrics", "front_door", "wrap"]
 
 
-def front_door(settings: Settings, routes: Sequence[BaseRoute]) -> list[Middleware]:
+def front_door(settings: Settings, known_paths: frozenset[str]) -> list[Middleware]:
     """The concerns, outermost first. The request id comes first so that every other layer's
     log lines and answers (a 413 included) carry it; metrics next, so they count and time
     every answer, CORS preflights and 413s too; CORS outside the size limit, so that a
     browser can read a 413; the size limit last, next to the paths that read bodies."""
-    stack = [Middleware(RequestId), Middleware(RequestMetrics, routes=routes)]
+    stack = [Middleware(RequestId), Middleware(RequestMetrics, known=known_paths)]
     if settings.cors_origin_list:
         stack.append(
             Middleware(
@@ -109,16 +109,14 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 class RequestMetrics:
     """Counts and times every answer by method, route template and status."""
 
-    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
+    def __init__(self, app: ASGIApp, known: frozenset[str]) -> None:
         self.app = app
-        self._routes = routes
-        # Paths without parameters are their own template: answers given before the
-        # framework routed them (hot paths, long-polls, 413s) find theirs here at once.
-        self._static = {
-            path: path
-            for route in routes
-            if isinstance(path := getattr(route, "path", None), str) and "{" not in path
-        }
+        # The paths answered before the framework routes them (hot paths, long-polls): each
+        # is its own template, found at once.
+        self._known = known
+        # Every other template, from the OpenAPI paths, for the rare answer given before
+        # routing (a 413, a CORS preflight): filled at the first such answer.
+        self._templates: list[tuple[re.Pattern[str], str]] | None = None
         # The labelled children, so that a request costs two increments and no label look-up.
         self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
@@ -127,21 +125,29 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         status = 499  # nginx's convention: the client went away before it was answered
+        done = False
+        started = time.perf_counter()
 
         async def send_with_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, done
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # Counted before the last byte leaves: a client that has its answer finds
+                # it counted.
+                done = True
+                self._observe(scope, status, time.perf_counter() - started)
             await send(message)
 
-        started = time.perf_counter()
         try:
             await self.app(scope, receive, send_with_status)
         except BaseException:
-            status = status if status != 499 else 500
+            if not done:
+                status = status if status != 499 else 500
             raise
         finally:
-            self._observe(scope, status, time.perf_counter() - started)
+            if not done:
+                self._observe(scope, status, time.perf_counter() - started)
 
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
         method = scope["method"] if scope["method"] in _METHODS else "other"
@@ -160,13 +166,22 @@ class RequestMetrics:
         if route is not None:
             return str(getattr(route, "path", "unmatched"))
         path: str = scope["path"]
-        template = self._static.get(path)
-        if template is not None:
-            return template
-        for candidate in self._routes:  # rare: answered before routing, path with an id
-            if candidate.matches(scope)[0] is not Match.NONE:
-                return str(getattr(candidate, "path", "unmatched"))
+        if path in self._known:
+            return path
+        if self._templates is None:
+            self._templates = _templates(scope["app"])
+        for pattern, template in self._templates:
+            if pattern.fullmatch(path):
+                return template
         return "unmatched"
+
+
+def _templates(app: Any) -> list[tuple[re.Pattern[str], str]]:
+    try:
+        paths: Sequence[str] = list(app.openapi()["paths"])
+    except Exception:  # metrics must never fail a request: label such answers "unmatched"
+        return []
+    return [(re.compile(re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(p))), p) for p in paths]
 
 
 class Compression(GZipMiddleware):

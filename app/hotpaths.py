@@ -29,7 +29,7 @@ from app.auth import DeviceContext, TokenCache, token_digest
 from app.errors import AppError, error_response, unexpected_error_response
 from app.schemas import AckIn, SendIn
 
-__all__ = ["HotPaths"]
+__all__ = ["PATHS", "HotPaths"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ _ROUTES: dict[tuple[str, str], tuple[type[BaseModel], Handler]] = {
         lambda state, device, body: acknowledge(state.acks, device, body),
     ),
 }
+
+# The paths this layer may answer (for the front door's metrics, which see no route here).
+PATHS = frozenset(path for _, path in _ROUTES)
 
 
 class HotPaths:

@@ -24,8 +24,10 @@ from app.auth import TokenCache
 from app.notifier import Notifier, Waiter
 from app.sync import fetch_since, render_page
 
-__all__ = ["TICKET", "LongPoll", "Ticket"]
+__all__ = ["PATH", "TICKET", "LongPoll", "Ticket"]
 
+# The path whose waits this layer takes.
+PATH = "/sync"
 # The scope key under which the sync endpoint finds the ticket of a long-poll.
 TICKET = "msgsync.longpoll"
 
@@ -67,7 +69,7 @@ class LongPoll:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         timeout = 0.0
-        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == "/sync":
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == PATH:
             timeout = requested_timeout(scope["query_string"])
         if not timeout > 0:
             await self.app(scope, receive, send)

@@ -10,6 +10,7 @@ from anyio import to_thread
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from app import hotpaths, longpoll
 from app.acks import AckBatcher
 from app.api import accounts, conversations, health, metrics, operations
 from app.api import sync as sync_api
@@ -105,4 +106,4 @@ class _Msgsync(FastAPI):
         app = super().build_middleware_stack()
         app = LongPoll(app, concurrent_reads=settings.db_pool_size + settings.db_max_overflow)
         app = HotPaths(app)
-        return wrap(app, front_door(settings, self.routes))
+        return wrap(app, front_door(settings, hotpaths.PATHS | {longpoll.PATH}))
