@@ -6,6 +6,8 @@ import logging
 from contextvars import ContextVar
 from typing import Any, Literal
 
+from pythonjsonlogger.core import RESERVED_ATTRS
+
 __all__ = ["RequestIdFilter", "log_config", "request_id"]
 
 # Set by the front door (app.frontdoor.RequestId) for the request being answered. uvicorn
@@ -36,6 +38,8 @@ def log_config(log_format: Literal["text", "json"], level: str = "INFO") -> dict
             "rename_fields": {"levelname": "level", "name": "logger"},
             # ISO 8601 in UTC, under "time".
             "timestamp": "time",
+            # uvicorn adds the message again with terminal colours: not for machines.
+            "reserved_attrs": [*RESERVED_ATTRS, "color_message"],
         }
     else:
         formatter = {"format": _TEXT}
@@ -46,7 +50,8 @@ def log_config(log_format: Literal["text", "json"], level: str = "INFO") -> dict
         "stream": "ext://sys.stderr",
     }
     # uvicorn's loggers get the same handler and do not propagate, so no line is written
-    # twice; the service's own loggers (app.*) reach it through the root logger.
+    # twice; the others reach it through the root logger, which passes warnings and worse
+    # from libraries, and everything the service (app.*) and its migrations log.
     uvicorn = {"handlers": ["msgsync"], "level": level, "propagate": False}
     return {
         "version": 1,
@@ -54,11 +59,13 @@ def log_config(log_format: Literal["text", "json"], level: str = "INFO") -> dict
         "filters": {"request_id": {"()": RequestIdFilter}},
         "formatters": {"msgsync": formatter},
         "handlers": {"msgsync": handler},
-        "root": {"handlers": ["msgsync"], "level": level},
+        "root": {"handlers": ["msgsync"], "level": "WARNING"},
         "loggers": {
             "uvicorn": uvicorn,
             # Passes its records to "uvicorn" above, as uvicorn's own configuration does.
             "uvicorn.error": {"level": level},
             "uvicorn.access": uvicorn,
+            "app": {"level": level},
+            "alembic.runtime.migration": {"level": level},
         },
     }
