@@ -17,26 +17,26 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Histogram
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.metrics import LATENCY, REQUESTS
+from app.api.metrics import LATENCY
 from app.config import Settings
 from app.limits import RequestSizeLimit
 from app.logs import request_id
 
-__all__ = ["Compression", "RequestId", "RequestMetrics", "front_door", "wrap"]
+__all__ = ["Compression", "RequestIdAndMetrics", "front_door", "wrap"]
 
 
 def front_door(settings: Settings, known_paths: frozenset[str]) -> list[Middleware]:
-    """The concerns, outermost first. The request id comes first so that every other layer's
-    log lines and answers (a 413 included) carry it; metrics next, so they count and time
-    every answer, CORS preflights and 413s too; CORS outside the size limit, so that a
+    """The concerns, outermost first. The request id and metrics come first so that every
+    other layer's log lines and answers carry the id, and every answer is timed, CORS
+    preflights and 413s included; CORS outside the size limit, so that a
     browser can read a 413; the size limit last, next to the paths that read bodies."""
-    stack = [Middleware(RequestId), Middleware(RequestMetrics, known=known_paths)]
+    stack = [Middleware(RequestIdAndMetrics, known=known_paths)]
     if settings.cors_origin_list:
         stack.append(
             Middleware(
@@ -61,77 +61,58 @@ def wrap(app: ASGIApp, stack: Sequence[Middleware]) -> ASGIApp:
     return app
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 # A supplied id is echoed into headers and log lines: keep characters that are safe in
 # both, and a length that bounds what one client can make every line carry.
 _UNSAFE = re.compile(rb"[^A-Za-z0-9._~:/@+=-]")
 MAX_REQUEST_ID = 128
 
 
-class RequestId:
-    """`X-Request-Id`: the client's (sanitised) or a new one, on the answer and in the log."""
+class RequestIdAndMetrics:
+    """Gives every request its `X-Request-Id` (the client's, sanitised, or a new one) on the
+    answer and in the log, and times every answer by method, route template and status.
 
-    def __init__(self, app: ASGIApp) -> None:
+    Two concerns in one layer because both must see every answer's start and end: one
+    wrapper around `send` instead of two halves what they add to a plain send or ack.
+    """
+
+    def __init__(self, app: ASGIApp, known: frozenset[str]) -> None:
         self.app = app
         # A random prefix per process and a counter: unique across workers and restarts,
         # and far cheaper per request than a UUID from the system's random source.
         self._prefix = secrets.token_hex(6)
         self._next = itertools.count(1)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        given = b""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                given = _UNSAFE.sub(b"", value)[:MAX_REQUEST_ID]
-                break
-        rid = given.decode("ascii") if given else f"{self._prefix}-{next(self._next):x}"
-        header = (b"x-request-id", rid.encode("ascii"))
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                # A new list: a response object may reuse its own between answers.
-                message["headers"] = [*message.get("headers", ()), header]
-            await send(message)
-
-        token = request_id.set(rid)
-        await self.app(scope, receive, send_with_id)
-        # Reset only after a normal return: when the application raised, uvicorn logs the
-        # traceback after this returns, in this request's task, and that line should carry
-        # the id too.
-        request_id.reset(token)
-
-
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-
-
-class RequestMetrics:
-    """Counts and times every answer by method, route template and status."""
-
-    def __init__(self, app: ASGIApp, known: frozenset[str]) -> None:
-        self.app = app
         # The paths answered before the framework routes them (hot paths, long-polls): each
         # is its own template, found at once.
         self._known = known
         # Every other template, from the OpenAPI paths, for the rare answer given before
         # routing (a 413, a CORS preflight): filled at the first such answer.
         self._templates: list[tuple[re.Pattern[str], str]] | None = None
-        # The labelled children, so that a request costs two increments and no label look-up.
-        self._series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        # The labelled series, so that a request costs one observation and no label look-up.
+        self._series: dict[tuple[str, str, int], Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
+        rid = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                rid = _UNSAFE.sub(b"", value)[:MAX_REQUEST_ID].decode("ascii")
+                break
+        rid = rid or f"{self._prefix}-{next(self._next):x}"
+        header = (b"x-request-id", rid.encode("ascii"))
         status = 499  # nginx's convention: the client went away before it was answered
         done = False
-        started = time.perf_counter()
 
-        async def send_with_status(message: Message) -> None:
+        async def send_with_id(message: Message) -> None:
             nonlocal status, done
             if message["type"] == "http.response.start":
                 status = message["status"]
+                # A new list: a response object may reuse its own between answers.
+                message["headers"] = [*message.get("headers", ()), header]
             elif message["type"] == "http.response.body" and not message.get("more_body"):
                 # Counted before the last byte leaves: a client that has its answer finds
                 # it counted.
@@ -139,25 +120,31 @@ class RequestMetrics:
                 self._observe(scope, status, time.perf_counter() - started)
             await send(message)
 
+        token = request_id.set(rid)
         try:
-            await self.app(scope, receive, send_with_status)
+            await self.app(scope, receive, send_with_id)
         except BaseException:
             if not done:
-                status = status if status != 499 else 500
+                done = True
+                self._observe(
+                    scope, 500 if status == 499 else status, time.perf_counter() - started
+                )
             raise
         finally:
             if not done:
                 self._observe(scope, status, time.perf_counter() - started)
+        # Reset only after a normal return: when the application raised, uvicorn logs the
+        # traceback after this returns, in this request's task, and that line should carry
+        # the id too.
+        request_id.reset(token)
 
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
         method = scope["method"] if scope["method"] in _METHODS else "other"
         key = (method, self._template(scope), status)
         series = self._series.get(key)
         if series is None:
-            labels = (key[0], key[1], str(status))
-            series = self._series[key] = (REQUESTS.labels(*labels), LATENCY.labels(*labels))
-        series[0].inc()
-        series[1].observe(seconds)
+            series = self._series[key] = LATENCY.labels(key[0], key[1], str(status))
+        series.observe(seconds)
 
     def _template(self, scope: Scope) -> str:
         """The route's template, never the raw path: one series per route, however many

@@ -45,7 +45,6 @@ from app.notifier import Notifier
 __all__ = [
     "LATENCY",
     "MULTIPROC_DIR",
-    "REQUESTS",
     "WAITING",
     "Sampler",
     "prepare_multiprocess",
@@ -59,16 +58,11 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _LABELS = ("method", "route", "status")
 
-REQUESTS = Counter(
-    "msgsync_http_requests",
-    "HTTP requests answered, by method, route template and status (499: the client "
-    "went away first).",
-    _LABELS,
-)
 LATENCY = Histogram(
     "msgsync_http_request_duration_seconds",
-    "Time from a request's arrival at the front door to the end of its answer, by method, "
-    "route template and status. A long-poll's time includes its wait.",
+    "Answers (the _count series: requests answered) and the time from a request's arrival "
+    "at the front door to the end of its answer, by method, route template and status "
+    "(499: the client went away first). A long-poll's time includes its wait.",
     _LABELS,
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
