@@ -7,9 +7,9 @@ import sys
 
 import uvicorn
 
-from app.api.metrics import prepare_multiprocess
 from app.config import Settings
 from app.logs import log_config
+from app.multiproc import prepare_multiprocess
 
 __all__ = ["serve"]
 

@@ -163,11 +163,12 @@ async def test_waiting_long_polls_are_summed_over_the_workers(postgresql_url: st
 
 
 @pytest.mark.server
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_an_operators_directory_is_emptied_at_start(
-    postgresql_url: str, tmp_path: Path
+    postgresql_url: str, tmp_path: Path, workers: int
 ) -> None:
     env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    with running_server(postgresql_url, workers=2, env=env) as server:
+    with running_server(postgresql_url, workers=workers, env=env) as server:
         await _unauthorised(server.url, 3)
         assert (
             value(

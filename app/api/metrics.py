@@ -5,19 +5,16 @@ whichever worker the kernel picks: Prometheus cannot address one worker, and ser
 each worker answered for itself (even with a worker label) would come and go between
 scrapes, counters seeming to reset. So several workers run prometheus_client's multiprocess
 mode: each writes its values to files in PROMETHEUS_MULTIPROC_DIR (set up by `msgsync
-serve`), and any worker's /metrics sums them up. One process keeps the plain in-memory
-registry. Series defined anywhere with prometheus_client's module-level Counter, Gauge,
-Histogram or Summary are exported either way.
+serve`, see app.multiproc), and any worker's /metrics sums them up. One process keeps the
+plain in-memory registry. Series defined anywhere with prometheus_client's module-level
+Counter, Gauge, Histogram or Summary are exported either way.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from pathlib import Path
@@ -40,6 +37,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from app.db import Database
+from app.multiproc import MULTIPROC_DIR
 from app.notifier import Notifier
 
 __all__ = [
@@ -47,11 +45,9 @@ __all__ = [
     "MULTIPROC_DIR",
     "WAITING",
     "Sampler",
-    "prepare_multiprocess",
     "router",
 ]
 
-MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 # The *_created series double every counter and histogram for a value nobody graphs.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -204,23 +200,3 @@ class _WorkerProcesses(Collector):
 
 def _constant(pid: int) -> Callable[[], int]:
     return lambda: pid
-
-
-def prepare_multiprocess(workers: int) -> None:
-    """Multiprocess mode for a server of several workers, set up before they start.
-
-    An operator's PROMETHEUS_MULTIPROC_DIR is used (and emptied: files of an earlier run
-    would add its counts to this one's); otherwise a fresh directory, removed at exit. One
-    worker keeps the in-memory registry unless the operator set the directory.
-    """
-    given = os.environ.get(MULTIPROC_DIR)
-    if given:
-        directory = Path(given)
-        directory.mkdir(parents=True, exist_ok=True)
-        for stale in directory.glob("*.db"):
-            stale.unlink()
-    elif workers > 1:
-        created = tempfile.mkdtemp(prefix="msgsync-metrics-")
-        # Inherited by the workers, which read it when they first import prometheus_client.
-        os.environ[MULTIPROC_DIR] = created
-        atexit.register(shutil.rmtree, created, ignore_errors=True)
