@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Message
 
+from app.auth import current_device
 from app.frontdoor import MAX_REQUEST_ID
 from app.main import create_app
 from tests.conftest import make_settings
@@ -397,3 +398,24 @@ async def test_a_chunked_body_over_the_limit_is_413_over_http(
     async with httpx.AsyncClient(base_url=server.url) as client:
         page = await client.get("/sync", params={"since": 0}, headers=bob.headers)
         assert page.json()["entries"] == []
+
+
+async def test_an_unexpected_failure_is_answered_with_its_request_id_and_counted(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    device = await register(client)
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    # A bug in the framework's path: the application answers 500 internal_error and
+    # re-raises for the server's log; the front door still labels and counts the answer.
+    app.dependency_overrides[current_device] = broken
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://msgsync.test") as raw:
+        counted, _ = _answered("GET", "/devices", "500")
+        response = await raw.get("/devices", headers={**device.headers, "X-Request-Id": "bug-1"})
+    assert response.status_code == 500
+    assert response.json()["code"] == "internal_error"
+    assert response.headers["x-request-id"] == "bug-1"
+    assert _answered("GET", "/devices", "500")[0] == counted + 1
