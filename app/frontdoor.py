@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import re
 import secrets
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 from prometheus_client import Histogram
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.middleware.gzip import GZipMiddleware
+from starlette.middleware.gzip import GZipMiddleware, GZipResponder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.metrics import LATENCY
@@ -172,15 +173,49 @@ def _templates(app: Any) -> list[tuple[re.Pattern[str], str]]:
 
 
 class Compression(GZipMiddleware):
-    """Starlette's gzip, entered only for clients that accept gzip: the others' answers
-    (most sends and acks) skip the wrapper altogether."""
+    """Starlette's gzip, entered only where it can matter. Clients that do not accept gzip
+    skip it altogether; for those that do (most real clients), an answer that announces a
+    length below the threshold (most sends and acks) is passed on untouched, without
+    Starlette's per-request responder; any other answer goes through that responder."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             for name, value in scope["headers"]:
                 if name == b"accept-encoding":
                     if b"gzip" in value:
-                        await super().__call__(scope, receive, send)
+                        await self.app(scope, receive, self._compressing(send))
                         return
                     break
         await self.app(scope, receive, send)
+
+    def _compressing(self, send: Send) -> Send:
+        responder: GZipResponder | None = None
+
+        async def compressing(message: Message) -> None:
+            nonlocal responder
+            if (
+                message["type"] == "http.response.start"
+                and _announced_length(message) >= self.minimum_size
+            ):
+                responder = GZipResponder(
+                    self.app,
+                    self.minimum_size,
+                    compresslevel=self.compresslevel,
+                    thread_minimum_size=self.thread_minimum_size,
+                    exclude_content_types=self.exclude_content_types,
+                )
+                responder.send = send
+            if responder is None:
+                await send(message)
+            else:
+                await responder.send_with_compression(message)
+
+        return compressing
+
+
+def _announced_length(start: Message) -> int:
+    """The answer's Content-Length, or a length past any threshold when it has none."""
+    for name, value in start.get("headers", ()):
+        if name == b"content-length":
+            return int(value)
+    return sys.maxsize
