@@ -36,7 +36,7 @@ async def test_every_series_has_help_and_type(client: httpx.AsyncClient) -> None
     await register(client)
     response = await client.get("/metrics")
     assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain; version=")
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     families = list(text_string_to_metric_families(response.text))
     assert len(families) > 10
     for family in families:
@@ -47,6 +47,15 @@ async def test_every_series_has_help_and_type(client: httpx.AsyncClient) -> None
         if line.startswith("# TYPE "):
             name = line.split()[2]
             assert f"# HELP {name} " in response.text
+
+
+async def test_openmetrics_when_the_scraper_asks_for_it(client: httpx.AsyncClient) -> None:
+    response = await client.get(
+        "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+    )
+    assert response.headers["content-type"].startswith("application/openmetrics-text")
+    assert response.text.endswith("# EOF\n")
+    assert "msgsync_waiting_long_polls" in response.text
 
 
 async def test_the_service_and_process_series_are_there(client: httpx.AsyncClient) -> None:

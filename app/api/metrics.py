@@ -20,8 +20,8 @@ from contextlib import suppress
 from pathlib import Path
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     Counter,
@@ -30,9 +30,9 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
     disable_created_metrics,
-    generate_latest,
     multiprocess,
 )
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -145,14 +145,21 @@ class Sampler:
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"description": "Prometheus text format (OpenMetrics when asked for)"}},
+)
 async def metrics(request: Request) -> Response:
-    """Prometheus text format, for the whole server (every worker)."""
+    """The whole server's metrics (every worker's), for Prometheus; no token needed."""
     sampler: Sampler = request.app.state.metrics
     sampler.sample()
     path = os.environ.get(MULTIPROC_DIR)
     registry = REGISTRY if not path else _multiprocess_registry(path)
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    # The format the scraper asks for in Accept: Prometheus text 0.0.4 by default, which
+    # every version of Prometheus reads; OpenMetrics or text 1.0.0 when asked.
+    encode, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encode(registry), media_type=content_type)
 
 
 def _multiprocess_registry(path: str) -> CollectorRegistry:
