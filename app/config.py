@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -57,6 +58,19 @@ class Settings(BaseSettings):
         if not url.startswith(("postgresql+psycopg://", "sqlite+aiosqlite://")):
             raise ValueError("database_url must be a postgresql:// or sqlite:// URL")
         return url
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: str) -> str:
+        """An origin is a scheme and a host (and port): a browser's Origin header never has
+        a path or a trailing slash, so such an entry would silently match nothing."""
+        for origin in (o.strip() for o in origins.split(",")):
+            if origin and origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin like https://app.example.com (no path, "
+                    "no trailing slash) or *"
+                )
+        return origins
 
     @property
     def cors_origin_list(self) -> list[str]:

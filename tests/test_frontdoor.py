@@ -16,9 +16,11 @@ import pytest
 from fastapi import FastAPI
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
 from starlette.types import Message
 
 from app.auth import current_device
+from app.config import Settings
 from app.frontdoor import MAX_REQUEST_ID
 from app.main import create_app
 from tests.conftest import make_settings
@@ -162,6 +164,20 @@ async def test_cors_is_off_by_default(client: httpx.AsyncClient) -> None:
         "/messages", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
     )
     assert "access-control-allow-origin" not in preflight.headers
+
+
+@pytest.mark.parametrize(
+    "origins", ["https://app.example/", "app.example", "https://app.example/path", "ftp://x"]
+)
+def test_an_origin_that_could_never_match_is_refused_at_start(origins: str) -> None:
+    with pytest.raises(ValidationError, match="is not an origin"):
+        Settings(_env_file=None, cors_origins=f"https://ok.example,{origins}")
+
+
+def test_origins_are_a_comma_separated_list() -> None:
+    settings = Settings(_env_file=None, cors_origins=" https://a.example , http://b.example:8080,")
+    assert settings.cors_origin_list == ["https://a.example", "http://b.example:8080"]
+    assert Settings(_env_file=None).cors_origin_list == []
 
 
 def _answered(method: str, route: str, status: str) -> tuple[float, float]:
