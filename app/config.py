@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -70,6 +71,10 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
     body_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
 
+    gzip_min_bytes: int = Field(default=1024, ge=0)
+    cors_origins: str = ""
+    log_format: Literal["text", "json"] = "text"
+
     @field_validator("database_url", "database_session_url")
     @classmethod
     def _async_driver(cls, url: str) -> str:
@@ -86,6 +91,24 @@ class Settings(BaseSettings):
         if not url.startswith(("postgresql+psycopg://", "sqlite+aiosqlite://")):
             raise ValueError("database_url must be a postgresql:// or sqlite:// URL")
         return url
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: str) -> str:
+        """An origin is a scheme and a host (and port): a browser's Origin header never has
+        a path or a trailing slash, so such an entry would silently match nothing."""
+        for origin in (o.strip() for o in origins.split(",")):
+            if origin and origin != "*" and not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin like https://app.example.com (no path, "
+                    "no trailing slash) or *"
+                )
+        return origins
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """MSGSYNC_CORS_ORIGINS, comma-separated; empty means CORS is off."""
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     @property
     def push_gateway_prefixes(self) -> tuple[str, ...]:

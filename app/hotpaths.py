@@ -6,9 +6,12 @@ several times the cost of its share of the batch write, for a send about as much
 database statement. This layer answers them directly when the token is cached, the body is
 JSON and it validates against the very model the route declares (SendIn, AckIn), then runs
 the very function the route runs (app.api.sync). Anything else (a token not yet cached, a
-body that does not validate, one too large, another content type) goes through the
+body that does not validate, another content type) goes through the
 application unchanged, which authenticates, validates and answers errors; so the routes
 stay the one definition of the contract, and this layer only ever agrees with them.
+
+The cross-cutting concerns (request id, metrics, CORS, gzip, the request-size limit) are
+not this layer's: they wrap it, in app.frontdoor, so its answers get them as any other does.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from app.auth import DeviceContext, TokenCache, token_digest
 from app.errors import AppError, error_response, unexpected_error_response
 from app.schemas import AckIn, SendIn
 
-__all__ = ["HotPaths"]
+__all__ = ["PATHS", "HotPaths"]
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +48,13 @@ _ROUTES: dict[tuple[str, str], tuple[type[BaseModel], Handler]] = {
     ),
 }
 
+# The paths this layer may answer (for the front door's metrics, which see no route here).
+PATHS = frozenset(path for _, path in _ROUTES)
+
 
 class HotPaths:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = _ROUTES.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
@@ -101,21 +106,16 @@ class HotPaths:
         await send({"type": "http.response.body", "body": content})
 
     async def _read(self, receive: Receive) -> tuple[bytes, bool]:
-        """The body, and whether it is all there: reading stops past the size limit, and the
-        application then rejects the request as it rejects any other too large."""
+        """The body, and whether it is all there. The front door has refused any body over
+        the size limit already (app.limits), so this holds at most that much."""
         chunks: list[bytes] = []
-        size = 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
                 return b"".join(chunks), False  # disconnected: the app sees it too
-            chunk = message.get("body", b"")
-            chunks.append(chunk)
-            size += len(chunk)
+            chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 return b"".join(chunks), True
-            if size > self.max_bytes:
-                return b"".join(chunks), False
 
 
 def _replay(body: bytes, complete: bool, receive: Receive) -> Receive:

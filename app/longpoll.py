@@ -7,6 +7,9 @@ read comes back empty. The read is the ordinary immediate sync, run through the 
 application; only the wait happens in this thin ASGI layer. So a waiting device costs its
 connection, one future and one task, not the framework's per-request state (a third of
 the memory it would cost waiting inside the endpoint).
+
+This layer sits inside the front door (app.frontdoor): a woken long-poll's answer gets the
+request id, gzip, CORS and metrics as any other answer does.
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.metrics import WAITING
 from app.auth import TokenCache
 from app.notifier import Notifier, Waiter
 from app.sync import fetch_since, render_page
 
-__all__ = ["TICKET", "LongPoll", "Ticket"]
+__all__ = ["PATH", "TICKET", "LongPoll", "Ticket"]
 
+# The path whose waits this layer takes.
+PATH = "/sync"
 # The scope key under which the sync endpoint finds the ticket of a long-poll.
 TICKET = "msgsync.longpoll"
 
@@ -63,7 +69,7 @@ class LongPoll:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         timeout = 0.0
-        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == "/sync":
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == PATH:
             timeout = requested_timeout(scope["query_string"])
         if not timeout > 0:
             await self.app(scope, receive, send)
@@ -75,10 +81,13 @@ class LongPoll:
         deadline = loop.time() + min(timeout, state.settings.max_timeout)
         ticket = Ticket()
         watcher: asyncio.Future[None] | None = None
+        parked = False
         try:
             if not await self._read(scope, ticket, send, deadline, notifier):
                 return
             assert ticket.waiter is not None
+            parked = True
+            WAITING.inc()
             watcher = asyncio.ensure_future(_disconnected(receive))
             while True:
                 done, _ = await asyncio.wait(
@@ -117,6 +126,8 @@ class LongPoll:
                     await _answer(send, render_page(page))
                     return
         finally:
+            if parked:
+                WAITING.dec()
             if ticket.waiter is not None:
                 notifier.unsubscribe(ticket.waiter)
             if watcher is not None:

@@ -10,16 +10,17 @@ from anyio import to_thread
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
+from app import hotpaths, longpoll
 from app.acks import AckBatcher
-from app.api import accounts, conversations, docs, health, operations, pushers
+from app.api import accounts, conversations, docs, health, metrics, operations, pushers
 from app.api import sync as sync_api
 from app.auth import Passwords, TokenCache
 from app.config import Settings
 from app.db import Database
 from app.errors import install_error_handlers
+from app.frontdoor import front_door, wrap
 from app.guard import LastResort
 from app.hotpaths import HotPaths
-from app.limits import BodySizeLimit
 from app.longpoll import LongPoll
 from app.migrations import upgrade_to_head
 from app.notifier import Notifier, PgNotifier, close_on_signals
@@ -72,10 +73,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await seen.start()
             await pusher.start()
         app.state.seen = seen
+        app.state.metrics = metrics.Sampler(notifier, db)
+        app.state.metrics.start()
         try:
             with close_on_signals(notifier):
                 yield
         finally:
+            await app.state.metrics.stop()
             # Queued acks and pushes are settled before the database goes away.
             await pusher.stop()
             await seen.stop()
@@ -102,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(conversations.router)
     app.include_router(pushers.router)
     app.include_router(health.router)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    app.include_router(metrics.router)
     return app
 
 
@@ -110,9 +114,13 @@ class _Msgsync(FastAPI):
     """FastAPI with two layers outside all of its middleware, error handling included: a
     waiting long-poll then holds none of the inner layers' state (app.longpoll), and plain
     sends and acks skip their per-request work (app.hotpaths). Both hand anything unusual
-    to the whole application, which answers errors as it answers any other. Outermost,
+    to the whole application, which answers errors as it answers any other. Around them,
     app.guard keeps any exception from reaching the server (which would close the
-    connection)."""
+    connection).
+
+    The cross-cutting concerns (app.frontdoor) wrap all of these, so that every answer
+    crosses them, a last-resort 500 included: add a concern there, not with add_middleware,
+    which would miss the answers of the two layers."""
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -122,5 +130,5 @@ class _Msgsync(FastAPI):
         settings = self._settings
         app = super().build_middleware_stack()
         app = LongPoll(app, concurrent_reads=settings.db_pool_size + settings.db_max_overflow)
-        app = HotPaths(app, max_bytes=settings.max_request_bytes)
-        return LastResort(app)
+        app = LastResort(HotPaths(app))
+        return wrap(app, front_door(settings, hotpaths.PATHS | {longpoll.PATH}))

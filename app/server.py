@@ -12,6 +12,8 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from app.config import Settings
+from app.logs import log_config
+from app.multiproc import prepare_multiprocess
 
 __all__ = ["DeadlineProtocol", "serve"]
 
@@ -26,6 +28,7 @@ def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
         )
         return 2
     _raise_open_file_limit()
+    prepare_multiprocess(workers)
     if not settings.is_sqlite:
         from app.budget import budget_report
 
@@ -38,6 +41,9 @@ def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
         port=port,
         workers=workers,
         log_level="info",
+        # One format (MSGSYNC_LOG_FORMAT) for uvicorn's lines and the service's, each with
+        # the request id.
+        log_config=log_config(settings.log_format),
         # A line per request costs a measurable share of a small request's CPU; off unless
         # asked for (a proxy in front usually logs requests already).
         access_log=access_log,

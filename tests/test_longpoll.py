@@ -64,7 +64,7 @@ async def poll(
 
 async def waiting(client: httpx.AsyncClient) -> int:
     text = (await client.get("/metrics")).text
-    found = re.search(r"^msgsync_waiting_long_polls (\d+)$", text, re.M)
+    found = re.search(r"^msgsync_waiting_long_polls (\d+)(?:\.0)?$", text, re.M)
     assert found, text
     return int(found.group(1))
 

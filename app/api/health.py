@@ -1,4 +1,4 @@
-"""Probes and metrics for operators."""
+"""Probes for operators (the metrics are in app.api.metrics)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app.api.deps import DbDep, NotifierDep
@@ -54,27 +54,3 @@ async def readyz(db: DbDep, notifier: NotifierDep) -> dict[str, Any] | JSONRespo
         # Replicas are optional: one down or lagging is skipped, and the primary reads.
         return {"status": "ready", "replicas": db.replicas.status()}
     return {"status": "ready"}
-
-
-@router.get(
-    "/metrics",
-    response_class=PlainTextResponse,
-    operation_id="metrics",
-    summary="Prometheus metrics of this process",
-)
-async def metrics(notifier: NotifierDep, db: DbDep) -> str:
-    """Prometheus text format, for this process (each worker answers for itself)."""
-    lines = [
-        "# HELP msgsync_waiting_long_polls Long-polls waiting in this process.",
-        "# TYPE msgsync_waiting_long_polls gauge",
-        f"msgsync_waiting_long_polls {notifier.waiting}",
-        "# HELP msgsync_listener_up 1 when cross-process wake-ups are being received.",
-        "# TYPE msgsync_listener_up gauge",
-        f"msgsync_listener_up {int(notifier.healthy)}",
-        "# HELP msgsync_db_pool_checked_out Database connections in use.",
-        "# TYPE msgsync_db_pool_checked_out gauge",
-        f"msgsync_db_pool_checked_out {db.connections_in_use()}",
-    ]
-    for name, value in sorted(notifier.stats.items()):
-        lines += [f"# TYPE msgsync_{name}_total counter", f"msgsync_{name}_total {value}"]
-    return "\n".join(lines) + "\n"

@@ -1,0 +1,209 @@
+"""Prometheus metrics (prometheus_client): the series, and GET /metrics for the whole server.
+
+With `msgsync serve --workers N` the workers share one listening socket, so a scrape reaches
+whichever worker the kernel picks: Prometheus cannot address one worker, and series that
+each worker answered for itself (even with a worker label) would come and go between
+scrapes, counters seeming to reset. So several workers run prometheus_client's multiprocess
+mode: each writes its values to files in PROMETHEUS_MULTIPROC_DIR (set up by `msgsync
+serve`, see app.multiproc), and any worker's /metrics sums them up. One process keeps the
+plain in-memory registry. Series defined anywhere with prometheus_client's module-level
+Counter, Gauge, Histogram or Summary are exported either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Callable, Iterable
+from contextlib import suppress
+from pathlib import Path
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    multiprocess,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from app.db import Database
+from app.multiproc import MULTIPROC_DIR
+from app.notifier import Notifier
+
+__all__ = [
+    "LATENCY",
+    "MULTIPROC_DIR",
+    "WAITING",
+    "Sampler",
+    "router",
+]
+
+
+# The *_created series double every counter and histogram for a value nobody graphs.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+_LABELS = ("method", "route", "status")
+
+LATENCY = Histogram(
+    "msgsync_http_request_duration_seconds",
+    "Answers (the _count series: requests answered) and the time from a request's arrival "
+    "at the front door to the end of its answer, by method, route template and status "
+    "(499: the client went away first). A long-poll's time includes its wait.",
+    _LABELS,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+WAITING = Gauge(
+    "msgsync_waiting_long_polls",
+    "Long-polls waiting for news (summed over the server's workers).",
+    multiprocess_mode="livesum",
+)
+_LISTENER_UP = Gauge(
+    "msgsync_listener_up",
+    "1 when cross-process wake-ups are being received (with several workers: the lowest).",
+    multiprocess_mode="livemin",
+)
+_POOL_CHECKED_OUT = Gauge(
+    "msgsync_db_pool_checked_out",
+    "Database connections in use (summed over the server's workers).",
+    multiprocess_mode="livesum",
+)
+_NOTIFIER_HELP = {
+    "wakeups_published": "Wake-ups published after a commit (one per send or logout).",
+    "wakeups_received": "Wake-up notifications received from other processes.",
+    "notify_statements": "NOTIFY statements run (each carries many users' wake-ups).",
+    "listener_reconnects": "Times the LISTEN connection was lost and opened again.",
+    "publish_failures": "NOTIFY rounds that failed (every process's waiters re-read).",
+}
+_notifier_counters: dict[str, Counter] = {}
+
+
+def _notifier_counter(name: str) -> Counter:
+    counter = _notifier_counters.get(name)
+    if counter is None:
+        help_text = _NOTIFIER_HELP.get(name, f"Notifier events: {name.replace('_', ' ')}.")
+        counter = _notifier_counters[name] = Counter(f"msgsync_{name}", help_text)
+    return counter
+
+
+for _name in _NOTIFIER_HELP:
+    _notifier_counter(_name)
+
+
+class Sampler:
+    """Copies the process's state (listener, pool, notifier counts) into the series above.
+
+    Run at each scrape for the scraping process. Under multiprocess mode the other workers'
+    state reaches the scrape only through their files, so each worker also samples itself
+    every `interval` seconds: their gauges in a scrape are at most that old.
+    """
+
+    def __init__(self, notifier: Notifier, db: Database) -> None:
+        self._notifier = notifier
+        self._db = db
+        self._reported: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def sample(self) -> None:
+        _LISTENER_UP.set(int(self._notifier.healthy))
+        _POOL_CHECKED_OUT.set(self._db.connections_in_use())
+        # The notifier keeps plain running totals; a counter only goes up by differences.
+        for name, total in list(self._notifier.stats.items()):
+            step = total - self._reported.get(name, 0)
+            if step > 0:
+                _notifier_counter(name).inc(step)
+                self._reported[name] = total
+
+    def start(self, interval: float = 1.0) -> None:
+        if os.environ.get(MULTIPROC_DIR):
+            self._task = asyncio.create_task(self._every(interval))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        if os.environ.get(MULTIPROC_DIR):
+            # This worker's gauges leave the sums; its counters stay in them.
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+    async def _every(self, interval: float) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(interval)
+
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"description": "Prometheus text format (OpenMetrics when asked for)"}},
+)
+async def metrics(request: Request) -> Response:
+    """The whole server's metrics (every worker's), for Prometheus; no token needed."""
+    sampler: Sampler = request.app.state.metrics
+    sampler.sample()
+    path = os.environ.get(MULTIPROC_DIR)
+    registry = REGISTRY if not path else _multiprocess_registry(path)
+    # The format the scraper asks for in Accept: Prometheus text 0.0.4 by default, which
+    # every version of Prometheus reads; OpenMetrics or text 1.0.0 when asked.
+    encode, content_type = choose_encoder(request.headers.get("accept", ""))
+    return Response(encode(registry), media_type=content_type)
+
+
+def _multiprocess_registry(path: str) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    pids = _worker_pids(path)
+    for pid in pids - _alive(pids):
+        # A worker that was killed could not say so: drop its gauges from the sums.
+        multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+    multiprocess.MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]
+    registry.register(_WorkerProcesses(path))
+    PlatformCollector(registry=registry)
+    return registry
+
+
+_FILE_PID = re.compile(r"_(\d+)\.db$")
+
+
+def _worker_pids(path: str) -> set[int]:
+    return {int(m[1]) for name in os.listdir(path) if (m := _FILE_PID.search(name))}
+
+
+def _alive(pids: Iterable[int]) -> set[int]:
+    return {pid for pid in pids if Path(f"/proc/{pid}").exists()}
+
+
+class _WorkerProcesses(Collector):
+    """process_* series (CPU, memory, open files) of every live worker, labelled by pid:
+    prometheus_client's own ProcessCollector only sees the scraping process."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def collect(self) -> Iterable[Metric]:
+        merged: dict[str, Metric] = {}
+        for pid in sorted(_alive(_worker_pids(self._path))):
+            collector = ProcessCollector(pid=_constant(pid), registry=None)
+            for family in collector.collect():
+                into = merged.setdefault(
+                    family.name, Metric(family.name, family.documentation, family.type)
+                )
+                for s in family.samples:
+                    into.add_sample(s.name, {**s.labels, "pid": str(pid)}, s.value)
+        return merged.values()
+
+
+def _constant(pid: int) -> Callable[[], int]:
+    return lambda: pid
