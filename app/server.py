@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+import logging.config
 import resource
 import sys
 from typing import Any
@@ -29,11 +31,18 @@ def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
         return 2
     _raise_open_file_limit()
     prepare_multiprocess(workers)
+    config = log_config(settings.log_format)
     if not settings.is_sqlite:
         from app.budget import budget_report
 
+        # Through the same log configuration as the server's lines (JSON lines stay JSON).
+        logging.config.dictConfig(config)
+        log = logging.getLogger("app.budget")
         for line in budget_report(settings, workers):
-            print(f"msgsync: {line}", file=sys.stderr, flush=True)
+            if line.startswith("WARNING: "):
+                log.warning(line.removeprefix("WARNING: "))
+            else:
+                log.info(line)
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -43,7 +52,7 @@ def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
         log_level="info",
         # One format (MSGSYNC_LOG_FORMAT) for uvicorn's lines and the service's, each with
         # the request id.
-        log_config=log_config(settings.log_format),
+        log_config=config,
         # A line per request costs a measurable share of a small request's CPU; off unless
         # asked for (a proxy in front usually logs requests already).
         access_log=access_log,

@@ -69,7 +69,7 @@ def test_an_idle_server_with_four_workers_holds_its_budget(fresh_pg: str, tmp_pa
         held = over_backends(fresh_pg, "count(*)")
     finally:
         stop_server(process)
-    assert f"msgsync: connection budget: {budget.formula(4)}" in log.read_text()
+    assert f"app.budget [-] connection budget: {budget.formula(4)}" in log.read_text()
     assert held == idle
     assert held <= 50
 
