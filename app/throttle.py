@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Iterator
 
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.storage import Storage
@@ -80,28 +81,31 @@ async def check(db: Database, account: str, address: str) -> None:
     """429 if the account's or the address's login attempts are used up; counts nothing.
     For other password checks (deleting a device): call this before verifying, and
     record_failure after a wrong password, so that they share the login limits."""
-    s = db.settings
     limiter = FixedWindowRateLimiter(_Counters(db))
-    for amount, kind, who in (
-        (s.login_attempts_per_account, "login-account", account),
-        (s.login_attempts_per_address, "login-address", address),
-    ):
-        item = _item(amount, s.throttle_window_seconds)
-        if item is not None and not await limiter.test(item, kind, _bounded(who)):
+    for item, kind, who in _login_limits(db, account, address):
+        if not await limiter.test(item, kind, _bounded(who)):
             raise await _too_many(limiter, item, kind, who)
 
 
 async def record_failure(db: Database, account: str, address: str) -> None:
     """Count a wrong password against the account's and the address's login limits."""
-    s = db.settings
     limiter = FixedWindowRateLimiter(_Counters(db))
+    for item, kind, who in _login_limits(db, account, address):
+        await limiter.hit(item, kind, _bounded(who))
+
+
+def _login_limits(
+    db: Database, account: str, address: str
+) -> Iterator[tuple[RateLimitItem, str, str]]:
+    """The login limits that are on, with what each counts: per account, per address."""
+    s = db.settings
     for amount, kind, who in (
         (s.login_attempts_per_account, "login-account", account),
         (s.login_attempts_per_address, "login-address", address),
     ):
         item = _item(amount, s.throttle_window_seconds)
         if item is not None:
-            await limiter.hit(item, kind, _bounded(who))
+            yield item, kind, who
 
 
 def _item(amount: int, window: int) -> RateLimitItem | None:

@@ -90,6 +90,25 @@ def migrated_pg_database(admin_url: str) -> Iterator[str]:
         drop_pg_database(admin_url, url)
 
 
+@contextmanager
+def module_database(
+    database_url: str,
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+) -> Iterator[str]:
+    """A fresh database of database_url's kind, migrated, for one module's tests alone (for
+    tests that act on every user, such as retention)."""
+    if database_url.startswith("sqlite"):
+        path: Path = tmp_path_factory.mktemp(name) / "msgsync.db"
+        url = f"sqlite:///{path}"
+        upgrade_to_head(Settings(database_url=url).database_url)
+        yield url
+        return
+    with migrated_pg_database(request.getfixturevalue("pg_admin_url")) as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def postgresql_url(pg_admin_url: str) -> Iterator[str]:
     """The run's shared PostgreSQL database (tests isolate themselves by fresh users)."""

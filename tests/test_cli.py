@@ -8,7 +8,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from importlib.metadata import version
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,8 +15,7 @@ import pytest
 
 from app.cli import main
 from app.config import Settings
-from app.migrations import upgrade_to_head
-from tests.conftest import make_settings, migrated_pg_database
+from tests.conftest import make_settings, module_database
 from tests.factories import register, send
 
 WEEK_SECONDS = 7 * 86400
@@ -48,13 +46,7 @@ def store_url(
     database_url: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """A database for this module alone: `--max-age 0` prunes every user's store."""
-    if database_url.startswith("sqlite"):
-        path: Path = tmp_path_factory.mktemp("cli") / "msgsync.db"
-        url = f"sqlite:///{path}"
-        upgrade_to_head(Settings(database_url=url).database_url)
-        yield url
-        return
-    with migrated_pg_database(request.getfixturevalue("pg_admin_url")) as url:
+    with module_database(database_url, request, tmp_path_factory, "cli") as url:
         yield url
 
 

@@ -8,7 +8,6 @@ import os
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,11 +17,10 @@ from sqlalchemy import delete, insert, select
 
 from app.config import Settings
 from app.db import Database
-from app.migrations import upgrade_to_head
 from app.models import Base, InboxEntry, User
 from app.retention import prune
 from app.sync import bump_versions
-from tests.conftest import make_settings, migrated_pg_database
+from tests.conftest import make_settings, module_database
 from tests.factories import Device, register, send, send_many, sync, sync_all
 
 WEEK = timedelta(days=7)
@@ -33,14 +31,7 @@ def store_url(
     database_url: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
     """A database of the same kind for this module alone: retention prunes every user."""
-    if database_url.startswith("sqlite"):
-        path: Path = tmp_path_factory.mktemp("retention") / "msgsync.db"
-        url = f"sqlite:///{path}"
-        upgrade_to_head(Settings(database_url=url).database_url)
-        yield url
-        return
-    # Test databases do not flush at each commit (see conftest.create_pg_database).
-    with migrated_pg_database(request.getfixturevalue("pg_admin_url")) as url:
+    with module_database(database_url, request, tmp_path_factory, "retention") as url:
         yield url
 
 
