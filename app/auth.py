@@ -14,6 +14,7 @@ from anyio import to_thread
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -28,6 +29,7 @@ __all__ = [
     "DeviceContext",
     "Passwords",
     "TokenCache",
+    "bearer_scheme",
     "create_user",
     "list_devices",
     "login",
@@ -205,10 +207,27 @@ async def get_db(request: Request) -> Database:
 DbDep = Annotated[Database, Depends(get_db)]
 
 
-async def current_device(request: Request, db: DbDep) -> DeviceContext:
-    digest = token_digest(request.headers.get("authorization", ""))
-    if digest is None:
+# Declares the bearer scheme in the OpenAPI document, so every operation that needs a
+# device carries `security` and Swagger UI offers "Authorize". auto_error=False: a missing
+# or non-bearer header is answered by our own 401 problem below, as before. It parses the
+# header exactly as token_digest does (split at the first space, strip, "bearer" in any
+# case), so the framework and the hot paths (app.hotpaths) agree on what a token is.
+bearer_scheme = HTTPBearer(
+    scheme_name="bearer",
+    description="The `access_token` that `POST /login` returns: "
+    "`Authorization: Bearer <access_token>`.",
+    auto_error=False,
+)
+
+
+async def current_device(
+    request: Request,
+    db: DbDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> DeviceContext:
+    if credentials is None:
         raise AppError(401, "unauthorized", "missing bearer token")
+    digest = _token_hash(credentials.credentials)
     tokens: TokenCache = request.app.state.tokens
     device = tokens.get(digest)
     if device is not None:

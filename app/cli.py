@@ -9,6 +9,7 @@ import re
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
+from importlib.metadata import PackageNotFoundError, version
 
 from app.bench.options import add_arguments as add_bench_arguments
 
@@ -64,7 +65,13 @@ def _retention(args: argparse.Namespace) -> int:
     from app.retention import AlreadyRunning, prune
 
     settings = Settings()
-    max_age = args.max_age or timedelta(seconds=settings.retention_max_age_seconds)
+    # `is None`, not `or`: --max-age 0 is a real request (everything old enough goes), and
+    # timedelta(0) is falsy.
+    max_age = (
+        timedelta(seconds=settings.retention_max_age_seconds)
+        if args.max_age is None
+        else args.max_age
+    )
     max_entries = settings.retention_max_entries if args.max_entries is None else args.max_entries
     if settings.is_sqlite:
         # The embedded default creates its file on first use, as `serve` does.
@@ -114,13 +121,32 @@ def _bench(args: argparse.Namespace) -> int:
     return run(from_args(args))
 
 
+def _version() -> str:
+    try:
+        return version("msgsync")
+    except PackageNotFoundError:  # a checkout on sys.path without an install
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msgsync", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"msgsync {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the HTTP service (uvicorn)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP service (uvicorn)",
+        description="Serve the HTTP API. Change the address with --host and --port, e.g. "
+        "`msgsync serve --host 0.0.0.0 --port 9000`. The database and every other setting "
+        "come from MSGSYNC_* environment variables or a .env file in the working directory "
+        "(MSGSYNC_DATABASE_URL, default: a SQLite file ./msgsync.db, created and migrated "
+        "at start-up).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)"
+    )
+    serve.add_argument("--port", type=int, default=8000, help="TCP port to listen on")
     serve.add_argument(
         "--workers", type=int, default=1, help="processes (PostgreSQL only when more than 1)"
     )

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp
 
 from app.acks import AckBatcher
-from app.api import accounts, conversations, health, operations
+from app.api import accounts, conversations, docs, health, operations
 from app.api import sync as sync_api
 from app.auth import Passwords, TokenCache
 from app.config import Settings
@@ -72,8 +72,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Offline-message sync for a one-to-one messenger",
         lifespan=lifespan,
+        # Served by app.api.docs from packaged assets instead of a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(app)
+    docs.install(app)
     app.include_router(accounts.router)
     app.include_router(sync_api.router)
     app.include_router(operations.router)

@@ -2,20 +2,32 @@
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 from alembic.config import Config
 
 from alembic import command
 
-__all__ = ["alembic_config", "downgrade_to_base", "upgrade_to_head"]
+__all__ = ["alembic_config", "downgrade_to_base", "scripts_dir", "upgrade_to_head"]
 
-ALEMBIC_DIR = Path(__file__).resolve().parent.parent / "alembic"
+
+def scripts_dir() -> Path:
+    """Where the migration scripts are: inside the installed package (the wheel maps the
+    repository's alembic/ to app/alembic), else in the source checkout beside app/."""
+    packaged = files("app").joinpath("alembic")
+    if packaged.is_dir():
+        # A wheel installs as plain files, so the resource is a real directory.
+        return Path(str(packaged))
+    checkout = Path(__file__).resolve().parent.parent / "alembic"
+    if not (checkout / "env.py").is_file():
+        raise RuntimeError(f"msgsync's migration scripts are missing (looked in {packaged})")
+    return checkout
 
 
 def alembic_config(database_url: str) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(ALEMBIC_DIR))
+    config.set_main_option("script_location", str(scripts_dir()))
     config.attributes["database_url"] = database_url
     return config
 
