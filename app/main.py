@@ -22,6 +22,7 @@ from app.limits import BodySizeLimit
 from app.longpoll import LongPoll
 from app.migrations import upgrade_to_head
 from app.notifier import Notifier, PgNotifier, close_on_signals
+from app.web import install as install_web_client
 
 __all__ = ["create_app"]
 
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     docs.install(app)
+    install_web_client(app)
     app.include_router(accounts.router)
     app.include_router(sync_api.router)
     app.include_router(operations.router)

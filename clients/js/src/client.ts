@@ -185,6 +185,18 @@ export class Client {
     return this.deliver(await this.enqueue(to, body));
   }
 
+  private queue: Promise<unknown> = Promise.resolve();
+
+  /** Store the send now and deliver it after every send queued before it: the recipient
+   * sees messages in the order they were written (the server numbers them as they come,
+   * so sends in parallel could land in any order). Resolves with the stored item; the
+   * outcome arrives through onOutbox. */
+  async post(to: string, body: string): Promise<OutboxItem> {
+    const item = await this.enqueue(to, body);
+    this.queue = this.queue.then(() => this.deliver(item)).catch(() => undefined);
+    return item;
+  }
+
   /** Deliver the sends an earlier process left pending, oldest first. */
   async resumeOutbox(): Promise<OutboxItem[]> {
     for (const item of this.store.outbox()) {
