@@ -217,11 +217,12 @@ export class Client {
     return this.ackerInstance;
   }
 
-  private async fetchPage(since: number, timeout: number): Promise<SyncPage> {
+  private async fetchPage(since: number, timeout: number, stop?: AbortSignal): Promise<SyncPage> {
     const backoff = this.backoff();
     let attempts = 0;
     for (;;) {
       if (this.acker.error) throw this.acker.error;
+      if (stop?.aborted) throw new Stopped();
       const wakeup = this.wakeup;
       try {
         const page = await this.api.sync(since, this.options.pageLimit, timeout, wakeup.signal);
@@ -245,17 +246,17 @@ export class Client {
 
   /** One step of the loop: fetch from the stored cursor, apply and persist, then tell the
    * acker. since_ahead runs the recovery and fetches again from 0. */
-  async syncPage(timeout = 0, result?: SyncResult): Promise<SyncPage> {
+  async syncPage(timeout = 0, result?: SyncResult, stop?: AbortSignal): Promise<SyncPage> {
     const r = result ?? emptyResult();
     void this.session;
     let page: SyncPage;
     try {
-      page = await this.fetchPage(this.store.cursor, timeout);
+      page = await this.fetchPage(this.store.cursor, timeout, stop);
     } catch (exc) {
       if (!(exc instanceof SinceAhead)) throw exc;
       await this.recover(exc);
       r.recovered = true;
-      page = await this.fetchPage(0, timeout);
+      page = await this.fetchPage(0, timeout, stop);
     }
     const applied = await this.store.applyPage(page, this.beforeCommit); // one transaction
     this.acker.applied(this.store.cursor, applied.count);
@@ -293,12 +294,17 @@ export class Client {
     return result;
   }
 
-  /** The long-poll loop, until `signal` aborts or the session ends (throws Unauthorized). */
+  /** The long-poll loop, until `signal` aborts (it returns; call wake() to end a waiting
+   * long-poll at once) or the session ends (throws Unauthorized). */
   async run(signal?: AbortSignal): Promise<void> {
     let hasMore = true;
-    while (!signal?.aborted) {
-      const page = await this.syncPage(hasMore ? 0 : this.options.longPollTimeout);
-      hasMore = page.has_more;
+    try {
+      while (!signal?.aborted) {
+        const page = await this.syncPage(hasMore ? 0 : this.options.longPollTimeout, undefined, signal);
+        hasMore = page.has_more;
+      }
+    } catch (exc) {
+      if (!(exc instanceof Stopped)) throw exc;
     }
   }
 
@@ -333,6 +339,8 @@ export class Client {
     this.wake();
   }
 }
+
+class Stopped extends Error {}
 
 function emptyResult(): SyncResult {
   return { pages: 0, applied: 0, cursor: 0, historyFallback: false, recovered: false, latestVersion: 0 };

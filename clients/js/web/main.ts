@@ -312,7 +312,7 @@ async function main(): Promise<void> {
   });
   ui.logout.addEventListener("click", () => {
     const c = client;
-    loop?.abort();
+    loop?.abort(); // the loop returns once logout's wake() ends its long-poll
     void c?.logout().finally(() => showLogin());
   });
   ui.newChat.addEventListener("submit", (e) => {
