@@ -102,3 +102,41 @@ test("since_ahead forgets the stream and syncs from 0; a 401 ends the session", 
   await assert.rejects(client.catchUp(), Unauthorized);
   await client.close(false);
 });
+
+test("post() delivers the outbox one send at a time, in the order written", async () => {
+  let inFlight = 0;
+  let most = 0;
+  const order: string[] = [];
+  let id = 0;
+  const { fetchImpl } = server({
+    "POST /messages": (body) => {
+      const { body: text } = body as { body: string };
+      inFlight += 1;
+      most = Math.max(most, inFlight);
+      order.push(text);
+      id += 1;
+      const answer = json(201, { message: { id, from: "alice", to: "bob", body: text, client_msg_id: null, created_at: "t", recalled_at: null }, version: id });
+      return answer;
+    },
+  });
+  // Each answer resolves on a later turn, so parallel deliveries would overlap.
+  const slow: typeof fetch = async (input, init) => {
+    await new Promise((r) => setTimeout(r, 5));
+    const answer = await fetchImpl(input, init);
+    await new Promise((r) => setTimeout(r, 5));
+    inFlight -= 1;
+    return answer;
+  };
+  const client = await loggedIn(slow);
+  const sent = new Promise<void>((resolve) => {
+    client.handlers.onOutbox = () => {
+      if (client.store.outbox().every((o) => o.state === "sent")) resolve();
+    };
+  });
+  const texts = ["one", "two", "three", "four"];
+  for (const text of texts) await client.post("bob", text);
+  await sent;
+  assert.deepEqual(order, texts);
+  assert.equal(most, 1);
+  assert.deepEqual(client.store.outbox().map((o) => o.message_id), [1, 2, 3, 4]);
+});
