@@ -35,7 +35,11 @@ export class IndexedDbStore extends Store {
   }
 
   /** Open (or create) the database `name` and load it into memory. */
-  static async open(name = "msgsync", factory: IDBFactory = indexedDB): Promise<IndexedDbStore> {
+  static async open(
+    name = "msgsync",
+    factory: IDBFactory = indexedDB,
+    options: { keepLog?: boolean } = {},
+  ): Promise<IndexedDbStore> {
     const req = factory.open(name, VERSION);
     req.onupgradeneeded = () => {
       const db = req.result;
@@ -47,6 +51,7 @@ export class IndexedDbStore extends Store {
     };
     const db = await request(req);
     const store = new IndexedDbStore(db);
+    store.keepLog = options.keepLog ?? false;
     await store.load();
     return store;
   }

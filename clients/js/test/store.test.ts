@@ -32,7 +32,7 @@ const kinds: [string, () => Promise<{ open: () => Promise<Store> }>][] = [
   }],
   ["indexeddb", async () => {
     const factory = new IDBFactory();
-    return { open: () => IndexedDbStore.open("t", factory) };
+    return { open: () => IndexedDbStore.open("t", factory, { keepLog: true }) };
   }],
 ];
 
@@ -106,4 +106,11 @@ test("indexeddb: a page whose commit fails leaves memory and disk at the old cur
   const again = await IndexedDbStore.open("t", factory);
   assert.equal(again.cursor, 1);
   assert.deepEqual(again.messages().map((m) => m.id), [1]);
+});
+
+test("indexeddb: the applied log is off by default (a browser never reads it)", async () => {
+  const store = await IndexedDbStore.open("t", new IDBFactory());
+  await store.applyPage(page([entry(1, "message", msg(1))]));
+  assert.deepEqual(store.applied(), []);
+  assert.equal(store.cursor, 1);
 });
