@@ -109,9 +109,11 @@ def bodies(page: Page) -> list[str]:
 def show_all(page: Page, count: int) -> None:
     """Page back through the history until `count` messages are shown."""
     older = page.get_by_role("button", name="Load older messages")
-    while len(bodies(page)) < count and older.is_visible():
+    shown = page.locator("#messages li .body")
+    while (before := shown.count()) < count:
         older.click()
-        page.wait_for_timeout(100)  # let the page draw the next page before counting
+        # The next click only once this one's page is drawn (it may need the server).
+        expect(shown).not_to_have_count(before)
 
 
 def screenshot(page: Page, name: str) -> None:

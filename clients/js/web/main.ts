@@ -207,17 +207,24 @@ async function recallMessage(id: number): Promise<void> {
   }
 }
 
+let loadingOlder = false;
 async function loadOlder(): Promise<void> {
-  if (!peer || !client) return;
-  const p = peer;
-  shown += PAGE;
-  const all = conversationMessages(p);
-  if (all.length < shown && !olderDone.has(p)) {
-    const page = await client.history(p, PAGE, all[0]?.id ?? null);
-    let map = older.get(p);
-    if (!map) older.set(p, (map = new Map()));
-    for (const m of page.messages) map.set(m.id, m);
-    if (page.next_before_id === null) olderDone.add(p);
+  // One page at a time: a second click while the server answers would skip a page.
+  if (!peer || !client || loadingOlder) return;
+  loadingOlder = true;
+  try {
+    const p = peer;
+    const all = conversationMessages(p);
+    if (all.length < shown + PAGE && !olderDone.has(p)) {
+      const page = await client.history(p, PAGE, all[0]?.id ?? null);
+      let map = older.get(p);
+      if (!map) older.set(p, (map = new Map()));
+      for (const m of page.messages) map.set(m.id, m);
+      if (page.next_before_id === null) olderDone.add(p);
+    }
+    if (p === peer) shown += PAGE;
+  } finally {
+    loadingOlder = false;
   }
   draw();
 }
