@@ -121,6 +121,19 @@ def screenshot(page: Page, name: str) -> None:
         page.screenshot(path=str(Path(SCREENSHOT_DIR) / f"web-{name}.png"))
 
 
+def wait_for_read_entry(server: Server, headers: dict[str, str]) -> None:
+    """Long-poll the user's stream until a read receipt is in it."""
+    since = 0
+    for _ in range(20):
+        page = httpx.get(
+            f"{server.url}/sync", params={"since": since, "timeout": 5}, headers=headers, timeout=15
+        ).json()
+        if any(e["kind"] == "read" for e in page["entries"]):
+            return
+        since = page["next_since"]
+    raise AssertionError("no read receipt reached the server")
+
+
 def retention(server_db: str) -> dict[str, object]:
     done = subprocess.run(
         [sys.executable, "-m", "app.cli", "retention", "--json", "--max-age", "0"],
@@ -182,8 +195,26 @@ def test_offline_device_catches_up_once_in_order_and_a_new_device_has_the_histor
     expect(b.locator("#messages li.recalled .body")).to_have_text(["Message recalled"])
     expect(a.locator("#messages li.recalled .body")).to_have_text(["Message recalled"])
 
-    # A new device of Bob's (its own browser profile) logs in and has the past history.
+    # Carol writes; Bob reads it on this device; retention then prunes that read receipt.
+    carol = create_user(server, "carol")
+    login = httpx.post(f"{server.url}/login", json={"user_id": carol, "password": PASSWORD})
+    carol_headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    sent = httpx.post(
+        f"{server.url}/messages", json={"to": bob, "body": "hi from carol"}, headers=carol_headers
+    )
+    assert sent.status_code == 201
+    b.locator(f'#conversations button[data-peer="{carol}"]').click()
+    expect(b.locator("#messages li .body")).to_have_text(["hi from carol"])
+    expect(b.locator("#conversations .unread")).to_have_count(0)
+    wait_for_read_entry(server, carol_headers)  # on the server before retention runs
+    retention(database)
+
+    # A new device of Bob's (its own browser profile) logs in and has the past history;
+    # with Bob's receipt for Carol's message pruned, the badge comes from the server (0),
+    # not from the replayed message alone (1).
     new_ctx, n = open_device(browser, server, bob)
+    expect(n.locator(f'#conversations button[data-peer="{carol}"]')).to_be_visible()
+    expect(n.locator("#conversations .unread")).to_have_count(0)
     n.locator(f'#conversations button[data-peer="{alice}"]').click()
     expect(n.locator("#messages li .body")).to_have_count(OFFLINE_SENDS)
     show_all(n, OFFLINE_SENDS + 2)

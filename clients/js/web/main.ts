@@ -66,9 +66,33 @@ function me(): string {
   return store.session?.user_id ?? "";
 }
 
+/** After a history_fallback gap the read receipts of the pruned range are gone from the
+ * stream: for a conversation with no receipt of ours here, the server's count (GET
+ * /conversations) stands in. One receipt is enough to count locally: it says "read up to
+ * this id", and every message is here (the fallback replays all of them). */
+const serverUnread = new Map<string, { count: number; lastId: number }>();
+
+async function refreshUnread(): Promise<void> {
+  if (!client) return;
+  try {
+    const page = await client.conversations(200);
+    for (const c of page.conversations) {
+      serverUnread.set(c.peer, { count: c.unread_count, lastId: c.last_message.id });
+    }
+    draw();
+  } catch {
+    // Offline: the local count stays; the next gap or start asks again.
+  }
+}
+
 function unread(p: string, messages: Message[]): number {
   // What this page just marked read counts before its receipt comes back in the stream.
   const upTo = Math.max(store.read(me(), p)?.up_to_message_id ?? 0, markedRead.get(p) ?? 0);
+  const fromServer = serverUnread.get(p);
+  if (fromServer && upTo === 0) {
+    const newer = messages.filter((m) => m.from === p && m.id > fromServer.lastId && m.recalled_at === null);
+    return fromServer.count + newer.length;
+  }
   return messages.filter((m) => m.from === p && m.id > upTo && m.recalled_at === null).length;
 }
 
@@ -264,6 +288,7 @@ async function start(c: Client): Promise<void> {
   const controller = new AbortController();
   loop = controller;
   void c.resumeOutbox().then(draw, () => undefined);
+  if (store.gaps > 0) void refreshUnread();
   while (!controller.signal.aborted) {
     try {
       await c.run(controller.signal);
@@ -285,6 +310,7 @@ function makeClient(server: string): Client {
     onRecalls: draw,
     onReads: draw,
     onReset: draw,
+    onGap: () => void refreshUnread(),
     onOutbox: draw,
     onStatus: (s) => {
       // The browser's own view wins while it says offline; fetch failures say the rest.
