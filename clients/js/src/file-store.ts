@@ -37,7 +37,9 @@ export class FileStore extends Store {
   protected async persist(change: Change): Promise<void> {
     const next = cloneState(this.state);
     applyChange(next, change);
-    const tmp = `${this.path}.tmp`;
+    // A name of this process's own: a process being killed may still be writing its file,
+    // and a shared name would let it rename away the file its successor just wrote.
+    const tmp = `${this.path}.${process.pid}.tmp`;
     // The session holds a bearer token: readable by the user only.
     const fd = openSync(tmp, "w", 0o600);
     try {
