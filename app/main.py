@@ -27,6 +27,7 @@ from app.notifier import Notifier, PgNotifier, close_on_signals
 from app.openapi import install_openapi
 from app.push import SyncedCursors
 from app.push_worker import PushWorker
+from app.web import install as install_web_client
 
 __all__ = ["create_app"]
 
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     docs.install(app)
     install_openapi(app, settings)
+    install_web_client(app)
     app.include_router(accounts.router)
     app.include_router(sync_api.router)
     app.include_router(operations.router)
