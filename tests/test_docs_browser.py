@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,33 +10,18 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import IN_CI
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOT_DIR, require_chromium
 from tests.factories import PASSWORD, new_user_id
 from tests.server import Server, running_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
-CHROMIUM = "/usr/bin/chromium"
-# Headless in a container as root, and nothing of Chromium's own traffic (updates, sync,
-# safe-browsing lists) that would wait on a network this test forbids.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-# Set to a directory to keep the docs page's screenshot there (docs/images/ for the README).
-SCREENSHOT_DIR = os.environ.get("MSGSYNC_TEST_SCREENSHOT_DIR")
 # ReDoc's sidebar always asks its vendor's CDN for a logo; the page's policy stops it before
 # any request leaves the browser (so the route never sees it), and the console says so.
 REDOC_LOGO_BLOCKED = "'https://cdn.redoc.ly/redoc/logo-mini.svg' violates"
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
 
-if not Path(CHROMIUM).exists():
-    if IN_CI:
-        pytest.fail(f"{CHROMIUM} is required under CI (apt-get install chromium)", pytrace=False)
-    pytest.skip(f"{CHROMIUM} not installed", allow_module_level=True)
+require_chromium()
 
 from playwright.sync_api import Browser, Page, Route, expect, sync_playwright  # noqa: E402
 

@@ -15,28 +15,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import IN_CI, migrated_pg_database
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOT_DIR, require_chromium
+from tests.conftest import migrated_pg_database
 from tests.factories import PASSWORD, new_user_id
 from tests.server import Server, running_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.server]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-# Set to a directory to keep the screenshots there (docs/images/ for the README).
-SCREENSHOT_DIR = os.environ.get("MSGSYNC_TEST_SCREENSHOT_DIR")
 OFFLINE_SENDS = 50
 
-if not Path(CHROMIUM).exists():
-    if IN_CI:
-        pytest.fail(f"{CHROMIUM} is required under CI (apt-get install chromium)", pytrace=False)
-    pytest.skip(f"{CHROMIUM} not installed", allow_module_level=True)
+require_chromium()
 
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright  # noqa: E402
 

@@ -18,10 +18,10 @@ import httpx
 from playwright.sync_api import Browser, sync_playwright
 
 from app.migrations import upgrade_to_head
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import PG_ADMIN_URL, create_pg_database, drop_pg_database
 from tests.factories import PASSWORD
 from tests.server import running_server
-from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS
 
 # Registered before the app's own scripts: t0 is the moment the browser says online; the
 # observer stops the clock when the badge says every message is here.
