@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -18,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
+
+from app.paths import documented_paths
 
 __all__ = [
     "CODES",
@@ -307,16 +308,12 @@ def _documented_methods(request: Request) -> set[str]:
     """The methods the OpenAPI document gives the request's path (HEAD with GET, as
     Starlette serves it); empty for a path the document leaves out."""
     methods: set[str] = set()
-    for template, item in request.app.openapi().get("paths", {}).items():
-        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
-        if re.fullmatch(pattern, request.url.path):
-            methods |= {m.upper() for m in item if m in _METHODS}
+    for path in documented_paths(request.app):
+        if path.pattern.fullmatch(request.url.path):
+            methods |= path.methods
     if "GET" in methods:
         methods.add("HEAD")
     return methods
-
-
-_METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -28,6 +28,7 @@ from app.api.metrics import LATENCY
 from app.config import Settings
 from app.limits import RequestSizeLimit
 from app.logs import request_id
+from app.paths import DocumentedPath, documented_paths
 
 __all__ = ["Compression", "RequestIdAndMetrics", "front_door", "wrap"]
 
@@ -89,7 +90,7 @@ class RequestIdAndMetrics:
         self._known = known
         # Every other template, from the OpenAPI paths, for the rare answer given before
         # routing (a 413, a CORS preflight): filled at the first such answer.
-        self._templates: list[tuple[re.Pattern[str], str]] | None = None
+        self._templates: list[DocumentedPath] | None = None
         # The labelled series, so that a request costs one observation and no label look-up.
         self._series: dict[tuple[str, str, int], Histogram] = {}
 
@@ -158,18 +159,17 @@ class RequestIdAndMetrics:
             return path
         if self._templates is None:
             self._templates = _templates(scope["app"])
-        for pattern, template in self._templates:
-            if pattern.fullmatch(path):
-                return template
+        for documented in self._templates:
+            if documented.pattern.fullmatch(path):
+                return documented.template
         return "unmatched"
 
 
-def _templates(app: Any) -> list[tuple[re.Pattern[str], str]]:
+def _templates(app: Any) -> list[DocumentedPath]:
     try:
-        paths: Sequence[str] = list(app.openapi()["paths"])
+        return documented_paths(app)
     except Exception:  # metrics must never fail a request: label such answers "unmatched"
         return []
-    return [(re.compile(re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(p))), p) for p in paths]
 
 
 class Compression(GZipMiddleware):
