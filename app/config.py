@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     gzip_min_bytes: int = Field(default=1024, ge=0)
     cors_origins: str = ""
     log_format: Literal["text", "json"] = "text"
+    opentelemetry: bool = False
 
     @field_validator("database_url", "database_session_url")
     @classmethod

@@ -1,67 +1,47 @@
-"""The front door: the one ordered stack of cross-cutting concerns every answer crosses.
+"""The front door: the cross-cutting concerns every answer crosses, in one layer.
 
 The service answers some requests before the framework (plain sends and acks in
 app.hotpaths, woken long-polls in app.longpoll). Concerns added as FastAPI middleware would
-skip those answers, so they are applied here instead, outside all three: a concern added to
-`front_door` holds for every answer by construction. Each layer is plain ASGI and does no
-work a request does not need (no gzip wrapper without `Accept-Encoding: gzip`, no CORS layer
+skip those answers, so they are applied here instead, outside all three: a concern added
+here holds for every answer by construction.
+
+They are, outermost first: the request id and the latency metrics (so that every other
+concern's log lines and answers carry the id, and every answer is timed, CORS preflights
+and 413s included); the last resort, which answers what escaped every inner layer; CORS,
+outside the size limit so that a browser can read a 413; gzip; the request-size limit,
+next to the paths that read bodies. They are one ASGI layer rather than a stack of five
+because a plain ack is small work: each layer's call, header scan and `send` wrapper cost
+W5 (acks per second) several per cent. The request head is scanned once, and a concern
+does no work a request does not need (no gzip without `Accept-Encoding: gzip`, no CORS
 unless origins are configured, the body size checked from the header when there is one).
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import secrets
 import sys
 import time
-from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Histogram
-from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.middleware.gzip import GZipMiddleware, GZipResponder
+from starlette.middleware.gzip import GZipResponder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.metrics import LATENCY
 from app.config import Settings
-from app.limits import RequestSizeLimit
+from app.errors import unexpected_error_response
+from app.limits import read_within, refuse_too_large
 from app.logs import request_id
 from app.paths import DocumentedPath, documented_paths
 
-__all__ = ["Compression", "RequestIdAndMetrics", "front_door", "wrap"]
+__all__ = ["MAX_REQUEST_ID", "FrontDoor"]
 
-
-def front_door(settings: Settings, known_paths: frozenset[str]) -> list[Middleware]:
-    """The concerns, outermost first. The request id and metrics come first so that every
-    other layer's log lines and answers carry the id, and every answer is timed, CORS
-    preflights and 413s included; CORS outside the size limit, so that a
-    browser can read a 413; the size limit last, next to the paths that read bodies."""
-    stack = [Middleware(RequestIdAndMetrics, known=known_paths)]
-    if settings.cors_origin_list:
-        stack.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=settings.cors_origin_list,
-                allow_methods=["GET", "POST", "DELETE"],
-                allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
-                # Bearer tokens travel in a header, never in cookies: no credentials mode.
-                expose_headers=["X-Request-Id", "Retry-After", "WWW-Authenticate"],
-            )
-        )
-    # Level 6, zlib's default: a 1000-entry page shrinks nearly as much as at 9, for a
-    # fraction of the CPU.
-    stack.append(Middleware(Compression, minimum_size=settings.gzip_min_bytes, compresslevel=6))
-    stack.append(Middleware(RequestSizeLimit, max_bytes=settings.max_request_bytes))
-    return stack
-
-
-def wrap(app: ASGIApp, stack: Sequence[Middleware]) -> ASGIApp:
-    for cls, args, kwargs in reversed(stack):
-        app = cls(app, *args, **kwargs)
-    return app
-
+log = logging.getLogger(__name__)
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -70,17 +50,60 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 _UNSAFE = re.compile(rb"[^A-Za-z0-9._~:/@+=-]")
 MAX_REQUEST_ID = 128
 
+# Level 6, zlib's default: a 1000-entry page shrinks nearly as much as at 9, for a fraction
+# of the CPU.
+_GZIP_LEVEL = 6
 
-class RequestIdAndMetrics:
-    """Gives every request its `X-Request-Id` (the client's, sanitised, or a new one) on the
-    answer and in the log, and times every answer by method, route template and status.
 
-    Two concerns in one layer because both must see every answer's start and end: one
-    wrapper around `send` instead of two halves what they add to a plain send or ack.
+@dataclass(slots=True)
+class _Head:
+    """What the concerns need from a request's headers, read in one pass."""
+
+    request_id: bytes = b""
+    gzip: bool = False
+    too_large: bool = False
+    chunked: bool = False
+
+
+class FrontDoor:
+    """Every answer's request id, latency, CORS, gzip and request-size limit, and the last
+    resort for failures.
+
+    **Request id.** `X-Request-Id` is the client's (sanitised) or a new one; it is on the
+    answer and on every log line written while the request is served.
+
+    **Metrics.** Every answer is timed by method, route template and status; an answer is
+    counted before its last byte leaves, so a client that has its answer finds it counted.
+
+    **Last resort.** No exception reaches the server, so no failure costs the client its
+    keep-alive connection. uvicorn closes the connection when the application raises after
+    it started a response, and Starlette's ServerErrorMiddleware does exactly that: it
+    sends the 500 problem and then re-raises the exception for the server's log; the
+    client's next request on that connection then met a reset. Here the exception is
+    logged instead and the connection stays open. A failure before any answer (in
+    app.hotpaths or app.longpoll, outside the framework's handlers) is answered here as the
+    application would answer it. A response cut off half-way is left as it is: uvicorn
+    closes that connection, the only way to tell the client it is incomplete.
+
+    **CORS** (off unless `MSGSYNC_CORS_ORIGINS` is set), **gzip** for answers of at least
+    `MSGSYNC_GZIP_MIN_BYTES` to clients that accept it, and the **request-size limit**
+    (app.limits) come after, in that order.
     """
 
-    def __init__(self, app: ASGIApp, known: frozenset[str]) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, known: frozenset[str]) -> None:
         self.app = app
+        self._max_bytes = settings.max_request_bytes
+        self._gzip_min = settings.gzip_min_bytes
+        self._cors: ASGIApp | None = None
+        self._cors_options: dict[str, Any] = {
+            "allow_origins": settings.cors_origin_list,
+            "allow_methods": ["GET", "POST", "DELETE"],
+            "allow_headers": ["Authorization", "Content-Type", "X-Request-Id"],
+            # Bearer tokens travel in a header, never in cookies: no credentials mode.
+            "expose_headers": ["X-Request-Id", "Retry-After", "WWW-Authenticate"],
+        }
+        if settings.cors_origin_list:
+            self._cors = CORSMiddleware(self._after_cors, **self._cors_options)
         # A random prefix per process and a counter: unique across workers and restarts,
         # and far cheaper per request than a UUID from the system's random source.
         self._prefix = secrets.token_hex(6)
@@ -99,38 +122,49 @@ class RequestIdAndMetrics:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        rid = ""
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                rid = _UNSAFE.sub(b"", value)[:MAX_REQUEST_ID].decode("ascii")
-                break
-        rid = rid or f"{self._prefix}-{next(self._next):x}"
+        head = self._scan(scope["headers"])
+        rid = (
+            head.request_id.decode("ascii")
+            if head.request_id
+            else f"{self._prefix}-{next(self._next):x}"
+        )
         header = (b"x-request-id", rid.encode("ascii"))
         status = 499  # nginx's convention: the client went away before it was answered
-        done = False
+        answered = done = False
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, done
+        async def answer(message: Message) -> None:
+            nonlocal status, answered, done
             if message["type"] == "http.response.start":
                 status = message["status"]
+                answered = True
                 # A new list: a response object may reuse its own between answers.
                 message["headers"] = [*message.get("headers", ()), header]
             elif message["type"] == "http.response.body" and not message.get("more_body"):
-                # Counted before the last byte leaves: a client that has its answer finds
-                # it counted.
                 done = True
                 self._observe(scope, status, time.perf_counter() - started)
             await send(message)
 
         token = request_id.set(rid)
         try:
-            await self.app(scope, receive, send_with_id)
+            if self._cors is None:
+                await self._through(head, scope, receive, answer)
+            else:
+                await self._cors(scope, receive, answer)
+        except Exception as exc:
+            log.exception("%s %s failed", scope.get("method"), scope.get("path"))
+            if not answered:
+                failure: ASGIApp = unexpected_error_response(exc)
+                if self._cors is not None:
+                    # With the headers a browser needs to read it (a rare path: built here).
+                    failure = CORSMiddleware(failure, **self._cors_options)
+                await failure(scope, receive, answer)
         except BaseException:
+            # Cancelled (the server is stopping): counted as what it had answered, if
+            # anything, then passed on.
             if not done:
                 done = True
-                self._observe(
-                    scope, 500 if status == 499 else status, time.perf_counter() - started
-                )
+                seconds = time.perf_counter() - started
+                self._observe(scope, 500 if status == 499 else status, seconds)
             raise
         finally:
             if not done:
@@ -139,6 +173,61 @@ class RequestIdAndMetrics:
         # traceback after this returns, in this request's task, and that line should carry
         # the id too.
         request_id.reset(token)
+
+    def _scan(self, headers: Any) -> _Head:
+        head = _Head()
+        for name, value in headers:
+            if name == b"x-request-id":
+                head.request_id = _UNSAFE.sub(b"", value)[:MAX_REQUEST_ID]
+            elif name == b"content-length":
+                head.too_large = value.isdigit() and int(value) > self._max_bytes
+            elif name == b"transfer-encoding":
+                head.chunked = True
+            elif name == b"accept-encoding":
+                head.gzip = b"gzip" in value
+        return head
+
+    async def _through(self, head: _Head, scope: Scope, receive: Receive, send: Send) -> None:
+        """The concerns after CORS: gzip, then the size limit, then the application."""
+        if head.too_large:
+            await refuse_too_large(self._max_bytes, scope, receive, send)
+            return
+        if head.gzip:
+            send = self._compressing(send)
+        if head.chunked:
+            # No length announced: read the body here, up to the limit, before anything
+            # inside sees it (app.limits).
+            within = await read_within(self._max_bytes, receive)
+            if within is None:
+                await refuse_too_large(self._max_bytes, scope, receive, send)
+                return
+            receive = within
+        await self.app(scope, receive, send)
+
+    async def _after_cors(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # CORS passes on the scope alone: the head is read again (only when CORS is on).
+        await self._through(self._scan(scope["headers"]), scope, receive, send)
+
+    def _compressing(self, send: Send) -> Send:
+        """Starlette's gzip responder, entered only for an answer that may be worth it: one
+        that announces a length below the threshold (most sends and acks) is passed on
+        untouched."""
+        responder: GZipResponder | None = None
+
+        async def compressing(message: Message) -> None:
+            nonlocal responder
+            if (
+                message["type"] == "http.response.start"
+                and _announced_length(message) >= self._gzip_min
+            ):
+                responder = GZipResponder(self.app, self._gzip_min, compresslevel=_GZIP_LEVEL)
+                responder.send = send
+            if responder is None:
+                await send(message)
+            else:
+                await responder.send_with_compression(message)
+
+        return compressing
 
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
         method = scope["method"] if scope["method"] in _METHODS else "other"
@@ -170,47 +259,6 @@ def _templates(app: Any) -> list[DocumentedPath]:
         return documented_paths(app)
     except Exception:  # metrics must never fail a request: label such answers "unmatched"
         return []
-
-
-class Compression(GZipMiddleware):
-    """Starlette's gzip, entered only where it can matter. Clients that do not accept gzip
-    skip it altogether; for those that do (most real clients), an answer that announces a
-    length below the threshold (most sends and acks) is passed on untouched, without
-    Starlette's per-request responder; any other answer goes through that responder."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            for name, value in scope["headers"]:
-                if name == b"accept-encoding":
-                    if b"gzip" in value:
-                        await self.app(scope, receive, self._compressing(send))
-                        return
-                    break
-        await self.app(scope, receive, send)
-
-    def _compressing(self, send: Send) -> Send:
-        responder: GZipResponder | None = None
-
-        async def compressing(message: Message) -> None:
-            nonlocal responder
-            if (
-                message["type"] == "http.response.start"
-                and _announced_length(message) >= self.minimum_size
-            ):
-                responder = GZipResponder(
-                    self.app,
-                    self.minimum_size,
-                    compresslevel=self.compresslevel,
-                    thread_minimum_size=self.thread_minimum_size,
-                    exclude_content_types=self.exclude_content_types,
-                )
-                responder.send = send
-            if responder is None:
-                await send(message)
-            else:
-                await responder.send_with_compression(message)
-
-        return compressing
 
 
 def _announced_length(start: Message) -> int:
