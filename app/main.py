@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await acks.stop()
             await notifier.stop()
             await db.dispose()
+            metrics.LATENCIES.write()
 
     app = _Msgsync(
         settings,

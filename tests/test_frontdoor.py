@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 import httpx
 import pytest
 from fastapi import FastAPI
-from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 from starlette.types import Message
@@ -180,12 +179,14 @@ def test_origins_are_a_comma_separated_list() -> None:
     assert Settings(_env_file=None).cors_origin_list == []
 
 
-def _answered(method: str, route: str, status: str) -> tuple[float, float]:
-    """The answers counted for these labels, and the sum of their times."""
+async def _answered(
+    client: httpx.AsyncClient, method: str, route: str, status: str
+) -> tuple[float, float]:
+    """The answers a scrape counts for these labels, and the sum of their times."""
+    text = (await client.get("/metrics")).text
     labels = {"method": method, "route": route, "status": status}
     name = "msgsync_http_request_duration_seconds"
-    count = REGISTRY.get_sample_value(f"{name}_count", labels) or 0.0
-    return count, REGISTRY.get_sample_value(f"{name}_sum", labels) or 0.0
+    return _scraped(text, f"{name}_count", labels), _scraped(text, f"{name}_sum", labels)
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -194,10 +195,10 @@ async def test_every_answer_is_counted_and_timed(
 ) -> None:
     call, route, status = await prepare(*door, path)
     method = "GET" if route == "/devices" else "POST"
-    counted, timed = _answered(method, route, status)
+    counted, timed = await _answered(door[1], method, route, status)
     response = await call({})
     assert str(response.status_code) == status, response.text
-    count, time_sum = _answered(method, route, status)
+    count, time_sum = await _answered(door[1], method, route, status)
     assert count == counted + 1
     assert time_sum > timed
 
@@ -429,9 +430,9 @@ async def test_an_unexpected_failure_is_answered_with_its_request_id_and_counted
     app.dependency_overrides[current_device] = broken
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://msgsync.test") as raw:
-        counted, _ = _answered("GET", "/devices", "500")
+        counted, _ = await _answered(client, "GET", "/devices", "500")
         response = await raw.get("/devices", headers={**device.headers, "X-Request-Id": "bug-1"})
     assert response.status_code == 500
     assert response.json()["code"] == "internal_error"
     assert response.headers["x-request-id"] == "bug-1"
-    assert _answered("GET", "/devices", "500")[0] == counted + 1
+    assert (await _answered(client, "GET", "/devices", "500"))[0] == counted + 1

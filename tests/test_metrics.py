@@ -9,10 +9,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from app.api.metrics import Latencies
 from tests.factories import register, send
 from tests.server import running_server
 
@@ -47,6 +48,29 @@ async def test_every_series_has_help_and_type(client: httpx.AsyncClient) -> None
         if line.startswith("# TYPE "):
             name = line.split()[2]
             assert f"# HELP {name} " in response.text
+
+
+async def test_latencies_of_one_turn_are_written_as_observed_one_by_one() -> None:
+    registry = CollectorRegistry()
+    histogram = Histogram("h", "h", ["route"], buckets=(0.001, 0.01), registry=registry)
+    latencies = Latencies(histogram)
+    for seconds in (0.001, 0.0011, 0.5, 0.0004):  # on a bound, inside, above all, below
+        latencies.observe(("/ack",), seconds)
+    latencies.observe(("/send",), 0.002)
+    assert (
+        registry.get_sample_value("h_count", {"route": "/ack"}) is None
+    )  # not before the turn ends
+    await asyncio.sleep(0)
+    buckets = {
+        le: registry.get_sample_value("h_bucket", {"route": "/ack", "le": le})
+        for le in ("0.001", "0.01", "+Inf")
+    }
+    assert buckets == {"0.001": 2, "0.01": 3, "+Inf": 4}
+    assert registry.get_sample_value("h_sum", {"route": "/ack"}) == pytest.approx(0.5025)
+    assert registry.get_sample_value("h_count", {"route": "/send"}) == 1
+    latencies.observe(("/send",), 0.003)
+    latencies.write()  # as a scrape does
+    assert registry.get_sample_value("h_count", {"route": "/send"}) == 2
 
 
 async def test_openmetrics_when_the_scraper_asks_for_it(client: httpx.AsyncClient) -> None:
