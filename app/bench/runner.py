@@ -42,8 +42,23 @@ WORKLOADS: dict[str, Callable[[Context], Awaitable[dict[str, Any]]]] = {
 }
 
 
-async def _run_all(ctx: Context, results: dict[str, dict[str, Any]]) -> None:
-    for name in ctx.options.only:
+def _servers(options: Options) -> list[tuple[tuple[str, ...], bool]]:
+    """With --pg: the workloads each started server runs, and whether it serves push.
+
+    Push (the push worker and the synced positions it reads) runs only where a workload
+    measures it, so that it costs no other figure: W7 gets a server of its own, and W1 runs
+    with push on only with --w1-push."""
+    others = tuple(name for name in options.only if name != "W7")
+    servers = [(others, options.w1_push and "W1" in others)] if others else []
+    if "W7" in options.only:
+        servers.append((("W7",), True))
+    return servers
+
+
+async def _run_all(
+    ctx: Context, results: dict[str, dict[str, Any]], workloads: tuple[str, ...]
+) -> None:
+    for name in workloads:
         print(f"bench: {name}", file=sys.stderr, flush=True)
         began = time.perf_counter()
         results[name] = await WORKLOADS[name](ctx)
@@ -89,15 +104,20 @@ def _run(options: Options) -> int:
                 "MSGSYNC_PUSH_GATEWAYS": f"http://127.0.0.1:{port}/",
                 "MSGSYNC_PUSH_DELAY_SECONDS": str(options.push_delay),
             }
-            with managed_server(options.pg, options.workers, push_env) as server:
-                report["target"]["url"] = server.url
-                ctx = Context(server.url, run_id, options, server.pid, server.database_url, port)
-                _run_client(_run_all(ctx, results))
+            for workloads, push in _servers(options):
+                with managed_server(
+                    options.pg, options.workers, push_env if push else None
+                ) as server:
+                    report["target"]["url"] = server.url
+                    ctx = Context(
+                        server.url, run_id, options, server.pid, server.database_url, port
+                    )
+                    _run_client(_run_all(ctx, results, workloads))
         else:
             assert options.url is not None
             url = options.url.rstrip("/")
             ctx = Context(url, run_id, options, options.server_pid, gateway_port=port)
-            _run_client(_run_all(ctx, results))
+            _run_client(_run_all(ctx, results, options.only))
     except (BenchError, OSError, httpx.HTTPError, psycopg.Error) as exc:
         error = exc
     report["ok"] = error is None
