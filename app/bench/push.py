@@ -21,6 +21,7 @@ import orjson
 import psycopg
 
 from app.bench.context import Context
+from app.bench.server import process_cpu_seconds, server_pids
 from app.bench.stats import BenchError, summarize
 
 __all__ = ["NOTIFY_PATH", "BenchGateway", "gateway_url", "running_gateway", "w7"]
@@ -141,6 +142,46 @@ WHERE sender = %(prefix)s || 'sender'
 """
 
 
+_BACKENDS = """
+SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()
+"""
+
+
+class CpuMeter:
+    """CPU seconds spent by the server's processes and by the PostgreSQL backends serving its
+    database (when PostgreSQL runs on this machine), between start() and stop()."""
+
+    def __init__(self, server_pid: int | None, database_url: str) -> None:
+        self._server_pid = server_pid
+        self._database_url = database_url
+        self._start: dict[str, dict[int, float]] = {}
+
+    def _sample(self) -> dict[str, dict[int, float]]:
+        with psycopg.connect(self._database_url) as conn:
+            backends = [row[0] for row in conn.execute(_BACKENDS).fetchall()]
+        found: dict[str, dict[int, float]] = {"server": {}, "database": {}}
+        for role, pids in (("server", server_pids(self._server_pid)), ("database", backends)):
+            for pid in pids:
+                seconds = process_cpu_seconds([pid])
+                if seconds is not None:
+                    found[role][pid] = seconds
+        return found
+
+    async def start(self) -> None:
+        self._start = await asyncio.to_thread(self._sample)
+
+    async def stop(self) -> dict[str, float | None]:
+        end = await asyncio.to_thread(self._sample)
+        spent: dict[str, float | None] = {}
+        for role, pids in end.items():
+            # A process born during the run counts from zero; one that ended is not seen.
+            before = self._start.get(role, {})
+            spent[role] = (
+                round(sum(s - before.get(pid, 0.0) for pid, s in pids.items()), 3) if pids else None
+            )
+        return spent
+
+
 def _load(
     database_url: str, prefix: str, devices: int, gateway: str
 ) -> tuple[float, dict[str, str]]:
@@ -164,6 +205,8 @@ async def w7(ctx: Context) -> dict[str, Any]:
         created_at, expected = await asyncio.to_thread(
             _load, ctx.database_url, prefix, o.w7_devices, gateway_url(ctx.gateway_port)
         )
+        meter = CpuMeter(ctx.server_pid, ctx.database_url)
+        await meter.start()
         due = created_at + o.push_delay
         gateway.all_arrived.clear()
         gateway.awaited = set(expected) - gateway.accepted.keys()
@@ -172,6 +215,7 @@ async def w7(ctx: Context) -> dict[str, Any]:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(o.push_delay + o.w7_timeout):
                 await gateway.all_arrived.wait()
+        cpu = await meter.stop()
         # A moment more for pushes that would come twice (a lease lost, a retry of an
         # accepted push): they would follow the first within a round or two.
         await asyncio.sleep(1.0)
@@ -195,6 +239,11 @@ async def w7(ctx: Context) -> dict[str, Any]:
         "gateway_failures_injected": gateway.failed,
         "pushes_per_s": round(len(mine) / span, 1) if span > 0 else None,
         "lag_after_delay": summarize([max(0.0, t - due) for t in firsts]),
+        "cpu_s": cpu,
+        "cpu_ms_per_push": {
+            role: round(1000 * seconds / len(mine), 3) if seconds is not None else None
+            for role, seconds in cpu.items()
+        },
     }
     if lost or wrong:
         raise BenchError(f"W7: {lost} pushes lost, {wrong} for the wrong message: {result}")
