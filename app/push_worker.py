@@ -15,10 +15,10 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 import orjson
 from prometheus_client import Counter, Gauge
 from sqlalchemy import select
@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app.config import Settings
 from app.db import Database
+from app.http1 import HttpClient, Reply
 from app.models import Message, utcnow
 from app.push_store import Lease, Pending, Settle, lease, pending, release, settle
 
@@ -47,14 +48,21 @@ OLDEST_PENDING = Gauge(
 )
 
 # Well within app.push_store.LEASE: only a dead process lets a lease expire.
-GATEWAY_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+GATEWAY_TIMEOUT, CONNECT_TIMEOUT = 10.0, 5.0
 # Retries: exponential backoff with full jitter (a random wait in [0, base * 2^attempt],
 # capped), so that pushes failing together do not hit a recovering gateway together.
 BACKOFF_BASE, BACKOFF_CAP = 0.25, 300.0
 
 
 class PushWorker:
-    def __init__(self, db: Database, settings: Settings, grace: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        grace: float,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """`ssl_context` for https gateways: the system's trusted certificates by default."""
         self._db = db
         self._settings = settings
         self._delay = timedelta(seconds=settings.push_delay_seconds)
@@ -68,14 +76,13 @@ class PushWorker:
         self._wakeup = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
-        self._client = httpx.AsyncClient(
-            # Never follow a redirect: the allowlist vetted this URL, not where it points.
-            follow_redirects=False,
-            timeout=GATEWAY_TIMEOUT,
-            # One connection per request in flight; requests never queue inside httpx,
-            # whose pool costs (connections x queued requests) per event: with 100 requests
-            # queued for 100 connections it took half the process's CPU.
-            limits=httpx.Limits(max_connections=settings.push_concurrency),
+        # Keep-alive connections per gateway, at most one per request in flight. It never
+        # follows a redirect: the allowlist vetted this URL, not where it points.
+        self._client = HttpClient(
+            settings.push_concurrency,
+            connect=CONNECT_TIMEOUT,
+            total=GATEWAY_TIMEOUT,
+            ssl_context=ssl_context,
         )
 
     async def start(self) -> None:
@@ -91,7 +98,7 @@ class PushWorker:
         await asyncio.gather(*self._in_flight, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self._write_settled()
-        await self._client.aclose()
+        await self._client.close()
 
     async def _run(self) -> None:
         while True:
@@ -182,20 +189,23 @@ class PushWorker:
         assert pending.newest is not None
         message_id, sender = pending.newest
         body = await self._notification(lease, pending, message_id, sender)
-        answer = ""
+        reply: Reply | None = None
         try:
-            response = await self._client.post(lease.gateway_url, content=body, headers=_JSON)
-            answer = f"HTTP {response.status_code} {response.text[:300]!r}"
-            status = response.status_code
-        except httpx.HTTPError as exc:
+            reply = await self._client.post(lease.gateway_url, body)
+            answer = f"HTTP {reply.status} {reply.text[:300]!r}"
+            status = reply.status
+        except OSError as exc:  # refused, reset, timed out, TLS failed
             answer = f"{type(exc).__name__}: {exc}"
             status = 0
+        except ValueError as exc:  # a URL the client cannot call: it would never pass
+            answer = f"{type(exc).__name__}: {exc}"
+            status = -1
         # Backoff and age count from the failure, not from the lease: a request that timed
         # out took GATEWAY_TIMEOUT of its own.
         now = utcnow()
-        if 200 <= status < 300:
+        if reply is not None and 200 <= status < 300:
             PUSHES_SENT.inc()
-            rejected = _rejected(response)
+            rejected = _rejected(reply.content)
             if lease.pushkey in rejected:
                 PUSHES_REJECTED.inc()
                 log.info("gateway rejected pushkey of app %s; pusher deleted", lease.app_id)
@@ -275,12 +285,9 @@ class PushWorker:
             raise
 
 
-def _rejected(response: httpx.Response) -> list[str]:
+def _rejected(content: bytes) -> list[str]:
     try:
-        rejected = orjson.loads(response.content).get("rejected", [])
+        rejected = orjson.loads(content).get("rejected", [])
     except (orjson.JSONDecodeError, AttributeError):
         return []
     return [key for key in rejected if isinstance(key, str)] if isinstance(rejected, list) else []
-
-
-_JSON = {"content-type": "application/json"}
