@@ -270,7 +270,10 @@ class HttpClient:
             self._evict()
         context = None
         if origin.scheme == "https":
-            context = self._ssl or _default_context()
+            if self._ssl is None:
+                # The system's trusted certificates (or SSL_CERT_FILE's), loaded once.
+                self._ssl = ssl.create_default_context()
+            context = self._ssl
         self._open += 1
         try:
             async with asyncio.timeout(self._connect_timeout):
@@ -296,14 +299,3 @@ class HttpClient:
     def _drop(self, connection: Connection) -> None:
         connection.close()
         self._open -= 1
-
-
-_DEFAULT_CONTEXT: ssl.SSLContext | None = None
-
-
-def _default_context() -> ssl.SSLContext:
-    # Built once: loading the system's certificates costs milliseconds.
-    global _DEFAULT_CONTEXT
-    if _DEFAULT_CONTEXT is None:
-        _DEFAULT_CONTEXT = ssl.create_default_context()
-    return _DEFAULT_CONTEXT

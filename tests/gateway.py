@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +24,8 @@ class Script:
 
 
 class Gateway:
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
+        """`tls`: serve https with this server context (see tests/tls.py)."""
         self.requests: list[tuple[str, dict[str, Any]]] = []  # (path, body)
         self.scripts: dict[str, Script] = {}
         self._lock = threading.Lock()
@@ -56,8 +58,13 @@ class Gateway:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        if tls is not None:
+            # The handshake runs in each request's thread, not in the accepting one.
+            self._server.socket = tls.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.port: int = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.notify_url = self.url + NOTIFY_PATH
 
     def pushes(self, pushkey: str) -> list[dict[str, Any]]:
@@ -84,8 +91,8 @@ class Gateway:
 
 
 @contextmanager
-def running_gateway(port: int = 0) -> Iterator[Gateway]:
-    gateway = Gateway(port)
+def running_gateway(port: int = 0, tls: ssl.SSLContext | None = None) -> Iterator[Gateway]:
+    gateway = Gateway(port, tls)
     thread = threading.Thread(target=gateway._server.serve_forever, daemon=True)
     thread.start()
     try:
