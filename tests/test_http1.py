@@ -109,9 +109,9 @@ def url(server: Scripted, scheme: str = "http") -> str:
 
 @asynccontextmanager
 async def client(
-    limit: int = 4, total: float = 5, **extra: ssl.SSLContext
+    limit: int = 4, total: float = 5, ssl_context: ssl.SSLContext | None = None
 ) -> AsyncIterator[HttpClient]:
-    http = HttpClient(limit, connect=2, total=total, **extra)
+    http = HttpClient(limit, connect=2, total=total, ssl_context=ssl_context)
     try:
         yield http
     finally:
