@@ -279,7 +279,7 @@ class PushWorker:
             return
         settled, self._settled = self._settled, []
         try:
-            await settle(self._db, settled)
+            await settle(self._db, settled, utcnow())
         except BaseException:
             self._settled = settled + self._settled
             raise
