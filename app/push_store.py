@@ -7,6 +7,7 @@ serves one process, runs the same units of work statement by statement.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +18,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.db import Database
 from app.models import Device, InboxEntry, Message, Pusher, User
 
-__all__ = ["LEASE", "Lease", "Pending", "Settle", "lease", "pending", "release", "settle"]
+__all__ = [
+    "LEASE",
+    "Lease",
+    "Pending",
+    "Settle",
+    "lease",
+    "lease_and_read",
+    "pending",
+    "release",
+    "settle",
+]
 
 # A lease outlives any leased push's wait and request (app.push_worker): only a dead
 # process lets one expire, and another process then repeats that push after this long.
@@ -158,12 +169,59 @@ LEFT JOIN LATERAL (
 """
 
 
+# PostgreSQL: the lease and the read in one statement (one round trip a round, not two),
+# in one snapshot. Rows come grouped per leased pusher, its messages in version order.
+_PG_LEASE_AND_READ = (
+    _PG_LEASE.replace("UPDATE pushers AS p", ", leased AS (\nUPDATE pushers AS p", 1)
+    + """)
+SELECT l.*, (SELECT u.latest_version FROM users AS u WHERE u.user_id = l.user_id),
+       e.version, e.created_at, e.id, e.sender
+FROM leased AS l
+LEFT JOIN LATERAL (
+    SELECT i.version, i.created_at, m.id, m.sender
+    FROM inbox AS i JOIN messages AS m ON m.id = i.message_id
+    WHERE i.user_id = l.user_id AND i.version > l.seen AND i.kind = 'message'
+      AND m.sender <> l.user_id
+    ORDER BY i.version
+) AS e ON true
+ORDER BY l.app_id, l.pushkey, e.version
+"""
+)
+
+
+async def lease_and_read(db: Database, now: datetime, limit: int) -> list[tuple[Lease, Pending]]:
+    """lease() then pending(): the due pushers leased, each with what it has not seen."""
+    if db.is_sqlite:
+        taken = await lease(db, now, limit)
+        if not taken:
+            return []
+        try:
+            return list(zip(taken, await pending(db, taken), strict=True))
+        except BaseException:
+            # Shutting down, or the read failed: give the leases back now rather than make
+            # the next round wait for them to expire.
+            with contextlib.suppress(Exception):
+                await settle(db, [release(x, now) for x in taken], now)
+            raise
+    params = {"now": now, "limit": limit, "until": now + LEASE}
+    async with db.driver() as driver:
+        cursor = await driver.execute(_PG_LEASE_AND_READ, params)
+        found = await cursor.fetchall()
+    leases: list[Lease] = []
+    rows: list[tuple[Any, ...]] = []
+    for row in found:
+        key = (row[0], row[1])
+        if not leases or (leases[-1].app_id, leases[-1].pushkey) != key:
+            leases.append(Lease(*row[:11]))
+        rows.append((len(leases) - 1, *row[11:]))
+    return list(zip(leases, _fold(leases, rows), strict=True))
+
+
 async def pending(db: Database, leases: list[Lease]) -> list[Pending]:
     """Per lease: the user's latest version, the unread count, and the oldest and newest
     messages from others above its floor. Read in one snapshot, so every entry up to
     `latest` is visible (a user's versions commit in order). The sender's own devices are
     never pushed for the sender's own message."""
-    found = [Pending() for _ in leases]
     if db.is_sqlite:
         rows = await _pending_sqlite(db, leases)
     else:
@@ -171,6 +229,13 @@ async def pending(db: Database, leases: list[Lease]) -> list[Pending]:
         async with db.driver() as driver:
             cursor = await driver.execute(_PG_PENDING, params)
             rows = [(n - 1, *rest) for n, *rest in await cursor.fetchall()]
+    return _fold(leases, rows)
+
+
+def _fold(leases: list[Lease], rows: list[tuple[Any, ...]]) -> list[Pending]:
+    """Rows of (lease index, latest version, then one message above what the device has
+    seen or NULLs), in version order per lease, into one Pending per lease."""
+    found = [Pending() for _ in leases]
     for index, latest, version, created_at, message_id, sender in rows:
         one, leased = found[index], leases[index]
         one.latest = latest or 0  # no such user (gone): nothing to settle above 0

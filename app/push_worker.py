@@ -28,7 +28,7 @@ from app.config import Settings
 from app.db import Database
 from app.http1 import HttpClient, Reply
 from app.models import Message, utcnow
-from app.push_store import Lease, Pending, Settle, lease, pending, release, settle
+from app.push_store import Lease, Pending, Settle, lease_and_read, release, settle
 
 __all__ = ["PUSHES_FAILED", "PUSHES_REJECTED", "PUSHES_RETRIED", "PUSHES_SENT", "PushWorker"]
 
@@ -139,19 +139,12 @@ class PushWorker:
             return 1
         await self._write_settled()
         now = utcnow()
-        leases = await lease(self._db, now, free)
-        if not leases:
+        leased_now = await lease_and_read(self._db, now, free)
+        if not leased_now:
             OLDEST_PENDING.set(0)
             return 0
-        try:
-            unseen = await pending(self._db, leases)
-        except BaseException:
-            # Shutting down, or the read failed: give the leases back now rather than make
-            # the next round (or process) wait for them to expire.
-            self._settled.extend(release(leased, now) for leased in leases)
-            raise
         oldest_lag = 0.0
-        for leased, found in zip(leases, unseen, strict=True):
+        for leased, found in leased_now:
             key = (leased.app_id, leased.pushkey)
             if found.newest is None or found.oldest_at is None:
                 # Nothing for this device to be told: settle up to what was read.
@@ -166,7 +159,7 @@ class PushWorker:
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
         OLDEST_PENDING.set(oldest_lag)
-        return len(leases)
+        return len(leased_now)
 
     async def _push(self, leased: Lease, found: Pending, now: datetime) -> None:
         outcome = Settle(leased.app_id, leased.pushkey)
