@@ -6,6 +6,7 @@ import asyncio
 import json
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,10 +18,12 @@ NOTIFY_PATH = "/_matrix/push/v1/notify"
 
 @dataclass
 class Script:
-    """What the gateway answers for one pushkey: these statuses first, then 200."""
+    """What the gateway answers for one pushkey: these statuses first, then 200; each of the
+    first requests waits its `holds` seconds (once recorded) before it is answered."""
 
     statuses: list[int] = field(default_factory=list)
     reject: bool = False
+    holds: list[float] = field(default_factory=list)
 
 
 class Gateway:
@@ -40,6 +43,9 @@ class Gateway:
                     gateway.requests.append((self.path, body))
                     script = gateway.scripts.get(pushkeys[0]) if pushkeys else None
                     status = script.statuses.pop(0) if script and script.statuses else 200
+                    hold = script.holds.pop(0) if script and script.holds else 0.0
+                if hold:
+                    time.sleep(hold)  # this request's own thread: a push kept in flight
                 if status in (301, 302, 307, 308):
                     self.send_response(status)
                     self.send_header("Location", f"{gateway.url}/elsewhere")
