@@ -101,26 +101,39 @@ class PushWorker:
         await self._client.close()
 
     async def _run(self) -> None:
+        """Rounds back to back while due pushers fill them; otherwise a round every interval,
+        and in between only the settling of requests that finish (one statement for all
+        that finished meanwhile). When pushes fall due one at a time, as they mostly do, a
+        push then costs its share of one lease and one settle, not a lease per finished
+        request."""
+        loop = asyncio.get_running_loop()
+        next_round = 0.0
         while True:
             try:
-                leased = await self.round()
+                if loop.time() >= next_round:
+                    if not await self.round():
+                        next_round = loop.time() + self._interval
+                else:
+                    await self._write_settled()
             except (DBAPIError, OSError) as exc:
                 log.warning("push round failed: %s", exc)
-                leased = 0
+                next_round = loop.time() + self._interval
             except Exception:
                 # A bug must not stop every later push of this process: log, go on.
                 log.exception("push round failed")
-                leased = 0
-            if leased == 0:
-                # Nothing due: poll again soon, or at once when a request settles.
+                next_round = loop.time() + self._interval
+            wait = next_round - loop.time()
+            if wait > 0:
+                # Until the next round, or a request finishing (to be settled).
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._interval):
+                    async with asyncio.timeout(wait):
                         await self._wakeup.wait()
                 self._wakeup.clear()
 
-    async def round(self) -> int:
-        """Settle what finished, lease what is due, start its requests; returns the count
-        leased (more may be due: the caller goes again at once).
+    async def round(self) -> bool:
+        """Settle what finished, lease what is due, start its requests; returns whether more
+        may be due (the lease was filled, or it waited for a free slot): the caller then
+        goes again at once.
 
         Requests that finish while a statement runs are settled together by the next round
         (group commit, as app.acks does). Up to four times the concurrency is leased ahead,
@@ -136,13 +149,13 @@ class PushWorker:
             # with the next lease (one statement for a batch, not one per request).
             await self._wakeup.wait()
             self._wakeup.clear()
-            return 1
+            return True
         await self._write_settled()
         now = utcnow()
         leased_now = await lease_and_read(self._db, now, free)
         if not leased_now:
             OLDEST_PENDING.set(0)
-            return 0
+            return False
         oldest_lag = 0.0
         for leased, found in leased_now:
             key = (leased.app_id, leased.pushkey)
@@ -159,7 +172,7 @@ class PushWorker:
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
         OLDEST_PENDING.set(oldest_lag)
-        return len(leased_now)
+        return len(leased_now) == free
 
     async def _push(self, leased: Lease, found: Pending, now: datetime) -> None:
         outcome = Settle(leased.app_id, leased.pushkey)
