@@ -24,7 +24,7 @@ from app.longpoll import LongPoll
 from app.migrations import upgrade_to_head
 from app.notifier import Notifier, PgNotifier, close_on_signals
 from app.openapi import install_openapi
-from app.push import SyncedCursors
+from app.push import SyncedCursors, push_interval
 from app.push_worker import PushWorker
 from app.web import install as install_web_client
 
@@ -67,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.tokens = tokens
         app.state.acks = acks
         # Push: synced positions are recorded and the worker runs only when push is on.
-        seen = SyncedCursors(db, interval=min(0.25, settings.push_delay_seconds / 10))
+        seen = SyncedCursors(db, interval=push_interval(settings.push_delay_seconds))
         pusher = PushWorker(db, settings, grace=seen.interval)
         if settings.push_gateway_prefixes:
             await seen.start()

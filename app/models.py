@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     Double,
@@ -18,6 +19,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -173,9 +176,16 @@ class Pusher(Base):
 
     __tablename__ = "pushers"
     __table_args__ = (
-        # The sync flush and logout find a device's pushers.
+        # The sync flush and logout find a device's pushers; a send its recipient's.
         Index(None, "device_id"),
         Index(None, "user_id"),
+        # The push worker leases the due ones, oldest first (app.push_store.lease).
+        Index(
+            None,
+            "due_at",
+            postgresql_where=text("due_at IS NOT NULL"),
+            sqlite_where=text("due_at IS NOT NULL"),
+        ),
     )
 
     app_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -191,8 +201,12 @@ class Pusher(Base):
     pushed_version: Mapped[int] = mapped_column(BigInteger)
     # How far the device has synced (flushed from the processes' memory, app.push_seen).
     synced_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
-    # When the pending push is due (set once its first message is known), or retried.
+    # When the pending push is due: set by the send of the first message of a delay window
+    # (app.sync), or by the worker for a retry. NULL: nothing to push.
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A message arrived while a push was in flight (leased): settling it must not clear
+    # due_at, the worker looks again at once.
+    news: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # A process sending this push holds the lease until then; an expired lease (the process

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -32,6 +33,8 @@ __all__ = [
     "delete_pusher",
     "gateway_allowed",
     "list_pushers",
+    "push_interval",
+    "push_wait",
     "register_pusher",
 ]
 
@@ -46,6 +49,25 @@ _PUSHER_COLUMNS = (
     Pusher.device_id,
     Pusher.created_at,
 )
+
+
+def push_interval(delay: float) -> float:
+    """How often synced positions are written (SyncedCursors), hence how long past the delay
+    the worker waits before it decides."""
+    return min(0.25, delay / 10)
+
+
+def push_wait(settings: Settings) -> float | None:
+    """Seconds from a message to its recipient's push falling due; None with push off."""
+    return _push_wait(settings.push_gateways, settings.push_delay_seconds)
+
+
+@functools.cache
+def _push_wait(gateways: str, delay: float) -> float | None:
+    # Asked at every send: the prefixes are parsed once.
+    if not any(prefix.strip() for prefix in gateways.split(",")):
+        return None
+    return delay + push_interval(delay)
 
 
 def gateway_allowed(settings: Settings, url: str) -> bool:
@@ -101,6 +123,7 @@ async def register_pusher(
         .scalar_subquery(),
         "synced_version": 0,
         "due_at": None,
+        "news": False,
         "attempts": 0,
         "failing_since": None,
         "leased_until": None,

@@ -7,17 +7,28 @@ serves one process, runs the same units of work statement by statement.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, tuple_, update
+from sqlalchemy import and_, bindparam, case, delete, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database
 from app.models import Device, InboxEntry, Message, Pusher, User
 
-__all__ = ["LEASE", "Lease", "Pending", "Settle", "lease", "pending", "release", "settle"]
+__all__ = [
+    "LEASE",
+    "Lease",
+    "Pending",
+    "Settle",
+    "lease",
+    "lease_and_read",
+    "pending",
+    "release",
+    "settle",
+]
 
 # A lease outlives any leased push's wait and request (app.push_worker): only a dead
 # process lets one expire, and another process then repeats that push after this long.
@@ -70,28 +81,28 @@ def _greatest(db: Database, *columns: Any) -> Any:
     return func.max(*columns) if db.is_sqlite else func.greatest(*columns)
 
 
-# Due pushers, leased in one statement. SKIP LOCKED: another process's round is skipped,
-# not waited for, so each push has one sender and rounds never queue behind each other.
+# Due pushers, leased in one statement, read from the due-time index (a send sets due_at:
+# app.sync). SKIP LOCKED: another process's round is skipped, not waited for, so each push
+# has one sender and rounds never queue behind each other.
 _PG_LEASE = """
 WITH due AS (
-    SELECT p.app_id, p.pushkey,
-           greatest(p.synced_version, d.acked_version) AS seen,
+    SELECT p.ctid AS row, greatest(p.synced_version, d.acked_version) AS seen,
            greatest(p.pushed_version, p.synced_version, d.acked_version) AS floor
     FROM pushers AS p
-    JOIN users AS u ON u.user_id = p.user_id
     JOIN devices AS d ON d.device_id = p.device_id
-    -- Something committed for the user that this pusher has not been settled for.
-    WHERE u.latest_version > greatest(p.pushed_version, p.synced_version, d.acked_version)
-      AND (p.due_at IS NULL OR p.due_at <= %(now)s)
+    WHERE p.due_at <= %(now)s
       AND (p.leased_until IS NULL OR p.leased_until < %(now)s)
-    -- The longest overdue first; never examined (no due_at yet) counts as due now.
-    ORDER BY coalesce(p.due_at, %(now)s)
+    -- The longest overdue first.
+    ORDER BY p.due_at
     LIMIT %(limit)s
     FOR UPDATE OF p SKIP LOCKED
 )
+-- By row address (a TID scan): a join on the key made the planner scan every pusher. A row
+-- that another transaction changed after this statement began is not updated, hence not
+-- returned: it is simply not leased this round.
 UPDATE pushers AS p SET leased_until = %(until)s
 FROM due
-WHERE p.app_id = due.app_id AND p.pushkey = due.pushkey
+WHERE p.ctid = due.row
 RETURNING p.app_id, p.pushkey, p.user_id, p.gateway_url, p.format, p.data, p.created_at,
           due.seen, due.floor, p.attempts, p.failing_since
 """
@@ -119,16 +130,13 @@ async def lease(db: Database, now: datetime, limit: int) -> list[Lease]:
             Pusher.attempts,
             Pusher.failing_since,
         )
-        .join(User, User.user_id == Pusher.user_id)
         .join(Device, Device.device_id == Pusher.device_id)
         .where(
-            # Something committed for the user that the device has not been settled for.
-            User.latest_version > floor,
-            or_(Pusher.due_at.is_(None), Pusher.due_at <= now),
+            Pusher.due_at <= now,
             or_(Pusher.leased_until.is_(None), Pusher.leased_until < now),
         )
-        # The longest overdue first; never examined (no due_at yet) counts as due now.
-        .order_by(func.coalesce(Pusher.due_at, now))
+        # The longest overdue first.
+        .order_by(Pusher.due_at)
         .limit(limit)
     )
     async with db.session() as session, session.begin():
@@ -145,10 +153,12 @@ async def lease(db: Database, now: datetime, limit: int) -> list[Lease]:
 # Per leased pusher (by its position in the batch), the user's latest version and every
 # message from someone else above what the device has seen; one statement, one snapshot.
 _PG_PENDING = """
-SELECT x.n, u.latest_version, e.version, e.created_at, e.id, e.sender
+SELECT x.n,
+       -- A subquery, not a join: the planner hash-joined every user for a join.
+       (SELECT u.latest_version FROM users AS u WHERE u.user_id = x.user_id),
+       e.version, e.created_at, e.id, e.sender
 FROM unnest(CAST(%(users)s AS text[]), CAST(%(seen)s AS bigint[]))
     WITH ORDINALITY AS x(user_id, seen, n)
-JOIN users AS u ON u.user_id = x.user_id
 LEFT JOIN LATERAL (
     SELECT i.version, i.created_at, m.id, m.sender
     FROM inbox AS i JOIN messages AS m ON m.id = i.message_id
@@ -159,12 +169,59 @@ LEFT JOIN LATERAL (
 """
 
 
+# PostgreSQL: the lease and the read in one statement (one round trip a round, not two),
+# in one snapshot. Rows come grouped per leased pusher, its messages in version order.
+_PG_LEASE_AND_READ = (
+    _PG_LEASE.replace("UPDATE pushers AS p", ", leased AS (\nUPDATE pushers AS p", 1)
+    + """)
+SELECT l.*, (SELECT u.latest_version FROM users AS u WHERE u.user_id = l.user_id),
+       e.version, e.created_at, e.id, e.sender
+FROM leased AS l
+LEFT JOIN LATERAL (
+    SELECT i.version, i.created_at, m.id, m.sender
+    FROM inbox AS i JOIN messages AS m ON m.id = i.message_id
+    WHERE i.user_id = l.user_id AND i.version > l.seen AND i.kind = 'message'
+      AND m.sender <> l.user_id
+    ORDER BY i.version
+) AS e ON true
+ORDER BY l.app_id, l.pushkey, e.version
+"""
+)
+
+
+async def lease_and_read(db: Database, now: datetime, limit: int) -> list[tuple[Lease, Pending]]:
+    """lease() then pending(): the due pushers leased, each with what it has not seen."""
+    if db.is_sqlite:
+        taken = await lease(db, now, limit)
+        if not taken:
+            return []
+        try:
+            return list(zip(taken, await pending(db, taken), strict=True))
+        except BaseException:
+            # Shutting down, or the read failed: give the leases back now rather than make
+            # the next round wait for them to expire.
+            with contextlib.suppress(Exception):
+                await settle(db, [release(x, now) for x in taken], now)
+            raise
+    params = {"now": now, "limit": limit, "until": now + LEASE}
+    async with db.driver() as driver:
+        cursor = await driver.execute(_PG_LEASE_AND_READ, params)
+        found = await cursor.fetchall()
+    leases: list[Lease] = []
+    rows: list[tuple[Any, ...]] = []
+    for row in found:
+        key = (row[0], row[1])
+        if not leases or (leases[-1].app_id, leases[-1].pushkey) != key:
+            leases.append(Lease(*row[:11]))
+        rows.append((len(leases) - 1, *row[11:]))
+    return list(zip(leases, _fold(leases, rows), strict=True))
+
+
 async def pending(db: Database, leases: list[Lease]) -> list[Pending]:
     """Per lease: the user's latest version, the unread count, and the oldest and newest
     messages from others above its floor. Read in one snapshot, so every entry up to
     `latest` is visible (a user's versions commit in order). The sender's own devices are
     never pushed for the sender's own message."""
-    found = [Pending() for _ in leases]
     if db.is_sqlite:
         rows = await _pending_sqlite(db, leases)
     else:
@@ -172,9 +229,16 @@ async def pending(db: Database, leases: list[Lease]) -> list[Pending]:
         async with db.driver() as driver:
             cursor = await driver.execute(_PG_PENDING, params)
             rows = [(n - 1, *rest) for n, *rest in await cursor.fetchall()]
+    return _fold(leases, rows)
+
+
+def _fold(leases: list[Lease], rows: list[tuple[Any, ...]]) -> list[Pending]:
+    """Rows of (lease index, latest version, then one message above what the device has
+    seen or NULLs), in version order per lease, into one Pending per lease."""
+    found = [Pending() for _ in leases]
     for index, latest, version, created_at, message_id, sender in rows:
         one, leased = found[index], leases[index]
-        one.latest = latest
+        one.latest = latest or 0  # no such user (gone): nothing to settle above 0
         if version is None or version <= leased.seen:
             continue
         one.unread += 1
@@ -228,6 +292,9 @@ async def _pending_sqlite(db: Database, leases: list[Lease]) -> list[tuple[Any, 
 
 # A round's outcomes in one statement, rows locked in key order (no deadlock with another
 # process's round). pushed_version never moves back: a replaced pusher keeps the higher.
+# A message that arrived during the push (`news`, set by the send under the row's lock, so
+# never lost to this statement) makes the pusher due at once rather than settled: the
+# worker's read may have missed it.
 _PG_SETTLE = """
 WITH s AS (
     SELECT * FROM unnest(
@@ -237,29 +304,34 @@ WITH s AS (
         CAST(%(gone)s AS boolean[])
     ) AS s(app_id, pushkey, pushed, due, attempts, since, gone)
 ), locked AS (
-    SELECT p.app_id, p.pushkey, s.pushed, s.due, s.attempts, s.since, s.gone
-    FROM pushers AS p JOIN s ON s.app_id = p.app_id AND s.pushkey = p.pushkey
-    ORDER BY p.app_id, p.pushkey
-    FOR UPDATE OF p
+    -- One index look-up and lock per row, in the arrays' order (sorted by key): a join
+    -- made the planner scan every pusher.
+    SELECT s.app_id, s.pushkey, s.pushed, s.due, s.attempts, s.since, s.gone
+    FROM s CROSS JOIN LATERAL (
+        SELECT 1 FROM pushers AS p
+        WHERE p.app_id = s.app_id AND p.pushkey = s.pushkey
+        FOR UPDATE
+    ) AS p
 ), removed AS (
     DELETE FROM pushers AS p USING locked AS l
     WHERE l.gone AND p.app_id = l.app_id AND p.pushkey = l.pushkey
 )
 UPDATE pushers AS p
-SET pushed_version = greatest(p.pushed_version, l.pushed), due_at = l.due,
-    attempts = l.attempts, failing_since = l.since, leased_until = NULL
+SET pushed_version = greatest(p.pushed_version, l.pushed),
+    due_at = CASE WHEN l.due IS NULL AND p.news THEN %(now)s ELSE l.due END,
+    news = false, attempts = l.attempts, failing_since = l.since, leased_until = NULL
 FROM locked AS l
 WHERE NOT l.gone AND p.app_id = l.app_id AND p.pushkey = l.pushkey
 """
 
 
-async def settle(db: Database, settled: list[Settle]) -> None:
+async def settle(db: Database, settled: list[Settle], now: datetime) -> None:
     # One outcome per pusher: the last one stands.
     last = {(s.app_id, s.pushkey): s for s in settled}
     ordered = [last[key] for key in sorted(last)]
     if db.is_sqlite:
         async with db.session() as session, session.begin():
-            await _settle_sqlite(session, ordered)
+            await _settle_sqlite(session, ordered, now)
         return
     params = {
         "app_ids": [s.app_id for s in ordered],
@@ -269,12 +341,13 @@ async def settle(db: Database, settled: list[Settle]) -> None:
         "attempts": [s.attempts for s in ordered],
         "since": [s.failing_since for s in ordered],
         "gone": [s.delete for s in ordered],
+        "now": now,
     }
     async with db.driver() as driver:
         await driver.execute(_PG_SETTLE, params)
 
 
-async def _settle_sqlite(session: AsyncSession, settled: list[Settle]) -> None:
+async def _settle_sqlite(session: AsyncSession, settled: list[Settle], now: datetime) -> None:
     gone = [(s.app_id, s.pushkey) for s in settled if s.delete]
     if gone:
         await session.execute(delete(Pusher).where(tuple_(Pusher.app_id, Pusher.pushkey).in_(gone)))
@@ -286,6 +359,7 @@ async def _settle_sqlite(session: AsyncSession, settled: list[Settle]) -> None:
             "due": s.due_at,
             "n": s.attempts,
             "since": s.failing_since,
+            "now": now,
         }
         for s in settled
         if not s.delete
@@ -298,7 +372,14 @@ async def _settle_sqlite(session: AsyncSession, settled: list[Settle]) -> None:
             .where(Pusher.app_id == bindparam("a"), Pusher.pushkey == bindparam("k"))
             .values(
                 pushed_version=func.max(Pusher.pushed_version, bindparam("p")),
-                due_at=bindparam("due", type_=Pusher.due_at.type),
+                due_at=case(
+                    (
+                        and_(bindparam("due", type_=Pusher.due_at.type).is_(None), Pusher.news),
+                        bindparam("now", type_=Pusher.due_at.type),
+                    ),
+                    else_=bindparam("due", type_=Pusher.due_at.type),
+                ),
+                news=False,
                 attempts=bindparam("n"),
                 failing_since=bindparam("since", type_=Pusher.failing_since.type),
                 leased_until=None,

@@ -15,10 +15,10 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 import orjson
 from prometheus_client import Counter, Gauge
 from sqlalchemy import select
@@ -26,8 +26,9 @@ from sqlalchemy.exc import DBAPIError
 
 from app.config import Settings
 from app.db import Database
+from app.http1 import HttpClient, Reply
 from app.models import Message, utcnow
-from app.push_store import Lease, Pending, Settle, lease, pending, release, settle
+from app.push_store import Lease, Pending, Settle, lease_and_read, release, settle
 
 __all__ = ["PUSHES_FAILED", "PUSHES_REJECTED", "PUSHES_RETRIED", "PUSHES_SENT", "PushWorker"]
 
@@ -47,14 +48,21 @@ OLDEST_PENDING = Gauge(
 )
 
 # Well within app.push_store.LEASE: only a dead process lets a lease expire.
-GATEWAY_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+GATEWAY_TIMEOUT, CONNECT_TIMEOUT = 10.0, 5.0
 # Retries: exponential backoff with full jitter (a random wait in [0, base * 2^attempt],
 # capped), so that pushes failing together do not hit a recovering gateway together.
 BACKOFF_BASE, BACKOFF_CAP = 0.25, 300.0
 
 
 class PushWorker:
-    def __init__(self, db: Database, settings: Settings, grace: float) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        grace: float,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """`ssl_context` for https gateways: the system's trusted certificates by default."""
         self._db = db
         self._settings = settings
         self._delay = timedelta(seconds=settings.push_delay_seconds)
@@ -68,14 +76,13 @@ class PushWorker:
         self._wakeup = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
-        self._client = httpx.AsyncClient(
-            # Never follow a redirect: the allowlist vetted this URL, not where it points.
-            follow_redirects=False,
-            timeout=GATEWAY_TIMEOUT,
-            # One connection per request in flight; requests never queue inside httpx,
-            # whose pool costs (connections x queued requests) per event: with 100 requests
-            # queued for 100 connections it took half the process's CPU.
-            limits=httpx.Limits(max_connections=settings.push_concurrency),
+        # Keep-alive connections per gateway, at most one per request in flight. It never
+        # follows a redirect: the allowlist vetted this URL, not where it points.
+        self._client = HttpClient(
+            settings.push_concurrency,
+            connect=CONNECT_TIMEOUT,
+            total=GATEWAY_TIMEOUT,
+            ssl_context=ssl_context,
         )
 
     async def start(self) -> None:
@@ -91,29 +98,42 @@ class PushWorker:
         await asyncio.gather(*self._in_flight, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self._write_settled()
-        await self._client.aclose()
+        await self._client.close()
 
     async def _run(self) -> None:
+        """Rounds back to back while due pushers fill them; otherwise a round every interval,
+        and in between only the settling of requests that finish (one statement for all
+        that finished meanwhile). When pushes fall due one at a time, as they mostly do, a
+        push then costs its share of one lease and one settle, not a lease per finished
+        request."""
+        loop = asyncio.get_running_loop()
+        next_round = 0.0
         while True:
             try:
-                leased = await self.round()
+                if loop.time() >= next_round:
+                    if not await self.round():
+                        next_round = loop.time() + self._interval
+                else:
+                    await self._write_settled()
             except (DBAPIError, OSError) as exc:
                 log.warning("push round failed: %s", exc)
-                leased = 0
+                next_round = loop.time() + self._interval
             except Exception:
                 # A bug must not stop every later push of this process: log, go on.
                 log.exception("push round failed")
-                leased = 0
-            if leased == 0:
-                # Nothing due: poll again soon, or at once when a request settles.
+                next_round = loop.time() + self._interval
+            wait = next_round - loop.time()
+            if wait > 0:
+                # Until the next round, or a request finishing (to be settled).
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self._interval):
+                    async with asyncio.timeout(wait):
                         await self._wakeup.wait()
                 self._wakeup.clear()
 
-    async def round(self) -> int:
-        """Settle what finished, lease what is due, start its requests; returns the count
-        leased (more may be due: the caller goes again at once).
+    async def round(self) -> bool:
+        """Settle what finished, lease what is due, start its requests; returns whether more
+        may be due (the lease was filled, or it waited for a free slot): the caller then
+        goes again at once.
 
         Requests that finish while a statement runs are settled together by the next round
         (group commit, as app.acks does). Up to four times the concurrency is leased ahead,
@@ -129,22 +149,15 @@ class PushWorker:
             # with the next lease (one statement for a batch, not one per request).
             await self._wakeup.wait()
             self._wakeup.clear()
-            return 1
+            return True
         await self._write_settled()
         now = utcnow()
-        leases = await lease(self._db, now, free)
-        if not leases:
+        leased_now = await lease_and_read(self._db, now, free)
+        if not leased_now:
             OLDEST_PENDING.set(0)
-            return 0
-        try:
-            unseen = await pending(self._db, leases)
-        except BaseException:
-            # Shutting down, or the read failed: give the leases back now rather than make
-            # the next round (or process) wait for them to expire.
-            self._settled.extend(release(leased, now) for leased in leases)
-            raise
+            return False
         oldest_lag = 0.0
-        for leased, found in zip(leases, unseen, strict=True):
+        for leased, found in leased_now:
             key = (leased.app_id, leased.pushkey)
             if found.newest is None or found.oldest_at is None:
                 # Nothing for this device to be told: settle up to what was read.
@@ -159,7 +172,7 @@ class PushWorker:
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
         OLDEST_PENDING.set(oldest_lag)
-        return len(leases)
+        return len(leased_now) == free
 
     async def _push(self, leased: Lease, found: Pending, now: datetime) -> None:
         outcome = Settle(leased.app_id, leased.pushkey)
@@ -182,20 +195,23 @@ class PushWorker:
         assert pending.newest is not None
         message_id, sender = pending.newest
         body = await self._notification(lease, pending, message_id, sender)
-        answer = ""
+        reply: Reply | None = None
         try:
-            response = await self._client.post(lease.gateway_url, content=body, headers=_JSON)
-            answer = f"HTTP {response.status_code} {response.text[:300]!r}"
-            status = response.status_code
-        except httpx.HTTPError as exc:
+            reply = await self._client.post(lease.gateway_url, body)
+            answer = f"HTTP {reply.status} {reply.text[:300]!r}"
+            status = reply.status
+        except OSError as exc:  # refused, reset, timed out, TLS failed
             answer = f"{type(exc).__name__}: {exc}"
             status = 0
+        except ValueError as exc:  # a URL the client cannot call: it would never pass
+            answer = f"{type(exc).__name__}: {exc}"
+            status = -1
         # Backoff and age count from the failure, not from the lease: a request that timed
         # out took GATEWAY_TIMEOUT of its own.
         now = utcnow()
-        if 200 <= status < 300:
+        if reply is not None and 200 <= status < 300:
             PUSHES_SENT.inc()
-            rejected = _rejected(response)
+            rejected = _rejected(reply.content)
             if lease.pushkey in rejected:
                 PUSHES_REJECTED.inc()
                 log.info("gateway rejected pushkey of app %s; pusher deleted", lease.app_id)
@@ -269,18 +285,15 @@ class PushWorker:
             return
         settled, self._settled = self._settled, []
         try:
-            await settle(self._db, settled)
+            await settle(self._db, settled, utcnow())
         except BaseException:
             self._settled = settled + self._settled
             raise
 
 
-def _rejected(response: httpx.Response) -> list[str]:
+def _rejected(content: bytes) -> list[str]:
     try:
-        rejected = orjson.loads(response.content).get("rejected", [])
+        rejected = orjson.loads(content).get("rejected", [])
     except (orjson.JSONDecodeError, AttributeError):
         return []
     return [key for key in rejected if isinstance(key, str)] if isinstance(rejected, list) else []
-
-
-_JSON = {"content-type": "application/json"}

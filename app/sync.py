@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import Database
 from app.errors import AppError
-from app.models import Conversation, Device, InboxEntry, Message, User, utcnow
+from app.models import Conversation, Device, InboxEntry, Message, Pusher, User, utcnow
 from app.replicas import Replica
 
 __all__ = [
@@ -153,8 +153,11 @@ async def send_message(
     body: str,
     client_msg_id: str | None,
     max_body_bytes: int,
+    push_wait: float | None = None,
 ) -> SendResult:
-    """One transaction: bump both versions, write the index row and both inbox entries."""
+    """One transaction: bump both versions, write the index row and both inbox entries, and
+    with push on (`push_wait`: seconds until a push falls due, app.push.push_wait) mark the
+    recipient's pushers due."""
     if len(body.encode()) > max_body_bytes:
         raise AppError(
             413, "body_too_large", f"body is larger than {max_body_bytes} bytes of UTF-8"
@@ -166,7 +169,7 @@ async def send_message(
     head, tail = _ID_HEAD, orjson.dumps(data).decode()[len(_ID_HEAD) + 1 :]
     try:
         write = _send_statement if not db.is_sqlite else _send_transaction
-        stored = await write(db, sender, recipient, body, client_msg_id, now, head, tail)
+        stored = await write(db, sender, recipient, body, client_msg_id, now, head, tail, push_wait)
     except IntegrityError:
         # A retry, or the same (sender, client_msg_id) committed while we waited for the
         # sender's lock: the unique constraint decided, and the failed statement took no
@@ -240,6 +243,23 @@ SELECT id, sender_version, stamp.text FROM message, stamp
 """
 )
 
+# With push on: the recipient's pushers (never the sender's own: %(pushed)s is NULL for a
+# note to oneself) fall due push_wait after the first message of a delay window; one due
+# already keeps its time. During a push in flight (leased) `news` tells the worker to look
+# again when it settles (app.push_store.settle). An index probe when there is no pusher.
+_MARK_PUSHERS = """
+), marked AS (
+    UPDATE pushers
+    SET due_at = coalesce(pushers.due_at, stamp.created_at + %(push_wait)s * interval '1 second'),
+        news = pushers.news OR pushers.leased_until IS NOT NULL
+    FROM message, stamp
+    WHERE pushers.user_id = %(pushed)s
+      AND (pushers.due_at IS NULL OR pushers.leased_until IS NOT NULL)
+)
+SELECT id"""
+_SEND_PUSH_SQL = _SEND_SQL.replace("\n)\nSELECT id", _MARK_PUSHERS, 1)
+assert _SEND_PUSH_SQL != _SEND_SQL
+
 
 async def _send_statement(
     db: Database,
@@ -250,12 +270,13 @@ async def _send_statement(
     now: datetime,
     head: str,
     tail: str,
+    push_wait: float | None,
 ) -> tuple[int, int, str] | None:
     lo, hi = sorted((sender, recipient))
     # The payload's created_at is the database's: cut the text around the value.
     key = '"created_at":"'
     cut = tail.rindex(key) + len(key)  # a body's quotes are escaped: only the key matches
-    params = {
+    params: dict[str, object] = {
         "sender": sender,
         "recipient": recipient,
         "parties": 1 if sender == recipient else 2,
@@ -267,11 +288,16 @@ async def _send_statement(
         "tail_a": tail[:cut],
         "tail_b": tail[tail.index('"', cut) :],
     }
+    sql = _SEND_SQL
+    if push_wait is not None:
+        sql = _SEND_PUSH_SQL
+        params["push_wait"] = push_wait
+        params["pushed"] = recipient if recipient != sender else None
     async with db.driver() as driver:
         try:
-            cursor = await driver.execute(_SEND_SQL, params)
+            cursor = await driver.execute(sql, params)
         except psycopg.errors.UniqueViolation as exc:
-            raise IntegrityError(_SEND_SQL, params, exc) from exc
+            raise IntegrityError(sql, params, exc) from exc
         row = await cursor.fetchone()
     return None if row is None else (row[0], row[1], row[2])
 
@@ -285,6 +311,7 @@ async def _send_transaction(
     now: datetime,
     head: str,
     tail: str,
+    push_wait: float | None,
 ) -> tuple[int, int, str] | None:
     """The same unit of work as _SEND_SQL, statement by statement (SQLite)."""
     async with db.session() as session, session.begin() as transaction:
@@ -334,6 +361,17 @@ async def _send_transaction(
                 set_={"last_message_id": stmt.excluded.last_message_id},
             )
         )
+        if push_wait is not None and recipient != sender:
+            # _MARK_PUSHERS in two statements (this transaction holds the write lock).
+            mine = Pusher.user_id == recipient
+            await session.execute(
+                update(Pusher)
+                .where(mine, Pusher.due_at.is_(None))
+                .values(due_at=now + timedelta(seconds=push_wait))
+            )
+            await session.execute(
+                update(Pusher).where(mine, Pusher.leased_until.is_not(None)).values(news=True)
+            )
     return message_id, versions[sender], format_time(now)
 
 

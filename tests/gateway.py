@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,14 +18,17 @@ NOTIFY_PATH = "/_matrix/push/v1/notify"
 
 @dataclass
 class Script:
-    """What the gateway answers for one pushkey: these statuses first, then 200."""
+    """What the gateway answers for one pushkey: these statuses first, then 200; each of the
+    first requests waits its `holds` seconds (once recorded) before it is answered."""
 
     statuses: list[int] = field(default_factory=list)
     reject: bool = False
+    holds: list[float] = field(default_factory=list)
 
 
 class Gateway:
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
+        """`tls`: serve https with this server context (see tests/tls.py)."""
         self.requests: list[tuple[str, dict[str, Any]]] = []  # (path, body)
         self.scripts: dict[str, Script] = {}
         self._lock = threading.Lock()
@@ -38,6 +43,9 @@ class Gateway:
                     gateway.requests.append((self.path, body))
                     script = gateway.scripts.get(pushkeys[0]) if pushkeys else None
                     status = script.statuses.pop(0) if script and script.statuses else 200
+                    hold = script.holds.pop(0) if script and script.holds else 0.0
+                if hold:
+                    time.sleep(hold)  # this request's own thread: a push kept in flight
                 if status in (301, 302, 307, 308):
                     self.send_response(status)
                     self.send_header("Location", f"{gateway.url}/elsewhere")
@@ -56,8 +64,13 @@ class Gateway:
                 pass
 
         self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        if tls is not None:
+            # The handshake runs in each request's thread, not in the accepting one.
+            self._server.socket = tls.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.port: int = self._server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.notify_url = self.url + NOTIFY_PATH
 
     def pushes(self, pushkey: str) -> list[dict[str, Any]]:
@@ -84,8 +97,8 @@ class Gateway:
 
 
 @contextmanager
-def running_gateway(port: int = 0) -> Iterator[Gateway]:
-    gateway = Gateway(port)
+def running_gateway(port: int = 0, tls: ssl.SSLContext | None = None) -> Iterator[Gateway]:
+    gateway = Gateway(port, tls)
     thread = threading.Thread(target=gateway._server.serve_forever, daemon=True)
     thread.start()
     try:

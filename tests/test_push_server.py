@@ -165,6 +165,19 @@ async def test_pushes_are_coalesced_per_delay_window(push: Push) -> None:
     assert pushes[1]["counts"] == {"unread": 4}
 
 
+async def test_a_message_sent_while_its_push_is_in_flight_is_pushed_after_it(push: Push) -> None:
+    sender, phone = await register(push.client), await register(push.client)
+    key = await push.pusher(phone)
+    push.gateway.scripts[key] = Script(holds=[DELAY * 3])
+    first = await send(push.client, sender, phone.user_id, "first")
+    [notification] = await push.gateway.wait_for(key, 1)  # arrived, not yet answered
+    assert notification["event_id"] == str(first["message"]["id"])
+    second = await send(push.client, sender, phone.user_id, "while the push is in flight")
+    pushes = await push.gateway.wait_for(key, 2)
+    assert pushes[1]["event_id"] == str(second["message"]["id"])
+    assert pushes[1]["counts"] == {"unread": 2}
+
+
 async def test_a_rejected_pushkey_deletes_the_pusher(push: Push) -> None:
     sender, phone = await register(push.client), await register(push.client)
     key = await push.pusher(phone)

@@ -17,6 +17,7 @@ from app.errors import AppError
 from app.longpoll import TICKET, Ticket
 from app.notifier import Notifier
 from app.openapi import problem_responses
+from app.push import push_wait
 from app.schemas import MAX_ID, AckIn, AckOut, SendIn, SendOut, SyncPage
 
 router = APIRouter(tags=["sync"])
@@ -75,7 +76,13 @@ async def deliver(
 ) -> tuple[int, bytes]:
     """The send, for the route above and for app.hotpaths: (status, JSON body)."""
     result = await sync.send_message(
-        db, device.user_id, body.to, body.body, body.client_msg_id, settings.max_body_bytes
+        db,
+        device.user_id,
+        body.to,
+        body.body,
+        body.client_msg_id,
+        settings.max_body_bytes,
+        push_wait(settings),
     )
     if result.created:
         notifier.notify((device.user_id, body.to))

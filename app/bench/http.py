@@ -5,7 +5,8 @@ spends is taken from the server. aiohttp spent about 100 us of CPU per request h
 (request and response objects, header multidicts, timers, a task per request); at W5's
 rate that was most of a core, and the client, not the server, set the figure. This client
 writes a prepared request and parses the answer with httptools (the parser uvicorn itself
-uses): about 13 us per request. It does what the workloads need and no more: plain
+uses; the connection is app.http1's, which the push worker uses too): about 13 us per
+request. It does what the workloads need and no more: plain
 requests with small bodies, Content-Length or chunked answers, no redirects, no cookies.
 """
 
@@ -15,88 +16,16 @@ import asyncio
 import ssl
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import cast
 from urllib.parse import urlencode, urlsplit
 
-import httptools
-
 from app.bench.stats import BenchError
+from app.http1 import Connection, Reply, connect
 
 __all__ = ["ConnectionPool", "Reply"]
 
 # uvicorn closes a keep-alive connection after 5 s without a request; the pool drops its
 # own first, so that a request does not race the server's close.
 IDLE_LIMIT = 3.0
-
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    status: int
-    content: bytes
-
-    @property
-    def text(self) -> str:
-        return self.content.decode(errors="replace")
-
-
-class _Connection(asyncio.Protocol):
-    def __init__(self) -> None:
-        self._parser = httptools.HttpResponseParser(self)
-        self._transport: asyncio.Transport | None = None
-        self._answer: asyncio.Future[Reply] | None = None
-        self._body: list[bytes] = []
-        self.closed = False
-        self.keep_alive = True
-        self.used_at = time.monotonic()
-
-    # asyncio.Protocol
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # Not an isinstance check: uvloop's transports do not derive from asyncio's.
-        self._transport = cast(
-            asyncio.Transport, transport
-        )  # called twice on uvloop (see ConnectionPool._acquire)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(BenchError(f"malformed HTTP response: {exc}"))
-            self.close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._fail(ConnectionResetError("the server closed the connection"))
-
-    # httptools callbacks
-    def on_body(self, body: bytes) -> None:
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        self.keep_alive = self._parser.should_keep_alive()
-        reply = Reply(self._parser.get_status_code(), b"".join(self._body))
-        self._body = []
-        if self._answer is not None and not self._answer.done():
-            self._answer.set_result(reply)
-
-    async def request(self, raw: bytes) -> Reply:
-        assert self._transport is not None
-        self._answer = asyncio.get_running_loop().create_future()
-        self._transport.write(raw)
-        try:
-            return await self._answer
-        finally:
-            self._answer = None
-            self.used_at = time.monotonic()
-
-    def close(self) -> None:
-        self.closed = True
-        if self._transport is not None:
-            self._transport.close()
-
-    def _fail(self, exc: Exception) -> None:
-        if self._answer is not None and not self._answer.done():
-            self._answer.set_exception(exc)
 
 
 class ConnectionPool:
@@ -113,7 +42,7 @@ class ConnectionPool:
         self._host_header = url.netloc
         self._read_timeout = read_timeout
         self._slots = asyncio.Semaphore(limit)
-        self._idle: deque[_Connection] = deque()
+        self._idle: deque[Connection] = deque()
 
     async def request(
         self,
@@ -153,19 +82,14 @@ class ConnectionPool:
         while self._idle:
             self._idle.pop().close()
 
-    async def _acquire(self) -> tuple[_Connection, bool]:
+    async def _acquire(self) -> tuple[Connection, bool]:
         now = time.monotonic()
         while self._idle:
             connection = self._idle.pop()
             if not connection.closed and now - connection.used_at < IDLE_LIMIT:
                 return connection, True
             connection.close()
-        transport, connection = await asyncio.get_running_loop().create_connection(
-            _Connection, self._host, self._port, ssl=self._ssl
-        )
-        # uvloop may call connection_made only after create_connection has returned.
-        connection.connection_made(transport)
-        return connection, False
+        return await connect(self._host, self._port, self._ssl), False
 
     def _prepare(
         self,

@@ -49,6 +49,7 @@ class Options:
     w7_devices: int = 10_000
     w7_fail_rate: float = 0.2
     w7_timeout: float = 120
+    w7_rate: float = 2000
 
 
 def _workloads(text: str) -> tuple[str, ...]:
@@ -136,6 +137,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     w.add_argument("--w7-devices", type=int, default=d.w7_devices)
     w.add_argument("--w7-fail-rate", type=float, default=d.w7_fail_rate, help="share answered 500")
     w.add_argument("--w7-timeout", type=float, default=d.w7_timeout, help="seconds past the delay")
+    w.add_argument(
+        "--w7-rate",
+        type=float,
+        default=d.w7_rate,
+        help="messages per second offered in the open-loop figure (0: burst figure only)",
+    )
 
 
 def from_args(args: argparse.Namespace) -> Options:

@@ -13,6 +13,11 @@ def _ms(stats: dict[str, Any], keys: tuple[str, ...] = ("p50_ms", "p95_ms", "p99
     return " / ".join(f"{stats[k]:.1f}" for k in keys) + " ms"
 
 
+def _cpu(r: dict[str, Any]) -> str:
+    per = r["cpu_ms_per_push"]
+    return f"server {per.get('server')}, database {per.get('database')}"
+
+
 def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
     if "skipped" in r:
         return [("skipped", r["skipped"])]
@@ -52,14 +57,30 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
             ),
         ]
     if name == "W7":
-        return [
+        burst = r["burst"]
+        rows = [
             (
-                "pushes delivered/s",
-                f"{r['pushes_per_s']} ({r['delivered']} devices, {r['fail_rate']:.0%} failing)",
+                "burst: pushes delivered/s",
+                f"{burst['pushes_per_s']} ({burst['delivered']} devices due at once, "
+                f"{r['fail_rate']:.0%} failing)",
             ),
-            ("after the delay p50/p95/p99", _ms(r["lag_after_delay"])),
-            ("lost / duplicates", f"{r['lost']} / {r['duplicates']}"),
+            ("burst: after the delay p50/p95/p99", _ms(burst["lag_after_due"])),
+            ("burst: lost / duplicates", f"{burst['lost']} / {burst['duplicates']}"),
+            ("burst: CPU ms per push", _cpu(burst)),
         ]
+        if "open_loop" in r:
+            loop = r["open_loop"]
+            rows += [
+                (
+                    "open loop: offered / delivered per s",
+                    f"{loop['offered_per_s']:.0f} / {loop['pushes_per_s']} "
+                    f"({loop['delivered']} devices)",
+                ),
+                ("open loop: after due p50/p95/p99", _ms(loop["lag_after_due"])),
+                ("open loop: lost / duplicates", f"{loop['lost']} / {loop['duplicates']}"),
+                ("open loop: CPU ms per push", _cpu(loop)),
+            ]
+        return rows
     return []
 
 

@@ -26,6 +26,8 @@ __all__ = [
     "ManagedServer",
     "free_port",
     "managed_server",
+    "process_cpu_seconds",
+    "server_pids",
     "server_rss_kib",
     "stop_server",
     "wait_ready",
@@ -173,3 +175,33 @@ def server_rss_kib(pid: int | None) -> dict[str, int] | None:
                 rss[str(current)] = int(line.split()[1])
         todo.extend(_children(current))
     return rss or None
+
+
+def _descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(_children(current))
+    return found
+
+
+def process_cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU seconds of these processes (live ones only), from /proc: robust on
+    a shared machine, unlike wall time. None when none can be read."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total, read = 0, False
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+        read = True
+    return total / ticks if read else None
+
+
+def server_pids(pid: int | None) -> list[int]:
+    """The server process and all its descendants (uvicorn's workers)."""
+    return [] if pid is None else _descendants(pid)

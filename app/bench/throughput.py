@@ -10,7 +10,7 @@ from typing import Any
 
 from app.bench.client import Api, BenchDevice, Progress, bounded, open_api
 from app.bench.context import Context
-from app.bench.push import gateway_url, running_gateway
+from app.bench.push import CpuMeter, gateway_url, running_gateway
 from app.bench.stats import (
     BenchError,
     VerificationError,
@@ -102,7 +102,11 @@ async def w1(ctx: Context) -> dict[str, Any]:
             for pair in pairs:
                 await api.pusher(pair.recipient, f"{ctx.run_id}-{pair.recipient.user_id}", url)
         progress = Progress("W1 sent", o.w1_messages)
+        meter = CpuMeter(ctx.server_pid, ctx.database_url) if ctx.database_url else None
+        if meter is not None:
+            await meter.start()
         latencies, wall = await send_pairs(api, pairs, o.w1_clients, o.w1_messages, progress)
+        cpu = await meter.stop() if meter is not None else {}
         pushes = gateway.requests if gateway is not None else None
         verified = await verify_pairs(api, pairs, "W1")
     if verified != o.w1_messages:
@@ -117,6 +121,13 @@ async def w1(ctx: Context) -> dict[str, Any]:
         "messages_per_s": round(o.w1_messages / wall, 1),
         "send_latency": summarize(latencies),
         "verified_messages": verified,
+        # CPU of the server's processes and its database's backends during the sends
+        # (--pg only): comparable across runs on a shared machine, unlike messages/s.
+        "cpu_ms_per_message": {
+            role: round(1000 * seconds / o.w1_messages, 3)
+            for role, seconds in cpu.items()
+            if seconds is not None
+        },
     }
 
 
