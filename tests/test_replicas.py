@@ -180,7 +180,9 @@ async def test_a_woken_long_poll_reads_the_primary(
     await asyncio.to_thread(pair.wait_replayed)
     pair.set_replay_paused(True)  # from here on, every version is beyond the replica
     try:
-        since, bodies, sent = 1, [], []
+        since = 1
+        bodies: list[str] = []
+        sent: list[str] = []
 
         async def catch_up() -> None:  # what a woken page lacked (a burst's later sends)
             nonlocal since
