@@ -30,6 +30,7 @@ from tests.pgbouncer import PGBOUNCER, running_pgbouncer
 from tests.replication import Pair, streaming_pair
 
 __all__ = [
+    "NGINX",
     "PORT",
     "Host",
     "Topology",
