@@ -23,9 +23,9 @@ from sqlalchemy import CursorResult, Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.config import Settings
-from app.db import Database
+from app.db import Database, database_clock
 from app.errors import AppError
-from app.models import Device, User, utcnow
+from app.models import Device, User
 
 __all__ = [
     "CurrentDevice",
@@ -164,13 +164,17 @@ async def login(
         if current != stored:
             raise AppError(401, "bad_credentials", "unknown user or wrong password")
         # A new device's cursor starts at 0: its first sync without `since` delivers the
-        # whole offline store, and the history fallback below the floor.
+        # whole offline store, and the history fallback below the floor. Its times are the
+        # database's clock, as every later last_seen_at is.
+        now = database_clock(db.is_sqlite)
         await session.execute(
             insert(Device).values(
                 device_id=device_id,
                 user_id=user_id,
                 token_hash=_token_hash(token),
                 name=device_name,
+                created_at=now,
+                last_seen_at=now,
             )
         )
     return device_id, token
@@ -388,16 +392,21 @@ async def current_device(
         return device
     read_at = tokens.stamp()
     async with db.statement() as conn:
+        # The time comes with the device, from the database's clock: every host judges
+        # idleness and stamps last_seen_at by the one clock that stamped the row.
         row = (
             await conn.execute(
-                select(Device.device_id, Device.user_id, Device.last_seen_at).where(
-                    Device.token_hash == digest
-                )
+                select(
+                    Device.device_id,
+                    Device.user_id,
+                    Device.last_seen_at,
+                    database_clock(db.is_sqlite).label("now"),
+                ).where(Device.token_hash == digest)
             )
         ).first()
     if row is None:
         raise AppError(401, "unauthorized", "invalid or revoked token")
-    now = utcnow()
+    now = row.now
     settings: Settings = request.app.state.settings
     cutoff = idle_cutoff(settings.device_idle_days, now)
     if cutoff is not None and row.last_seen_at < cutoff:

@@ -105,11 +105,13 @@ class LongPoll:
                     continue
                 # A wake-up is only a hint: read again, the database is the truth. The
                 # request was validated and authorised by the first read; this one is the
-                # bare query, so that waking thousands of devices stays cheap.
+                # bare query, so that waking thousands of devices stays cheap. It reads the
+                # primary, where the commit that woke it is: a replica may not have
+                # replayed it yet, and its lag would add to the wake-up's latency.
                 ticket.waiter.rearm()
                 try:
                     page = await fetch_since(
-                        state.db, ticket.user_id, ticket.position, ticket.limit
+                        state.db, ticket.user_id, ticket.position, ticket.limit, primary=True
                     )
                 except Exception:
                     # Let the application answer the failure as it answers any other.

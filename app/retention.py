@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import idle_cutoff
 from app.config import Settings
 from app.db import Database, database_now
-from app.models import Device, InboxEntry, User, utcnow
+from app.models import Device, InboxEntry, User
 from app.notifier import libpq_url
 
 __all__ = [
@@ -328,9 +328,13 @@ async def remove_idle_devices(
     token was read less than a minute ago, when its device was not idle. `now` fixes the
     clock (tests).
     """
-    cutoff = idle_cutoff(idle_days, now or utcnow())
-    if cutoff is None:
+    if idle_days <= 0:
         return IdleReport(idle_days=0, cutoff=None, removed=0)
+    if now is None:
+        async with db.statement() as conn:
+            now = await database_now(conn)  # the clock that stamped last_seen_at
+    cutoff = idle_cutoff(idle_days, now)
+    assert cutoff is not None
     # One scan for the ids (devices has no index on last_seen_at, which every active device
     # rewrites up to once a minute), then deletes by primary key in short transactions.
     async with db.session() as session, session.begin():

@@ -392,14 +392,19 @@ class Page:
     history_fallback: bool
 
 
-async def fetch_since(db: Database, user_id: str, since: int, limit: int) -> Page:
+async def fetch_since(
+    db: Database, user_id: str, since: int, limit: int, *, primary: bool = False
+) -> Page:
     """Everything newer than `since`, oldest first, at most `limit` entries.
 
     The floor, the latest version and the entries are read in one snapshot: otherwise a
     retention run committing between the reads could make the page skip entries.
+    `primary`: read the primary even when a replica serves. A woken long-poll does: it was
+    woken by a commit on the primary, which a replica may not have replayed yet; asking it
+    first would add its replay lag, or a round trip, to every wake-up.
     """
     if not db.is_sqlite:
-        replica = db.replicas.pick()
+        replica = None if primary else db.replicas.pick()
         if replica is not None:
             page = await _fetch_from_replica(replica, user_id, since, limit)
             if page is not None:

@@ -1,5 +1,5 @@
 """Times come from the database's clock, not the host's: hosts whose clocks disagree still
-stamp, judge recalls and cut retention by one clock (PostgreSQL; SQLite is one host)."""
+stamp, judge recalls, cut retention and judge devices' idleness by one clock."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ import httpx
 import psycopg
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import update
 
-from app import models, operations, retention, sync
+from app import auth, models, operations, retention, sync
+from app.db import Database, database_now
 from app.main import create_app
-from app.retention import prune
+from app.models import Device as DeviceRow
+from app.retention import prune, remove_idle_devices
 from tests.conftest import make_settings
-from tests.factories import register, send, sync_all
+from tests.factories import Device, login, register, send, sync_all
 
 SKEW = timedelta(days=9)  # past the recall window and the retention age
 
@@ -72,3 +75,64 @@ async def test_a_fast_host_clock_changes_no_time(skewed_app: FastAPI, fresh_pg: 
         report = await prune(skewed_app.state.db, timedelta(days=7), 1000)
         assert report.deleted == 0
         assert len(await sync_all(client, bob)) == 2  # the message and its recall
+
+
+@pytest.mark.parametrize("skew", [timedelta(days=100), -timedelta(days=100)], ids=["fast", "slow"])
+async def test_devices_are_judged_by_the_database_clock(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, skew: timedelta
+) -> None:
+    """A device's last_seen_at and its idleness (90 days) go by the database's clock on a host
+    whose clock is 100 days off either way: a fresh device answers, a device idle for 91
+    days does not, and a refresh stamps the database's time."""
+
+    def skewed_clock() -> datetime:
+        return datetime.now(UTC) + skew
+
+    for module in (models, auth, retention):
+        monkeypatch.setattr(module, "utcnow", skewed_clock, raising=False)
+    application = create_app(make_settings(database_url, device_idle_days=90))
+    async with application.router.lifespan_context(application):
+        db: Database = application.state.db
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url="http://msgsync.test") as c:
+
+            async def seen(device: Device) -> datetime:
+                response = await c.get("/devices", headers=device.headers)
+                assert response.status_code == 200, response.text
+                (row,) = [
+                    d for d in response.json()["devices"] if d["device_id"] == device.device_id
+                ]
+                return _parse(row["last_seen_at"])
+
+            async def db_now() -> datetime:
+                async with db.statement() as conn:
+                    return await database_now(conn)
+
+            async def set_seen(device: Device, moment: datetime) -> None:
+                async with db.session() as session, session.begin():
+                    await session.execute(
+                        update(DeviceRow)
+                        .where(DeviceRow.device_id == device.device_id)
+                        .values(last_seen_at=moment)
+                    )
+                application.state.tokens.clear()  # the next request reads the device
+
+            before = await db_now()
+            phone = await register(c)
+            assert before <= await seen(phone) <= await db_now()
+
+            # Not seen for two minutes by the database's clock: refreshed to its time.
+            await set_seen(phone, await db_now() - timedelta(minutes=2))
+            before = await db_now()
+            assert before <= await seen(phone) <= await db_now()
+
+            drawer = await login(c, phone.user_id, "tablet in a drawer")
+            await set_seen(drawer, await db_now() - timedelta(days=91))
+            response = await c.get("/devices", headers=drawer.headers)
+            assert response.status_code == 401, response.text
+            # The retention job's idle cut-off goes by the same clock.
+            report = await remove_idle_devices(db, 90)
+            assert report.removed == 1
+            assert await seen(phone) >= before
+            listed = (await c.get("/devices", headers=phone.headers)).json()["devices"]
+            assert [d["device_id"] for d in listed] == [phone.device_id]

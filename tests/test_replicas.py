@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import subprocess
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import psycopg
 import pytest
 from fastapi import FastAPI
 
+from app import sync as sync_module
 from app.main import create_app
 from app.migrations import upgrade_to_head
 from tests.conftest import make_settings
@@ -157,3 +159,61 @@ async def test_history_and_conversations_read_the_replica(
         pair.set_replay_paused(False)
     await asyncio.to_thread(pair.wait_replayed)
     assert await seen_by_bob() == (["second", "first"], "second")
+
+
+async def test_a_woken_long_poll_reads_the_primary(
+    pair: Pair, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Woken for versions the replica has not replayed, every long-poll answers at once with
+    all of them, in order, with no gap; it never goes back to sleep, and asks the replica
+    nothing after it was woken (the commit that woke it is on the primary)."""
+    replica_reads: list[int] = []
+    fetch = sync_module._fetch_from_replica
+
+    async def counted(replica: Any, user_id: str, since: int, limit: int) -> Any:
+        replica_reads.append(since)
+        return await fetch(replica, user_id, since, limit)
+
+    monkeypatch.setattr(sync_module, "_fetch_from_replica", counted)
+    alice, bob = await register(client), await register(client)
+    await send(client, alice, bob.user_id, "before")
+    await asyncio.to_thread(pair.wait_replayed)
+    pair.set_replay_paused(True)  # from here on, every version is beyond the replica
+    try:
+        since = 1
+        bodies: list[str] = []
+        sent: list[str] = []
+
+        async def catch_up() -> None:  # what a woken page lacked (a burst's later sends)
+            nonlocal since
+            while page := await sync(client, bob, since=since):
+                if not page["entries"]:
+                    return
+                bodies.extend(e["data"]["body"] for e in page["entries"])
+                since = page["next_since"]
+
+        for round_ in range(4):
+            await catch_up()
+            poll = asyncio.create_task(
+                client.get("/sync", params={"since": since, "timeout": 60}, headers=bob.headers)
+            )
+            await asyncio.sleep(0.3)  # parked: its first read found nothing new
+            assert not poll.done()
+            reads_before_wake = len(replica_reads)
+            burst = [f"r{round_}m{i}" for i in range(round_ + 1)]
+            await asyncio.gather(*(send(client, alice, bob.user_id, b) for b in burst))
+            sent += burst
+            async with asyncio.timeout(20):  # far inside its 60 s: woken, not timed out
+                response = await poll
+            assert response.status_code == 200, response.text
+            page = response.json()
+            versions = [e["version"] for e in page["entries"]]
+            assert versions == list(range(since + 1, since + 1 + len(versions)))  # no gap
+            assert versions, "woken with nothing"
+            assert len(replica_reads) == reads_before_wake  # the wake-up read the primary
+            bodies += [e["data"]["body"] for e in page["entries"]]
+            since = page["next_since"]
+        await catch_up()
+        assert sorted(bodies) == sorted(sent)  # each once, none lost
+    finally:
+        pair.set_replay_paused(False)

@@ -1,0 +1,105 @@
+"""1,000 idle long-polls through nginx (deploy/nginx.conf as shipped) in front of one
+msgsync server: every one is held, those sent a message are woken with it while the others
+still wait, and none is answered 502 or 504 by nginx."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import IN_CI
+from tests.factories import Device, register, send
+from tests.server import running_server
+from tests.topology import NGINX, running_nginx
+
+pytestmark = pytest.mark.topology
+
+DEVICES = 1000
+
+
+@pytest.fixture
+def nginx_url(postgresql_url: str, tmp_path: Path) -> Iterator[str]:
+    if not Path(NGINX).exists():
+        if IN_CI:
+            pytest.fail("the nginx test needs Debian's nginx")
+        pytest.skip("the nginx test needs Debian's nginx")
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 3 * DEVICES + 200:  # this process's sockets, nginx's two per poll, the server's
+        pytest.skip(f"{DEVICES} long-polls need an open-file limit above {soft}")
+    tmp_path.chmod(0o755)
+    # One process, so that its /metrics counts every waiting long-poll.
+    with running_server(postgresql_url, workers=1) as server:
+        upstream = server.url.removeprefix("http://")
+        with running_nginx([upstream], tmp_path) as url:
+            yield url
+
+
+async def _waiting(client: httpx.AsyncClient) -> int:
+    for line in (await client.get("/metrics")).text.splitlines():
+        if line.startswith("msgsync_waiting_long_polls "):
+            return int(float(line.split()[1]))
+    return 0
+
+
+async def test_a_thousand_idle_long_polls_through_nginx(nginx_url: str) -> None:
+    limits = httpx.Limits(max_connections=DEVICES + 50, max_keepalive_connections=DEVICES + 50)
+    # The long-polls on a client of their own: httpx's pool slows down with every request
+    # it holds (sends through it while 1,000 waited ran at 6 a second).
+    async with (
+        httpx.AsyncClient(base_url=nginx_url, timeout=90) as client,
+        httpx.AsyncClient(base_url=nginx_url, timeout=90, limits=limits) as waiting_client,
+    ):
+        gate = asyncio.Semaphore(32)
+
+        async def one_device() -> Device:
+            async with gate:
+                return await register(client)
+
+        devices = await asyncio.gather(*(one_device() for _ in range(DEVICES)))
+        sender = await register(client)
+
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        polls = [
+            asyncio.create_task(
+                waiting_client.get("/sync", params={"since": 0, "timeout": 60}, headers=d.headers)
+            )
+            for d in devices
+        ]
+        for _ in range(600):  # every long-poll parked on the server, within a minute
+            if await _waiting(client) >= DEVICES:
+                break
+            assert not any(p.done() for p in polls), [p.result() for p in polls if p.done()][:3]
+            await asyncio.sleep(0.1)
+        assert await _waiting(client) == DEVICES
+
+        async def message(device: Device) -> int:
+            async with gate:
+                sent = await send(client, sender, device.user_id, f"for {device.user_id}")
+                message_id: int = sent["message"]["id"]
+                return message_id
+
+        woken, waiting = list(range(0, DEVICES, 2)), list(range(1, DEVICES, 2))
+        sent = await asyncio.gather(*(message(devices[i]) for i in woken))
+        ids = dict(zip(woken, sent, strict=True))
+        async with asyncio.timeout(45):  # well inside their 60 s: woken, not timed out
+            await asyncio.gather(*(polls[i] for i in woken))
+        early = [polls[i].result() for i in waiting if polls[i].done()]
+        # The others still wait.
+        assert not early, (len(early), loop.time() - began, early[0].status_code, early[0].text)
+
+        sent = await asyncio.gather(*(message(devices[i]) for i in waiting))
+        ids |= dict(zip(waiting, sent, strict=True))
+        async with asyncio.timeout(45):
+            answers = await asyncio.gather(*polls)
+        statuses = sorted({a.status_code for a in answers})
+        assert statuses == [200], statuses  # no 502 or 504 from nginx
+        for i, answer in enumerate(answers):
+            entries = answer.json()["entries"]
+            assert [(e["version"], e["data"]["id"]) for e in entries] == [(1, ids[i])]
+            assert entries[0]["data"]["body"] == f"for {devices[i].user_id}"
