@@ -24,7 +24,6 @@ import re
 import secrets
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.middleware.cors import CORSMiddleware
@@ -54,14 +53,11 @@ MAX_REQUEST_ID = 128
 _GZIP_LEVEL = 6
 
 
-@dataclass(slots=True)
-class _Head:
-    """What the concerns need from a request's headers, read in one pass."""
-
-    request_id: bytes = b""
-    gzip: bool = False
-    too_large: bool = False
-    chunked: bool = False
+# What the concerns need from a request's headers, read in one pass: the client's request
+# id (sanitised, or empty), whether it accepts gzip, whether its announced length is over
+# the limit, whether its body is chunked. A tuple: built once per request, it costs less
+# than an object.
+_Head = tuple[bytes, bool, bool, bool]
 
 
 class FrontDoor:
@@ -113,8 +109,9 @@ class FrontDoor:
         # Every other template, from the OpenAPI paths, for the rare answer given before
         # routing (a 413, a CORS preflight): filled at the first such answer.
         self._templates: list[DocumentedPath] | None = None
-        # Each series's label values, so that a request builds none.
-        self._labels: dict[tuple[str, str, int], tuple[str, str, str]] = {}
+        # Each series's label values by (method, route or known path, status), so that a
+        # request builds none.
+        self._labels: dict[tuple[str, object, int], tuple[str, str, str]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -122,11 +119,7 @@ class FrontDoor:
             return
         started = time.perf_counter()
         head = self._scan(scope["headers"])
-        rid = (
-            head.request_id.decode("ascii")
-            if head.request_id
-            else f"{self._prefix}-{next(self._next):x}"
-        )
+        rid = head[0].decode("ascii") if head[0] else f"{self._prefix}-{next(self._next):x}"
         header = (b"x-request-id", rid.encode("ascii"))
         status = 499  # nginx's convention: the client went away before it was answered
         answered = done = False
@@ -174,26 +167,28 @@ class FrontDoor:
         request_id.reset(token)
 
     def _scan(self, headers: Any) -> _Head:
-        head = _Head()
+        request_id = b""
+        gzip = too_large = chunked = False
         for name, value in headers:
             if name == b"x-request-id":
-                head.request_id = _UNSAFE.sub(b"", value)[:MAX_REQUEST_ID]
+                request_id = _UNSAFE.sub(b"", value)[:MAX_REQUEST_ID]
             elif name == b"content-length":
-                head.too_large = value.isdigit() and int(value) > self._max_bytes
+                too_large = value.isdigit() and int(value) > self._max_bytes
             elif name == b"transfer-encoding":
-                head.chunked = True
+                chunked = True
             elif name == b"accept-encoding":
-                head.gzip = b"gzip" in value
-        return head
+                gzip = b"gzip" in value
+        return request_id, gzip, too_large, chunked
 
     async def _through(self, head: _Head, scope: Scope, receive: Receive, send: Send) -> None:
         """The concerns after CORS: gzip, then the size limit, then the application."""
-        if head.too_large:
+        _, gzip, too_large, chunked = head
+        if too_large:
             await refuse_too_large(self._max_bytes, scope, receive, send)
             return
-        if head.gzip:
+        if gzip:
             send = self._compressing(send)
-        if head.chunked:
+        if chunked:
             # No length announced: read the body here, up to the limit, before anything
             # inside sees it (app.limits).
             within = await read_within(self._max_bytes, receive)
@@ -229,11 +224,16 @@ class FrontDoor:
         return compressing
 
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
-        method = scope["method"] if scope["method"] in _METHODS else "other"
-        key = (method, self._template(scope), status)
+        route = scope.get("route")
+        key = (scope["method"], route if route is not None else scope["path"], status)
         labels = self._labels.get(key)
         if labels is None:
-            labels = self._labels[key] = (key[0], key[1], str(status))
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            labels = (method, self._template(scope), str(status))
+            # Kept for routes and the known paths only: a key per raw path would let
+            # clients grow this without bound. (The parser admits only HTTP's methods.)
+            if route is not None or key[1] in self._known:
+                self._labels[key] = labels
         LATENCIES.observe(labels, seconds)
 
     def _template(self, scope: Scope) -> str:
