@@ -111,7 +111,7 @@ class FrontDoor:
         self._templates: list[DocumentedPath] | None = None
         # Each series's label values by (method, route or known path, status), so that a
         # request builds none.
-        self._labels: dict[tuple[str, object, int], tuple[str, str, str]] = {}
+        self._labels: dict[tuple[str, str, int], tuple[str, str, str]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -225,14 +225,15 @@ class FrontDoor:
 
     def _observe(self, scope: Scope, status: int, seconds: float) -> None:
         route = scope.get("route")
-        key = (scope["method"], route if route is not None else scope["path"], status)
+        where = scope["path"] if route is None else getattr(route, "path", "unmatched")
+        key = (scope["method"], where, status)
         labels = self._labels.get(key)
         if labels is None:
             method = scope["method"] if scope["method"] in _METHODS else "other"
             labels = (method, self._template(scope), str(status))
             # Kept for routes and the known paths only: a key per raw path would let
             # clients grow this without bound. (The parser admits only HTTP's methods.)
-            if route is not None or key[1] in self._known:
+            if route is not None or where in self._known:
                 self._labels[key] = labels
         LATENCIES.observe(labels, seconds)
 
