@@ -106,23 +106,30 @@ def gateway_url(port: int) -> str:
     return f"http://127.0.0.1:{port}{NOTIFY_PATH}"
 
 
-# Every device's user gets one message from one sender, all created at the same instant, so
-# that every push falls due at once: the worker's throughput, not the load's pace, is
-# measured. (Loaded in SQL like W6: 10,000 HTTP sign-ups would take minutes of Argon2.)
-_LOAD = """
+# The sender, the recipients (their latest version as given) and one device each: the
+# start of both loaders below.
+_PEOPLE = """
 WITH sender AS (
     INSERT INTO users (user_id, password_hash, latest_version, floor_version, created_at)
     VALUES (%(prefix)s || 'sender', 'not-a-login', %(devices)s, 0, %(at)s)
 ), recipients AS (
     INSERT INTO users (user_id, password_hash, latest_version, floor_version, created_at)
-    SELECT %(prefix)s || g, 'not-a-login', 1, 0, %(at)s FROM generate_series(1, %(devices)s) g
+    SELECT %(prefix)s || g, 'not-a-login', %(recipient_version)s, 0, %(at)s
+    FROM generate_series(1, %(devices)s) g
 ), devices AS (
     INSERT INTO devices (device_id, user_id, token_hash, name, acked_version, created_at,
                          last_seen_at)
     SELECT %(prefix)s || 'd' || g, %(prefix)s || g,
            sha256(convert_to(%(prefix)s || 'token' || g, 'UTF8')), 'bench', 0, %(at)s, %(at)s
     FROM generate_series(1, %(devices)s) g
-), messages AS (
+)"""
+
+# Every device's user gets one message from one sender, all created at the same instant, so
+# that every push falls due at once: the worker's throughput, not the load's pace, is
+# measured. (Loaded in SQL like W6: 10,000 HTTP sign-ups would take minutes of Argon2.)
+_LOAD = (
+    _PEOPLE
+    + """, messages AS (
     INSERT INTO messages (sender, recipient, pair_lo, pair_hi, body, client_msg_id,
                           sender_version, recipient_version, created_at)
     SELECT %(prefix)s || 'sender', %(prefix)s || g,
@@ -142,6 +149,7 @@ SELECT 'bench', %(prefix)s || 'k' || g, %(prefix)s || 'd' || g, %(prefix)s || g,
        %(gateway)s, 'id_only', '{}', %(at)s, 0, 0, 0, %(at)s + %(wait)s * interval '1 second'
 FROM generate_series(1, %(devices)s) g
 """
+)
 
 _MESSAGE_IDS = """
 SELECT 'k' || substr(recipient, length(%(prefix)s) + 1), id FROM messages
@@ -211,6 +219,7 @@ def _load(
             "gateway": gateway,
             "at": at[0],
             "wait": wait,
+            "recipient_version": 1,  # each has its one message
         }
         conn.execute(_LOAD, params)
         conn.commit()
@@ -221,26 +230,16 @@ def _load(
 # Open loop: the users, devices and pushers first, idle; then the messages arrive in small
 # batches at the offered rate, each batch written as the send writes it (app.sync): the
 # recipients' versions, the message, its inbox entry, the pushers marked due.
-_LOAD_IDLE = """
-WITH sender AS (
-    INSERT INTO users (user_id, password_hash, latest_version, floor_version, created_at)
-    VALUES (%(prefix)s || 'sender', 'not-a-login', %(devices)s, 0, %(at)s)
-), recipients AS (
-    INSERT INTO users (user_id, password_hash, latest_version, floor_version, created_at)
-    SELECT %(prefix)s || g, 'not-a-login', 0, 0, %(at)s FROM generate_series(1, %(devices)s) g
-), devices AS (
-    INSERT INTO devices (device_id, user_id, token_hash, name, acked_version, created_at,
-                         last_seen_at)
-    SELECT %(prefix)s || 'd' || g, %(prefix)s || g,
-           sha256(convert_to(%(prefix)s || 'token' || g, 'UTF8')), 'bench', 0, %(at)s, %(at)s
-    FROM generate_series(1, %(devices)s) g
-)
+_LOAD_IDLE = (
+    _PEOPLE
+    + """
 INSERT INTO pushers (app_id, pushkey, device_id, user_id, gateway_url, format, data,
                      created_at, pushed_version, synced_version, attempts)
 SELECT 'bench', %(prefix)s || 'k' || g, %(prefix)s || 'd' || g, %(prefix)s || g,
        %(gateway)s, 'id_only', '{}', %(at)s, 0, 0, 0
 FROM generate_series(1, %(devices)s) g
 """
+)
 
 _ARRIVE = """
 WITH stamp AS (SELECT clock_timestamp() AS at
@@ -373,7 +372,8 @@ async def _open_loop(ctx: Context, gateway: BenchGateway) -> dict[str, Any]:
             cursor = await conn.execute("SELECT clock_timestamp()")
             row = await cursor.fetchone()
             assert row is not None
-            await conn.execute(_LOAD_IDLE, {**params, "at": row[0]})
+            # No message yet: each arrives later (_ARRIVE).
+            await conn.execute(_LOAD_IDLE, {**params, "at": row[0], "recipient_version": 0})
         meter = CpuMeter(ctx.server_pid, ctx.database_url, exclude={conn.info.backend_pid})
         await meter.start()
         _expect(gateway, {f"{prefix}k{g}" for g in range(1, o.w7_devices + 1)})
