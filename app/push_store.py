@@ -23,9 +23,7 @@ __all__ = [
     "Lease",
     "Pending",
     "Settle",
-    "lease",
     "lease_and_read",
-    "pending",
     "release",
     "settle",
 ]
@@ -108,12 +106,8 @@ RETURNING p.app_id, p.pushkey, p.user_id, p.gateway_url, p.format, p.data, p.cre
 """
 
 
-async def lease(db: Database, now: datetime, limit: int) -> list[Lease]:
-    if not db.is_sqlite:
-        params = {"now": now, "limit": limit, "until": now + LEASE}
-        async with db.driver() as driver:
-            cursor = await driver.execute(_PG_LEASE, params)
-            return [Lease(*row) for row in await cursor.fetchall()]
+async def _lease_sqlite(db: Database, now: datetime, limit: int) -> list[Lease]:
+    """_PG_LEASE's leases, on SQLite (one process: no other round to skip)."""
     seen = _greatest(db, Pusher.synced_version, Device.acked_version)
     floor = _greatest(db, Pusher.pushed_version, Pusher.synced_version, Device.acked_version)
     query = (
@@ -150,25 +144,6 @@ async def lease(db: Database, now: datetime, limit: int) -> list[Lease]:
     return [Lease(*row) for row in rows]
 
 
-# Per leased pusher (by its position in the batch), the user's latest version and every
-# message from someone else above what the device has seen; one statement, one snapshot.
-_PG_PENDING = """
-SELECT x.n,
-       -- A subquery, not a join: the planner hash-joined every user for a join.
-       (SELECT u.latest_version FROM users AS u WHERE u.user_id = x.user_id),
-       e.version, e.created_at, e.id, e.sender
-FROM unnest(CAST(%(users)s AS text[]), CAST(%(seen)s AS bigint[]))
-    WITH ORDINALITY AS x(user_id, seen, n)
-LEFT JOIN LATERAL (
-    SELECT i.version, i.created_at, m.id, m.sender
-    FROM inbox AS i JOIN messages AS m ON m.id = i.message_id
-    WHERE i.user_id = x.user_id AND i.version > x.seen AND i.kind = 'message'
-      AND m.sender <> x.user_id
-    ORDER BY i.version
-) AS e ON true
-"""
-
-
 # PostgreSQL: the lease and the read in one statement (one round trip a round, not two),
 # in one snapshot. Rows come grouped per leased pusher, its messages in version order.
 _PG_LEASE_AND_READ = (
@@ -190,13 +165,17 @@ ORDER BY l.app_id, l.pushkey, e.version
 
 
 async def lease_and_read(db: Database, now: datetime, limit: int) -> list[tuple[Lease, Pending]]:
-    """lease() then pending(): the due pushers leased, each with what it has not seen."""
+    """The due pushers leased, each with what it has not seen (the messages from others
+    above what its device has, read in one snapshot, so every entry up to `latest` is
+    visible: a user's versions commit in order). The sender's own devices are never pushed
+    for the sender's own message."""
     if db.is_sqlite:
-        taken = await lease(db, now, limit)
+        taken = await _lease_sqlite(db, now, limit)
         if not taken:
             return []
         try:
-            return list(zip(taken, await pending(db, taken), strict=True))
+            unseen = await _unseen_sqlite(db, taken)
+            return list(zip(taken, _fold(taken, unseen), strict=True))
         except BaseException:
             # Shutting down, or the read failed: give the leases back now rather than make
             # the next round wait for them to expire.
@@ -217,21 +196,6 @@ async def lease_and_read(db: Database, now: datetime, limit: int) -> list[tuple[
     return list(zip(leases, _fold(leases, rows), strict=True))
 
 
-async def pending(db: Database, leases: list[Lease]) -> list[Pending]:
-    """Per lease: the user's latest version, the unread count, and the oldest and newest
-    messages from others above its floor. Read in one snapshot, so every entry up to
-    `latest` is visible (a user's versions commit in order). The sender's own devices are
-    never pushed for the sender's own message."""
-    if db.is_sqlite:
-        rows = await _pending_sqlite(db, leases)
-    else:
-        params = {"users": [x.user_id for x in leases], "seen": [x.seen for x in leases]}
-        async with db.driver() as driver:
-            cursor = await driver.execute(_PG_PENDING, params)
-            rows = [(n - 1, *rest) for n, *rest in await cursor.fetchall()]
-    return _fold(leases, rows)
-
-
 def _fold(leases: list[Lease], rows: list[tuple[Any, ...]]) -> list[Pending]:
     """Rows of (lease index, latest version, then one message above what the device has
     seen or NULLs), in version order per lease, into one Pending per lease."""
@@ -249,8 +213,8 @@ def _fold(leases: list[Lease], rows: list[tuple[Any, ...]]) -> list[Pending]:
     return found
 
 
-async def _pending_sqlite(db: Database, leases: list[Lease]) -> list[tuple[Any, ...]]:
-    """_PG_PENDING's rows, ordered by version per lease."""
+async def _unseen_sqlite(db: Database, leases: list[Lease]) -> list[tuple[Any, ...]]:
+    """_fold's rows for these leases, as _PG_LEASE_AND_READ reads them on PostgreSQL."""
     users = {x.user_id for x in leases}
     entries = (
         select(
