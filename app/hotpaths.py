@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.api.sync import acknowledge, deliver
 from app.auth import DeviceContext, TokenCache, token_digest
 from app.errors import AppError, error_response, unexpected_error_response
+from app.limits import replay
 from app.schemas import AckIn, SendIn
 
 __all__ = ["PATHS", "HotPaths"]
@@ -81,7 +82,7 @@ class HotPaths:
                 raise ValueError("incomplete body")
             body = model.model_validate_json(raw)
         except (ValueError, ValidationError):
-            await self.app(scope, _replay(raw, complete, receive), send)
+            await self.app(scope, replay([_request(raw, complete)], receive), send)
             return
         try:
             status, content = await handler(state, device, body)
@@ -118,13 +119,6 @@ class HotPaths:
                 return b"".join(chunks), True
 
 
-def _replay(body: bytes, complete: bool, receive: Receive) -> Receive:
-    """A receive that hands the application the body already read, then the rest."""
-    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": not complete}]
-
-    async def replayed() -> Message:
-        if pending:
-            return pending.pop()
-        return await receive()
-
-    return replayed
+def _request(body: bytes, complete: bool) -> Message:
+    """The body already read, as the server handed it out."""
+    return {"type": "http.request", "body": body, "more_body": not complete}

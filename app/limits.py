@@ -19,7 +19,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from app.errors import problem
 
-__all__ = ["read_within", "refuse_too_large"]
+__all__ = ["read_within", "refuse_too_large", "replay"]
 
 
 async def refuse_too_large(max_bytes: int, scope: Scope, receive: Receive, send: Send) -> None:
@@ -45,10 +45,10 @@ async def read_within(max_bytes: int, receive: Receive) -> Receive | None:
             body = b"".join(m.get("body", b"") for m in messages)
             messages = [{"type": "http.request", "body": body, "more_body": False}]
             break
-    return _replay(messages, receive)
+    return replay(messages, receive)
 
 
-def _replay(messages: list[Message], receive: Receive) -> Receive:
+def replay(messages: list[Message], receive: Receive) -> Receive:
     """A receive that hands out the messages already read, then the server's."""
     pending = messages[::-1]
 
