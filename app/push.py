@@ -54,7 +54,7 @@ _PUSHER_COLUMNS = (
 def push_interval(delay: float) -> float:
     """How often synced positions are written (SyncedCursors), hence how long past the delay
     the worker waits before it decides."""
-    return min(0.25, delay / 10)
+    return min(0.1, delay / 10)
 
 
 def push_wait(settings: Settings) -> float | None:

@@ -106,8 +106,11 @@ RETURNING p.app_id, p.pushkey, p.user_id, p.gateway_url, p.format, p.data, p.cre
 """
 
 
-async def _lease_sqlite(db: Database, now: datetime, limit: int) -> list[Lease]:
-    """_PG_LEASE's leases, on SQLite (one process: no other round to skip)."""
+async def _lease_sqlite(
+    db: Database, now: datetime, limit: int
+) -> tuple[list[Lease], datetime | None]:
+    """_PG_LEASE's leases and the next due time, on SQLite (one process: no other round to
+    skip)."""
     seen = _greatest(db, Pusher.synced_version, Device.acked_version)
     floor = _greatest(db, Pusher.pushed_version, Pusher.synced_version, Device.acked_version)
     query = (
@@ -141,17 +144,21 @@ async def _lease_sqlite(db: Database, now: datetime, limit: int) -> list[Lease]:
                 .where(tuple_(Pusher.app_id, Pusher.pushkey).in_([(r[0], r[1]) for r in rows]))
                 .values(leased_until=now + LEASE)
             )
-    return [Lease(*row) for row in rows]
+        next_due = await session.scalar(select(func.min(Pusher.due_at)).where(Pusher.due_at > now))
+    return [Lease(*row) for row in rows], next_due
 
 
 # PostgreSQL: the lease and the read in one statement (one round trip a round, not two),
-# in one snapshot. Rows come grouped per leased pusher, its messages in version order.
+# in one snapshot. Rows come grouped per leased pusher, its messages in version order;
+# each also carries the next due time after this round (the first entry of the due-time
+# index past now), and with nothing leased a single row carries only that.
 _PG_LEASE_AND_READ = (
     _PG_LEASE.replace("UPDATE pushers AS p", ", leased AS (\nUPDATE pushers AS p", 1)
     + """)
 SELECT l.*, (SELECT u.latest_version FROM users AS u WHERE u.user_id = l.user_id),
-       e.version, e.created_at, e.id, e.sender
-FROM leased AS l
+       e.version, e.created_at, e.id, e.sender, n.at
+FROM (SELECT min(due_at) AS at FROM pushers WHERE due_at > %(now)s) AS n
+LEFT JOIN leased AS l ON true
 LEFT JOIN LATERAL (
     SELECT i.version, i.created_at, m.id, m.sender
     FROM inbox AS i JOIN messages AS m ON m.id = i.message_id
@@ -164,18 +171,20 @@ ORDER BY l.app_id, l.pushkey, e.version
 )
 
 
-async def lease_and_read(db: Database, now: datetime, limit: int) -> list[tuple[Lease, Pending]]:
+async def lease_and_read(
+    db: Database, now: datetime, limit: int
+) -> tuple[list[tuple[Lease, Pending]], datetime | None]:
     """The due pushers leased, each with what it has not seen (the messages from others
     above what its device has, read in one snapshot, so every entry up to `latest` is
-    visible: a user's versions commit in order). The sender's own devices are never pushed
-    for the sender's own message."""
+    visible: a user's versions commit in order), and the earliest due time still ahead,
+    if any. The sender's own devices are never pushed for the sender's own message."""
     if db.is_sqlite:
-        taken = await _lease_sqlite(db, now, limit)
+        taken, next_due = await _lease_sqlite(db, now, limit)
         if not taken:
-            return []
+            return [], next_due
         try:
             unseen = await _unseen_sqlite(db, taken)
-            return list(zip(taken, _fold(taken, unseen), strict=True))
+            return list(zip(taken, _fold(taken, unseen), strict=True)), next_due
         except BaseException:
             # Shutting down, or the read failed: give the leases back now rather than make
             # the next round wait for them to expire.
@@ -190,10 +199,13 @@ async def lease_and_read(db: Database, now: datetime, limit: int) -> list[tuple[
     rows: list[tuple[Any, ...]] = []
     for row in found:
         key = (row[0], row[1])
+        if row[0] is None:
+            continue  # nothing leased: the row only carries the next due time
         if not leases or (leases[-1].app_id, leases[-1].pushkey) != key:
             leases.append(Lease(*row[:11]))
-        rows.append((len(leases) - 1, *row[11:]))
-    return list(zip(leases, _fold(leases, rows), strict=True))
+        rows.append((len(leases) - 1, *row[11:-1]))
+    next_due = found[0][-1] if found else None
+    return list(zip(leases, _fold(leases, rows), strict=True)), next_due
 
 
 def _fold(leases: list[Lease], rows: list[tuple[Any, ...]]) -> list[Pending]:

@@ -52,6 +52,9 @@ GATEWAY_TIMEOUT, CONNECT_TIMEOUT = 10.0, 5.0
 # Retries: exponential backoff with full jitter (a random wait in [0, base * 2^attempt],
 # capped), so that pushes failing together do not hit a recovering gateway together.
 BACKOFF_BASE, BACKOFF_CAP = 0.25, 300.0
+# The least time between two rounds that did not fill their lease: a push waits at most this
+# long past its due time for a round, and pushes falling due one by one share a round.
+ROUND_GAP = 0.05
 
 
 class PushWorker:
@@ -70,6 +73,11 @@ class PushWorker:
         # the delay means a sync made within the delay is never answered with a push.
         self._grace = timedelta(seconds=grace)
         self._interval = grace
+        # Nothing falls due sooner than this after a round unless this process settles it
+        # (a retry, a deferral, news during a push: each makes it look again): a send sets
+        # its push due the delay and grace after it (app.sync). Only a lease left by a dead
+        # process is found no sooner than this.
+        self._idle = settings.push_delay_seconds + grace
         self._max_age = timedelta(seconds=settings.push_max_age_seconds)
         self._slots = asyncio.Semaphore(settings.push_concurrency)
         self._settled: list[Settle] = []
@@ -101,7 +109,8 @@ class PushWorker:
         await self._client.close()
 
     async def _run(self) -> None:
-        """Rounds back to back while due pushers fill them; otherwise a round every interval,
+        """Rounds back to back while due pushers fill them; otherwise the next round when the
+        next push falls due (the database says when, each round), at least ROUND_GAP later,
         and in between only the settling of requests that finish (one statement for all
         that finished meanwhile). When pushes fall due one at a time, as they mostly do, a
         push then costs its share of one lease and one settle, not a lease per finished
@@ -111,10 +120,12 @@ class PushWorker:
         while True:
             try:
                 if loop.time() >= next_round:
-                    if not await self.round():
-                        next_round = loop.time() + self._interval
-                else:
+                    next_round = loop.time() + await self.round()
+                elif self._settled:
                     await self._write_settled()
+                    # What was settled may fall due soon: a retry, or news that came during
+                    # its push. The round after the gap learns when.
+                    next_round = min(next_round, loop.time() + ROUND_GAP)
             except (DBAPIError, OSError) as exc:
                 log.warning("push round failed: %s", exc)
                 next_round = loop.time() + self._interval
@@ -130,10 +141,10 @@ class PushWorker:
                         await self._wakeup.wait()
                 self._wakeup.clear()
 
-    async def round(self) -> bool:
-        """Settle what finished, lease what is due, start its requests; returns whether more
-        may be due (the lease was filled, or it waited for a free slot): the caller then
-        goes again at once.
+    async def round(self) -> float:
+        """Settle what finished, lease what is due, start its requests; returns the seconds
+        until the next round: 0 when more may be due (the lease was filled, or it waited for
+        a free slot), else until the next due time, within [ROUND_GAP, the idle wait].
 
         Requests that finish while a statement runs are settled together by the next round
         (group commit, as app.acks does). Up to four times the concurrency is leased ahead,
@@ -149,13 +160,19 @@ class PushWorker:
             # with the next lease (one statement for a batch, not one per request).
             await self._wakeup.wait()
             self._wakeup.clear()
-            return True
+            return 0.0
         await self._write_settled()
         now = utcnow()
-        leased_now = await lease_and_read(self._db, now, free)
+        leased_now, next_due = await lease_and_read(self._db, now, free)
+        if len(leased_now) == free:
+            wait = 0.0
+        elif next_due is None:
+            wait = self._idle
+        else:
+            wait = min(max((next_due - now).total_seconds(), ROUND_GAP), self._idle)
         if not leased_now:
             OLDEST_PENDING.set(0)
-            return False
+            return wait
         oldest_lag = 0.0
         for leased, found in leased_now:
             key = (leased.app_id, leased.pushkey)
@@ -172,7 +189,7 @@ class PushWorker:
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
         OLDEST_PENDING.set(oldest_lag)
-        return len(leased_now) == free
+        return wait
 
     async def _push(self, leased: Lease, found: Pending, now: datetime) -> None:
         outcome = Settle(leased.app_id, leased.pushkey)
