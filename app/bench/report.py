@@ -25,6 +25,7 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
         return [
             ("messages/s", f"{r['messages_per_s']:.0f} ({r['messages']} messages)"),
             ("send latency p50/p95/p99", _ms(r["send_latency"])),
+            *_per("CPU ms per message", r.get("cpu_ms_per_message")),
         ]
     if name == "W2":
         return [
@@ -45,6 +46,7 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
         return [
             ("acks/s", f"{r['acks_per_s']:.0f} ({r['acks']} acks, {r['devices']} devices)"),
             ("ack latency p50/p95/p99", _ms(r["ack_latency"])),
+            *_per("CPU µs per ack", r.get("cpu_us_per_ack")),
         ]
     if name == "W6":
         ratio = r["w1_p99_ratio"]
@@ -82,6 +84,13 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
             ]
         return rows
     return []
+
+
+def _per(figure: str, by_role: dict[str, float] | None) -> list[tuple[str, str]]:
+    """A CPU-per-operation row, when it was measured (--pg)."""
+    if not by_role:
+        return []
+    return [(figure, ", ".join(f"{role} {value}" for role, value in by_role.items()))]
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:

@@ -228,9 +228,13 @@ async def w5(ctx: Context) -> dict[str, Any]:
                 cursor = returned
                 progress.step()
 
+        meter = CpuMeter(ctx.server_pid, ctx.database_url) if ctx.database_url else None
+        if meter is not None:
+            await meter.start()
         began = time.perf_counter()
         await asyncio.gather(*(ack_all(d) for d in devices))
         wall = time.perf_counter() - began
+        cpu = await meter.stop() if meter is not None else {}
         cursors: dict[str, int] = {}
         for owner in owners:
             cursors.update(await api.devices(owner))
@@ -246,4 +250,11 @@ async def w5(ctx: Context) -> dict[str, Any]:
         "acks_per_s": round(total / wall, 1),
         "ack_latency": summarize(latencies),
         "verified_devices": len(devices),
+        # As W1's: CPU of the server's processes and its database's backends during the
+        # acks (--pg only), steadier across runs on a shared machine than acks/s.
+        "cpu_us_per_ack": {
+            role: round(1_000_000 * seconds / total, 1)
+            for role, seconds in cpu.items()
+            if seconds is not None
+        },
     }
