@@ -118,7 +118,7 @@ def test_swagger_lists_every_operation_and_runs_sync_with_a_token(
     dialog.locator("button.btn-done").click()
     expect(page.locator(".auth-wrapper button.authorize.locked")).to_be_visible()
 
-    if SCREENSHOT_DIR:  # the README's picture: the top of the page, the operations listed
+    if SCREENSHOT_DIR:  # the README's picture: Authorize locked, the operations listed
         page.mouse.move(0, 0)  # no hover highlight on whichever row the pointer was over
         page.screenshot(path=Path(SCREENSHOT_DIR) / "docs.png")
 
