@@ -55,6 +55,9 @@ BACKOFF_BASE, BACKOFF_CAP = 0.25, 300.0
 # The least time between two rounds that did not fill their lease: a push waits at most this
 # long past its due time for a round, and pushes falling due one by one share a round.
 ROUND_GAP = 0.05
+# The longest an idle worker waits for a round: a lease left by a process that died is found
+# at most this long after it expires, however long the push delay.
+IDLE_WAIT_MAX = 10.0
 
 
 class PushWorker:
@@ -77,7 +80,7 @@ class PushWorker:
         # (a retry, a deferral, news during a push: each makes it look again): a send sets
         # its push due the delay and grace after it (app.sync). Only a lease left by a dead
         # process is found no sooner than this.
-        self._idle = settings.push_delay_seconds + grace
+        self._idle = min(settings.push_delay_seconds + grace, IDLE_WAIT_MAX)
         self._max_age = timedelta(seconds=settings.push_max_age_seconds)
         self._slots = asyncio.Semaphore(settings.push_concurrency)
         self._settled: list[Settle] = []

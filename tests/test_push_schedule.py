@@ -1,6 +1,7 @@
 """When the push worker looks again, on PostgreSQL and SQLite, each in a database of its own
 (another test's pushers would fall due in between): at the next due time the database
-knows, never sooner than ROUND_GAP, and at most the delay past now when nothing is due."""
+knows, never sooner than ROUND_GAP, and at most the delay past now (or IDLE_WAIT_MAX) when
+nothing is due."""
 
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ from app.main import create_app
 from app.migrations import upgrade_to_head
 from app.models import Pusher, utcnow
 from app.push import push_interval
-from app.push_worker import ROUND_GAP, PushWorker
+from app.push_worker import IDLE_WAIT_MAX, ROUND_GAP, PushWorker
 from tests.conftest import make_settings
 from tests.factories import register, send
 
-DELAY = 60.0
+DELAY = 8.0  # below IDLE_WAIT_MAX: the idle wait is the delay and the grace
 GATEWAY = "https://push.example.test/_matrix/push/v1/notify"
 
 
@@ -59,7 +60,7 @@ async def worker(own_database: str) -> AsyncIterator[tuple[PushWorker, Database,
             assert await idle.round() == pytest.approx(DELAY + push_interval(DELAY))
             await send(client, sender, phone.user_id, "due in a minute")
             # The send made it due the delay and the grace from now.
-            assert DELAY - 5 < await idle.round() <= DELAY + push_interval(DELAY)
+            assert DELAY - 3 < await idle.round() <= DELAY + push_interval(DELAY)
             yield idle, db, pushkey
 
 
@@ -91,3 +92,9 @@ async def test_the_worker_looks_again_when_the_next_push_falls_due(
     # lease left by a dead process is not waited on for longer.
     await _due_in(db, pushkey, 10 * DELAY)
     assert await pusher.round() == pytest.approx(DELAY + push_interval(DELAY))
+    # However long the delay, an idle worker looks at least every IDLE_WAIT_MAX.
+    settings = make_settings(
+        db.settings.database_url, push_gateways="https://push.example.test/", push_delay_seconds=600
+    )
+    patient = PushWorker(db, settings, grace=push_interval(600))
+    assert await patient.round() == pytest.approx(IDLE_WAIT_MAX)
