@@ -5,11 +5,12 @@ app.hotpaths, woken long-polls in app.longpoll). Concerns added as FastAPI middl
 skip those answers, so they are applied here instead, outside all three: a concern added
 here holds for every answer by construction.
 
-They are, outermost first: the request id and the latency metrics (so that every other
-concern's log lines and answers carry the id, and every answer is timed, CORS preflights
-and 413s included); the last resort, which answers what escaped every inner layer; CORS,
-outside the size limit so that a browser can read a 413; gzip; the request-size limit,
-next to the paths that read bodies. They are one ASGI layer rather than a stack of five
+They are, outermost first: the request id, the latency metrics and gzip, all three applied
+by the answer's own `send` (so that every other concern's log lines and answers carry the
+id, and every answer is timed and compressed alike, CORS preflights and 413s included);
+the last resort, which answers what escaped every inner layer; CORS, outside the size
+limit so that a browser can read a 413; the request-size limit, next to the paths that
+read bodies. They are one ASGI layer rather than a stack of five
 because a plain ack is small work: each layer's call, header scan and `send` wrapper cost
 W5 (acks per second) several per cent. The request head is scanned once, and a concern
 does no work a request does not need (no gzip without `Accept-Encoding: gzip`, no CORS
@@ -80,8 +81,9 @@ class FrontDoor:
     application would answer it. A response cut off half-way is left as it is: uvicorn
     closes that connection, the only way to tell the client it is incomplete.
 
-    **CORS** (off unless `MSGSYNC_CORS_ORIGINS` is set), **gzip** for answers of at least
-    `MSGSYNC_GZIP_MIN_BYTES` to clients that accept it, and the **request-size limit**
+    **gzip** for answers of at least `MSGSYNC_GZIP_MIN_BYTES` to clients that accept it is
+    applied by the same `send` (_Answer) that adds the request id and times the answer.
+    **CORS** (off unless `MSGSYNC_CORS_ORIGINS` is set) and the **request-size limit**
     (app.limits) come after, in that order.
     """
 
@@ -223,7 +225,9 @@ class _Answer:
 
     One object with slots per request rather than closures: each closure's cells are
     objects that the garbage collector tracks while the request is in flight, and with
-    hundreds of requests in flight they set off collections (W5 ran a third more of them).
+    hundreds of requests in flight they set off collections (an in-process loop of plain
+    acks, 100 in flight, ran 138 young collections per 2,500 acks with the closures, 93
+    with this object).
     """
 
     __slots__ = (
