@@ -198,10 +198,9 @@ async def lease_and_read(
     leases: list[Lease] = []
     rows: list[tuple[Any, ...]] = []
     for row in found:
-        key = (row[0], row[1])
         if row[0] is None:
             continue  # nothing leased: the row only carries the next due time
-        if not leases or (leases[-1].app_id, leases[-1].pushkey) != key:
+        if not leases or (leases[-1].app_id, leases[-1].pushkey) != (row[0], row[1]):
             leases.append(Lease(*row[:11]))
         rows.append((len(leases) - 1, *row[11:-1]))
     next_due = found[0][-1] if found else None

@@ -30,7 +30,15 @@ from app.bench.server import process_cpu_seconds, server_pids
 from app.bench.stats import BenchError, summarize
 from app.push import push_interval
 
-__all__ = ["NOTIFY_PATH", "BenchGateway", "gateway_url", "running_gateway", "w7"]
+__all__ = [
+    "NOTIFY_PATH",
+    "BenchGateway",
+    "CpuMeter",
+    "cpu_per_operation",
+    "gateway_url",
+    "running_gateway",
+    "w7",
+]
 
 NOTIFY_PATH = "/_matrix/push/v1/notify"
 
@@ -199,6 +207,24 @@ class CpuMeter:
                 round(sum(s - before.get(pid, 0.0) for pid, s in pids.items()), 3) if pids else None
             )
         return spent
+
+
+@asynccontextmanager
+async def cpu_per_operation(
+    ctx: Context, per: dict[str, float], operations: int, scale: float, digits: int
+) -> AsyncIterator[None]:
+    """CPU per operation of the server and of its database's backends during the block,
+    filled into `per` by role at its end: seconds / operations * scale (1000: ms; 10^6:
+    µs). With --pg only: against --url, `per` stays empty."""
+    if ctx.database_url is None:
+        yield
+        return
+    meter = CpuMeter(ctx.server_pid, ctx.database_url)
+    await meter.start()
+    yield
+    for role, seconds in (await meter.stop()).items():
+        if seconds is not None:
+            per[role] = round(scale * seconds / operations, digits)
 
 
 def push_wait(delay: float) -> float:

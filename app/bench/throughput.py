@@ -10,7 +10,7 @@ from typing import Any
 
 from app.bench.client import Api, BenchDevice, Progress, bounded, open_api
 from app.bench.context import Context
-from app.bench.push import CpuMeter, gateway_url, running_gateway
+from app.bench.push import cpu_per_operation, gateway_url, running_gateway
 from app.bench.stats import (
     BenchError,
     VerificationError,
@@ -112,11 +112,11 @@ async def w1(ctx: Context) -> dict[str, Any]:
             for pair in pairs:
                 await api.pusher(pair.recipient, f"{ctx.run_id}-{pair.recipient.user_id}", url)
         progress = Progress("W1 sent", o.w1_messages)
-        meter = CpuMeter(ctx.server_pid, ctx.database_url) if ctx.database_url else None
-        if meter is not None:
-            await meter.start()
-        latencies, wall = await send_pairs(api, pairs, o.w1_clients, o.w1_messages, progress)
-        cpu = await meter.stop() if meter is not None else {}
+        # CPU of the server's processes and its database's backends during the sends
+        # (--pg only): comparable across runs on a shared machine, unlike messages/s.
+        cpu: dict[str, float] = {}
+        async with cpu_per_operation(ctx, cpu, o.w1_messages, 1000, 3):
+            latencies, wall = await send_pairs(api, pairs, o.w1_clients, o.w1_messages, progress)
         pushes = gateway.requests if gateway is not None else None
         verified = await verify_pairs(api, pairs, "W1")
     if verified != o.w1_messages:
@@ -131,13 +131,7 @@ async def w1(ctx: Context) -> dict[str, Any]:
         "messages_per_s": round(o.w1_messages / wall, 1),
         "send_latency": summarize(latencies),
         "verified_messages": verified,
-        # CPU of the server's processes and its database's backends during the sends
-        # (--pg only): comparable across runs on a shared machine, unlike messages/s.
-        "cpu_ms_per_message": {
-            role: round(1000 * seconds / o.w1_messages, 3)
-            for role, seconds in cpu.items()
-            if seconds is not None
-        },
+        "cpu_ms_per_message": cpu,
     }
 
 
@@ -228,13 +222,12 @@ async def w5(ctx: Context) -> dict[str, Any]:
                 cursor = returned
                 progress.step()
 
-        meter = CpuMeter(ctx.server_pid, ctx.database_url) if ctx.database_url else None
-        if meter is not None:
-            await meter.start()
-        began = time.perf_counter()
-        await asyncio.gather(*(ack_all(d) for d in devices))
-        wall = time.perf_counter() - began
-        cpu = await meter.stop() if meter is not None else {}
+        # As W1's, steadier across runs on a shared machine than acks/s.
+        cpu: dict[str, float] = {}
+        async with cpu_per_operation(ctx, cpu, len(devices) * o.w5_acks, 1_000_000, 1):
+            began = time.perf_counter()
+            await asyncio.gather(*(ack_all(d) for d in devices))
+            wall = time.perf_counter() - began
         cursors: dict[str, int] = {}
         for owner in owners:
             cursors.update(await api.devices(owner))
@@ -250,11 +243,5 @@ async def w5(ctx: Context) -> dict[str, Any]:
         "acks_per_s": round(total / wall, 1),
         "ack_latency": summarize(latencies),
         "verified_devices": len(devices),
-        # As W1's: CPU of the server's processes and its database's backends during the
-        # acks (--pg only), steadier across runs on a shared machine than acks/s.
-        "cpu_us_per_ack": {
-            role: round(1_000_000 * seconds / total, 1)
-            for role, seconds in cpu.items()
-            if seconds is not None
-        },
+        "cpu_us_per_ack": cpu,
     }
