@@ -180,6 +180,7 @@ def test_offline_device_catches_up_once_in_order_and_a_new_device_has_the_histor
 
     # Alice recalls her last message: both sides show it recalled.
     a.get_by_role("button", name=f"Recall message {expected[-1]}").click()
+    a.get_by_role("button", name="Yes, recall").click()  # asked in the page, not a dialog
     expect(b.locator("#messages li.recalled .body")).to_have_text(["Message recalled"])
     expect(a.locator("#messages li.recalled .body")).to_have_text(["Message recalled"])
 

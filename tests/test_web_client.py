@@ -56,9 +56,7 @@ class Device:
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        self.page.on(
-            "console", lambda m: self.errors.append(m.text) if m.type == "error" else None
-        )
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.dialogs: list[str] = []
         self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
 
@@ -110,9 +108,7 @@ class Device:
 
     def fits(self) -> None:
         """Nothing runs off the side of the viewport."""
-        width = self.page.evaluate(
-            "[document.scrollingElement.scrollWidth, window.innerWidth]"
-        )
+        width = self.page.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]")
         assert width[0] <= width[1], f"horizontal overflow: {width}"
 
     def in_view(self, selector: str) -> None:

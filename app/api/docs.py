@@ -6,7 +6,7 @@ from importlib.resources import files
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 __all__ = ["ASSETS_PATH", "install"]
@@ -16,8 +16,14 @@ __all__ = ["ASSETS_PATH", "install"]
 # internet, and the service must not make its users' browsers call third parties.
 ASSETS_PATH = "/docs-assets"
 _ASSETS = files("fastapi_offline").joinpath("static")
+# ReDoc's sidebar draws its vendor's logo from the vendor's CDN, with no option to turn it
+# off: the bundle is served with that address swapped for an empty inline image, so the
+# browser neither asks a third party nor reports a blocked request.
+_REDOC = "redoc.standalone.js"
+_REDOC_LOGO = b'src:"https://cdn.redoc.ly/redoc/logo-mini.svg"'
+_NO_LOGO = b"src:\"data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg'/%3E\""
 # The pages' own policy: the browser fetches nothing but this server's assets and document
-# (ReDoc's sidebar otherwise loads a logo from its vendor's CDN on every visit). Inline
+# (the test suite checks that no request leaves for another host). Inline
 # script and style: both pages start their bundle from an inline script; ReDoc's search
 # runs in a blob: worker; Swagger UI draws its icons from data: URLs.
 _POLICY = (
@@ -29,6 +35,13 @@ _POLICY = (
 
 def install(app: FastAPI) -> None:
     """Serve the docs pages and their assets; create the app with docs_url=redoc_url=None."""
+    redoc_bundle = _ASSETS.joinpath(_REDOC).read_bytes().replace(_REDOC_LOGO, _NO_LOGO)
+
+    # Before the mount, which would otherwise answer for this path.
+    @app.get(f"{ASSETS_PATH}/{_REDOC}", include_in_schema=False)
+    async def redoc_js() -> Response:
+        return Response(redoc_bundle, media_type="text/javascript; charset=utf-8")
+
     # Installed packages are plain files, so the resource is a real directory.
     app.mount(ASSETS_PATH, StaticFiles(directory=str(_ASSETS)), name="docs-assets")
 

@@ -20,4 +20,4 @@ await build({
   outfile: join(out, "app.js"),
   logLevel: "warning",
 });
-for (const name of ["index.html", "style.css"]) copyFileSync(join(here, name), join(out, name));
+for (const name of ["index.html", "style.css", "favicon.svg"]) copyFileSync(join(here, name), join(out, name));

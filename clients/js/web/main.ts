@@ -1,9 +1,28 @@
 /** The msgsync web client: plain DOM on the TypeScript SDK, its state in IndexedDB.
  * Every view is drawn from the local store, so what the page shows is what the store
- * holds: a message the sync applies twice would show twice (it cannot: keyed by id). */
-import { Api, Client, IndexedDbStore, type Message, type OutboxItem, Unauthorized } from "../src/index.js";
+ * holds: a message the sync applies twice would show twice (it cannot: keyed by id).
+ *
+ * A browser may be shared: logging out (here or in another tab), or a session ended by the
+ * server, deletes the database and every localStorage key of the app, whatever the server
+ * answered; a login starts from an empty database, so the next user's first sync starts at
+ * their own beginning and nothing of the previous user is ever drawn. */
+import {
+  Api,
+  ApiError,
+  Client,
+  IndexedDbStore,
+  type Message,
+  type OutboxItem,
+  Transient,
+  Unauthorized,
+} from "../src/index.js";
 
 const PAGE = 50; // messages shown per "page" of a conversation
+const DB = "msgsync"; // the IndexedDB database: the whole local state of the signed-in user
+const OPEN_KEY = "msgsync.open"; // localStorage: the conversation to reopen after a reload
+const REMOVED = "removed"; // a failed send the user removed (kept out of the outbox's view)
+// The server's rule for user ids (app/schemas.py), checked here to say it in words.
+const USER_ID = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 
 const $ = <T extends HTMLElement>(id: string): T => {
   const el = document.getElementById(id);
@@ -24,27 +43,112 @@ const ui = {
   chatView: $("chat-view"),
   newChat: $<HTMLFormElement>("new-chat"),
   peerInput: $<HTMLInputElement>("peer-input"),
+  peerError: $("peer-error"),
   conversations: $("conversations"),
+  back: $<HTMLButtonElement>("back"),
   peerTitle: $("peer-title"),
+  peerNote: $("peer-note"),
   older: $<HTMLButtonElement>("older"),
   messages: $("messages"),
   composer: $<HTMLFormElement>("composer"),
   body: $<HTMLTextAreaElement>("body"),
 };
 
-let store: IndexedDbStore;
+let store: IndexedDbStore | null = null;
 let client: Client | null = null;
+let loop: AbortController | null = null;
+let running: Promise<void> = Promise.resolve();
+let online = navigator.onLine;
+// The signed-in user's view state, all of it forgotten at logout (reset()).
 let peer: string | null = null;
 let shown = PAGE; // how many of the open conversation's newest messages are shown
 const older = new Map<string, Map<number, Message>>(); // history fetched beyond the store
 const olderDone = new Set<string>(); // peers whose whole history is here
+const olderKnown = new Map<string, boolean>(); // does the server hold messages older than ours?
 const markedRead = new Map<string, number>();
-let online = navigator.onLine;
-let loop: AbortController | null = null;
+const confirming = new Set<number>(); // messages whose recall waits for "Yes, recall"
+const recallErrors = new Map<number, string>();
+/** After a history_fallback gap the read receipts of the pruned range are gone from the
+ * stream: for a conversation with no receipt of ours here, the server's count (GET
+ * /conversations) stands in. One receipt is enough to count locally: it says "read up to
+ * this id", and every message is here (the fallback replays all of them). */
+const serverUnread = new Map<string, { count: number; lastId: number }>();
 
-function setStatus(state: "online" | "offline" | "syncing"): void {
+function reset(): void {
+  peer = null;
+  shown = PAGE;
+  for (const m of [older, olderKnown, markedRead, recallErrors, serverUnread]) m.clear();
+  olderDone.clear();
+  confirming.clear();
+}
+
+// Tabs of one browser share the database: a logout in one ends the session in all.
+const tabs = "BroadcastChannel" in window ? new BroadcastChannel("msgsync") : null;
+
+type Status = "connecting" | "online" | "offline";
+function setStatus(state: Status | null): void {
+  // Shown only while a session syncs: no status at all on the login page.
+  ui.status.hidden = state === null;
+  if (state === null) return;
   ui.status.dataset["state"] = state;
-  ui.status.textContent = state === "online" ? "Online" : state === "offline" ? "Offline: reconnecting…" : "Syncing…";
+  ui.status.textContent =
+    state === "online" ? "Online" : state === "offline" ? "Offline: reconnecting…" : "Connecting…";
+}
+
+// -- words for what went wrong -----------------------------------------------------------
+
+function noConnection(exc: unknown): boolean {
+  return exc instanceof Transient && !exc.message.endsWith(": 429");
+}
+
+function loginProblem(exc: unknown): string {
+  if (exc instanceof ApiError) {
+    if (exc.code === "bad_credentials") return "Wrong user id or password.";
+    if (exc.code === "user_exists") return "That user id is taken: choose another, or log in.";
+    if (exc.code === "validation_error") return "This user id or password cannot be used.";
+  }
+  if (exc instanceof Transient) {
+    return noConnection(exc)
+      ? "The server cannot be reached. Check your connection and try again."
+      : "Too many attempts: wait a minute and try again.";
+  }
+  return "Something went wrong. Try again.";
+}
+
+function sendProblem(o: OutboxItem): string {
+  if (o.error === "body_too_large") return "This message is too long.";
+  if (o.error === "recipient_not_found") return `There is no user named ${o.to}.`;
+  if (o.error === "unavailable") return "The server could not be reached.";
+  return "The server did not accept this message.";
+}
+
+function recallProblem(exc: unknown): string {
+  if (exc instanceof ApiError && exc.code === "recall_window_passed") {
+    return "Too late: this message can no longer be recalled.";
+  }
+  if (noConnection(exc)) return "Could not recall: no connection. Try again.";
+  return "Could not recall this message.";
+}
+
+// -- dates ---------------------------------------------------------------------------------
+
+const dayKey = (d: Date): string => d.toDateString();
+
+/** "14:05" today, "Yesterday 14:05", "Nov 20, 14:05" this year, "Nov 20, 2025, 14:05". */
+function when(iso: string, short = false): string {
+  const d = new Date(iso);
+  const now = new Date();
+  const time = d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+  if (dayKey(d) === dayKey(now)) return time;
+  const yesterday = new Date(now);
+  yesterday.setDate(now.getDate() - 1);
+  if (dayKey(d) === dayKey(yesterday)) return short ? "Yesterday" : `Yesterday ${time}`;
+  const date = d.toLocaleDateString(undefined, {
+    month: "short",
+    day: "numeric",
+    ...(d.getFullYear() === now.getFullYear() ? {} : { year: "numeric" }),
+  });
+  return short ? date : `${date}, ${time}`;
 }
 
 // -- drawing ---------------------------------------------------------------------------
@@ -56,6 +160,7 @@ function draw(): void {
   drawQueued = true;
   requestAnimationFrame(() => {
     drawQueued = false;
+    if (!store || !client) return;
     markRead(); // first, so the open conversation's badge is already gone in this frame
     drawConversations();
     drawMessages();
@@ -63,21 +168,17 @@ function draw(): void {
 }
 
 function me(): string {
-  return store.session?.user_id ?? "";
+  return store?.session?.user_id ?? "";
 }
 
-/** After a history_fallback gap the read receipts of the pruned range are gone from the
- * stream: for a conversation with no receipt of ours here, the server's count (GET
- * /conversations) stands in. One receipt is enough to count locally: it says "read up to
- * this id", and every message is here (the fallback replays all of them). */
-const serverUnread = new Map<string, { count: number; lastId: number }>();
-
 async function refreshUnread(): Promise<void> {
-  if (!client) return;
+  const c = client;
+  if (!c) return;
   try {
-    const page = await client.conversations(200);
-    for (const c of page.conversations) {
-      serverUnread.set(c.peer, { count: c.unread_count, lastId: c.last_message.id });
+    const page = await c.conversations(200);
+    if (c !== client) return;
+    for (const x of page.conversations) {
+      serverUnread.set(x.peer, { count: x.unread_count, lastId: x.last_message.id });
     }
     draw();
   } catch {
@@ -85,9 +186,9 @@ async function refreshUnread(): Promise<void> {
   }
 }
 
-function unread(p: string, messages: Message[]): number {
+function unread(s: IndexedDbStore, p: string, messages: Message[]): number {
   // What this page just marked read counts before its receipt comes back in the stream.
-  const upTo = Math.max(store.read(me(), p)?.up_to_message_id ?? 0, markedRead.get(p) ?? 0);
+  const upTo = Math.max(s.read(me(), p)?.up_to_message_id ?? 0, markedRead.get(p) ?? 0);
   const fromServer = serverUnread.get(p);
   if (fromServer && upTo === 0) {
     const newer = messages.filter((m) => m.from === p && m.id > fromServer.lastId && m.recalled_at === null);
@@ -96,9 +197,18 @@ function unread(p: string, messages: Message[]): number {
   return messages.filter((m) => m.from === p && m.id > upTo && m.recalled_at === null).length;
 }
 
+function span(className: string, text: string): HTMLSpanElement {
+  const el = document.createElement("span");
+  el.className = className;
+  el.textContent = text;
+  return el;
+}
+
 function drawConversations(): void {
+  const s = store;
+  if (!s) return;
   const byPeer = new Map<string, Message[]>();
-  for (const m of store.messages()) {
+  for (const m of s.messages()) {
     const p = m.from === me() ? m.to : m.from;
     let list = byPeer.get(p);
     if (!list) byPeer.set(p, (list = []));
@@ -106,49 +216,94 @@ function drawConversations(): void {
   }
   if (peer && !byPeer.has(peer)) byPeer.set(peer, []);
   const peers = [...byPeer.entries()].sort(([, a], [, b]) => (b.at(-1)?.id ?? Infinity) - (a.at(-1)?.id ?? Infinity));
+  let total = 0;
   const items = peers.map(([p, list]) => {
     const li = document.createElement("li");
     const button = document.createElement("button");
     button.type = "button";
     button.dataset["peer"] = p;
     if (p === peer) button.setAttribute("aria-current", "true");
-    const name = document.createElement("span");
-    name.textContent = p;
-    button.append(name);
-    const count = unread(p, list);
-    if (count > 0) {
-      const badge = document.createElement("span");
-      badge.className = "unread";
-      badge.textContent = String(count);
-      badge.setAttribute("aria-label", `${count} unread`);
-      button.append(badge);
+    const last = list.at(-1);
+    const top = document.createElement("span");
+    top.className = "top";
+    top.append(span("name", p));
+    if (last) {
+      const time = document.createElement("time");
+      time.dateTime = last.created_at;
+      time.textContent = when(last.created_at, true);
+      top.append(time);
     }
+    const bottom = document.createElement("span");
+    bottom.className = "bottom";
+    const text = !last ? "New conversation" : last.recalled_at ? "Message recalled" : last.body;
+    bottom.append(span("preview", last && last.from === me() ? `You: ${text}` : text));
+    const count = unread(s, p, list);
+    total += count;
+    if (count > 0) {
+      const badge = span("unread", String(count));
+      badge.setAttribute("aria-label", `${count} unread`);
+      bottom.append(badge);
+    }
+    button.append(top, bottom);
     button.addEventListener("click", () => open(p));
     li.append(button);
     return li;
   });
   ui.conversations.replaceChildren(...items);
+  document.title = total > 0 ? `(${total}) msgsync` : "msgsync";
 }
 
 function conversationMessages(p: string): Message[] {
   const all = new Map<number, Message>(older.get(p));
-  for (const m of store.messages(p)) all.set(m.id, m); // the stream's copy wins (recalls)
+  for (const m of store?.messages(p) ?? []) all.set(m.id, m); // the stream's copy wins (recalls)
   return [...all.values()].sort((a, b) => a.id - b.id);
 }
 
 function drawMessages(): void {
-  if (!peer) return;
+  const s = store;
+  if (!peer || !s) return;
   const all = conversationMessages(peer);
   const visible = all.slice(Math.max(0, all.length - shown));
-  ui.older.hidden = visible.length === all.length && olderDone.has(peer);
-  const peerRead = store.read(peer, me())?.up_to_message_id ?? 0;
+  // "Load older messages" only when there are: hidden here, or on the server (asked once).
+  ui.older.hidden = !(visible.length < all.length || (!olderDone.has(peer) && olderKnown.get(peer) === true));
+  if (all.length > 0 && !olderDone.has(peer) && !olderKnown.has(peer)) void checkOlder(peer, all[0]!.id);
+  const peerRead = s.read(peer, me())?.up_to_message_id ?? 0;
   const atBottom = ui.messages.scrollTop + ui.messages.clientHeight >= ui.messages.scrollHeight - 8;
   const items = visible.map((m) => messageItem(m, peerRead));
-  for (const o of store.outbox()) {
-    if (o.to === peer && o.state !== "sent") items.push(pendingItem(o));
-  }
+  const pending = s.outbox().filter((o) => o.to === peer && o.state !== "sent" && o.error !== REMOVED);
+  for (const o of pending) items.push(pendingItem(o));
   ui.messages.replaceChildren(...items);
+  const missing = pending.some((o) => o.error === "recipient_not_found");
+  ui.peerNote.textContent = missing
+    ? `There is no user named ${peer}.`
+    : all.length === 0 && pending.length === 0
+      ? "No messages yet."
+      : "";
   if (atBottom) ui.messages.scrollTop = ui.messages.scrollHeight;
+}
+
+async function checkOlder(p: string, oldest: number): Promise<void> {
+  const c = client;
+  if (!c) return;
+  olderKnown.set(p, false); // asked: not again while the answer is on its way
+  try {
+    const page = await c.history(p, 1, oldest);
+    if (c !== client) return;
+    if (page.messages.length > 0) olderKnown.set(p, true);
+    else olderDone.add(p);
+  } catch {
+    olderKnown.delete(p); // offline: the next draw asks again
+  }
+  draw();
+}
+
+function button(text: string, onClick: () => void, label?: string): HTMLButtonElement {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = text;
+  if (label) b.setAttribute("aria-label", label);
+  b.addEventListener("click", onClick);
+  return b;
 }
 
 function messageItem(m: Message, peerRead: number): HTMLLIElement {
@@ -162,25 +317,52 @@ function messageItem(m: Message, peerRead: number): HTMLLIElement {
   body.textContent = m.recalled_at ? "Message recalled" : m.body;
   const meta = document.createElement("div");
   meta.className = "meta";
-  const when = document.createElement("time");
-  when.dateTime = m.created_at;
-  when.textContent = `${m.from} · ${new Date(m.created_at).toLocaleTimeString()}`;
-  meta.append(when);
+  const time = document.createElement("time");
+  time.dateTime = m.created_at;
+  time.title = new Date(m.created_at).toLocaleString();
+  time.textContent = when(m.created_at);
+  meta.append(time);
   if (mine) {
-    const state = document.createElement("span");
-    state.className = "receipt";
-    state.textContent = m.id <= peerRead ? "Read" : "Sent";
-    meta.append(state);
+    meta.append(span("receipt", m.id <= peerRead ? "Read" : "Sent"));
+    if (!m.recalled_at && confirming.has(m.id)) {
+      const ask = document.createElement("div");
+      ask.className = "confirm";
+      ask.setAttribute("role", "group");
+      ask.setAttribute("aria-label", "Confirm recall");
+      ask.append(
+        span("question", "Recall for both of you?"),
+        button("Yes, recall", () => void recallMessage(m.id)),
+        button("Keep", () => {
+          confirming.delete(m.id);
+          draw();
+        }),
+      );
+      li.append(body, meta, ask);
+      return li;
+    }
     if (!m.recalled_at) {
-      const recall = document.createElement("button");
-      recall.type = "button";
-      recall.textContent = "Recall";
-      recall.setAttribute("aria-label", `Recall message ${m.body.slice(0, 40)}`);
-      recall.addEventListener("click", () => void recallMessage(m.id));
-      meta.append(recall);
+      meta.append(
+        button(
+          "Recall",
+          () => {
+            recallErrors.delete(m.id);
+            confirming.add(m.id);
+            draw();
+          },
+          `Recall message ${m.body.slice(0, 40)}`,
+        ),
+      );
     }
   }
   li.append(body, meta);
+  const error = recallErrors.get(m.id);
+  if (error && !m.recalled_at) {
+    const p = document.createElement("p");
+    p.className = "error";
+    p.setAttribute("role", "alert");
+    p.textContent = error;
+    li.append(p);
+  }
   return li;
 }
 
@@ -192,61 +374,100 @@ function pendingItem(o: OutboxItem): HTMLLIElement {
   body.textContent = o.body;
   const meta = document.createElement("div");
   meta.className = "meta";
-  meta.textContent = o.state === "failed" ? `Not sent (${o.error ?? "error"})` : "Sending…";
+  if (o.state === "failed") {
+    li.classList.add("failed");
+    meta.append(
+      span("error", `Not sent: ${sendProblem(o)}`),
+      button("Retry", () => void retry(o)),
+      button("Remove", () => void remove(o)),
+    );
+  } else {
+    meta.textContent = "Sending…";
+  }
   li.append(body, meta);
   return li;
 }
 
 // -- actions ---------------------------------------------------------------------------
 
-function open(p: string): void {
+function open(p: string, focus = true): void {
   peer = p;
   shown = PAGE;
+  localStorage.setItem(OPEN_KEY, p);
+  ui.chatView.classList.add("has-open");
   ui.peerTitle.textContent = `Conversation with ${p}`;
   ui.composer.hidden = false;
+  ui.peerError.textContent = "";
   draw();
   requestAnimationFrame(() => {
     ui.messages.scrollTop = ui.messages.scrollHeight;
-    ui.body.focus();
+    if (focus) ui.body.focus();
   });
+}
+
+function closeConversation(): void {
+  // The phone's back control: the list again. (The desktop shows both panes.)
+  peer = null;
+  localStorage.removeItem(OPEN_KEY);
+  ui.chatView.classList.remove("has-open");
+  ui.peerTitle.textContent = "No conversation open";
+  ui.peerNote.textContent = "";
+  ui.composer.hidden = true;
+  ui.older.hidden = true;
+  ui.messages.replaceChildren();
+  draw();
 }
 
 function markRead(): void {
   // Read receipts only for what the user can see: an open conversation in a visible tab.
-  if (!client || !peer || document.visibilityState !== "visible") return;
+  const c = client;
+  if (!c || !store || !peer || document.visibilityState !== "visible") return;
   const last = store.messages(peer).filter((m) => m.from === peer).at(-1);
   if (!last) return;
   const current = Math.max(store.read(me(), peer)?.up_to_message_id ?? 0, markedRead.get(peer) ?? 0);
   if (last.id <= current) return;
   const p = peer;
   markedRead.set(p, last.id);
-  client.markRead(p, last.id).catch(() => markedRead.delete(p)); // retried on the next draw
+  c.markRead(p, last.id).catch((exc: unknown) => {
+    markedRead.delete(p); // retried on the next draw
+    if (exc instanceof Unauthorized) void sessionEnded(c);
+  });
 }
 
 async function recallMessage(id: number): Promise<void> {
+  const c = client;
+  if (!c) return;
+  confirming.delete(id);
   try {
-    await client?.recall(id); // the recall entry comes back through the sync stream
+    await c.recall(id); // the recall entry comes back through the sync stream
+    recallErrors.delete(id);
   } catch (exc) {
-    alert(`Could not recall: ${(exc as Error).message}`);
+    if (exc instanceof Unauthorized) return void sessionEnded(c);
+    recallErrors.set(id, recallProblem(exc));
   }
+  draw();
 }
 
 let loadingOlder = false;
 async function loadOlder(): Promise<void> {
   // One page at a time: a second click while the server answers would skip a page.
-  if (!peer || !client || loadingOlder) return;
+  const c = client;
+  if (!peer || !c || loadingOlder) return;
   loadingOlder = true;
   try {
     const p = peer;
     const all = conversationMessages(p);
     if (all.length < shown + PAGE && !olderDone.has(p)) {
-      const page = await client.history(p, PAGE, all[0]?.id ?? null);
+      const page = await c.history(p, PAGE, all[0]?.id ?? null);
       let map = older.get(p);
       if (!map) older.set(p, (map = new Map()));
       for (const m of page.messages) map.set(m.id, m);
       if (page.next_before_id === null) olderDone.add(p);
+      else olderKnown.set(p, true);
     }
     if (p === peer) shown += PAGE;
+  } catch {
+    // Offline: the button stays, for another try.
   } finally {
     loadingOlder = false;
   }
@@ -264,11 +485,58 @@ async function sendMessage(): Promise<void> {
   draw();
 }
 
-// -- session and the sync loop ---------------------------------------------------------
+async function retry(o: OutboxItem): Promise<void> {
+  const c = client;
+  if (!c || !store) return;
+  const again: OutboxItem = { ...o, state: "pending", error: null };
+  await store.putOutbox(again);
+  draw();
+  try {
+    await c.deliver(again);
+  } catch (exc) {
+    if (exc instanceof Unauthorized) void sessionEnded(c);
+  }
+  draw();
+}
+
+async function remove(o: OutboxItem): Promise<void> {
+  // The SDK's outbox keeps every item; a removed one stays failed, marked, and undrawn.
+  await store?.putOutbox({ ...o, state: "failed", error: REMOVED });
+  draw();
+}
+
+// -- session, forgetting, and the sync loop ----------------------------------------------
+
+function deleteDatabase(): Promise<void> {
+  return new Promise((resolve) => {
+    const req = indexedDB.deleteDatabase(DB);
+    // Another tab's open connection blocks the deletion until it closes, which it does on
+    // the "forget" message sent before this; the deletion then completes.
+    req.onsuccess = () => resolve();
+    req.onerror = () => resolve();
+  });
+}
+
+/** Forget everything of the signed-in user on this browser: stop syncing, delete the
+ * database and the app's localStorage keys, clear the page. */
+async function forget(tell = true): Promise<void> {
+  loop?.abort();
+  client?.wake(); // ends a waiting long-poll, so the loop returns
+  client = null;
+  await running;
+  store?.close();
+  store = null;
+  if (tell) tabs?.postMessage("forget");
+  for (const key of Object.keys(localStorage)) if (key.startsWith("msgsync")) localStorage.removeItem(key);
+  await deleteDatabase();
+  reset();
+  ui.conversations.replaceChildren();
+  closeConversation();
+  document.title = "msgsync";
+}
 
 function showLogin(message = ""): void {
-  loop?.abort();
-  client = null;
+  setStatus(null);
   ui.loginView.hidden = false;
   ui.chatView.hidden = true;
   ui.logout.hidden = true;
@@ -277,83 +545,141 @@ function showLogin(message = ""): void {
   ui.user.focus();
 }
 
-async function start(c: Client): Promise<void> {
+let ending: Promise<void> | null = null;
+/** The server no longer knows this device (logged out elsewhere, deleted from another
+ * device): forget it all and say so. */
+function sessionEnded(c: Client): Promise<void> {
+  if (c !== client) return Promise.resolve();
+  ending ??= (async () => {
+    await forget();
+    showLogin("This device was logged out (from another device or by the server). Log in again.");
+    ending = null;
+  })();
+  return ending;
+}
+
+function start(c: Client, s: IndexedDbStore): void {
   client = c;
   ui.loginView.hidden = true;
   ui.chatView.hidden = false;
   ui.logout.hidden = false;
-  ui.who.textContent = `Signed in as ${me()}`;
-  setStatus(online ? "syncing" : "offline");
-  draw();
+  ui.who.textContent = `Signed in as ${s.session?.user_id ?? ""}`;
+  setStatus(online ? "connecting" : "offline");
+  const reopen = localStorage.getItem(OPEN_KEY);
+  if (reopen) open(reopen, false);
+  else closeConversation();
   const controller = new AbortController();
   loop = controller;
   void c.resumeOutbox().then(draw, () => undefined);
-  if (store.gaps > 0) void refreshUnread();
-  while (!controller.signal.aborted) {
-    try {
-      await c.run(controller.signal);
-    } catch (exc) {
-      if (exc instanceof Unauthorized) {
-        await c.close(false);
-        showLogin("Your session has ended: log in again.");
-        return;
+  if (s.gaps > 0) void refreshUnread();
+  running = (async () => {
+    while (!controller.signal.aborted) {
+      try {
+        await c.run(controller.signal);
+      } catch (exc) {
+        if (controller.signal.aborted) return;
+        if (exc instanceof Unauthorized) {
+          void sessionEnded(c);
+          return;
+        }
+        console.warn("sync loop:", exc);
+        await new Promise((r) => setTimeout(r, 2000));
       }
-      console.error("sync loop:", exc);
-      await new Promise((r) => setTimeout(r, 2000));
     }
-  }
+  })();
 }
 
-function makeClient(server: string): Client {
-  return new Client(store, server, {}, {
+function makeClient(s: IndexedDbStore, server: string): Client {
+  const c: Client = new Client(s, server, {}, {
     onMessages: draw,
     onRecalls: draw,
     onReads: draw,
     onReset: draw,
     onGap: () => void refreshUnread(),
     onOutbox: draw,
-    onStatus: (s) => {
+    onStatus: (state) => {
       // The browser's own view wins while it says offline; fetch failures say the rest.
-      setStatus(online ? s : "offline");
+      if (c === client) setStatus(online ? state : "offline");
     },
   });
+  return c;
 }
 
+function checkLogin(create: boolean, userId: string, password: string): string {
+  if (!userId || !password) return "Enter your user id and password.";
+  if (!create) return "";
+  if (!USER_ID.test(userId)) {
+    return "A user id is 1 to 64 lower-case letters, digits, dots, dashes or underscores, starting with a letter or digit.";
+  }
+  if (password.length < 8) return "A password needs at least 8 characters.";
+  return "";
+}
+
+let loggingIn = false;
 async function login(create: boolean): Promise<void> {
-  ui.loginError.textContent = "";
+  if (loggingIn) return;
   const userId = ui.user.value.trim();
   const password = ui.password.value;
+  ui.loginError.textContent = checkLogin(create, userId, password);
+  if (ui.loginError.textContent) return;
+  loggingIn = true;
   try {
     if (create) await new Api(location.origin).createUser(userId, password);
-    const c = makeClient(location.origin);
-    await c.login(userId, password, `web: ${navigator.userAgent.slice(0, 60)}`);
+    // Whatever is still here is another user's, or has no session: never reused.
+    await forget();
+    const s = await IndexedDbStore.open(DB);
+    store = s;
+    const c = makeClient(s, location.origin);
+    try {
+      await c.login(userId, password, `web: ${navigator.userAgent.slice(0, 60)}`);
+    } catch (exc) {
+      await forget(false);
+      throw exc;
+    }
     ui.password.value = "";
-    void start(c);
+    tabs?.postMessage("login");
+    start(c, s);
   } catch (exc) {
-    ui.loginError.textContent = (exc as Error).message;
+    ui.loginError.textContent = loginProblem(exc);
+  } finally {
+    loggingIn = false;
   }
 }
 
+async function logout(): Promise<void> {
+  const c = client;
+  if (!c) return;
+  loop?.abort(); // the loop returns once logout's wake() ends its long-poll
+  // The server is told if it can be reached; the local data goes whatever it answered.
+  await Promise.race([c.logout().catch(() => undefined), new Promise((r) => setTimeout(r, 3000))]);
+  await forget();
+  showLogin();
+}
+
+function chatWith(): void {
+  const p = ui.peerInput.value.trim();
+  if (!p) return;
+  if (!USER_ID.test(p)) {
+    ui.peerError.textContent = `“${p}” is not a user id: user ids are lower-case letters, digits, dots, dashes or underscores.`;
+    return;
+  }
+  ui.peerInput.value = "";
+  open(p);
+}
+
 async function main(): Promise<void> {
-  store = await IndexedDbStore.open("msgsync");
   ui.loginForm.addEventListener("submit", (e) => {
     e.preventDefault();
     void login(false);
   });
-  ui.register.addEventListener("click", () => {
-    if (ui.loginForm.reportValidity()) void login(true);
-  });
-  ui.logout.addEventListener("click", () => {
-    const c = client;
-    loop?.abort(); // the loop returns once logout's wake() ends its long-poll
-    void c?.logout().finally(() => showLogin());
-  });
+  ui.register.addEventListener("click", () => void login(true));
+  ui.logout.addEventListener("click", () => void logout());
   ui.newChat.addEventListener("submit", (e) => {
     e.preventDefault();
-    const p = ui.peerInput.value.trim();
-    if (p) open(p);
-    ui.peerInput.value = "";
+    chatWith();
   });
+  ui.peerInput.addEventListener("input", () => (ui.peerError.textContent = ""));
+  ui.back.addEventListener("click", closeConversation);
   ui.older.addEventListener("click", () => void loadOlder());
   ui.composer.addEventListener("submit", (e) => {
     e.preventDefault();
@@ -370,17 +696,32 @@ async function main(): Promise<void> {
   // long-poll, whose connection the browser may not report dead for a long while.
   window.addEventListener("online", () => {
     online = true;
-    setStatus("syncing");
+    if (client) setStatus("connecting");
     client?.wake();
   });
   window.addEventListener("offline", () => {
     online = false;
-    setStatus("offline");
+    if (client) setStatus("offline");
     client?.wake();
   });
   document.addEventListener("visibilitychange", draw);
-  if (store.session) void start(makeClient(store.session.server));
-  else showLogin();
+  tabs?.addEventListener("message", (e: MessageEvent) => {
+    if (e.data === "forget") {
+      void forget(false).then(() => showLogin("You logged out in another tab."));
+    } else if (e.data === "login") {
+      location.reload(); // the new session is in the database: start from it
+    }
+  });
+  const s = await IndexedDbStore.open(DB);
+  if (s.session) {
+    store = s;
+    start(makeClient(s, s.session.server), s);
+  } else {
+    // Data without a session (an interrupted logout) is never shown nor reused.
+    s.close();
+    await forget(false);
+    showLogin();
+  }
 }
 
 void main();
