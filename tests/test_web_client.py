@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -21,9 +22,26 @@ pytestmark = [pytest.mark.browser, pytest.mark.server]
 
 require_chromium()
 
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import (  # noqa: E402
+    Browser,
+    BrowserContext,
+    Dialog,
+    ViewportSize,
+    expect,
+    sync_playwright,
+)
 
-VIEWPORTS = {"phone": {"width": 390, "height": 844}, "desktop": {"width": 1100, "height": 760}}
+# A time of today, as the page shows it in en-US: "8:21 PM".
+TIME = re.compile(r"^\d{1,2}:\d\d [AP]M$")
+VIEWPORTS: dict[str, ViewportSize] = {
+    "phone": {"width": 390, "height": 844},
+    "desktop": {"width": 1100, "height": 760},
+}
+
+
+@pytest.fixture(scope="module")
+def database(postgresql_url: str) -> str:
+    return postgresql_url
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +76,12 @@ class Device:
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
         self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
         self.dialogs: list[str] = []
-        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.on("dialog", self.dialog)
+
+    def dialog(self, dialog: Dialog) -> None:
+        # The page must never open alert() or confirm(): noted, and dismissed.
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
 
     @property
     def phone(self) -> bool:
@@ -115,8 +138,10 @@ class Device:
         box = self.page.locator(selector).bounding_box()
         assert box is not None, f"{selector} not rendered"
         size = VIEWPORTS[self.layout]
-        assert box["x"] >= 0 and box["x"] + box["width"] <= size["width"], (selector, box)
-        assert box["y"] >= 0 and box["y"] + box["height"] <= size["height"], (selector, box)
+        assert box["x"] >= 0, (selector, box)
+        assert box["x"] + box["width"] <= size["width"], (selector, box)
+        assert box["y"] >= 0, (selector, box)
+        assert box["y"] + box["height"] <= size["height"], (selector, box)
 
     def stored(self) -> dict[str, object]:
         """What the browser keeps for this origin: IndexedDB databases and their object
@@ -215,5 +240,284 @@ def test_a_shared_browser_forgets_the_user_at_logout(device: Device, server: Ser
     assert "private note" not in device.page.locator("body").inner_text()
     # After the logout nothing of Alice was left: no database, no key, not on the page.
     assert after_logout == {"indexedDB": {}, "localStorage": {}}
-    assert alice not in page_text and "private note" not in page_text
+    assert alice not in page_text
+    assert "private note" not in page_text
     assert device.errors == []
+
+
+def test_a_phone_shows_one_pane_at_a_time(device: Device, server: Server) -> None:
+    bob, _ = create_user(server, "bob")
+    erin, erin_h = create_user(server, "erin")
+    _, frank_h = create_user(server, "frank")
+    post(server, frank_h, bob, "are we still on for Saturday?")
+    for n in range(12):
+        post(server, erin_h, bob, f"line {n}: " + "a long message that wraps " * (n % 4 + 1))
+    page = device.page
+    device.goto()
+    device.fits()
+    device.in_view("#user")
+    device.in_view("#login-view button[type=submit]")
+    device.login(bob)
+    device.logged_in(bob)
+    conversation, nav = page.locator("#conversation"), page.locator("nav")
+    back = page.get_by_role("button", name="Back to conversations")
+    expect(page.locator("#conversations button")).to_have_count(2)
+    device.fits()
+    if device.phone:
+        # The list alone, every part of it on the screen.
+        expect(conversation).to_be_hidden()
+        device.in_view("#peer-input")
+        device.in_view("#logout")
+        device.in_view(f'#conversations button[data-peer="{erin}"]')
+        device.screenshot("phone-list")
+    device.open_listed(erin)
+    expect(page.locator("#messages li .body")).to_have_count(12)
+    device.fits()
+    device.in_view("#body")
+    device.in_view("#composer button[type=submit]")
+    if device.phone:
+        # The conversation alone, with a way back.
+        expect(nav).to_be_hidden()
+        device.in_view("#back")
+        device.screenshot("phone-chat")
+        back.click()
+        expect(conversation).to_be_hidden()
+        expect(nav).to_be_visible()
+        device.fits()
+    else:
+        # The desktop keeps both panes side by side, and no back control.
+        expect(nav).to_be_visible()
+        expect(back).to_be_hidden()
+        nav_box, chat_box = nav.bounding_box(), conversation.bounding_box()
+        assert nav_box is not None
+        assert chat_box is not None
+        assert nav_box["x"] + nav_box["width"] <= chat_box["x"]
+    assert device.errors == []
+
+
+def age_message(database: str, message_id: int, created_at: str, days: int) -> str:
+    """Move a message `days` back in time, in both places a client reads it from: the
+    messages table (history, the recall window) and the stream's stored payloads."""
+    then = datetime.fromisoformat(created_at.replace("Z", "+00:00")) - timedelta(days=days)
+    stamp = then.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    with psycopg.connect(database.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        conn.execute("UPDATE messages SET created_at = %s WHERE id = %s", (then, message_id))
+        conn.execute(
+            "UPDATE inbox SET data = replace(data, %s, %s) WHERE message_id = %s",
+            (f'"created_at":"{created_at}"', f'"created_at":"{stamp}"', message_id),
+        )
+        aged = conn.execute(
+            "SELECT count(*) FROM inbox WHERE message_id = %s AND data LIKE %s",
+            (message_id, f'%"created_at":"{stamp}"%'),
+        ).fetchone()
+        assert aged == (2,), "the message's entries were not both aged"  # both parties'
+    return stamp
+
+
+def test_dates_previews_unread_title_and_a_recall_asked_in_the_page(
+    device: Device, server: Server, database: str
+) -> None:
+    bob, bob_h = create_user(server, "bob")
+    erin, erin_h = create_user(server, "erin")
+    frank, frank_h = create_user(server, "frank")
+    old = httpx.post(
+        f"{server.url}/messages", json={"to": erin, "body": "see you tuesday"}, headers=bob_h
+    ).json()["message"]
+    then = datetime.fromisoformat(age_message(database, old["id"], old["created_at"], 3))
+    post(server, erin_h, bob, "back from the trip")
+    post(server, erin_h, bob, "photos tomorrow")
+    post(server, frank_h, bob, "lunch?")
+    page = device.page
+    device.goto()
+    expect(page).to_have_title("msgsync")
+    device.login(bob)
+    device.logged_in(bob)
+    # Three unread messages in two conversations: the tab says so.
+    expect(page).to_have_title("(3) msgsync")
+    # Each conversation: its last message and when, newest conversation first.
+    rows = page.locator("#conversations button")
+    expect(rows.locator(".name")).to_have_text([frank, erin])
+    expect(rows.locator(".preview")).to_have_text(["lunch?", "photos tomorrow"])
+    expect(rows.locator("time")).to_have_text([TIME, TIME])
+    device.open_listed(erin)
+    expect(page).to_have_title("(1) msgsync")  # Erin's two are read now
+    # The message of three days ago carries its date; today's only their time.
+    day = f"{then:%b} {then.day}" + (
+        "" if then.year == datetime.now(UTC).year else f", {then.year}"
+    )
+    times = page.locator("#messages li .meta time")
+    expect(times).to_have_text([re.compile(rf"^{day}, {TIME.pattern[1:]}"), TIME, TIME])
+
+    # Recall asks first, in the page; "Keep" leaves the message alone.
+    mine = page.locator("#messages li.mine").first
+    page.get_by_role("button", name="Recall message see you tuesday").click()
+    expect(mine.get_by_role("group", name="Confirm recall")).to_be_visible()
+    mine.get_by_role("button", name="Keep").click()
+    expect(mine.get_by_role("group", name="Confirm recall")).to_have_count(0)
+    # Past the recall window (it is three days old): the refusal is said in the page.
+    page.get_by_role("button", name="Recall message see you tuesday").click()
+    mine.get_by_role("button", name="Yes, recall").click()
+    expect(mine.get_by_role("alert")).to_have_text(
+        "Too late: this message can no longer be recalled."
+    )
+    expect(mine.locator(".body")).to_have_text("see you tuesday")
+    device.fits()
+    assert device.dialogs == []
+    # The refusal itself (409) is the only thing the console notes.
+    assert [e for e in device.errors if "status of 409" not in e] == []
+
+
+def test_a_reload_reopens_the_conversation_and_older_messages_only_when_there_are(
+    device: Device, server: Server
+) -> None:
+    bob, _ = create_user(server, "bob")
+    erin, erin_h = create_user(server, "erin")
+    frank, frank_h = create_user(server, "frank")
+    for n in range(3):
+        post(server, frank_h, bob, f"short {n}")
+    for n in range(55):
+        post(server, erin_h, bob, f"long {n}")
+    page = device.page
+    older = page.get_by_role("button", name="Load older messages")
+    device.goto()
+    device.login(bob)
+    device.logged_in(bob)
+    # Three messages, all here, and the server has none before them: no button, once the
+    # server was asked.
+    with page.expect_response(lambda r: f"/conversations/{frank}/messages" in r.url):
+        device.open_listed(frank)
+    expect(page.locator("#messages li .body")).to_have_count(3)
+    expect(older).to_be_hidden()
+    # Fifty-five: the newest fifty, and the button for the other five, which then goes.
+    device.open_listed(erin)
+    expect(page.locator("#messages li .body")).to_have_count(50)
+    expect(older).to_be_visible()
+    older.click()
+    expect(page.locator("#messages li .body")).to_have_count(55)
+    expect(older).to_be_hidden()
+    # A reload opens Erin's conversation again.
+    page.reload()
+    expect(page.get_by_role("heading", name=f"Conversation with {erin}")).to_be_visible()
+    expect(page.locator("#messages li .body").last).to_have_text("long 54")
+    if device.phone:
+        expect(page.locator("nav")).to_be_hidden()
+    assert device.errors == []
+
+
+def test_errors_are_said_in_words_and_a_failed_message_can_be_retried_or_removed(
+    device: Device, server: Server
+) -> None:
+    bob, _ = create_user(server, "bob")
+    erin, _ = create_user(server, "erin")
+    page = device.page
+    problem = page.locator("#login-error")
+    device.goto()
+    device.login(bob, "not the password")
+    expect(problem).to_have_text("Wrong user id or password.")
+    device.login(new_user_id("nobody"))
+    expect(problem).to_have_text("Wrong user id or password.")
+    page.get_by_label("User id").fill("Bob Smith")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Create account").click()
+    expect(problem).to_contain_text("A user id is 1 to 64 lower-case letters")
+    page.get_by_label("User id").fill(new_user_id("new"))
+    page.get_by_label("Password").fill("short")
+    page.get_by_role("button", name="Create account").click()
+    expect(problem).to_have_text("A password needs at least 8 characters.")
+    page.get_by_label("User id").fill(erin)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Create account").click()
+    expect(problem).to_have_text("That user id is taken: choose another, or log in.")
+
+    device.login(bob)
+    device.logged_in(bob)
+    # "Chat with" something that cannot be a user id: said at once.
+    page.get_by_label("Chat with").fill("Erin!")
+    page.get_by_label("Chat with").press("Enter")
+    expect(page.locator("#peer-error")).to_contain_text("is not a user id")
+    # Somebody unknown: the server refuses the first message (it delivers nothing) and the
+    # page says there is no such user; once the account exists, Retry delivers it.
+    ghost = new_user_id("ghost")
+    device.open_chat(ghost)
+    device.send("anyone there?")
+    failed = page.locator("#messages li.failed")
+    expect(failed.locator(".error")).to_have_text(f"Not sent: There is no user named {ghost}.")
+    expect(page.locator("#peer-note")).to_have_text(f"There is no user named {ghost}.")
+    body = {"user_id": ghost, "password": PASSWORD}
+    assert httpx.post(f"{server.url}/users", json=body).status_code == 201
+    failed.get_by_role("button", name="Retry").click()
+    expect(page.locator("#messages li.mine .receipt")).to_have_text(["Sent"])
+    expect(failed).to_have_count(0)
+    # Too long: said so; Remove takes it away, for good.
+    device.open_chat(erin)
+    device.send("x" * (16 * 1024 + 1))
+    expect(failed.locator(".error")).to_have_text("Not sent: This message is too long.")
+    failed.get_by_role("button", name="Remove").click()
+    expect(page.locator("#messages li")).to_have_count(0)
+    page.reload()
+    expect(page.get_by_role("heading", name=f"Conversation with {erin}")).to_be_visible()
+    expect(page.locator("#peer-note")).to_have_text("No messages yet.")
+    expect(page.locator("#messages li")).to_have_count(0)
+    # Never a raw code or a pattern on the page.
+    text = page.locator("body").inner_text()
+    codes = ("bad_credentials", "user_exists", "validation_error", "recipient_not_found")
+    for raw in (*codes, "body_too_large", "^[", "[a-z0-9]", "Unprocessable"):
+        assert raw not in text
+    device.fits()
+    assert device.dialogs == []
+    assert [e for e in device.errors if "Failed to load resource" not in e] == []
+
+
+def test_the_status_tells_the_truth_and_a_revoked_session_returns_to_login(
+    device: Device, server: Server
+) -> None:
+    bob, bob_h = create_user(server, "bob")
+    page = device.page
+    status = page.locator("#status")
+    device.goto()
+    # The login page claims no connection state at all.
+    expect(status).to_be_hidden()
+    assert "Starting" not in page.locator("body").inner_text()
+    device.login(bob)
+    device.logged_in(bob)
+    # Another device of Bob's deletes this one: the page says so and asks for a login.
+    devices = httpx.get(f"{server.url}/devices", headers=bob_h).json()["devices"]
+    (web,) = [d for d in devices if d["name"].startswith("web: ")]
+    gone = httpx.request(
+        "DELETE",
+        f"{server.url}/devices/{web['device_id']}",
+        json={"password": PASSWORD},
+        headers=bob_h,
+    )
+    assert gone.status_code == 204
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    expect(page.locator("#login-error")).to_have_text(
+        "This device was logged out (from another device or by the server). Log in again."
+    )
+    expect(status).to_be_hidden()
+    assert device.stored() == {"indexedDB": {}, "localStorage": {}}
+    assert [e for e in device.errors if "Failed to load resource" not in e] == []
+
+
+def test_root_redirects_to_the_client_which_has_a_favicon(device: Device, server: Server) -> None:
+    device.page.goto(server.url)
+    expect(device.page.get_by_role("heading", name="Log in")).to_be_visible()
+    assert device.page.url == f"{server.url}/app/"
+    icon = device.page.evaluate(
+        "fetch(document.querySelector('link[rel=icon]').href)"
+        ".then(r => [r.status, r.headers.get('content-type')])"
+    )
+    assert icon == [200, "image/svg+xml"]
+    assert device.errors == []  # a missing favicon would be a console error
+
+
+def test_the_client_is_served_with_safe_headers(server: Server) -> None:
+    root = httpx.get(f"{server.url}/")
+    assert root.status_code == 307
+    assert root.headers["location"] == "app/"
+    for path in ("/app", "/app/", "/app/app.js", "/app/style.css", "/app/favicon.svg"):
+        answer = httpx.get(f"{server.url}{path}")
+        assert answer.status_code in (200, 308), path
+        assert answer.headers["x-content-type-options"] == "nosniff", path
+        assert answer.headers["referrer-policy"] == "no-referrer", path
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"], path

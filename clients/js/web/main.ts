@@ -138,7 +138,7 @@ const dayKey = (d: Date): string => d.toDateString();
 function when(iso: string, short = false): string {
   const d = new Date(iso);
   const now = new Date();
-  const time = d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+  const time = d.toLocaleTimeString(undefined, { hour: "numeric", minute: "2-digit" });
   if (dayKey(d) === dayKey(now)) return time;
   const yesterday = new Date(now);
   yesterday.setDate(now.getDate() - 1);
@@ -649,7 +649,10 @@ async function login(create: boolean): Promise<void> {
 async function logout(): Promise<void> {
   const c = client;
   if (!c) return;
-  loop?.abort(); // the loop returns once logout's wake() ends its long-poll
+  // The loop first: its waiting long-poll would otherwise be answered 401 by the logout.
+  loop?.abort();
+  c.wake();
+  await running;
   // The server is told if it can be reached; the local data goes whatever it answered.
   await Promise.race([c.logout().catch(() => undefined), new Promise((r) => setTimeout(r, 3000))]);
   await forget();
