@@ -279,7 +279,6 @@ def test_a_phone_shows_one_pane_at_a_time(device: Device, server: Server) -> Non
         # The conversation alone, with a way back.
         expect(nav).to_be_hidden()
         device.in_view("#back")
-        device.screenshot("phone-chat")
         back.click()
         expect(conversation).to_be_hidden()
         expect(nav).to_be_visible()
@@ -361,6 +360,8 @@ def test_dates_previews_unread_title_and_a_recall_asked_in_the_page(
         "Too late: this message can no longer be recalled."
     )
     expect(mine.locator(".body")).to_have_text("see you tuesday")
+    if device.phone:
+        device.screenshot("phone-dates")
     device.fits()
     assert device.dialogs == []
     # The refusal itself (409) is the only thing the console notes.
