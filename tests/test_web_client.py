@@ -228,6 +228,7 @@ def test_a_shared_browser_forgets_the_user_at_logout(device: Device, server: Ser
     device.open_listed(dave)
     expect(device.page.locator("#messages li .body")).to_have_text(["alice's private note"])
     device.logout()
+    expect(device.page.locator("#status")).to_be_hidden()  # no "Online" without a session
     after_logout = device.stored()
     page_text = device.page.locator("body").inner_text()
 
@@ -243,6 +244,20 @@ def test_a_shared_browser_forgets_the_user_at_logout(device: Device, server: Ser
     assert alice not in page_text
     assert "private note" not in page_text
     assert device.errors == []
+
+
+def test_a_logout_in_one_tab_ends_the_session_in_the_others(device: Device, server: Server) -> None:
+    bob, _ = create_user(server, "bob")
+    device.goto()
+    device.login(bob)
+    device.logged_in(bob)
+    other = device.context.new_page()  # a second tab: the same database, the same session
+    other.goto(f"{server.url}/app")
+    expect(other.locator("#who")).to_have_text(f"Signed in as {bob}")
+    device.logout()
+    expect(other.get_by_role("heading", name="Log in")).to_be_visible()
+    expect(other.locator("#login-error")).to_have_text("You logged out in another tab.")
+    assert device.stored() == {"indexedDB": {}, "localStorage": {}}
 
 
 def test_a_phone_shows_one_pane_at_a_time(device: Device, server: Server) -> None:

@@ -148,7 +148,7 @@ def test_serve_on_sqlite_creates_and_migrates_its_file(installed: Installed) -> 
             assert f"/docs-assets/{asset}" in httpx.get(f"{url}{page}").text
             assert httpx.get(f"{url}/docs-assets/{asset}").status_code == 200
         # So is the web client's build.
-        for asset in ("", "app.js", "style.css"):
+        for asset in ("", "app.js", "style.css", "favicon.svg"):
             assert httpx.get(f"{url}/app/{asset}").status_code == 200
     finally:
         stop_server(process)
