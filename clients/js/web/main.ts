@@ -518,8 +518,9 @@ function deleteDatabase(): Promise<void> {
 }
 
 /** Forget everything of the signed-in user on this browser: stop syncing, delete the
- * database and the app's localStorage keys, clear the page. */
-async function forget(tell = true): Promise<void> {
+ * database and the app's localStorage keys (unless another tab does: `wipe` false), tell the
+ * other tabs (`tell`), clear the page. */
+async function forget(tell = true, wipe = true): Promise<void> {
   loop?.abort();
   client?.wake(); // ends a waiting long-poll, so the loop returns
   client = null;
@@ -527,8 +528,10 @@ async function forget(tell = true): Promise<void> {
   store?.close();
   store = null;
   if (tell) tabs?.postMessage("forget");
-  for (const key of Object.keys(localStorage)) if (key.startsWith("msgsync")) localStorage.removeItem(key);
-  await deleteDatabase();
+  if (wipe) {
+    for (const key of Object.keys(localStorage)) if (key.startsWith("msgsync")) localStorage.removeItem(key);
+    await deleteDatabase();
+  }
   reset();
   ui.conversations.replaceChildren();
   closeConversation();
@@ -625,8 +628,9 @@ async function login(create: boolean): Promise<void> {
   loggingIn = true;
   try {
     if (create) await new Api(location.origin).createUser(userId, password);
-    // Whatever is still here is another user's, or has no session: never reused.
-    await forget();
+    // Whatever is still here is another user's, or has no session: never reused. (The
+    // other tabs show the login page too: they share this state.)
+    await forget(false);
     const s = await IndexedDbStore.open(DB);
     store = s;
     const c = makeClient(s, location.origin);
@@ -709,8 +713,9 @@ async function main(): Promise<void> {
   });
   document.addEventListener("visibilitychange", draw);
   tabs?.addEventListener("message", (e: MessageEvent) => {
-    if (e.data === "forget") {
-      void forget(false).then(() => showLogin("You logged out in another tab."));
+    if (e.data === "forget" && client) {
+      // The tab that logged out deletes the database once this tab's connection is closed.
+      void forget(false, false).then(() => showLogin("You logged out in another tab."));
     } else if (e.data === "login") {
       location.reload(); // the new session is in the database: start from it
     }
