@@ -351,7 +351,6 @@ def test_examples_are_plausible_and_valid(document: dict[str, Any]) -> None:
                 checked += 1
     assert checked >= 10
     send = document["paths"]["/messages"]["post"]["responses"]["201"]["content"]
-    sent = schemas[send["application/json"]["schema"]["$ref"].rpartition("/")[2]]
-    assert sent["examples"] == [
-        {"message": {**sent["examples"][0]["message"], "recalled_at": None}, "version": 7}
-    ]
+    # The send's answer, as the issue saw it: a version of a real size, the nulls kept.
+    [sent] = schemas[send["application/json"]["schema"]["$ref"].rpartition("/")[2]]["examples"]
+    assert (sent["version"], sent["message"]["id"], sent["message"]["recalled_at"]) == (7, 42, None)
