@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging.config
+from collections.abc import Collection, Mapping
+from typing import Any
 
+from alembic.runtime.migration import MigrationContext, MigrationInfo
 from sqlalchemy import Connection, pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -25,12 +28,25 @@ def _url() -> str:
 
 
 def _configure(connection: Connection) -> None:
+    # What the run found and did, for `msgsync migrate` to say so (app.migrations).
+    applied: list[str] = config.attributes.setdefault("applied", [])
+
+    def record(
+        ctx: MigrationContext,
+        step: MigrationInfo,
+        heads: Collection[Any],
+        run_args: Mapping[str, Any],
+    ) -> None:
+        applied.append(step.up_revision_id or "base")
+
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        on_version_apply=record,
     )
+    config.attributes["revision_before"] = context.get_context().get_current_revision()
     with context.begin_transaction():
         context.run_migrations()
 

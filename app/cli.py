@@ -1,4 +1,6 @@
-"""The `msgsync` command: serve, migrate, retention, bench."""
+"""The `msgsync` command: serve, migrate, retention, bench.
+
+Its help is for the people who run msgsync: what each command does, in their words."""
 
 from __future__ import annotations
 
@@ -25,14 +27,20 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _migrate(_: argparse.Namespace) -> int:
+    from sqlalchemy import make_url
+
     from app.config import Settings
     from app.migrations import upgrade_to_head
 
     settings = Settings()
     # Schema changes want a direct session (DDL and Alembic's own statements through a
     # transaction pooler would meet the prepared-statement and session-state problems).
-    upgrade_to_head(settings.session_url)
-    print("database is at the latest schema")
+    url = settings.session_url
+    done = upgrade_to_head(url)
+    # The database as a person would name it: no password, no driver (+psycopg, +aiosqlite).
+    parsed = make_url(url)
+    shown = parsed.set(drivername=parsed.get_backend_name()).render_as_string(hide_password=True)
+    print(f"msgsync migrate: {shown}: {done.describe()}")
     return 0
 
 
@@ -153,14 +161,37 @@ def _version() -> str:
         return "unknown"
 
 
+class _CommandsFormatter(argparse.HelpFormatter):
+    """Each command's description on the line of its name. argparse aligns the descriptions
+    without counting the indent of a command's name, so that a long one (`retention`)
+    would have its description pushed to the next line."""
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        for command in getattr(action, "_get_subactions", list)():
+            width = len(self._format_action_invocation(command)) + self._current_indent + 2
+            self._action_max_length = max(self._action_max_length, width)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="msgsync", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="msgsync",
+        description="msgsync: an offline-message sync server for a one-to-one messenger. "
+        "Phones and browsers fetch the messages they missed, wait for new ones and "
+        "acknowledge what they stored, over an HTTP API.",
+        epilog="Settings come from MSGSYNC_* environment variables or a .env file in the "
+        "working directory (MSGSYNC_DATABASE_URL: where the data lives; default a SQLite "
+        "file ./msgsync.db). `msgsync COMMAND --help` tells more about a command.",
+        formatter_class=_CommandsFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"msgsync {_version()}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(
+        title="commands", dest="command", metavar="COMMAND", required=True
+    )
 
     serve = commands.add_parser(
         "serve",
-        help="run the HTTP service (uvicorn)",
+        help="run the server (API, web client at /app, docs at /docs)",
         description="Serve the HTTP API. Change the address with --host and --port, e.g. "
         "`msgsync serve --host 0.0.0.0 --port 9000`. The database and every other setting "
         "come from MSGSYNC_* environment variables or a .env file in the working directory "
@@ -178,12 +209,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(run=_serve)
 
-    migrate = commands.add_parser("migrate", help="upgrade the database schema to the latest")
+    migrate = commands.add_parser(
+        "migrate",
+        help="create or upgrade the database schema",
+        description="Bring the database's schema to the one this msgsync needs: create it "
+        "on an empty database, apply the new migrations to an older one, or do nothing. It "
+        "says which. `serve` does this by itself on SQLite; on PostgreSQL run it before "
+        "starting a new version.",
+    )
     migrate.set_defaults(run=_migrate)
 
     retention = commands.add_parser(
         "retention",
-        help="prune the offline store (for cron)",
+        help="delete old sync entries and unused devices (for cron)",
         description="Delete inbox entries older than --max-age and all but the newest "
         "--max-entries per user, in bounded batches; raise each user's floor with its deletes. "
         "Remove the devices unused for MSGSYNC_DEVICE_IDLE_DAYS days (0: keep them). "
@@ -220,12 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser(
         "bench",
-        help="measure the issue-6 workloads over HTTP, verifying every message",
-        description="Measure send throughput (W1), catch-up (W2), wake latency (W3), idle "
-        "long-polls (W4), batch ack (W5), retention (W6) and offline push (W7) over real "
-        "HTTP. With --pg it "
-        "serves a fresh database of its own, with cheap password hashing because it creates "
-        "thousands of users. Any lost, duplicated or reordered message fails the run.",
+        help="load-test a server and check that no message is lost",
+        description="Load-test msgsync over real HTTP and print the figures: send "
+        "throughput (W1), catching up after being offline (W2), how fast a waiting device "
+        "is woken (W3), many idle waiting devices (W4), acknowledgements (W5), retention "
+        "beside sends (W6) and push notifications (W7). With --pg it serves a fresh "
+        "database of its own, with cheap password hashing because it creates thousands of "
+        "users. Any lost, duplicated or reordered message fails the run.",
     )
     add_bench_arguments(bench)
     bench.set_defaults(run=_bench)

@@ -24,7 +24,7 @@ from app.hotpaths import HotPaths
 from app.longpoll import LongPoll
 from app.migrations import upgrade_to_head
 from app.notifier import Notifier, PgNotifier, close_on_signals
-from app.openapi import install_openapi
+from app.openapi import TAGS, install_openapi
 from app.push import SyncedCursors, push_interval
 from app.push_worker import PushWorker
 from app.web import install as install_web_client
@@ -119,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="msgsync",
         version="0.1.0",
         summary="Offline-message sync for a one-to-one messenger",
+        openapi_tags=TAGS,
         lifespan=lifespan,
         # Served by app.api.docs from packaged assets instead of a CDN.
         docs_url=None,

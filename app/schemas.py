@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, StringConstraints
 from pydantic_core import PydanticCustomError
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "HistoryPage",
     "LoginIn",
     "LoginOut",
+    "MessageEntry",
     "MessageOut",
     "PasswordChangeIn",
     "PusherCreated",
@@ -29,9 +30,11 @@ __all__ = [
     "PusherOut",
     "PushersOut",
     "ReadData",
+    "ReadEntry",
     "ReadIn",
     "ReadOut",
     "RecallData",
+    "RecallEntry",
     "RecallOut",
     "SendIn",
     "SendOut",
@@ -82,8 +85,11 @@ def _json_integer(value: object) -> object:
 # Versions and ids in bodies: JSON integers only (`true` is not a version), and a value past
 # BIGINT is a 422.
 JsonInteger = BeforeValidator(_json_integer)
-Version = Annotated[int, Field(ge=0, le=MAX_ID), JsonInteger]
-MessageId = Annotated[int, Field(ge=1, le=MAX_ID), JsonInteger]
+# Each carries an example of the size a real one has: without one, a documentation page or a
+# client generator makes its sample from the bound and shows 2^63-1 (as 9223372036854776000,
+# the nearest double) for a version. tests/test_openapi.py holds every integer to that.
+Version = Annotated[int, Field(ge=0, le=MAX_ID, examples=[7]), JsonInteger]
+MessageId = Annotated[int, Field(ge=1, le=MAX_ID, examples=[42]), JsonInteger]
 
 
 class _In(BaseModel):
@@ -214,6 +220,10 @@ class SendIn(_In):
 class SendOut(BaseModel):
     """The stored message and the sender's version that it took."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"message": _MESSAGE_EXAMPLE, "version": 7}]}
+    )
+
     message: MessageOut = Field(description="The message as stored.")
     version: Version = Field(description="The sender's version for this message.")
 
@@ -221,11 +231,30 @@ class SendOut(BaseModel):
 class RecallOut(BaseModel):
     """The recalled message."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "message": {
+                        **_MESSAGE_EXAMPLE,
+                        "body": "",
+                        "recalled_at": "2026-11-27T15:36:10.000001Z",
+                    }
+                }
+            ]
+        }
+    )
+
     message: MessageOut = Field(description='The message, with `body` `""` and `recalled_at`.')
 
 
 class RecallData(BaseModel):
-    """A `recall` entry: the sender recalled a message."""
+    """A `recall` entry's data: the sender recalled a message."""
+
+    model_config = ConfigDict(
+        populate_by_name=True,
+        json_schema_extra={"examples": [{"message_id": 42, "from": "alice", "to": "bob"}]},
+    )
 
     message_id: MessageId = Field(description="The recalled message.")
     from_: str = Field(alias="from", description="The sender, who recalled it.")
@@ -233,22 +262,56 @@ class RecallData(BaseModel):
 
 
 class ReadData(BaseModel):
-    """A `read` entry: `reader` has read the conversation with `peer` up to a message."""
+    """A `read` entry's data: `reader` has read the conversation with `peer` up to a message."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"reader": "bob", "peer": "alice", "up_to_message_id": 42}]}
+    )
 
     reader: str = Field(description="The user who read.")
     peer: str = Field(description="The other party of the conversation.")
     up_to_message_id: MessageId = Field(description="The reader's cursor after the change.")
 
 
-class Entry(BaseModel):
-    """One change for the user, in version order."""
+class _Entry(BaseModel):
+    """The fields every entry has; each kind below narrows `kind` and `data`."""
 
     version: Version = Field(description="The user's version that the change took.")
-    kind: Literal["message", "recall", "read"] = Field(description="What `data` holds.")
+    kind: str
     created_at: datetime = Field(description="When the change was stored.")
-    data: MessageOut | RecallData | ReadData = Field(
-        description="A Message for `message`, a RecallData for `recall`, a ReadData for `read`."
-    )
+    data: Any
+
+
+class MessageEntry(_Entry):
+    """A message sent or received: `data` is the message."""
+
+    kind: Literal["message"] = Field(description="`message`.")
+    data: MessageOut = Field(description="The message as stored when the entry was written.")
+
+
+class RecallEntry(_Entry):
+    """A message was recalled by its sender: `data` names it."""
+
+    kind: Literal["recall"] = Field(description="`recall`.")
+    data: RecallData = Field(description="The recalled message and its parties.")
+
+
+class ReadEntry(_Entry):
+    """A read cursor moved: `data` says whose, in which conversation, and where to."""
+
+    kind: Literal["read"] = Field(description="`read`.")
+    data: ReadData = Field(description="The reader, the conversation and the new cursor.")
+
+
+# `kind` says what `data` holds: the document states it as a discriminator, so that a
+# generated client decodes each entry into its own type. The server writes these bodies
+# without this model (app.sync.render_page writes the stored JSON as it is); the model
+# describes that output and validates it in the tests.
+class Entry(
+    RootModel[Annotated[MessageEntry | RecallEntry | ReadEntry, Field(discriminator="kind")]]
+):
+    """One change for the user, in version order; `kind` (`message`, `recall` or `read`)
+    says which of the three it is and what `data` holds."""
 
 
 class SyncPage(BaseModel):
@@ -302,6 +365,10 @@ class AckIn(_In):
 class AckOut(BaseModel):
     """The device's ack cursor after the ack."""
 
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"device_id": "d-3f9a2c", "acked_version": 7}]}
+    )
+
     device_id: str = Field(description="The calling device.")
     acked_version: Version = Field(description="The cursor now; never lower than before.")
 
@@ -321,7 +388,8 @@ class ConversationsPage(BaseModel):
 
     conversations: list[ConversationOut] = Field(description="Newest message first.")
     next_before: Annotated[int, Field(ge=1, le=MAX_ID)] | None = Field(
-        description="Pass as `before` for the next page; null on the last page."
+        description="Pass as `before` for the next page; null on the last page.",
+        examples=[42],
     )
 
 
@@ -330,7 +398,8 @@ class HistoryPage(BaseModel):
 
     messages: list[MessageOut] = Field(description="Newest first.")
     next_before_id: Annotated[int, Field(ge=1, le=MAX_ID)] | None = Field(
-        description="Pass as `before_id` for the next page; null on the last page."
+        description="Pass as `before_id` for the next page; null on the last page.",
+        examples=[42],
     )
 
 
@@ -351,11 +420,12 @@ class ReadOut(BaseModel):
     peer: str = Field(description="The other party.")
     # The cursor after the request: never lower than before, whatever up_to_message_id was.
     read_up_to_id: Annotated[int, Field(ge=0, le=MAX_ID)] = Field(
-        description="The cursor now; never lower than before."
+        description="The cursor now; never lower than before.", examples=[42]
     )
     # The reader's version after the change; the latest one when the cursor did not move.
     version: Version = Field(
-        description="The caller's version after the change (the latest one if nothing moved)."
+        description="The caller's version after the change (the latest one if nothing moved).",
+        examples=[8],
     )
 
 

@@ -1,21 +1,27 @@
-"""The `msgsync` command line: --version, serve's help, retention's --max-age 0."""
+"""The `msgsync` command line: --version, its help, migrate's report, retention's --max-age 0."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy
+from alembic.script import ScriptDirectory
 
+from alembic import command
 from app.cli import main
 from app.config import Settings
-from tests.conftest import make_settings, module_database
+from app.migrations import alembic_config
+from tests.conftest import create_pg_database, drop_pg_database, make_settings, module_database
 from tests.factories import register, send
 
 WEEK_SECONDS = 7 * 86400
@@ -39,6 +45,81 @@ def test_serve_help_shows_the_defaults_and_how_to_change_the_port(
     assert "(default: 127.0.0.1)" in text
     assert "msgsync serve --host 0.0.0.0 --port 9000" in text
     assert "MSGSYNC_DATABASE_URL" in text
+
+
+def test_help_says_what_each_command_does_in_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    described = dict(re.findall(r"^    (serve|migrate|retention|bench) +(\S.*)$", text, re.M))
+    assert described == {
+        "serve": "run the server (API, web client at /app, docs at /docs)",
+        "migrate": "create or upgrade the database schema",
+        "retention": "delete old sync entries and unused devices (for cron)",
+        "bench": "load-test a server and check that no message is lost",
+    }
+    assert "MSGSYNC_DATABASE_URL" in text
+    # Nothing of how the project was built: issue numbers, workload codes, module names.
+    assert re.findall(r"issue|\bW\d\b|uvicorn|app\.\w+", text, re.I) == []
+
+
+def migrate(url: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "migrate"],
+        env={**os.environ, "MSGSYNC_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'msgsync.db'}"
+        return
+    admin_url: str = request.getfixturevalue("pg_admin_url")
+    url = create_pg_database(admin_url)
+    try:
+        yield url
+    finally:
+        drop_pg_database(admin_url, url)
+
+
+def test_migrate_says_what_it_did(empty_database: str) -> None:
+    url = Settings(database_url=empty_database).database_url
+    config = alembic_config(url)
+    script = ScriptDirectory.from_config(config)
+    head = script.get_current_head()
+    assert head is not None
+    older = script.get_revision(head).down_revision  # one migration behind the latest
+    assert isinstance(older, str)
+    # The database as named, without its driver or password.
+    shown = re.sub(r"^(\w+)(\+\w+)?", r"\1", empty_database.replace("+psycopg", ""))
+
+    assert migrate(empty_database) == (
+        f"msgsync migrate: {shown}: created the schema at revision {head} "
+        f"(the latest; {len(list(script.walk_revisions()))} migrations)"
+    )
+    assert migrate(empty_database) == (
+        f"msgsync migrate: {shown}: already at revision {head} (the latest), nothing to do"
+    )
+    command.downgrade(config, older)
+    assert migrate(empty_database) == (
+        f"msgsync migrate: {shown}: upgraded the schema from revision {older} to {head} "
+        "(1 migration)"
+    )
+    engine = sqlalchemy.create_engine(url.replace("+aiosqlite", ""))
+    try:
+        with engine.connect() as conn:
+            assert conn.scalar(sqlalchemy.text("SELECT version_num FROM alembic_version")) == head
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(scope="module")

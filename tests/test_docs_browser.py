@@ -134,6 +134,24 @@ def test_swagger_lists_every_operation_and_runs_sync_with_a_token(
     assert (offline.refused, offline.errors) == ([], [])
 
 
+def test_swagger_samples_show_plausible_numbers(server: Server, offline: Offline) -> None:
+    """The samples Swagger UI shows come from the document's examples: a version looks like
+    one (not 2^63-1, the bound, which a browser prints as 9223372036854776000)."""
+    page = offline.page
+    page.goto(f"{server.url}/docs")
+    for path in ("/messages", "/ack", "/sync"):
+        operation = page.locator(".opblock").filter(
+            has=page.locator(f'.opblock-summary-path[data-path="{path}"]')
+        )
+        operation.locator(".opblock-summary").click()
+        samples = operation.locator(".responses-wrapper .highlight-code")
+        expect(samples.first).to_be_visible()
+        text = " ".join(samples.all_inner_texts())
+        assert '"version": 7' in text or '"acked_version": 7' in text, (path, text)
+        assert "922337" not in text, (path, text)
+    assert (offline.refused, offline.errors) == ([], [])
+
+
 def test_redoc_renders_every_operation(server: Server, offline: Offline) -> None:
     page = offline.page
     page.goto(f"{server.url}/redoc")

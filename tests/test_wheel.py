@@ -108,7 +108,7 @@ def bare_pg(pg_admin_url: str) -> Iterator[str]:
 
 
 def test_migrate_then_retention_on_postgresql(installed: Installed, bare_pg: str) -> None:
-    assert "latest schema" in installed.run("migrate", database_url=bare_pg).stdout
+    assert "created the schema at revision" in installed.run("migrate", database_url=bare_pg).stdout
     with psycopg.connect(bare_pg) as conn:
         row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
         head = ScriptDirectory.from_config(alembic_config(bare_pg)).get_current_head()

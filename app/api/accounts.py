@@ -23,7 +23,7 @@ from app.schemas import (
     UserOut,
 )
 
-router = APIRouter(tags=["accounts"])
+router = APIRouter()
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
     "/users",
     status_code=201,
     response_model=UserOut,
-    operation_id="create_user",
+    operation_id="createUser",
+    tags=["accounts"],
     summary="Create an account",
     responses={
         201: {
@@ -65,6 +66,7 @@ async def create_user(
     status_code=201,
     response_model=LoginOut,
     operation_id="login",
+    tags=["devices"],
     summary="Log in a new device",
     responses={
         201: {"description": "A new device and its token."},
@@ -86,6 +88,7 @@ async def login(body: LoginIn, request: Request, db: DbDep, passwords: Passwords
     "/logout",
     status_code=204,
     operation_id="logout",
+    tags=["devices"],
     summary="Log out the calling device",
     responses={
         204: {"description": "Logged out: the token stops working at once."},
@@ -101,7 +104,8 @@ async def logout(device: CurrentDevice, db: DbDep, notifier: NotifierDep) -> Res
 @router.get(
     "/devices",
     response_model=DevicesOut,
-    operation_id="list_devices",
+    operation_id="listDevices",
+    tags=["devices"],
     summary="List the user's devices",
     responses=problem_responses("unauthorized"),
 )
@@ -117,7 +121,8 @@ async def devices(device: CurrentDevice, db: DbDep) -> DevicesOut:
 @router.delete(
     "/devices/{device_id}",
     status_code=204,
-    operation_id="delete_device",
+    operation_id="deleteDevice",
+    tags=["devices"],
     summary="Log out one of the user's devices",
     responses=problem_responses(
         "unauthorized", "bad_credentials", "device_not_found", "too_many_attempts", "server_busy"
@@ -152,7 +157,8 @@ async def delete_device(
 @router.post(
     "/password",
     status_code=204,
-    operation_id="change_password",
+    operation_id="changePassword",
+    tags=["accounts"],
     summary="Change the password",
     responses=problem_responses(
         "unauthorized", "bad_credentials", "too_many_attempts", "server_busy"

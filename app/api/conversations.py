@@ -14,7 +14,7 @@ from app.errors import AppError
 from app.openapi import problem_responses
 from app.schemas import MAX_ID, NO_NUL, ConversationsPage, HistoryPage
 
-router = APIRouter(tags=["history"])
+router = APIRouter(tags=["conversations"])
 
 DEFAULT_LIMIT = 50
 
@@ -44,7 +44,7 @@ def _limit(what: str) -> Any:
 @router.get(
     "/conversations",
     response_model=ConversationsPage,
-    operation_id="list_conversations",
+    operation_id="listConversations",
     summary="List the user's conversations, newest message first",
     responses=problem_responses("unauthorized", "limit_out_of_range"),
 )
@@ -71,7 +71,7 @@ async def conversations(
 @router.get(
     "/conversations/{peer}/messages",
     response_model=HistoryPage,
-    operation_id="list_messages",
+    operation_id="listMessages",
     summary="Page back through one conversation, newest first",
     responses=problem_responses("unauthorized", "limit_out_of_range"),
 )

@@ -13,14 +13,14 @@ from app.api.deps import DbDep, NotifierDep
 from app.errors import problem
 from app.schemas import Status
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["health"])
 log = logging.getLogger(__name__)
 
 
 @router.get(
     "/healthz",
     response_model=Status,
-    operation_id="healthz",
+    operation_id="getHealth",
     summary="Liveness: the process runs",
 )
 async def healthz() -> dict[str, str]:
@@ -35,7 +35,7 @@ def _not_ready(detail: str) -> JSONResponse:
 @router.get(
     "/readyz",
     response_model=None,
-    operation_id="readyz",
+    operation_id="getReadiness",
     summary="Readiness: the database answers and wake-ups cross processes",
     responses={200: {"model": Status}},
 )

@@ -205,6 +205,8 @@ router = APIRouter(tags=["operations"])
 @router.get(
     "/metrics",
     response_class=PlainTextResponse,
+    operation_id="getMetrics",
+    summary="Prometheus metrics of every worker",
     responses={200: {"description": "Prometheus text format (OpenMetrics when asked for)"}},
 )
 async def metrics(request: Request) -> Response:

@@ -12,13 +12,14 @@ from app.api.deps import CurrentDevice, DbDep, NotifierDep, SettingsDep
 from app.openapi import problem_responses
 from app.schemas import MAX_ID, NO_NUL, ReadIn, ReadOut, RecallOut
 
-router = APIRouter(tags=["operations"])
+router = APIRouter()
 
 
 @router.post(
     "/messages/{message_id}/recall",
     response_model=RecallOut,
-    operation_id="recall_message",
+    operation_id="recallMessage",
+    tags=["messages"],
     summary="Recall a message (sender only)",
     responses=problem_responses(
         "unauthorized", "not_sender", "message_not_found", "recall_window_passed"
@@ -45,7 +46,8 @@ async def recall(
 @router.post(
     "/conversations/{peer}/read",
     response_model=ReadOut,
-    operation_id="mark_read",
+    operation_id="markRead",
+    tags=["conversations"],
     summary="Move the read cursor of a conversation forward",
     responses=problem_responses("unauthorized", "conversation_not_found", "message_not_found"),
 )

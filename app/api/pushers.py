@@ -19,7 +19,7 @@ router = APIRouter(tags=["push"])
     "/pushers",
     status_code=201,
     response_model=PusherCreated,
-    operation_id="register_pusher",
+    operation_id="registerPusher",
     summary="Register a pusher for the calling device",
     responses={
         200: {
@@ -44,7 +44,7 @@ async def register(
 @router.get(
     "/pushers",
     response_model=PushersOut,
-    operation_id="list_pushers",
+    operation_id="listPushers",
     summary="List the pushers of the user's devices",
     responses=problem_responses("unauthorized"),
 )
@@ -56,7 +56,7 @@ async def pushers(device: CurrentDevice, db: DbDep) -> Response:
 @router.delete(
     "/pushers/{app_id}/{pushkey}",
     status_code=204,
-    operation_id="delete_pusher",
+    operation_id="deletePusher",
     summary="Remove a pusher",
     responses=problem_responses("unauthorized", "pusher_not_found"),
 )

@@ -20,24 +20,24 @@ from app.openapi import problem_responses
 from app.push import push_wait
 from app.schemas import MAX_ID, AckIn, AckOut, SendIn, SendOut, SyncPage
 
-router = APIRouter(tags=["sync"])
+router = APIRouter()
 
 # What a client can do next with a sent message (OpenAPI links: clients and the fuzzing in
 # tests/test_fuzz.py follow them).
 _SENT_LINKS = {
     "recall": {
-        "operationId": "recall_message",
+        "operationId": "recallMessage",
         "description": "Recall the message (sender only, within the recall window).",
         "parameters": {"message_id": "$response.body#/message/id"},
     },
     "read": {
-        "operationId": "mark_read",
+        "operationId": "markRead",
         "description": "Mark the conversation read up to this message.",
         "parameters": {"peer": "$response.body#/message/to"},
         "requestBody": {"up_to_message_id": "$response.body#/message/id"},
     },
     "history": {
-        "operationId": "list_messages",
+        "operationId": "listMessages",
         "description": "The conversation's history, newest first.",
         "parameters": {"peer": "$response.body#/message/to"},
     },
@@ -48,7 +48,8 @@ _SENT_LINKS = {
     "/messages",
     status_code=201,
     response_model=SendOut,
-    operation_id="send_message",
+    operation_id="sendMessage",
+    tags=["messages"],
     summary="Send a message",
     responses={
         201: {"description": "The message was stored and delivered.", "links": _SENT_LINKS},
@@ -94,6 +95,7 @@ async def deliver(
     "/sync",
     response_model=SyncPage,
     operation_id="sync",
+    tags=["sync"],
     summary="Fetch the changes after a version, waiting for one if asked",
     responses={
         200: {
@@ -182,6 +184,7 @@ async def sync_since(
     "/ack",
     response_model=AckOut,
     operation_id="ack",
+    tags=["sync"],
     summary="Acknowledge every change up to a version (cumulative)",
     responses=problem_responses("unauthorized", "ack_ahead", "shutting_down"),
 )

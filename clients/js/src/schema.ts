@@ -29,7 +29,7 @@ export interface paths {
             cookie?: never;
         };
         /** List the user's conversations, newest message first */
-        get: operations["list_conversations"];
+        get: operations["listConversations"];
         put?: never;
         post?: never;
         delete?: never;
@@ -46,7 +46,7 @@ export interface paths {
             cookie?: never;
         };
         /** Page back through one conversation, newest first */
-        get: operations["list_messages"];
+        get: operations["listMessages"];
         put?: never;
         post?: never;
         delete?: never;
@@ -65,7 +65,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Move the read cursor of a conversation forward */
-        post: operations["mark_read"];
+        post: operations["markRead"];
         delete?: never;
         options?: never;
         head?: never;
@@ -80,7 +80,7 @@ export interface paths {
             cookie?: never;
         };
         /** List the user's devices */
-        get: operations["list_devices"];
+        get: operations["listDevices"];
         put?: never;
         post?: never;
         delete?: never;
@@ -105,7 +105,7 @@ export interface paths {
          *     that device: its token stops in every process, its waiting long-polls are answered 401
          *     and its pushers are removed. Needs the password re-entered.
          */
-        delete: operations["delete_device"];
+        delete: operations["deleteDevice"];
         options?: never;
         head?: never;
         patch?: never;
@@ -119,7 +119,7 @@ export interface paths {
             cookie?: never;
         };
         /** Liveness: the process runs */
-        get: operations["healthz"];
+        get: operations["getHealth"];
         put?: never;
         post?: never;
         delete?: never;
@@ -172,7 +172,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Send a message */
-        post: operations["send_message"];
+        post: operations["sendMessage"];
         delete?: never;
         options?: never;
         head?: never;
@@ -189,7 +189,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Recall a message (sender only) */
-        post: operations["recall_message"];
+        post: operations["recallMessage"];
         delete?: never;
         options?: never;
         head?: never;
@@ -204,10 +204,10 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Metrics
+         * Prometheus metrics of every worker
          * @description The whole server's metrics (every worker's), for Prometheus; no token needed.
          */
-        get: operations["metrics_metrics_get"];
+        get: operations["getMetrics"];
         put?: never;
         post?: never;
         delete?: never;
@@ -231,7 +231,7 @@ export interface paths {
          *     logged out, as by DELETE /devices/{device_id}, unless `logout_other_devices` is false.
          *     The calling device stays logged in.
          */
-        post: operations["change_password"];
+        post: operations["changePassword"];
         delete?: never;
         options?: never;
         head?: never;
@@ -246,10 +246,10 @@ export interface paths {
             cookie?: never;
         };
         /** List the pushers of the user's devices */
-        get: operations["list_pushers"];
+        get: operations["listPushers"];
         put?: never;
         /** Register a pusher for the calling device */
-        post: operations["register_pusher"];
+        post: operations["registerPusher"];
         delete?: never;
         options?: never;
         head?: never;
@@ -267,7 +267,7 @@ export interface paths {
         put?: never;
         post?: never;
         /** Remove a pusher */
-        delete: operations["delete_pusher"];
+        delete: operations["deletePusher"];
         options?: never;
         head?: never;
         patch?: never;
@@ -285,7 +285,7 @@ export interface paths {
          * @description Ready when the database answers and cross-process wake-ups are being received: a
          *     process whose listener is down would let long-polls sleep through messages.
          */
-        get: operations["readyz"];
+        get: operations["getReadiness"];
         put?: never;
         post?: never;
         delete?: never;
@@ -321,7 +321,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** Create an account */
-        post: operations["create_user"];
+        post: operations["createUser"];
         delete?: never;
         options?: never;
         head?: never;
@@ -343,17 +343,23 @@ export interface components {
             /**
              * Version
              * @description The highest version the device has stored; a JSON integer (0..2^63-1). The cursor becomes max(cursor, version).
+             * @example 7
              */
             version: number;
         };
         /**
          * AckOut
          * @description The device's ack cursor after the ack.
+         * @example {
+         *       "acked_version": 7,
+         *       "device_id": "d-3f9a2c"
+         *     }
          */
         AckOut: {
             /**
              * Acked Version
              * @description The cursor now; never lower than before.
+             * @example 7
              */
             acked_version: number;
             /**
@@ -393,6 +399,7 @@ export interface components {
             /**
              * Next Before
              * @description Pass as `before` for the next page; null on the last page.
+             * @example 42
              */
             next_before: number | null;
         };
@@ -416,6 +423,7 @@ export interface components {
             /**
              * Acked Version
              * @description The device's ack cursor (see `POST /ack`).
+             * @example 7
              */
             acked_version: number;
             /**
@@ -460,32 +468,10 @@ export interface components {
         };
         /**
          * Entry
-         * @description One change for the user, in version order.
+         * @description One change for the user, in version order; `kind` (`message`, `recall` or `read`)
+         *     says which of the three it is and what `data` holds.
          */
-        Entry: {
-            /**
-             * Created At
-             * Format: date-time
-             * @description When the change was stored.
-             */
-            created_at: string;
-            /**
-             * Data
-             * @description A Message for `message`, a RecallData for `recall`, a ReadData for `read`.
-             */
-            data: components["schemas"]["MessageOut"] | components["schemas"]["RecallData"] | components["schemas"]["ReadData"];
-            /**
-             * Kind
-             * @description What `data` holds.
-             * @enum {string}
-             */
-            kind: "message" | "recall" | "read";
-            /**
-             * Version
-             * @description The user's version that the change took.
-             */
-            version: number;
-        };
+        Entry: components["schemas"]["MessageEntry"] | components["schemas"]["RecallEntry"] | components["schemas"]["ReadEntry"];
         /**
          * HistoryPage
          * @description A page of one conversation's messages, newest first.
@@ -499,6 +485,7 @@ export interface components {
             /**
              * Next Before Id
              * @description Pass as `before_id` for the next page; null on the last page.
+             * @example 42
              */
             next_before_id: number | null;
         };
@@ -555,6 +542,31 @@ export interface components {
             user_id: string;
         };
         /**
+         * MessageEntry
+         * @description A message sent or received: `data` is the message.
+         */
+        MessageEntry: {
+            /**
+             * Created At
+             * Format: date-time
+             * @description When the change was stored.
+             */
+            created_at: string;
+            /** @description The message as stored when the entry was written. */
+            data: components["schemas"]["MessageOut"];
+            /**
+             * @description `message`. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            kind: "message";
+            /**
+             * Version
+             * @description The user's version that the change took.
+             * @example 7
+             */
+            version: number;
+        };
+        /**
          * MessageOut
          * @description A message as stored in the conversation's history.
          * @example {
@@ -563,6 +575,7 @@ export interface components {
          *       "created_at": "2026-11-27T15:35:00.123456Z",
          *       "from": "alice",
          *       "id": 42,
+         *       "recalled_at": null,
          *       "to": "bob"
          *     }
          */
@@ -591,6 +604,7 @@ export interface components {
             /**
              * Id
              * @description The message's id, unique across the service.
+             * @example 42
              */
             id: number;
             /**
@@ -791,7 +805,12 @@ export interface components {
         };
         /**
          * ReadData
-         * @description A `read` entry: `reader` has read the conversation with `peer` up to a message.
+         * @description A `read` entry's data: `reader` has read the conversation with `peer` up to a message.
+         * @example {
+         *       "peer": "alice",
+         *       "reader": "bob",
+         *       "up_to_message_id": 42
+         *     }
          */
         ReadData: {
             /**
@@ -807,8 +826,34 @@ export interface components {
             /**
              * Up To Message Id
              * @description The reader's cursor after the change.
+             * @example 42
              */
             up_to_message_id: number;
+        };
+        /**
+         * ReadEntry
+         * @description A read cursor moved: `data` says whose, in which conversation, and where to.
+         */
+        ReadEntry: {
+            /**
+             * Created At
+             * Format: date-time
+             * @description When the change was stored.
+             */
+            created_at: string;
+            /** @description The reader, the conversation and the new cursor. */
+            data: components["schemas"]["ReadData"];
+            /**
+             * @description `read`. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            kind: "read";
+            /**
+             * Version
+             * @description The user's version that the change took.
+             * @example 7
+             */
+            version: number;
         };
         /**
          * ReadIn
@@ -821,6 +866,7 @@ export interface components {
             /**
              * Up To Message Id
              * @description The newest message read; a JSON integer. A value at or below the current cursor changes nothing.
+             * @example 42
              */
             up_to_message_id: number;
         };
@@ -837,17 +883,24 @@ export interface components {
             /**
              * Read Up To Id
              * @description The cursor now; never lower than before.
+             * @example 42
              */
             read_up_to_id: number;
             /**
              * Version
              * @description The caller's version after the change (the latest one if nothing moved).
+             * @example 8
              */
             version: number;
         };
         /**
          * RecallData
-         * @description A `recall` entry: the sender recalled a message.
+         * @description A `recall` entry's data: the sender recalled a message.
+         * @example {
+         *       "from": "alice",
+         *       "message_id": 42,
+         *       "to": "bob"
+         *     }
          */
         RecallData: {
             /**
@@ -858,6 +911,7 @@ export interface components {
             /**
              * Message Id
              * @description The recalled message.
+             * @example 42
              */
             message_id: number;
             /**
@@ -867,8 +921,44 @@ export interface components {
             to: string;
         };
         /**
+         * RecallEntry
+         * @description A message was recalled by its sender: `data` names it.
+         */
+        RecallEntry: {
+            /**
+             * Created At
+             * Format: date-time
+             * @description When the change was stored.
+             */
+            created_at: string;
+            /** @description The recalled message and its parties. */
+            data: components["schemas"]["RecallData"];
+            /**
+             * @description `recall`. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            kind: "recall";
+            /**
+             * Version
+             * @description The user's version that the change took.
+             * @example 7
+             */
+            version: number;
+        };
+        /**
          * RecallOut
          * @description The recalled message.
+         * @example {
+         *       "message": {
+         *         "body": "",
+         *         "client_msg_id": "m-1",
+         *         "created_at": "2026-11-27T15:35:00.123456Z",
+         *         "from": "alice",
+         *         "id": 42,
+         *         "recalled_at": "2026-11-27T15:36:10.000001Z",
+         *         "to": "bob"
+         *       }
+         *     }
          */
         RecallOut: {
             /** @description The message, with `body` `""` and `recalled_at`. */
@@ -903,6 +993,18 @@ export interface components {
         /**
          * SendOut
          * @description The stored message and the sender's version that it took.
+         * @example {
+         *       "message": {
+         *         "body": "hi bob",
+         *         "client_msg_id": "m-1",
+         *         "created_at": "2026-11-27T15:35:00.123456Z",
+         *         "from": "alice",
+         *         "id": 42,
+         *         "recalled_at": null,
+         *         "to": "bob"
+         *       },
+         *       "version": 7
+         *     }
          */
         SendOut: {
             /** @description The message as stored. */
@@ -910,6 +1012,7 @@ export interface components {
             /**
              * Version
              * @description The sender's version for this message.
+             * @example 7
              */
             version: number;
         };
@@ -938,6 +1041,7 @@ export interface components {
          *             "created_at": "2026-11-27T15:35:00.123456Z",
          *             "from": "alice",
          *             "id": 42,
+         *             "recalled_at": null,
          *             "to": "bob"
          *           },
          *           "kind": "message",
@@ -969,11 +1073,13 @@ export interface components {
             /**
              * Latest Version
              * @description The user's latest version now.
+             * @example 7
              */
             latest_version: number;
             /**
              * Next Since
              * @description Pass as `since` next time: the last entry's version, or `since` when the page is empty (or the floor, when the offline store was pruned past `since`).
+             * @example 7
              */
             next_since: number;
         };
@@ -1168,7 +1274,7 @@ export interface operations {
             };
         };
     };
-    list_conversations: {
+    listConversations: {
         parameters: {
             query?: {
                 /** @description Conversations per page: 1 to MSGSYNC_HISTORY_MAX_LIMIT (200 by default; above it, 422 `limit_out_of_range`); absent: 50. */
@@ -1250,7 +1356,7 @@ export interface operations {
             };
         };
     };
-    list_messages: {
+    listMessages: {
         parameters: {
             query?: {
                 /** @description The previous page's `next_before_id`; absent: the newest messages. */
@@ -1335,7 +1441,7 @@ export interface operations {
             };
         };
     };
-    mark_read: {
+    markRead: {
         parameters: {
             query?: never;
             header?: never;
@@ -1459,7 +1565,7 @@ export interface operations {
             };
         };
     };
-    list_devices: {
+    listDevices: {
         parameters: {
             query?: never;
             header?: never;
@@ -1522,7 +1628,7 @@ export interface operations {
             };
         };
     };
-    delete_device: {
+    deleteDevice: {
         parameters: {
             query?: never;
             header?: never;
@@ -1660,7 +1766,7 @@ export interface operations {
             };
         };
     };
-    healthz: {
+    getHealth: {
         parameters: {
             query?: never;
             header?: never;
@@ -1892,7 +1998,7 @@ export interface operations {
             };
         };
     };
-    send_message: {
+    sendMessage: {
         parameters: {
             query?: never;
             header?: never;
@@ -2022,7 +2128,7 @@ export interface operations {
             };
         };
     };
-    recall_message: {
+    recallMessage: {
         parameters: {
             query?: never;
             header?: never;
@@ -2140,7 +2246,7 @@ export interface operations {
             };
         };
     };
-    metrics_metrics_get: {
+    getMetrics: {
         parameters: {
             query?: never;
             header?: never;
@@ -2188,7 +2294,7 @@ export interface operations {
             };
         };
     };
-    change_password: {
+    changePassword: {
         parameters: {
             query?: never;
             header?: never;
@@ -2310,7 +2416,7 @@ export interface operations {
             };
         };
     };
-    list_pushers: {
+    listPushers: {
         parameters: {
             query?: never;
             header?: never;
@@ -2373,7 +2479,7 @@ export interface operations {
             };
         };
     };
-    register_pusher: {
+    registerPusher: {
         parameters: {
             query?: never;
             header?: never;
@@ -2490,7 +2596,7 @@ export interface operations {
             };
         };
     };
-    delete_pusher: {
+    deletePusher: {
         parameters: {
             query?: never;
             header?: never;
@@ -2582,7 +2688,7 @@ export interface operations {
             };
         };
     };
-    readyz: {
+    getReadiness: {
         parameters: {
             query?: never;
             header?: never;
@@ -2727,7 +2833,7 @@ export interface operations {
             };
         };
     };
-    create_user: {
+    createUser: {
         parameters: {
             query?: never;
             header?: never;

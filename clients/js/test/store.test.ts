@@ -14,8 +14,9 @@ const T = "2026-11-27T10:00:00Z";
 function msg(id: number, from = "alice", to = "bob", body = `m${id}`): Message {
   return { id, from, to, body, client_msg_id: null, created_at: T, recalled_at: null };
 }
+// Entry is a union discriminated on kind: the helper builds any pairing (an unknown kind too).
 function entry(version: number, kind: Entry["kind"], data: Entry["data"]): Entry {
-  return { version, kind, data, created_at: T };
+  return { version, kind, data, created_at: T } as Entry;
 }
 function page(entries: Entry[], next_since?: number, history_fallback = false): SyncPage {
   const last = entries.at(-1)?.version ?? 0;

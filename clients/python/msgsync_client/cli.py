@@ -9,13 +9,16 @@ import getpass
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import httpx
+
 from msgsync_client.api import Transient
 from msgsync_client.client import Client, Handlers, Options
-from msgsync_client.errors import MsgsyncError, NotLoggedIn, Unauthorized, Unavailable
+from msgsync_client.errors import ApiError, MsgsyncError, NotLoggedIn, Unauthorized, Unavailable
 from msgsync_client.models import Message, OutboxState, ReadReceipt, Recall
 from msgsync_client.sqlite_store import SqliteStore
 
@@ -84,13 +87,77 @@ async def _login(args: argparse.Namespace) -> int:
     if not args.server:
         raise MsgsyncError("--server URL is required to log in", "usage")
     password = os.environ.get("MSGSYNC_PASSWORD") or getpass.getpass(f"password for {args.user}: ")
-    async with _client(args) as client:
-        session = client.store.session()
-        if session is not None and session.server != args.server.rstrip("/"):
-            client.store.reset_stream()  # another server's versions mean nothing here
-        new = await client.login(args.user, password, args.device_name)
+    path = store_path(args.profile)
+    # A failed login leaves no profile behind: not a new file, nor one without a session
+    # (which only a failed login leaves, as logout deletes the profile).
+    unused = not path.exists()
+    try:
+        async with _client(args) as client:
+            session = client.store.session()
+            unused = unused or session is None
+            if session is not None and session.server != args.server.rstrip("/"):
+                client.store.reset_stream()  # another server's versions mean nothing here
+            try:
+                new = await client.login(args.user, password, args.device_name)
+            except (ApiError, Transient) as exc:
+                raise LoginFailed(_why_login_failed(exc, args.user, args.server)) from exc
+            except (ValueError, KeyError) as exc:  # a 2xx that is not msgsync's LoginOut
+                raise LoginFailed(
+                    f"login failed: {args.server} does not look like a msgsync server "
+                    "(its answer to POST /login is not a login)"
+                ) from exc
+    except BaseException:
+        if unused:
+            _delete_store(path)
+        raise
     print(f"logged in as {new.user_id} on {new.server} (device {new.device_id})")
     return 0
+
+
+class LoginFailed(MsgsyncError):
+    code = "login_failed"
+
+
+def _why_login_failed(exc: ApiError | Transient, user: str, server: str) -> str:
+    """The reason in words: what a person can do something about."""
+    if isinstance(exc, ApiError):
+        if exc.code == "bad_credentials":
+            # The server does not tell which: an unknown user gets the same answer.
+            return f"login failed: wrong password, or no user {user!r} on {server}"
+        if exc.code == "validation_error":
+            return f"login failed: the server refused the user id or password ({exc.detail})"
+        if exc.status in {404, 405} or not exc.body.get("code"):  # no msgsync login there
+            return (
+                f"login failed: {server} does not look like a msgsync server "
+                f"(POST /login answered {exc.status})"
+            )
+        return f"login failed: {exc.detail} ({exc.code})"
+    causes = _causes(exc)
+    if any(isinstance(cause, socket.gaierror) for cause in causes):
+        host = httpx.URL(server).host or server
+        return f"login failed: unknown server: no host named {host!r} was found"
+    if any(isinstance(cause, httpx.UnsupportedProtocol) for cause in causes):
+        return f"login failed: {server!r} is not a server URL (like http://host:8000)"
+    if any(isinstance(cause, httpx.TransportError) for cause in causes):
+        reason = "connection refused" if _refused(causes) else "no answer"
+        return f"login failed: server unreachable: {server} ({reason})"
+    wait = f"; try again in {exc.retry_after:.0f} s" if exc.retry_after is not None else ""
+    return f"login failed: the server cannot take the login now ({exc}){wait}"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _refused(causes: list[BaseException]) -> bool:
+    return any(isinstance(cause, ConnectionRefusedError) for cause in causes) or any(
+        "refused" in str(cause).lower() for cause in causes
+    )
 
 
 async def _send(args: argparse.Namespace) -> int:

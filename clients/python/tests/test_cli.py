@@ -90,17 +90,53 @@ def test_tail_follows_live_until_interrupted(server_url: str, tmp_path: Path) ->
 
 def test_errors_are_clear_and_fail(server_url: str, tmp_path: Path) -> None:
     alice = new_user(server_url, "alice")
-    bad = run(tmp_path, "--server", server_url, "login", alice, password="wrong-password")
-    assert bad.returncode == 1
-    assert "bad_credentials" in bad.stderr
     assert run(tmp_path, "--server", server_url, "login", alice).returncode == 0
     nobody = run(tmp_path, "send", "no-such-user-x", "hi")
     assert nobody.returncode == 1
     assert "recipient_not_found" in nobody.stderr
-    down = run(tmp_path, "--server", "http://127.0.0.1:9", "login", alice)
-    assert down.returncode == 1
-    assert "server unavailable" in down.stderr
-    assert "Traceback" not in down.stderr
+
+
+def test_a_failed_login_says_why_and_leaves_no_profile(server_url: str, tmp_path: Path) -> None:
+    alice = new_user(server_url, "alice")
+    home = tmp_path / "home"
+    failures = {
+        "wrong password": (
+            [server_url, alice, "wrong-password"],
+            f"login failed: wrong password, or no user '{alice}' on {server_url}",
+        ),
+        "unknown user": (
+            [server_url, "nobody-here", PASSWORD],
+            f"login failed: wrong password, or no user 'nobody-here' on {server_url}",
+        ),
+        "unknown server": (
+            ["http://no-such-host.invalid:8000", alice, PASSWORD],
+            "login failed: unknown server: no host named 'no-such-host.invalid' was found",
+        ),
+        "server unreachable": (
+            ["http://127.0.0.1:9", alice, PASSWORD],
+            "login failed: server unreachable: http://127.0.0.1:9 (connection refused)",
+        ),
+        "not msgsync": (
+            [f"{server_url}/nothing-here", alice, PASSWORD],
+            f"login failed: {server_url}/nothing-here does not look like a msgsync server "
+            "(POST /login answered 404)",
+        ),
+    }
+    for case, ([server, user, password], said) in failures.items():
+        failed = run(
+            home, "--server", server, "--profile", "second", "login", user, password=password
+        )
+        assert failed.returncode == 1, (case, failed.stderr)
+        assert failed.stderr.strip() == f"msgsync-client: {said}", case
+        assert sorted(p.name for p in home.iterdir()) == [], case
+
+    # A failed login does not touch a profile that holds a session: alice stays logged in.
+    assert run(home, "--server", server_url, "login", alice).returncode == 0
+    again = run(home, "--server", server_url, "login", alice, password="wrong-password")
+    assert again.returncode == 1
+    assert sorted(p.name for p in home.iterdir()) == ["default.db"]
+    still = run(home, "tail", "--once")
+    assert still.returncode == 0, still.stderr
 
 
 def test_the_blocking_facade(server_url: str) -> None:
