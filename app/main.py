@@ -167,5 +167,9 @@ class _Msgsync(FastAPI):
     def build_middleware_stack(self) -> ASGIApp:
         settings = self._settings
         app = super().build_middleware_stack()
-        app = LongPoll(app, concurrent_reads=settings.db_pool_size + settings.db_max_overflow)
+        app = LongPoll(
+            app,
+            concurrent_reads=settings.db_pool_size + settings.db_max_overflow,
+            per_device=settings.longpolls_per_device,
+        )
         return FrontDoor(HotPaths(app), settings, hotpaths.PATHS | {longpoll.PATH})
