@@ -205,7 +205,9 @@ export interface paths {
         };
         /**
          * Metrics
-         * @description The whole server's metrics (every worker's), for Prometheus; no token needed.
+         * @description The whole server's metrics (every worker's), for Prometheus. Public unless
+         *     MSGSYNC_METRICS_TOKEN is set: then it asks for `Authorization: Bearer <that token>`
+         *     (not a device's token).
          */
         get: operations["metrics_metrics_get"];
         put?: never;
@@ -1995,6 +1997,21 @@ export interface operations {
             /**
              * @description Problem details; `code` is one of:
              *
+             *     - `too_many_requests`: The user sends faster than the server's send rate; retry after `Retry-After` seconds.
+             */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
              *     - `internal_error`: A bug; the traceback is in the server's log.
              */
             500: {
@@ -2156,6 +2173,21 @@ export interface operations {
                 };
                 content: {
                     "text/plain": string;
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `unauthorized`: The bearer token is missing, unknown or revoked.
+             */
+            401: {
+                headers: {
+                    /** @description `Bearer`: authenticate with a token from `POST /login`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /**
