@@ -11,8 +11,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tests.factories import register
 from tests.server import Server, running_server
 
 pytestmark = pytest.mark.server
@@ -34,27 +36,20 @@ def address(server: Server) -> tuple[str, int]:
 
 
 async def read_answer(reader: asyncio.StreamReader) -> bytes:
-    """One answer (head and Content-Length body), or what came before the server closed."""
-    received = b""
-    with contextlib.suppress(ConnectionError):
-        while b"\r\n\r\n" not in received:
-            chunk = await reader.read(65536)
-            if not chunk:
-                return received
-            received += chunk
-        head, _, body = received.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        while len(body) < length:
-            chunk = await reader.read(65536)
-            if not chunk:
-                break
-            body += chunk
-        return head + b"\r\n\r\n" + body
-    return received
+    """One answer (head and Content-Length body), or b"" when the server closed first."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return b""
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    try:
+        return head + await reader.readexactly(length)
+    except asyncio.IncompleteReadError as exc:
+        return head + exc.partial
 
 
 async def exchange(server: Server, *requests: bytes) -> list[bytes]:
@@ -127,6 +122,33 @@ async def test_the_bound_is_per_request_on_a_kept_alive_connection(server: Serve
     answers = await exchange(server, near, near, near, over)
     assert [status(a) for a in answers[:3]] == [200, 200, 200]
     assert status(answers[3]) in (431, 0), answers[3][:200]
+
+
+async def test_a_large_head_its_body_and_a_pipelined_request_in_one_write(
+    server: Server,
+) -> None:
+    """A head within the bound whose body (and a next request) arrive in the same read is
+    served whole: only the head is counted."""
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        alice = await register(client)
+    body = json.dumps({"to": alice.user_id, "body": "b" * 16000}).encode()
+    send = (
+        b"POST /messages HTTP/1.1\r\nHost: msgsync\r\nContent-Type: application/json\r\n"
+        b"Authorization: Bearer " + alice.token.encode() + b"\r\n"
+        b"X-Pad: " + b"p" * 60_000 + b"\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    ) + body
+    reader, writer = await asyncio.open_connection(*address(server))
+    try:
+        writer.write(send + get(b"X-Pad: " + b"q" * 60_000) + b"\r\n")
+        await writer.drain()
+        first = await asyncio.wait_for(read_answer(reader), PATIENCE)
+        second = await asyncio.wait_for(read_answer(reader), PATIENCE)
+    finally:
+        writer.close()
+    assert status(first) == 201, first[:300]
+    assert json.loads(first.partition(b"\r\n\r\n")[2])["message"]["body"] == "b" * 16000
+    assert status(second) == 200, second[:300]
 
 
 def rss_kib(pid: int) -> int:
