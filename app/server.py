@@ -191,8 +191,9 @@ class EdgeProtocol(DeadlineProtocol):
 
     Bytes are counted as they arrive from the first byte of a request (or of the
     connection) until its head is complete; a body is not counted here (app.limits bounds
-    it). A pipelined request's head that arrives in the same read as the end of the
-    previous request is counted from the next read on: at most one read more.
+    it). The part of a pipelined request's head that arrives in the same read as the end of
+    the previous request is not counted (that read is within the previous bound), so such a
+    head may reach up to twice the bound, never more.
     """
 
     def __init__(
