@@ -71,6 +71,17 @@ class Settings(BaseSettings):
     header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
     body_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
 
+    # The HTTP edge (docs/abuse.md): a request head (request line and header fields) of at
+    # most this many bytes and fields, else 431 request_head_too_large; sends per user per
+    # second with a burst (0: no limit), per process; long-polls waiting at once per device,
+    # per process (0: no bound); the bearer token /metrics asks for (empty: public).
+    max_head_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    max_header_fields: int = Field(default=100, ge=8, le=10_000)
+    send_rate: float = Field(default=10.0, ge=0)
+    send_burst: int = Field(default=100, ge=1)
+    longpolls_per_device: int = Field(default=10, ge=0)
+    metrics_token: str = ""
+
     gzip_min_bytes: int = Field(default=1024, ge=0)
     cors_origins: str = ""
     log_format: Literal["text", "json"] = "text"

@@ -86,6 +86,14 @@ CODES: dict[str, ErrorCode] = {
         "`Retry-After` seconds.",
         retry_after=True,
     ),
+    "too_many_requests": ErrorCode(
+        429,
+        "The user sends faster than the server's send rate; retry after `Retry-After` seconds.",
+        retry_after=True,
+    ),
+    "request_head_too_large": ErrorCode(
+        431, "The request head is over the configured bytes or header fields (the server closes)."
+    ),
     "internal_error": ErrorCode(500, "A bug; the traceback is in the server's log."),
     "database_unavailable": ErrorCode(
         503, "The database did not answer; retry after `Retry-After` seconds.", retry_after=True

@@ -41,7 +41,9 @@ Handler = Callable[[State, DeviceContext, Any], Awaitable[tuple[int, bytes]]]
 _ROUTES: dict[tuple[str, str], tuple[type[BaseModel], Handler]] = {
     ("POST", "/messages"): (
         SendIn,
-        lambda state, device, body: deliver(state.db, state.notifier, state.settings, device, body),
+        lambda state, device, body: deliver(
+            state.db, state.notifier, state.settings, state.send_rate, device, body
+        ),
     ),
     ("POST", "/ack"): (
         AckIn,

@@ -59,13 +59,22 @@ def requested_timeout(query_string: bytes) -> float:
 
 
 class LongPoll:
-    def __init__(self, app: ASGIApp, concurrent_reads: int) -> None:
+    def __init__(self, app: ASGIApp, concurrent_reads: int, per_device: int = 0) -> None:
         self.app = app
         # Thousands of devices reconnect at once after a deploy or a network blip. Their
         # reads queue here, each holding only this layer's few objects, rather than inside
         # the application, each holding a whole request's state while it waits for one of
         # the pool's connections; memory that a burst took is seldom given back.
         self._reads = asyncio.Semaphore(concurrent_reads)
+        # At most `per_device` long-polls wait at once per device in this process (0: no
+        # bound; MSGSYNC_LONGPOLLS_PER_DEVICE). One token held 1,000 at once: each is a
+        # socket, a task and a future. One more ends the device's oldest, answered as its
+        # timeout would be: a client whose connections died without a close (a phone
+        # changing networks) must not be locked out by its own stale polls, so the newest
+        # wins. Each device's waiting polls, oldest first (a dict keeps insertion order),
+        # with the future that ends each one's wait.
+        self._per_device = per_device
+        self._parked: dict[str, dict[Ticket, asyncio.Future[None]]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         timeout = 0.0
@@ -89,14 +98,18 @@ class LongPoll:
             parked = True
             WAITING.inc()
             watcher = asyncio.ensure_future(_disconnected(receive))
+            waits: tuple[asyncio.Future[None], ...] = (ticket.waiter.future, watcher)
+            if self._per_device:
+                waits += (self._park(ticket, loop),)
             while True:
                 done, _ = await asyncio.wait(
-                    (ticket.waiter.future, watcher),
-                    timeout=deadline - loop.time(),
-                    return_when=asyncio.FIRST_COMPLETED,
+                    waits, timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED
                 )
                 if watcher in done:
                     return  # the client hung up: nobody to answer, and the waiter goes
+                if len(waits) > 2 and waits[2] in done:
+                    # Ended by a newer long-poll of the device: answered as at its timeout.
+                    deadline = loop.time()
                 if not tokens.holds(ticket.device_id):
                     # Logged out, or its cached token expired: read through the application
                     # again, which authenticates (401 for a logged-out device).
@@ -130,10 +143,30 @@ class LongPoll:
         finally:
             if parked:
                 WAITING.dec()
+                if self._per_device:
+                    self._unpark(ticket)
             if ticket.waiter is not None:
                 notifier.unsubscribe(ticket.waiter)
             if watcher is not None:
                 watcher.cancel()
+
+    def _park(self, ticket: Ticket, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+        """Counts the long-poll among its device's waiting ones; ends the oldest when there
+        are more than the bound. Returns the future that ends this one's wait."""
+        polls = self._parked.setdefault(ticket.device_id, {})
+        ended: asyncio.Future[None] = loop.create_future()
+        polls[ticket] = ended
+        if len(polls) > self._per_device:
+            oldest = next(iter(polls))
+            polls.pop(oldest).set_result(None)
+        return ended
+
+    def _unpark(self, ticket: Ticket) -> None:
+        polls = self._parked.get(ticket.device_id)
+        if polls is not None:
+            polls.pop(ticket, None)
+            if not polls:
+                del self._parked[ticket.device_id]
 
     async def _read(
         self, scope: Scope, ticket: Ticket, send: Send, deadline: float, notifier: Notifier

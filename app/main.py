@@ -27,6 +27,7 @@ from app.notifier import Notifier, PgNotifier, close_on_signals
 from app.openapi import TAGS, install_openapi
 from app.push import SyncedCursors, push_interval
 from app.push_worker import PushWorker
+from app.rates import RateLimit
 from app.web import install as install_web_client
 
 __all__ = ["create_app"]
@@ -91,6 +92,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.notifier = notifier
         app.state.tokens = tokens
         app.state.acks = acks
+        # Per process (docs/abuse.md); None when MSGSYNC_SEND_RATE is 0.
+        app.state.send_rate = (
+            RateLimit(settings.send_rate, settings.send_burst) if settings.send_rate else None
+        )
         # Push: synced positions are recorded and the worker runs only when push is on.
         seen = SyncedCursors(db, interval=push_interval(settings.push_delay_seconds))
         pusher = PushWorker(db, settings, grace=seen.interval)
@@ -163,5 +168,9 @@ class _Msgsync(FastAPI):
     def build_middleware_stack(self) -> ASGIApp:
         settings = self._settings
         app = super().build_middleware_stack()
-        app = LongPoll(app, concurrent_reads=settings.db_pool_size + settings.db_max_overflow)
+        app = LongPoll(
+            app,
+            concurrent_reads=settings.db_pool_size + settings.db_max_overflow,
+            per_device=settings.longpolls_per_device,
+        )
         return FrontDoor(HotPaths(app), settings, hotpaths.PATHS | {longpoll.PATH})

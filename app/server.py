@@ -10,14 +10,16 @@ import resource
 import sys
 from typing import Any
 
+import httptools
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from app.config import Settings
+from app.errors import PROBLEM_JSON, problem
 from app.logs import log_config
 from app.multiproc import prepare_multiprocess
 
-__all__ = ["DeadlineProtocol", "serve"]
+__all__ = ["DeadlineProtocol", "EdgeProtocol", "serve"]
 
 
 def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
@@ -62,11 +64,15 @@ def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
         # Thousands of idle devices reconnect at once after a deploy.
         backlog=4096,
         # A class with its settings bound, not a name: uvicorn calls it like a class, and
-        # pickles it to each worker process, so it must be importable there (it is).
+        # pickles it to each worker process, so it must be importable there (it is). It is
+        # httptools-based whatever uvicorn's `--http` default would be: the bounds on request
+        # heads below are this class's, and h11 would not have them.
         http=functools.partial(  # type: ignore[arg-type]
-            DeadlineProtocol,
+            EdgeProtocol,
             header_timeout=settings.header_timeout_seconds,
             body_timeout=settings.body_timeout_seconds,
+            max_head_bytes=settings.max_head_bytes,
+            max_header_fields=settings.max_header_fields,
         ),
         # Who may tell us the client's address in X-Forwarded-For (app.throttle keys on it).
         forwarded_allow_ips=settings.forwarded_allow_ips,
@@ -163,3 +169,141 @@ class DeadlineProtocol(HttpToolsProtocol):
         self._deadline = None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop parsing a head past its bounds."""
+
+
+class EdgeProtocol(DeadlineProtocol):
+    """The read deadlines, and bounds on a request head: at most `max_head_bytes` (the
+    request line and every header field, as received) and `max_header_fields` fields.
+
+    httptools keeps a header field being received in a growing string until the field ends,
+    and uvicorn keeps every field of a head in a list until the head ends; neither has a
+    bound (uvicorn's h11_max_incomplete_event_size is for h11 only). A 20 MB header, or
+    100,000 of them, were read whole and answered 200, before any token was checked, and 25
+    connections sending 40 MB heads grew a worker by more than a gigabyte. Here bytes are
+    handed to the parser only while the head is within its bound: past it, or past the
+    field count, the connection is answered 431 `request_head_too_large` and closed, and
+    nothing more of it is read. So a connection holds at most about `max_head_bytes` of
+    head, however many of them there are.
+
+    Bytes are counted as they arrive from the first byte of a request (or of the
+    connection) until its head is complete; a body is not counted here (app.limits bounds
+    it). The part of a pipelined request's head that arrives in the same read as the end of
+    the previous request is not counted (that read is within the previous bound), so such a
+    head may reach up to twice the bound, never more.
+    """
+
+    def __init__(
+        self, *args: Any, max_head_bytes: int, max_header_fields: int, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._max_head_bytes = max_head_bytes
+        self._max_header_fields = max_header_fields
+        self._in_head = True  # a request head is being read (or awaited)
+        self._head_bytes = 0
+        self._fields = 0
+        self._refused = False
+
+    # Parser callbacks (called by httptools during feed_data).
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._fields = 0
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_head:
+            self._fields += 1
+            if self._fields > self._max_header_fields:
+                self._refused = True
+                raise _HeadTooLarge  # stops the parser: feed_data raises HttpParserError
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head = True
+        self._head_bytes = 0
+
+    # Transport callbacks.
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            room = self._max_head_bytes - self._head_bytes
+            if len(data) > room:
+                self._within_bound(data)
+                return
+            self._head_bytes += len(data)
+        self._feed(data)
+
+    def _within_bound(self, data: bytes) -> None:
+        """Hands the parser no more of `data` than the head's bound leaves: the rest only
+        if the head ended within it (the rest is then a body, or further requests)."""
+        while data:
+            if not self._in_head:
+                self._feed(data)
+                return
+            room = self._max_head_bytes - self._head_bytes
+            if room <= 0:
+                self._refuse_head()
+                return
+            piece, data = data[:room], data[room:]
+            self._head_bytes += len(piece)
+            self._feed(piece)
+            if self.transport.is_closing():
+                return
+
+    def _feed(self, data: bytes) -> None:
+        # uvicorn's HttpToolsProtocol.data_received, with the 431 for a refused head.
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            if self._refused:
+                self._refuse_head()
+                return
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+
+    def _refuse_head(self) -> None:
+        """431 and close. Not answered while an earlier request's answer is being written on
+        this connection (pipelined): the two would interleave; it is only closed then."""
+        self._in_head = False
+        self._refused = True
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:
+            content = [STATUS_LINE[431]]
+            for name, value in self.server_state.default_headers:
+                content.extend([name, b": ", value, b"\r\n"])
+            content.append(_head_too_large(self._max_head_bytes, self._max_header_fields))
+            self.transport.write(b"".join(content))
+        self.transport.close()
+
+
+@functools.cache
+def _head_too_large(max_bytes: int, max_fields: int) -> bytes:
+    """The 431 problem's headers and body, once per process."""
+    response = problem(
+        431,
+        "request_head_too_large",
+        f"the request head is over {max_bytes} bytes or {max_fields} header fields",
+    )
+    body = bytes(response.body)
+    return b"".join(
+        [
+            b"content-type: " + PROBLEM_JSON.encode() + b"\r\n",
+            b"content-length: " + str(len(body)).encode() + b"\r\n",
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+    )

@@ -26,6 +26,7 @@ __all__ = [
     "SendResult",
     "bump_versions",
     "device_cursor",
+    "existing_send",
     "fetch_since",
     "format_time",
     "message_data",
@@ -127,7 +128,8 @@ class SendResult:
     created: bool
 
 
-async def _existing_send(db: Database, sender: str, client_msg_id: str) -> SendResult | None:
+async def existing_send(db: Database, sender: str, client_msg_id: str) -> SendResult | None:
+    """The stored message that `sender` sent with `client_msg_id`, as its send answered."""
     async with db.statement() as conn:
         row = (
             await conn.execute(
@@ -176,7 +178,7 @@ async def send_message(
         # version. Answer with the first result. (No look-up before the send: it would cost
         # every send a round trip to save a retry a short lock.)
         if client_msg_id is not None:
-            found = await _existing_send(db, sender, client_msg_id)
+            found = await existing_send(db, sender, client_msg_id)
             if found is not None:
                 return found
         raise

@@ -32,6 +32,10 @@ NO_THROTTLE = {
     "login_attempts_per_account": 0,
 }
 
+# Tests send many messages at once from one user; tests/test_send_rate.py turns the send
+# rate back on.
+NO_SEND_RATE = {"send_rate": 0}
+
 
 def _pg_down(reason: str) -> None:
     if IN_CI:
@@ -138,7 +142,10 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 
 def make_settings(database_url: str, **overrides: object) -> Settings:
-    return Settings(database_url=database_url, **{**FAST_HASHING, **NO_THROTTLE, **overrides})  # type: ignore[arg-type]
+    return Settings(
+        database_url=database_url,
+        **{**FAST_HASHING, **NO_THROTTLE, **NO_SEND_RATE, **overrides},  # type: ignore[arg-type]
+    )
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from app.bench.server import free_port, stop_server, wait_ready
-from tests.conftest import FAST_HASHING, NO_THROTTLE
+from tests.conftest import FAST_HASHING, NO_SEND_RATE, NO_THROTTLE
 
 
 @dataclass
@@ -27,7 +27,10 @@ def running_server(
     environment = {
         **os.environ,
         "MSGSYNC_DATABASE_URL": database_url,
-        **{f"MSGSYNC_{k.upper()}": str(v) for k, v in {**FAST_HASHING, **NO_THROTTLE}.items()},
+        **{
+            f"MSGSYNC_{k.upper()}": str(v)
+            for k, v in {**FAST_HASHING, **NO_THROTTLE, **NO_SEND_RATE}.items()
+        },
         **(env or {}),
     }
     process = subprocess.Popen(

@@ -134,6 +134,36 @@ async def test_a_client_that_leaves_frees_its_waiter(server: Server) -> None:
         await until_waiting(client, 0)
 
 
+async def test_one_long_poll_beyond_the_bound_ends_the_oldest_of_the_device(
+    server: Server,
+) -> None:
+    """MSGSYNC_LONGPOLLS_PER_DEVICE (10 by default): an 11th long-poll on one token ends the
+    device's oldest at once, answered as its timeout would be; the others, and the user's
+    other devices, keep waiting until a send wakes them."""
+    limits = httpx.Limits(max_connections=50)
+    async with httpx.AsyncClient(base_url=server.url, limits=limits) as client:
+        alice, bob = await register(client), await register(client)
+        tablet = await login(client, bob.user_id, "tablet")
+        base = await waiting(client)
+        on_tablet = asyncio.create_task(poll(client, tablet, since=0))
+        oldest = asyncio.create_task(poll(client, bob, since=0))
+        await until_waiting(client, base + 2)
+        newer = [asyncio.create_task(poll(client, bob, since=0)) for _ in range(10)]
+        # Ten of the phone's wait (the oldest was ended), and the tablet's one.
+        await until_waiting(client, base + 11)
+        page, elapsed = await asyncio.wait_for(oldest, LONG / 2)
+        assert page["entries"] == []
+        assert (page["next_since"], page["has_more"]) == (0, False)
+        assert elapsed < LONG / 2
+        await asyncio.sleep(0.5)
+        assert not any(task.done() for task in [*newer, on_tablet])
+        sent = await send(client, alice, bob.user_id, "wake up")
+        for page, elapsed in await asyncio.gather(*newer, on_tablet):
+            assert [e["data"] for e in page["entries"]] == [sent["message"]]
+            assert elapsed < LONG / 2
+        assert await waiting(client) == base
+
+
 async def test_a_send_in_one_process_wakes_a_long_poll_in_another(fresh_pg: str) -> None:
     async with two_processes(fresh_pg) as (a, b):
         alice, bob = await register(a), await register(a)

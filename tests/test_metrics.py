@@ -222,3 +222,34 @@ async def test_an_operators_directory_is_emptied_at_start(
             )
             == 1
         )
+
+
+async def test_metrics_behind_a_token_when_one_is_set(database_url: str) -> None:
+    """MSGSYNC_METRICS_TOKEN: /metrics then asks for that bearer token (401 otherwise,
+    a device's token included); without it, /metrics stays public."""
+    with running_server(database_url, env={"MSGSYNC_METRICS_TOKEN": "s3cret-scrape"}) as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            device = await register(client)
+            for headers in (
+                {},
+                {"Authorization": "Bearer wrong"},
+                {"Authorization": "Bearer s3cret-scrap"},
+                {"Authorization": "Basic s3cret-scrape"},
+                device.headers,
+            ):
+                response = await client.get("/metrics", headers=headers)
+                assert response.status_code == 401, (headers, response.text)
+                assert response.headers["content-type"] == "application/problem+json"
+                assert response.json()["code"] == "unauthorized"
+                assert response.headers["www-authenticate"] == "Bearer"
+                assert "msgsync_" not in response.text
+            response = await client.get(
+                "/metrics", headers={"Authorization": "Bearer s3cret-scrape"}
+            )
+            assert response.status_code == 200, response.text
+            assert value(response.text, "msgsync_waiting_long_polls") == 0
+    with running_server(database_url) as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            response = await client.get("/metrics")
+            assert response.status_code == 200, response.text
+            assert value(response.text, "msgsync_waiting_long_polls") == 0

@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 
 from app.bench.server import free_port, wait_ready
 from app.migrations import upgrade_to_head
-from tests.conftest import FAST_HASHING, NO_THROTTLE
+from tests.conftest import FAST_HASHING, NO_SEND_RATE, NO_THROTTLE
 from tests.pgbouncer import PGBOUNCER, running_pgbouncer
 from tests.replication import Pair, streaming_pair
 
@@ -208,7 +208,7 @@ def reference_topology(
                 # Every test client registers from one address, as in the other tests.
                 **{
                     f"MSGSYNC_{k.upper()}": str(v)
-                    for k, v in {**FAST_HASHING, **NO_THROTTLE}.items()
+                    for k, v in {**FAST_HASHING, **NO_THROTTLE, **NO_SEND_RATE}.items()
                 },
                 "MSGSYNC_DATABASE_URL": _on(bouncer, host.gateway),
                 "MSGSYNC_DATABASE_SESSION_URL": _on(primary, host.gateway),

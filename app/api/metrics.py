@@ -16,6 +16,7 @@ import asyncio
 import bisect
 import os
 import re
+import secrets
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from pathlib import Path
@@ -38,8 +39,10 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from app.db import Database
+from app.errors import AppError
 from app.multiproc import MULTIPROC_DIR
 from app.notifier import Notifier
+from app.openapi import problem_responses
 
 __all__ = [
     "LATENCIES",
@@ -207,10 +210,18 @@ router = APIRouter(tags=["operations"])
     response_class=PlainTextResponse,
     operation_id="getMetrics",
     summary="Prometheus metrics of every worker",
-    responses={200: {"description": "Prometheus text format (OpenMetrics when asked for)"}},
+    responses={
+        200: {"description": "Prometheus text format (OpenMetrics when asked for)"},
+        **problem_responses("unauthorized"),
+    },
 )
 async def metrics(request: Request) -> Response:
-    """The whole server's metrics (every worker's), for Prometheus; no token needed."""
+    """The whole server's metrics (every worker's), for Prometheus. Public unless
+    MSGSYNC_METRICS_TOKEN is set: then it asks for `Authorization: Bearer <that token>`
+    (not a device's token)."""
+    token: str = request.app.state.settings.metrics_token
+    if token and not _holds(request.headers.get("authorization", ""), token):
+        raise AppError(401, "unauthorized", "/metrics needs the metrics token")
     sampler: Sampler = request.app.state.metrics
     sampler.sample()
     LATENCIES.write()
@@ -220,6 +231,15 @@ async def metrics(request: Request) -> Response:
     # every version of Prometheus reads; OpenMetrics or text 1.0.0 when asked.
     encode, content_type = choose_encoder(request.headers.get("accept", ""))
     return Response(encode(registry), media_type=content_type)
+
+
+def _holds(authorization: str, token: str) -> bool:
+    """Whether an Authorization header carries `token` as a bearer token (in constant time:
+    the comparison tells nothing about how much of a guess was right)."""
+    scheme, _, given = authorization.partition(" ")
+    return scheme.lower() == "bearer" and secrets.compare_digest(
+        given.strip().encode(), token.encode()
+    )
 
 
 def _multiprocess_registry(path: str) -> CollectorRegistry:

@@ -18,6 +18,7 @@ from app.longpoll import TICKET, Ticket
 from app.notifier import Notifier
 from app.openapi import problem_responses
 from app.push import push_wait
+from app.rates import RateLimit, retry_after
 from app.schemas import MAX_ID, AckIn, AckOut, SendIn, SendOut, SyncPage
 
 router = APIRouter()
@@ -58,37 +59,73 @@ _SENT_LINKS = {
             "description": "A retry of an earlier send with the same `client_msg_id`: the "
             "first result, nothing sent again.",
         },
-        **problem_responses("unauthorized", "recipient_not_found", "body_too_large"),
+        **problem_responses(
+            "unauthorized", "recipient_not_found", "body_too_large", "too_many_requests"
+        ),
     },
 )
 async def send(
+    request: Request,
     body: SendIn,
     device: CurrentDevice,
     db: DbDep,
     notifier: NotifierDep,
     settings: SettingsDep,
 ) -> Response:
-    status, content = await deliver(db, notifier, settings, device, body)
+    status, content = await deliver(
+        db, notifier, settings, request.app.state.send_rate, device, body
+    )
     return Response(content, status_code=status, media_type="application/json")
 
 
 async def deliver(
-    db: Database, notifier: Notifier, settings: Settings, device: DeviceContext, body: SendIn
+    db: Database,
+    notifier: Notifier,
+    settings: Settings,
+    send_rate: RateLimit | None,
+    device: DeviceContext,
+    body: SendIn,
 ) -> tuple[int, bytes]:
-    """The send, for the route above and for app.hotpaths: (status, JSON body)."""
-    result = await sync.send_message(
-        db,
-        device.user_id,
-        body.to,
-        body.body,
-        body.client_msg_id,
-        settings.max_body_bytes,
-        push_wait(settings),
-    )
+    """The send, for the route above and for app.hotpaths: (status, JSON body).
+
+    `send_rate` (None: no limit) is checked before anything is written, so a 429 is never a
+    message stored in part, and never one lost: the client was told it was not sent.
+    """
+    if send_rate is not None and (wait := send_rate.take(device.user_id)):
+        result = await _stored_or_refused(db, device, body, wait)
+    else:
+        result = await sync.send_message(
+            db,
+            device.user_id,
+            body.to,
+            body.body,
+            body.client_msg_id,
+            settings.max_body_bytes,
+            push_wait(settings),
+        )
     if result.created:
         notifier.notify((device.user_id, body.to))
     content = orjson.dumps({"message": result.message, "version": result.version})
     return 201 if result.created else 200, content
+
+
+async def _stored_or_refused(
+    db: Database, device: DeviceContext, body: SendIn, wait: float
+) -> sync.SendResult:
+    """A send over the rate: 429 too_many_requests, unless it is a retry of a message
+    already stored, which is answered 200 with the first result as ever, so that a client
+    retrying after a lost answer learns that its message went through rather than being
+    told to wait. The look-up costs a statement only when the sender is over the rate."""
+    if body.client_msg_id is not None:
+        found = await sync.existing_send(db, device.user_id, body.client_msg_id)
+        if found is not None:
+            return found
+    raise AppError(
+        429,
+        "too_many_requests",
+        "too many messages sent; retry after Retry-After seconds",
+        headers={"Retry-After": retry_after(wait)},
+    )
 
 
 @router.get(

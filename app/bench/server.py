@@ -48,6 +48,13 @@ NO_THROTTLE = {
     "MSGSYNC_LOGIN_ATTEMPTS_PER_ACCOUNT": "0",
 }
 
+# Its senders send far faster than a person: the per-user send rate (app.rates) is set above
+# any bench's rate rather than off, so that W1 still pays for the check it measures.
+SEND_RATE_ABOVE_BENCH = {
+    "MSGSYNC_SEND_RATE": "1000000",
+    "MSGSYNC_SEND_BURST": "1000000",
+}
+
 
 @dataclass(frozen=True)
 class ManagedServer:
@@ -119,6 +126,7 @@ def managed_server(
             "MSGSYNC_DATABASE_URL": database_url,
             **CHEAP_HASHING,
             **NO_THROTTLE,
+            **SEND_RATE_ABOVE_BENCH,
             **(extra_env or {}),
         }
         command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]

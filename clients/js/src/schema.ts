@@ -205,7 +205,9 @@ export interface paths {
         };
         /**
          * Prometheus metrics of every worker
-         * @description The whole server's metrics (every worker's), for Prometheus; no token needed.
+         * @description The whole server's metrics (every worker's), for Prometheus. Public unless
+         *     MSGSYNC_METRICS_TOKEN is set: then it asks for `Authorization: Bearer <that token>`
+         *     (not a device's token).
          */
         get: operations["getMetrics"];
         put?: never;
@@ -2101,6 +2103,21 @@ export interface operations {
             /**
              * @description Problem details; `code` is one of:
              *
+             *     - `too_many_requests`: The user sends faster than the server's send rate; retry after `Retry-After` seconds.
+             */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
              *     - `internal_error`: A bug; the traceback is in the server's log.
              */
             500: {
@@ -2262,6 +2279,21 @@ export interface operations {
                 };
                 content: {
                     "text/plain": string;
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `unauthorized`: The bearer token is missing, unknown or revoked.
+             */
+            401: {
+                headers: {
+                    /** @description `Bearer`: authenticate with a token from `POST /login`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
                 };
             };
             /**
