@@ -302,6 +302,9 @@ export class Client {
     // opens its transaction, so a clear that follows is committed after it.
     if (generation !== this.generation) throw ended();
     const applied = await this.store.applyPage(page, this.beforeCommit); // one transaction
+    // Logged out while the page was written: the clear queued after it removes it; the app
+    // and the acker must not hear of it.
+    if (generation !== this.generation) throw ended();
     this.acker.applied(this.store.cursor, applied.count);
     r.pages += 1;
     r.applied += applied.count;

@@ -6,7 +6,7 @@ import { test } from "node:test";
 import { Client } from "../src/client.js";
 import { NotLoggedIn, Unauthorized } from "../src/errors.js";
 import { FileStore } from "../src/file-store.js";
-import { MemoryStore } from "../src/store.js";
+import { type Change, MemoryStore } from "../src/store.js";
 import type { Message } from "../src/types.js";
 
 /** A scripted server: answers by path, records what was asked and what the store held. */
@@ -268,4 +268,31 @@ test("a page or a send answered after logout is not written into the cleared sto
   await assert.rejects(syncing, NotLoggedIn);
   await assert.rejects(sending, NotLoggedIn);
   assert.deepEqual([client.store.cursor, client.store.messages(), client.store.outbox()], [0, [], []]);
+});
+
+test("a logout during a page's write clears it after, and nobody hears of the page", async () => {
+  const { fetchImpl } = accounts({ alice: [message(1, "bob", "alice")] });
+  let writing!: () => void;
+  const started = new Promise<void>((resolve) => (writing = resolve));
+  let goOn!: () => void;
+  const gate = new Promise<void>((resolve) => (goOn = resolve));
+  class SlowStore extends MemoryStore {
+    protected override async persist(change: Change): Promise<void> {
+      if (change.messages?.length) {
+        writing();
+        await gate;
+      }
+    }
+  }
+  const heard: Message[] = [];
+  const store = new SlowStore();
+  const client = new Client(store, "http://s", fast, { onMessages: (m) => heard.push(...m) }, fetchImpl);
+  await client.login("alice", "pw");
+  const syncing = client.catchUp();
+  await started;
+  const loggingOut = client.logout();
+  goOn();
+  await assert.rejects(syncing, NotLoggedIn);
+  assert.equal(await loggingOut, true);
+  assert.deepEqual([store.cursor, store.messages(), heard], [0, [], []]);
 });

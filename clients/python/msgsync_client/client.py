@@ -301,6 +301,10 @@ class Client:
             # Entries and cursor in one local transaction, off the event loop (a commit
             # waits for the disk), so a prefetched request and the acker keep going.
             applied = await asyncio.to_thread(self.store.apply_page, page)
+        if generation != self._generation:
+            # Logged out while the page was written: the clear that follows removes it; the
+            # app and the acker must not hear of it.
+            raise NotLoggedIn()
         cursor = self.store.cursor()
         # Only now, with the page durable, may the acker tell the server.
         self.acker.applied(cursor, applied.count)

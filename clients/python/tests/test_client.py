@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import httpx
 import pytest
 from conftest import PASSWORD, new_user
 from msgsync_client import (
+    Applied,
     Client,
     Handlers,
     MemoryStore,
@@ -211,3 +213,36 @@ def test_the_blocking_facade_logs_out_and_forgets(server_url: str, tmp_path: Pat
         assert client.logout() is True
         store = client.client.store
         assert (store.session(), store.cursor(), store.messages()) == (None, 0, [])
+
+
+class _SlowStore(MemoryStore):
+    """A store whose page writes wait for the test: a logout arrives mid-write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = threading.Event()
+        self.go_on = threading.Event()
+
+    def apply_page(self, page: Page) -> Applied:
+        self.writing.set()
+        self.go_on.wait(10)
+        return super().apply_page(page)
+
+
+async def test_a_logout_during_a_page_write_waits_for_it_then_clears_it(server_url: str) -> None:
+    alice, bob = new_user(server_url, "alice"), new_user(server_url, "bob")
+    _send(server_url, bob, alice, 2)
+    heard: list[Message] = []
+    store = _SlowStore()
+    async with Client(store, server_url, handlers=Handlers(on_message=heard.append)) as client:
+        await client.login(alice, PASSWORD)
+        syncing = asyncio.create_task(client.catch_up())
+        await asyncio.to_thread(store.writing.wait, 10)
+        logout = asyncio.create_task(client.logout())
+        await asyncio.sleep(0.05)
+        assert not logout.done()  # the clear waits for the page being written
+        store.go_on.set()
+        with pytest.raises(NotLoggedIn):
+            await syncing
+        assert await logout
+        assert (store.cursor(), store.messages(), heard) == (0, [], [])
