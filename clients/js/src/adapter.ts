@@ -3,7 +3,7 @@
  * Run as `node clients/js/dist/src/adapter.js`. */
 import { createInterface } from "node:readline";
 import { Client, type Options } from "./client.js";
-import { MsgsyncError, NotLoggedIn } from "./errors.js";
+import { MsgsyncError } from "./errors.js";
 import { FileStore } from "./file-store.js";
 import type { OutboxItem } from "./types.js";
 
@@ -40,6 +40,8 @@ class Adapter {
         const s = await client.login(str(req, "user_id"), str(req, "password"), (req["device_name"] as string) ?? "");
         return { user_id: s.user_id, device_id: s.device_id };
       }
+      case "logout":
+        return { server_confirmed: await client.logout() };
       case "send": {
         const item = await client.send(str(req, "to"), str(req, "body"));
         if (item.state === "failed") throw new MsgsyncError(`send failed: ${item.error}`, "send_failed");
@@ -109,11 +111,10 @@ function str(req: Json, name: string): string {
 
 function state(client: Client): Json {
   const store = client.store;
-  const s = store.session;
-  if (!s) throw new NotLoggedIn();
+  const s = store.session; // null after a logout: what is left must be nothing
   return {
-    user_id: s.user_id,
-    device_id: s.device_id,
+    user_id: s?.user_id ?? null,
+    device_id: s?.device_id ?? null,
     cursor: store.cursor,
     acked: store.acked,
     messages: store.messages().map((m) => ({

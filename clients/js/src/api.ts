@@ -33,10 +33,16 @@ export class Api {
   private async call<T>(
     method: string,
     path: string,
-    options: { json?: unknown; query?: Record<string, string | number>; signal?: AbortSignal } = {},
+    options: {
+      json?: unknown;
+      query?: Record<string, string | number>;
+      signal?: AbortSignal;
+      token?: string;
+    } = {},
   ): Promise<T> {
     const headers: Record<string, string> = {};
-    if (this.token) headers["authorization"] = `Bearer ${this.token}`;
+    const token = options.token ?? this.token;
+    if (token) headers["authorization"] = `Bearer ${token}`;
     if (options.json !== undefined) headers["content-type"] = "application/json";
     let url = this.baseUrl + path;
     if (options.query) {
@@ -79,8 +85,9 @@ export class Api {
     });
   }
 
-  logout(): Promise<void> {
-    return this.call("POST", "/logout");
+  /** End the session of `token` (default: this Api's token) on the server. */
+  logout(token?: string): Promise<void> {
+    return token === undefined ? this.call("POST", "/logout") : this.call("POST", "/logout", { token });
   }
 
   send(to: string, body: string, clientMsgId: string): Promise<SendOut> {

@@ -3,7 +3,15 @@
 import { Acker } from "./acker.js";
 import { Api } from "./api.js";
 import { Backoff, sleep } from "./backoff.js";
-import { ApiError, NotLoggedIn, SinceAhead, Transient, Unauthorized, Unavailable } from "./errors.js";
+import {
+  ApiError,
+  MsgsyncError,
+  NotLoggedIn,
+  SinceAhead,
+  Transient,
+  Unauthorized,
+  Unavailable,
+} from "./errors.js";
 import type { BeforeCommit, Store } from "./store.js";
 import type { Message, OutboxItem, ReadReceipt, Recall, Session, SyncPage } from "./types.js";
 
@@ -60,6 +68,9 @@ export class Client {
   beforeCommit: BeforeCommit | undefined;
   private ackerInstance: Acker | null = null;
   private wakeup = new AbortController();
+  /** Bumped by login and logout: a page fetched before either is not applied after it (it
+   * belongs to a session that is over, maybe another user's). */
+  private generation = 0;
 
   constructor(
     readonly store: Store,
@@ -84,8 +95,16 @@ export class Client {
     return session;
   }
 
+  /** Log in on this store. The store keeps its data only for the same account (server and
+   * user) logging in again, e.g. after its session ended with a 401: it continues from its
+   * cursor. Anything else in the store (another user's stream and outbox, or data without a
+   * session, left by a crash or an older SDK) is forgotten in the same transaction that
+   * stores the new session: it would show this user another's messages, send another's
+   * queued messages as this user, and make its first sync ask from another's cursor,
+   * skipping its own entries. */
   async login(userId: string, password: string, deviceName = ""): Promise<Session> {
     const data = await this.api.login(userId, password, deviceName);
+    this.generation += 1; // a page fetched for the previous session is not applied
     if (this.ackerInstance) {
       // The old device's acker may hold its 401: the new session starts clean.
       await this.ackerInstance.close(false);
@@ -98,25 +117,38 @@ export class Client {
       access_token: data.access_token,
     };
     const current = this.store.session;
-    // Another user's history must not mix with this one's: forget the stream, same commit.
-    const resetStream = current !== null && current.user_id !== session.user_id;
-    await this.store.commit(
-      resetStream ? { resetStream, meta: { session, cursor: 0, acked: 0 } } : { meta: { session } },
-    );
+    const sameAccount = current !== null && current.server === session.server && current.user_id === session.user_id;
+    await this.store.commit(sameAccount ? { meta: { session } } : { clear: true, meta: { session } });
     this.api.token = session.access_token;
     return session;
   }
 
-  async logout(): Promise<void> {
-    void this.session;
-    try {
-      await this.api.logout();
-    } catch (exc) {
-      if (!(exc instanceof Unauthorized)) throw exc; // already over on the server
-    }
-    await this.close(false);
-    await this.store.setSession(null);
+  /** Forget the user on this device, then end the session on the server.
+   *
+   * The store is cleared first (session and token, stream, cursor, read receipts, outbox:
+   * pending sends are dropped, never delivered as the next user), so a closed tab or an
+   * unreachable server cannot leave the user's data behind on a shared computer. Then one
+   * `POST /logout` with the old token. Resolves true when the server confirmed (204, or
+   * 401: the session was already over there), false when it could not be told (no answer,
+   * 5xx, another error): the data here is gone all the same, but the device stays in the
+   * user's device list, and its token valid, until it is removed from another device
+   * (`DELETE /devices/{id}`). Without a session it only clears the store (and resolves
+   * true: there is nothing to end on the server). Never rejects for the server's answer. */
+  async logout(): Promise<boolean> {
+    const session = this.store.session;
+    this.generation += 1; // a page in flight for this session is dropped, not applied
+    await this.close(false); // nothing more is acked for a device that is going away
+    await this.store.clear();
     this.api.token = null;
+    if (!session) return true;
+    try {
+      await this.api.logout(session.access_token);
+    } catch (exc) {
+      if (exc instanceof Unauthorized) return true; // already over on the server
+      if (exc instanceof Transient || exc instanceof MsgsyncError) return false;
+      throw exc;
+    }
+    return true;
   }
 
   private backoff(): Backoff {
@@ -151,15 +183,22 @@ export class Client {
   }
 
   async deliver(item: OutboxItem): Promise<OutboxItem> {
+    const generation = this.generation;
+    // The outcome is stored only while the session that queued the send lasts: after a
+    // logout, writing it would put the user's send back into a cleared store.
+    const store = async (outcome: OutboxItem): Promise<OutboxItem> => {
+      if (generation !== this.generation) throw new NotLoggedIn();
+      await this.store.putOutbox(outcome);
+      this.handlers.onOutbox?.(outcome);
+      return outcome;
+    };
     const backoff = this.backoff();
     let error = "unavailable";
     for (let attempt = 0; attempt < this.options.sendAttempts; attempt++) {
+      if (generation !== this.generation) throw new NotLoggedIn();
       try {
         const out = await this.api.send(item.to, item.body, item.client_msg_id);
-        const sent: OutboxItem = { ...item, state: "sent", message_id: out.message.id, error: null };
-        await this.store.putOutbox(sent);
-        this.handlers.onOutbox?.(sent);
-        return sent;
+        return await store({ ...item, state: "sent", message_id: out.message.id, error: null });
       } catch (exc) {
         if (exc instanceof Transient) {
           if (attempt + 1 < this.options.sendAttempts) {
@@ -175,10 +214,7 @@ export class Client {
         throw exc;
       }
     }
-    const failed: OutboxItem = { ...item, state: "failed", error };
-    await this.store.putOutbox(failed);
-    this.handlers.onOutbox?.(failed);
-    return failed;
+    return store({ ...item, state: "failed", error });
   }
 
   async send(to: string, body: string): Promise<OutboxItem> {
@@ -249,16 +285,26 @@ export class Client {
   async syncPage(timeout = 0, result?: SyncResult, stop?: AbortSignal): Promise<SyncPage> {
     const r = result ?? emptyResult();
     void this.session;
+    const generation = this.generation;
+    const ended = () => (stop?.aborted ? new Stopped() : new NotLoggedIn());
     let page: SyncPage;
     try {
       page = await this.fetchPage(this.store.cursor, timeout, stop);
     } catch (exc) {
       if (!(exc instanceof SinceAhead)) throw exc;
+      if (generation !== this.generation) throw ended();
       await this.recover(exc);
       r.recovered = true;
       page = await this.fetchPage(0, timeout, stop);
     }
+    // Fetched for a session that logout (or a new login) has ended: applying it would put
+    // that user's entries back into a cleared store. Checked in the same turn as the store
+    // opens its transaction, so a clear that follows is committed after it.
+    if (generation !== this.generation) throw ended();
     const applied = await this.store.applyPage(page, this.beforeCommit); // one transaction
+    // Logged out while the page was written: the clear queued after it removes it; the app
+    // and the acker must not hear of it.
+    if (generation !== this.generation) throw ended();
     this.acker.applied(this.store.cursor, applied.count);
     r.pages += 1;
     r.applied += applied.count;

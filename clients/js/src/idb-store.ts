@@ -1,7 +1,7 @@
 /** A durable store for browsers, on IndexedDB: one IndexedDB transaction per commit, so a
  * page's entries and its cursor are stored together or not at all (a closed tab or a
  * crash mid-page leaves the previous cursor, and the page is fetched again). */
-import { type Change, Store, readKey } from "./store.js";
+import { type Change, Store, emptyState, readKey } from "./store.js";
 import type { Message, OutboxItem, ReadReceipt, Session } from "./types.js";
 
 const VERSION = 1;
@@ -82,23 +82,26 @@ export class IndexedDbStore extends Store {
     }
   }
 
-  private readonly outboxSeq = new Map<string, number>();
+  private outboxSeq = new Map<string, number>();
 
   protected async persist(change: Change): Promise<void> {
     const tx = this.db.transaction([...STORES], "readwrite");
     const finished = done(tx);
+    if (change.clear) {
+      for (const name of STORES) tx.objectStore(name).clear();
+    }
     if (change.resetStream) {
       tx.objectStore("messages").clear();
       tx.objectStore("reads").clear();
       tx.objectStore("applied").clear();
     }
-    if (change.meta) {
-      const s = this.state;
+    if (change.meta || change.clear) {
+      const s = change.clear ? emptyState() : this.state;
       const meta: Meta = {
-        session: change.meta.session !== undefined ? change.meta.session : s.session,
-        cursor: change.meta.cursor ?? s.cursor,
-        acked: change.meta.acked ?? s.acked,
-        gaps: change.meta.gaps ?? s.gaps,
+        session: change.meta?.session !== undefined ? change.meta.session : s.session,
+        cursor: change.meta?.cursor ?? s.cursor,
+        acked: change.meta?.acked ?? s.acked,
+        gaps: change.meta?.gaps ?? s.gaps,
       };
       tx.objectStore("meta").put(meta, "meta");
     }
@@ -109,19 +112,23 @@ export class IndexedDbStore extends Store {
     const applied = tx.objectStore("applied");
     for (const a of change.applied ?? []) applied.add(a);
     const outbox = tx.objectStore("outbox");
+    // After a clear the old sends' keys go with their rows: a new map, in use once the
+    // clear has committed (the key generator goes on counting, so creation order holds).
+    const seqs = change.clear ? new Map<string, number>() : this.outboxSeq;
     const newSeqs: Promise<void>[] = [];
     for (const o of change.outbox ?? []) {
-      const seq = this.outboxSeq.get(o.client_msg_id);
+      const seq = seqs.get(o.client_msg_id);
       if (seq !== undefined) {
         outbox.put({ ...o, seq });
       } else {
         // A new send: its key is assigned in creation order, which the outbox keeps.
         const req = outbox.add({ ...o });
-        newSeqs.push(request(req).then((key) => void this.outboxSeq.set(o.client_msg_id, Number(key))));
+        newSeqs.push(request(req).then((key) => void seqs.set(o.client_msg_id, Number(key))));
       }
     }
     await finished;
     await Promise.all(newSeqs);
+    this.outboxSeq = seqs;
   }
 
   close(): void {

@@ -36,7 +36,10 @@ export function emptyState(): StoreState {
 
 /** One local transaction's worth of changes. */
 export interface Change {
-  /** Forget the stream first (since_ahead recovery, or another user's login). */
+  /** Forget everything first: the session, the counters, the stream and the outbox (logout,
+   * or a login by another account). */
+  clear?: boolean;
+  /** Forget the stream first (since_ahead recovery). */
   resetStream?: boolean;
   meta?: { session?: Session | null; cursor?: number; acked?: number; gaps?: number };
   messages?: Message[];
@@ -105,10 +108,20 @@ export abstract class Store {
     return [...this.state.outbox.values()];
   }
 
-  async commit(change: Change): Promise<void> {
+  /** The last commit: each waits for the one before, so a store writes one change at a
+   * time, in the order asked, each on top of the state the previous one left (a FileStore
+   * writes the whole state: two at once would lose one, or write back what a clear just
+   * forgot). */
+  private last: Promise<unknown> = Promise.resolve();
+
+  commit(change: Change): Promise<void> {
     if (!this.keepLog && change.applied) change = { ...change, applied: [] };
-    await this.persist(change);
-    applyChange(this.state, change);
+    const run = this.last.then(async () => {
+      await this.persist(change);
+      applyChange(this.state, change);
+    });
+    this.last = run.catch(() => undefined); // a failed commit does not block the next
+    return run;
   }
 
   setSession(session: Session | null): Promise<void> {
@@ -125,7 +138,13 @@ export abstract class Store {
   resetStream(): Promise<void> {
     return this.commit({ resetStream: true, meta: { cursor: 0, acked: 0 } });
   }
-
+  /** Logout, or a login by another account: forget everything the store holds (the session
+   * and its token, the stream, the cursor, the read receipts, the outbox, the counters) in
+   * one transaction. A crash leaves the old store or an empty one, never a cursor without
+   * its stream or an outbox without its user. */
+  clear(): Promise<void> {
+    return this.commit({ clear: true });
+  }
   /** Apply the entries above the cursor in version order and store the page's cursor (and
    * count a gap for a history_fallback page), all in one local transaction. */
   async applyPage(page: SyncPage, beforeCommit?: BeforeCommit): Promise<Applied> {
@@ -195,6 +214,7 @@ function applyEntry(
 
 /** Apply a committed change to the in-memory state. */
 export function applyChange(state: StoreState, change: Change): void {
+  if (change.clear) Object.assign(state, emptyState());
   if (change.resetStream) {
     state.messages.clear();
     state.reads.clear();

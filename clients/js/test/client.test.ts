@@ -1,8 +1,13 @@
 import assert from "node:assert/strict";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
 import { Client } from "../src/client.js";
-import { Unauthorized } from "../src/errors.js";
-import { MemoryStore } from "../src/store.js";
+import { NotLoggedIn, Unauthorized } from "../src/errors.js";
+import { FileStore } from "../src/file-store.js";
+import { type Change, MemoryStore } from "../src/store.js";
+import type { Message } from "../src/types.js";
 
 /** A scripted server: answers by path, records what was asked and what the store held. */
 function server(routes: Record<string, (body: unknown, n: number) => Response>) {
@@ -139,4 +144,155 @@ test("post() delivers the outbox one send at a time, in the order written", asyn
   assert.deepEqual(order, texts);
   assert.equal(most, 1);
   assert.deepEqual(client.store.outbox().map((o) => o.message_id), [1, 2, 3, 4]);
+});
+
+/** A scripted server that knows users: each login gets a token, and GET /sync answers the
+ * token's user's entries above `since`. `gate` holds the answers to the paths it names. */
+function accounts(streams: Record<string, Message[]>, logout: "ok" | "503" | "unreachable" = "ok") {
+  const calls: { path: string; user: string | null; body: unknown }[] = [];
+  const tokens = new Map<string, string>();
+  const gates = new Map<string, Promise<void>>();
+  const fetchImpl: typeof fetch = async (input, init) => {
+    const url = new URL(String(input));
+    const auth = new Headers(init?.headers).get("authorization")?.slice("Bearer ".length) ?? "";
+    const user = tokens.get(auth) ?? null;
+    const body = init?.body ? JSON.parse(String(init.body)) : null;
+    calls.push({ path: url.pathname + url.search, user, body });
+    const gate = gates.get(url.pathname);
+    const route = `${init?.method} ${url.pathname}`;
+    if (route === "POST /login") {
+      const token = `t${tokens.size + 1}`;
+      tokens.set(token, body.user_id);
+      return json(200, { user_id: body.user_id, device_id: `d${tokens.size}`, access_token: token });
+    }
+    if (!user) return json(401, { code: "unauthorized" });
+    if (route === "POST /logout") {
+      if (logout === "unreachable") throw new TypeError("fetch failed");
+      if (logout === "503") return json(503, { code: "database_unavailable" });
+      tokens.delete(auth);
+      return new Response(null, { status: 204 });
+    }
+    if (route === "GET /sync") {
+      const since = Number(url.searchParams.get("since"));
+      const mine = streams[user] ?? [];
+      const entries = mine.map((m, i) => ({ version: i + 1, kind: "message", created_at: "t", data: m }))
+        .filter((e) => e.version > since);
+      const answer = json(200, { entries, next_since: Math.max(since, mine.length), latest_version: mine.length, has_more: false, history_fallback: false });
+      if (gate) await gate;
+      return answer;
+    }
+    if (route === "POST /messages") {
+      if (gate) await gate;
+      const message = { id: 99, from: user, to: body.to, body: body.body, client_msg_id: body.client_msg_id, created_at: "t", recalled_at: null };
+      return json(201, { message, version: 99 });
+    }
+    if (route === "POST /ack") return json(200, { device_id: "d", acked_version: body.version });
+    throw new TypeError("fetch failed");
+  };
+  return { calls, fetchImpl, gates };
+}
+const message = (id: number, from: string, to: string): Message =>
+  ({ id, from, to, body: `${from} to ${to} #${id}`, client_msg_id: null, created_at: "t", recalled_at: null });
+const fast = { backoffBase: 0.001, backoffCap: 0.002, sendAttempts: 2 };
+
+for (const logout of ["ok", "503", "unreachable"] as const) {
+  test(`one store, two users in turn: the second sees only its own (logout ${logout})`, async () => {
+    // bob has more entries than alice's cursor: the server's since_ahead would not help.
+    const streams = {
+      alice: [message(1, "carol", "alice"), message(2, "carol", "alice")],
+      bob: [3, 4, 5, 6, 7, 8].map((id) => message(id, "carol", "bob")),
+    };
+    const { calls, fetchImpl } = accounts(streams, logout);
+    const path = join(mkdtempSync(join(tmpdir(), "msgsync-")), "shared.json");
+    const client = new Client(FileStore.open(path), "http://s", fast, {}, fetchImpl);
+    await client.login("alice", "pw");
+    assert.equal((await client.catchUp()).cursor, 2);
+    await client.enqueue("carol", "alice's unsent note"); // never to be sent as bob
+    assert.equal(await client.logout(), logout === "ok");
+    for (const store of [client.store, FileStore.open(path)]) {
+      assert.equal(store.session, null);
+      assert.deepEqual([store.cursor, store.messages(), store.reads(), store.outbox()], [0, [], [], []]);
+    }
+    assert.equal(client.api.token, null);
+    await assert.rejects(client.enqueue("carol", "after logout"), NotLoggedIn);
+
+    await client.login("bob", "pw");
+    assert.deepEqual(await client.resumeOutbox(), []);
+    const from = calls.length;
+    await client.catchUp();
+    const first = calls.slice(from).find((c) => c.path.startsWith("/sync"));
+    assert.equal(new URL(first?.path ?? "", "http://s").searchParams.get("since"), "0");
+    assert.deepEqual(client.store.messages().map((m) => m.id), [3, 4, 5, 6, 7, 8]);
+    assert.deepEqual(client.store.applied().map(([v]) => v), [1, 2, 3, 4, 5, 6]);
+    assert.ok(!calls.some((c) => c.path === "/messages"), "nothing sent as bob");
+    await client.close();
+  });
+}
+
+test("a store with data and no session (a crash mid-logout, an older SDK) is cleared at login", async () => {
+  const { fetchImpl } = accounts({ bob: [message(1, "carol", "bob")] });
+  const store = new MemoryStore();
+  await store.putOutbox({ client_msg_id: "x", to: "carol", body: "someone's", state: "pending", message_id: null, error: null });
+  await store.applyPage({ entries: [], next_since: 40, latest_version: 40, has_more: false, history_fallback: false });
+  const client = new Client(store, "http://s", fast, {}, fetchImpl);
+  await client.login("bob", "pw");
+  assert.deepEqual([store.cursor, store.outbox()], [0, []]);
+});
+
+test("the same user logging in again keeps its stream and its pending sends", async () => {
+  const { fetchImpl } = accounts({ alice: [message(1, "bob", "alice"), message(2, "bob", "alice")] });
+  const client = new Client(new MemoryStore(), "http://s", fast, {}, fetchImpl);
+  const first = await client.login("alice", "pw");
+  await client.catchUp();
+  const pending = await client.enqueue("bob", "still mine");
+  const second = await client.login("alice", "pw");
+  assert.notEqual(second.device_id, first.device_id);
+  assert.equal(client.store.cursor, 2);
+  assert.deepEqual(client.store.outbox(), [pending]);
+  await client.close(false);
+});
+
+test("a page or a send answered after logout is not written into the cleared store", async () => {
+  const { fetchImpl, gates } = accounts({ alice: [message(1, "bob", "alice")] });
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => (open = resolve));
+  gates.set("/sync", gate);
+  gates.set("/messages", gate);
+  const client = new Client(new MemoryStore(), "http://s", fast, {}, fetchImpl);
+  await client.login("alice", "pw");
+  const syncing = client.catchUp();
+  const sending = client.send("bob", "in flight");
+  await new Promise((r) => setTimeout(r, 10)); // both requests are out
+  assert.equal(await client.logout(), true);
+  open();
+  await assert.rejects(syncing, NotLoggedIn);
+  await assert.rejects(sending, NotLoggedIn);
+  assert.deepEqual([client.store.cursor, client.store.messages(), client.store.outbox()], [0, [], []]);
+});
+
+test("a logout during a page's write clears it after, and nobody hears of the page", async () => {
+  const { fetchImpl } = accounts({ alice: [message(1, "bob", "alice")] });
+  let writing!: () => void;
+  const started = new Promise<void>((resolve) => (writing = resolve));
+  let goOn!: () => void;
+  const gate = new Promise<void>((resolve) => (goOn = resolve));
+  class SlowStore extends MemoryStore {
+    protected override async persist(change: Change): Promise<void> {
+      if (change.messages?.length) {
+        writing();
+        await gate;
+      }
+    }
+  }
+  const heard: Message[] = [];
+  const store = new SlowStore();
+  const client = new Client(store, "http://s", fast, { onMessages: (m) => heard.push(...m) }, fetchImpl);
+  await client.login("alice", "pw");
+  const syncing = client.catchUp();
+  await started;
+  const loggingOut = client.logout();
+  goOn();
+  await assert.rejects(syncing, NotLoggedIn);
+  assert.equal(await loggingOut, true);
+  assert.deepEqual([store.cursor, store.messages(), heard], [0, [], []]);
 });

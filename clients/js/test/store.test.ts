@@ -93,6 +93,51 @@ for (const [name, make] of kinds) {
     assert.equal(again.outbox().length, 2);
     assert.deepEqual(again.session, session);
   });
+
+  test(`${name}: clear forgets everything, on the medium too; the store is usable after`, async () => {
+    const { open } = await make();
+    const store = await open();
+    await store.setSession(session);
+    await store.putOutbox({ client_msg_id: "a", to: "alice", body: "x", state: "pending", message_id: null, error: null });
+    await store.applyPage(page([
+      entry(1, "message", msg(1, "alice", "bob")),
+      entry(2, "read", { reader: "alice", peer: "bob", up_to_message_id: 1 }),
+    ], 4, true));
+    await store.setAcked(2);
+    await store.clear();
+    const empty = (s: Store) => {
+      assert.equal(s.session, null);
+      assert.deepEqual([s.cursor, s.acked, s.gaps], [0, 0, 0]);
+      assert.deepEqual([s.messages(), s.reads(), s.applied(), s.outbox()], [[], [], [], []]);
+    };
+    empty(store);
+    if (name !== "memory") store.close();
+    const again = await open();
+    empty(again);
+    // A new user's sends keep their creation order after the clear.
+    await again.putOutbox({ client_msg_id: "b", to: "carol", body: "y", state: "pending", message_id: null, error: null });
+    await again.putOutbox({ client_msg_id: "c", to: "carol", body: "z", state: "pending", message_id: null, error: null });
+    await again.putOutbox({ client_msg_id: "b", to: "carol", body: "y", state: "sent", message_id: 3, error: null });
+    if (name !== "memory") again.close();
+    const third = await open();
+    assert.deepEqual(third.outbox().map((o) => [o.client_msg_id, o.state]), [["b", "sent"], ["c", "pending"]]);
+  });
+
+  test(`${name}: commits land one at a time, in the order asked`, async () => {
+    const { open } = await make();
+    const store = await open();
+    await store.setSession(session);
+    await store.applyPage(page([entry(1, "message", msg(1))]));
+    // Asked in the same turn: a clear, then an ack. The ack must not write back the
+    // state from before the clear (a FileStore writes the whole state each time).
+    const clearing = store.clear();
+    const acking = store.setAcked(1);
+    await Promise.all([clearing, acking]);
+    if (name !== "memory") store.close();
+    const again = await open();
+    assert.equal(again.session, null);
+    assert.deepEqual(again.messages(), []);
+  });
 }
 
 test("indexeddb: a page whose commit fails leaves memory and disk at the old cursor", async () => {

@@ -653,7 +653,10 @@ async function login(create: boolean): Promise<void> {
 async function logout(): Promise<void> {
   const c = client;
   if (!c) return;
-  // The loop first: its waiting long-poll would otherwise be answered 401 by the logout.
+  // The other tabs first: they share this device's token, so their waiting long-polls would
+  // otherwise be answered 401 by the logout and report a session ended elsewhere.
+  tabs?.postMessage("forget");
+  // The loop next: its waiting long-poll would otherwise be answered 401 by the logout.
   loop?.abort();
   c.wake();
   await running;

@@ -15,7 +15,7 @@ from typing import Any
 
 from msgsync_client.api import Transient
 from msgsync_client.client import Client, Options
-from msgsync_client.errors import MsgsyncError, NotLoggedIn
+from msgsync_client.errors import MsgsyncError
 from msgsync_client.models import OutboxState, Page
 from msgsync_client.sqlite_store import SqliteStore
 
@@ -71,6 +71,8 @@ class Adapter:
                 request["user_id"], request["password"], request.get("device_name", "")
             )
             return {"user_id": session.user_id, "device_id": session.device_id}
+        if cmd == "logout":
+            return {"server_confirmed": await client.logout()}
         if cmd == "send":
             item = await client.send(request["to"], request["body"])
             if item.state is OutboxState.FAILED:
@@ -122,12 +124,10 @@ class Adapter:
     @staticmethod
     def state(client: Client) -> dict[str, Any]:
         store = client.store
-        session = store.session()
-        if session is None:
-            raise NotLoggedIn()
+        session = store.session()  # None after a logout: what is left must be nothing
         return {
-            "user_id": session.user_id,
-            "device_id": session.device_id,
+            "user_id": session.user_id if session else None,
+            "device_id": session.device_id if session else None,
             "cursor": store.cursor(),
             "acked": store.acked(),
             "messages": [

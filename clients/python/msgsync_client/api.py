@@ -66,8 +66,10 @@ class Api:
         json: Any = None,
         params: dict[str, Any] | None = None,
         read_timeout: float | None = None,
+        token: str | None = None,
     ) -> httpx.Response:
-        headers = {"authorization": f"Bearer {self.token}"} if self.token else {}
+        token = token or self.token
+        headers = {"authorization": f"Bearer {token}"} if token else {}
         # A long-poll may legitimately stay silent for `timeout` seconds: allow that plus a
         # margin before calling the connection dead.
         timeout: httpx.Timeout | httpx._client.UseClientDefault = (
@@ -100,8 +102,9 @@ class Api:
         result: dict[str, Any] = (await self._call("POST", "/login", json=body)).json()
         return result
 
-    async def logout(self) -> None:
-        await self._call("POST", "/logout")
+    async def logout(self, token: str | None = None) -> None:
+        """End the session of `token` (default: this Api's token) on the server."""
+        await self._call("POST", "/logout", token=token)
 
     async def send(self, to: str, body: str, client_msg_id: str) -> tuple[Message, int]:
         payload = {"to": to, "body": body, "client_msg_id": client_msg_id}

@@ -214,11 +214,21 @@ async def _history(args: argparse.Namespace) -> int:
 
 async def _logout(args: argparse.Namespace) -> int:
     path = store_path(args.profile)
-    async with _client(args) as client:
-        user = client.session.user_id
-        await client.logout()
-    _delete_store(path)
+    try:
+        async with _client(args) as client:
+            user = client.session.user_id
+            told = await client.logout()
+    finally:
+        # Whatever happened above (no answer from the server, no session in the profile),
+        # nothing of the profile stays on the device.
+        _delete_store(path)
     print(f"logged out {user}")
+    if not told:
+        print(
+            "msgsync-client: the server could not be told; this device stays in your"
+            " device list until you remove it from another one",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import AsyncGenerator, Callable
@@ -14,7 +13,14 @@ import httpx
 from msgsync_client.acker import Acker
 from msgsync_client.api import Api, Transient
 from msgsync_client.backoff import Backoff
-from msgsync_client.errors import ApiError, NotLoggedIn, SinceAhead, Unauthorized, Unavailable
+from msgsync_client.errors import (
+    ApiError,
+    MsgsyncError,
+    NotLoggedIn,
+    SinceAhead,
+    Unauthorized,
+    Unavailable,
+)
 from msgsync_client.models import (
     Message,
     OutboxItem,
@@ -97,6 +103,12 @@ class Client:
             raise ValueError("no server URL given and no session in the store")
         self.api = Api(base, session.access_token if session else None, http=http)
         self._acker: Acker | None = None
+        # Bumped by login and logout: a sync page fetched before either is not applied
+        # after it (it belongs to a session that is over, maybe another user's).
+        self._generation = 0
+        # Held while a page is written, so logout's clear waits for it rather than being
+        # followed by it.
+        self._applying = asyncio.Lock()
 
     # -- session ---------------------------------------------------------------------------
 
@@ -108,7 +120,14 @@ class Client:
         return session
 
     async def login(self, user_id: str, password: str, device_name: str = "") -> Session:
+        """Log in on this store. The store keeps its data only for the same account (server
+        and user) logging in again, e.g. after its session ended with a 401: it continues
+        from its cursor. Anything else in the store (another user's stream and outbox, or
+        data without a session, left by a crash or an older SDK) is forgotten first: it
+        would show this user another's messages, send another's queued messages as this
+        user, and make its first sync ask from another's cursor, skipping its own entries."""
         data = await self.api.login(user_id, password, device_name)
+        self._generation += 1  # a page fetched for the previous session is not applied
         if self._acker is not None:
             # The old device's acker may hold its 401: the new session starts clean.
             await self._acker.close(final_ack=False)
@@ -117,18 +136,49 @@ class Client:
             self.api.base_url, data["user_id"], data["device_id"], data["access_token"]
         )
         current = self.store.session()
-        if current is not None and current.user_id != session.user_id:
-            self.store.reset_stream()  # another user's history must not mix with this one's
-        self.store.set_session(session)
+        same_account = (
+            current is not None
+            and current.server == session.server
+            and current.user_id == session.user_id
+        )
+        async with self._applying:  # after a page being applied, never under it
+            if not same_account:
+                self.store.clear()
+            self.store.set_session(session)
         self.api.token = session.access_token
         return session
 
-    async def logout(self) -> None:
-        self.session  # noqa: B018 (raises NotLoggedIn)
-        with contextlib.suppress(Unauthorized):  # already over on the server: forget it here
-            await self.api.logout()
-        self.store.set_session(None)
+    async def logout(self) -> bool:
+        """Forget the user on this device, then end the session on the server.
+
+        The store is cleared first (session and token, stream, cursor, read receipts,
+        outbox: pending sends are dropped, never delivered as the next user), so a crash or
+        an unreachable server cannot leave the user's data behind on a shared computer.
+        Then one `POST /logout` with the old token. Returns True when the server confirmed
+        (204, or 401: the session was already over there), False when it could not be told
+        (no answer, 5xx, another error): the data here is gone all the same, but the device
+        stays in the user's device list, and its token valid, until it is removed from
+        another device (`DELETE /devices/{id}`). Without a session it only clears the store
+        (and returns True: there is nothing to end on the server)."""
+        session = self.store.session()
+        self._generation += 1  # a page in flight for this session is dropped, not applied
+        if self._acker is not None:
+            # Nothing more is acked for a device that is going away.
+            await self._acker.close(final_ack=False)
+            self._acker = None
+        async with self._applying:
+            self.store.clear()
         self.api.token = None
+        if session is None:
+            return True
+        try:
+            await self.api.logout(session.access_token)
+        except Unauthorized:
+            return True  # already over on the server
+        except (Transient, MsgsyncError) as exc:
+            log.info("logout: the server was not told (%s); local data is cleared", exc)
+            return False
+        return True
 
     def _backoff(self) -> Backoff:
         return Backoff(self.options.backoff_base, self.options.backoff_cap)
@@ -145,6 +195,7 @@ class Client:
         return item
 
     async def deliver(self, item: OutboxItem) -> OutboxItem:
+        generation = self._generation
         backoff = self._backoff()
         error = "unavailable"
         for _ in range(self.options.send_attempts):
@@ -155,18 +206,23 @@ class Client:
                 await asyncio.sleep(backoff.next_delay(exc.retry_after))
                 continue
             except Unauthorized:
-                raise  # stays pending: a new login delivers it
+                raise  # stays pending: a new login of the same user delivers it
             except ApiError as exc:
                 error = exc.code
                 break
             sent = replace(item, state=OutboxState.SENT, message_id=message.id, error=None)
-            self.store.update_outbox(sent)
-            self._outbox_changed(sent)
-            return sent
+            return self._store_outcome(sent, generation)
         failed = replace(item, state=OutboxState.FAILED, error=error)
-        self.store.update_outbox(failed)
-        self._outbox_changed(failed)
-        return failed
+        return self._store_outcome(failed, generation)
+
+    def _store_outcome(self, item: OutboxItem, generation: int) -> OutboxItem:
+        # Only while the session that queued the send lasts: after a logout, writing it
+        # would put the user's send back into a cleared store.
+        if generation != self._generation:
+            raise NotLoggedIn()
+        self.store.update_outbox(item)
+        self._outbox_changed(item)
+        return item
 
     async def send(self, to: str, body: str) -> OutboxItem:
         return await self.deliver(self.enqueue(to, body))
@@ -220,23 +276,35 @@ class Client:
         """One step of the loop: fetch from the stored cursor, apply and persist, then let
         the acker know. since_ahead runs the recovery and fetches again from 0."""
         result = result or SyncResult()
-        page = await self._fetch_from_cursor(timeout, result)
-        await self._apply(page, result)
+        generation = self._generation
+        page = await self._fetch_from_cursor(timeout, result, generation)
+        await self._apply(page, result, generation)
         return page
 
-    async def _fetch_from_cursor(self, timeout: float, result: SyncResult) -> Page:
+    async def _fetch_from_cursor(self, timeout: float, result: SyncResult, generation: int) -> Page:
         self.session  # noqa: B018 (raises NotLoggedIn)
         try:
             return await self._fetch(self.store.cursor(), timeout)
         except SinceAhead as exc:
+            if generation != self._generation:
+                raise NotLoggedIn() from exc  # the session it was asked for is over
             self._recover(exc)
             result.recovered = True
             return await self._fetch(0, timeout)
 
-    async def _apply(self, page: Page, result: SyncResult) -> None:
-        # Entries and cursor in one local transaction, off the event loop (a commit waits
-        # for the disk), so a prefetched request and the acker keep going meanwhile.
-        applied = await asyncio.to_thread(self.store.apply_page, page)
+    async def _apply(self, page: Page, result: SyncResult, generation: int) -> None:
+        async with self._applying:
+            if generation != self._generation:
+                # Fetched for a session that logout (or a new login) has ended: applying it
+                # would put that user's entries back into a cleared store.
+                raise NotLoggedIn()
+            # Entries and cursor in one local transaction, off the event loop (a commit
+            # waits for the disk), so a prefetched request and the acker keep going.
+            applied = await asyncio.to_thread(self.store.apply_page, page)
+        if generation != self._generation:
+            # Logged out while the page was written: the clear that follows removes it; the
+            # app and the acker must not hear of it.
+            raise NotLoggedIn()
         cursor = self.store.cursor()
         # Only now, with the page durable, may the acker tell the server.
         self.acker.applied(cursor, applied.count)
@@ -290,7 +358,8 @@ class Client:
     async def catch_up(self, max_pages: int | None = None) -> SyncResult:
         """Sync without waiting until the server says there is no more (has_more false)."""
         result = SyncResult()
-        page = await self._fetch_from_cursor(0, result)
+        generation = self._generation
+        page = await self._fetch_from_cursor(0, result, generation)
         while True:
             more = page.has_more and (max_pages is None or result.pages + 1 < max_pages)
             # Ask for the next page before storing this one, so the server and the network
@@ -299,7 +368,7 @@ class Client:
             # the prefetched page; the stored cursor still says where to resume).
             ahead = asyncio.create_task(self._fetch(page.next_since, 0)) if more else None
             try:
-                await self._apply(page, result)
+                await self._apply(page, result, generation)
             except BaseException:
                 if ahead is not None:
                     ahead.cancel()
@@ -309,7 +378,7 @@ class Client:
             try:
                 page = await ahead
             except SinceAhead:
-                page = await self._fetch_from_cursor(0, result)
+                page = await self._fetch_from_cursor(0, result, generation)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """The long-poll loop, until `stop` is set or the session ends (Unauthorized)."""

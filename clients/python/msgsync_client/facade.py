@@ -42,8 +42,9 @@ class SyncClient:
     def login(self, user_id: str, password: str, device_name: str = "") -> Session:
         return self._run(self.client.login(user_id, password, device_name))
 
-    def logout(self) -> None:
-        self._run(self.client.logout())
+    def logout(self) -> bool:
+        """Clear the store, then tell the server: see Client.logout."""
+        return self._run(self.client.logout())
 
     def send(self, to: str, body: str) -> OutboxItem:
         return self._run(self.client.send(to, body))

@@ -57,6 +57,9 @@ class SqliteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA busy_timeout=5000")
+        # A logout deletes a user's messages from a file that may stay on a shared computer:
+        # overwrite what is deleted instead of leaving it in free pages.
+        self._db.execute("PRAGMA secure_delete=ON")
         with self._transaction():
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
@@ -181,6 +184,17 @@ class SqliteStore:
             self._put(db, "cursor", "0")
             self._put(db, "acked", "0")
             self._acked = 0
+
+    def clear(self) -> None:
+        with self._transaction() as db:
+            for table in ("state", "messages", "reads", "applied", "outbox"):
+                db.execute(f"DELETE FROM {table}")  # fixed table names
+            self._acked = 0
+        # The WAL still holds the pages as they were before the delete: copy the cleared
+        # pages into the database and empty the WAL (best effort: a reader in another
+        # process, such as a running `tail`, may hold it; its next checkpoint does it).
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def add_outbox(self, item: OutboxItem) -> None:
         with self._transaction() as db:

@@ -52,6 +52,13 @@ class Store(Protocol):
         set the cursor to 0, in one transaction; the outbox and the session stay."""
         ...
 
+    def clear(self) -> None:
+        """Logout, or a login by another account: forget everything the store holds (the
+        session and its token, the stream, the cursor, the read receipts, the outbox, the
+        counters) in one transaction. A crash leaves the old store or an empty one, never a
+        cursor without its stream or an outbox without its user."""
+        ...
+
     def add_outbox(self, item: OutboxItem) -> None: ...
     def update_outbox(self, item: OutboxItem) -> None: ...
     def outbox(self) -> list[OutboxItem]: ...
@@ -140,6 +147,12 @@ class MemoryStore:
         self._applied.clear()
         self._cursor = 0
         self._acked = 0
+
+    def clear(self) -> None:
+        self.reset_stream()
+        self._outbox.clear()
+        self._session = None
+        self._gaps = 0
 
     def add_outbox(self, item: OutboxItem) -> None:
         self._outbox[item.client_msg_id] = item

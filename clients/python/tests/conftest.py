@@ -31,6 +31,10 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "MSGSYNC_ARGON2_TIME_COST": "1",
         "MSGSYNC_ARGON2_MEMORY_KIB": "64",
         "MSGSYNC_ARGON2_PARALLELISM": "1",
+        # The tests register and log in many users from one address: no throttle.
+        "MSGSYNC_REGISTRATIONS_PER_ADDRESS": "0",
+        "MSGSYNC_LOGIN_ATTEMPTS_PER_ADDRESS": "0",
+        "MSGSYNC_LOGIN_ATTEMPTS_PER_ACCOUNT": "0",
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -148,3 +149,19 @@ def test_the_blocking_facade(server_url: str) -> None:
         result = a.catch_up()
         assert [m.body for m in result.messages] == ["from a script"]
         assert [m.id for m in a.history(bob)] == [item.message_id]
+
+
+def test_logout_deletes_the_profile_even_when_the_server_cannot_be_told(
+    server_url: str, tmp_path: Path
+) -> None:
+    alice = new_user(server_url, "alice")
+    home = tmp_path / "a"
+    assert run(home, "--server", server_url, "login", alice).returncode == 0
+    # The server has gone away since (nothing listens on port 9).
+    with sqlite3.connect(home / "default.db") as db:
+        db.execute("UPDATE state SET value = 'http://127.0.0.1:9' WHERE key = 'server'")
+    out = run(home, "logout")
+    assert out.returncode == 0, out.stderr
+    assert f"logged out {alice}" in out.stdout
+    assert "the server could not be told" in out.stderr
+    assert list(home.iterdir()) == []

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from msgsync_client import MemoryStore, Page, SqliteStore, Store
+from msgsync_client import MemoryStore, Page, Session, SqliteStore, Store
 from msgsync_client.models import Entry, OutboxItem, OutboxState
 
 
@@ -99,3 +99,47 @@ def test_sqlite_store_is_private_to_the_user(tmp_path: Path) -> None:
         if name.exists():
             assert stat.S_IMODE(name.stat().st_mode) == 0o600, name
     store.close()
+
+
+def test_clear_forgets_everything_the_store_holds(store: Store) -> None:
+    store.set_session(Session("http://s", "alice", "d1", "token"))
+    store.add_outbox(OutboxItem("c1", "bob", "queued", OutboxState.PENDING))
+    store.apply_page(page(message(1, 10), next_since=4, fallback=True))
+    read = Entry(5, "read", "t", {"reader": "bob", "peer": "alice", "up_to_message_id": 10})
+    store.apply_page(page(read))
+    store.set_acked(5)
+    store.clear()
+    assert store.session() is None
+    assert (store.cursor(), store.acked(), store.gaps()) == (0, 0, 0)
+    assert (store.messages(), store.reads(), store.applied(), store.outbox()) == ([], [], [], [])
+
+
+def test_sqlite_clear_is_durable_and_leaves_no_text_in_the_files(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SqliteStore(path)
+    store.set_session(Session("http://s", "alice", "d1", "alices-secret-token"))
+    store.add_outbox(OutboxItem("c1", "bob", "alices-queued-words", OutboxState.PENDING))
+    store.apply_page(page(message(1, 10, body="alices-private-words")))
+    store.set_acked(1)
+    store.clear()
+    # A shared computer: the deleted rows are overwritten, not left in free pages or in
+    # the write-ahead log for the next user of the account to read from the files, at
+    # once (an app may keep the store open long after a logout) and after closing.
+    _assert_not_in_files(tmp_path)
+    store.close()
+    _assert_not_in_files(tmp_path)
+    reopened = SqliteStore(path)
+    assert reopened.session() is None
+    assert (reopened.cursor(), reopened.acked(), reopened.messages(), reopened.outbox()) == (
+        0,
+        0,
+        [],
+        [],
+    )
+    reopened.close()
+
+
+def _assert_not_in_files(directory: Path) -> None:
+    files = [p for p in directory.iterdir() if p.name.startswith("s.db")]
+    for secret in (b"alices-private-words", b"alices-queued-words", b"alices-secret-token"):
+        assert not any(secret in p.read_bytes() for p in files), secret
