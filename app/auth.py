@@ -42,6 +42,7 @@ __all__ = [
     "login",
     "logout",
     "token_digest",
+    "user_exists",
     "verify_password",
 ]
 
@@ -138,6 +139,14 @@ async def create_user(db: Database, passwords: Passwords, user_id: str, password
             await session.execute(insert(User).values(user_id=user_id, password_hash=password_hash))
     except IntegrityError:
         raise AppError(409, "user_exists", f"user {user_id!r} already exists") from None
+
+
+async def user_exists(db: Database, user_id: str) -> bool:
+    """Whether an account has this id. Read on the primary, where a send is checked: an
+    account created a moment ago on another process is found, as the send to it would be."""
+    async with db.statement() as conn:
+        found = await conn.scalar(select(User.user_id).where(User.user_id == user_id))
+    return found is not None
 
 
 async def login(

@@ -56,6 +56,7 @@ CODES: dict[str, ErrorCode] = {
     "not_sender": ErrorCode(403, "Only the sender can recall a message."),
     "not_found": ErrorCode(404, "No such path."),
     "recipient_not_found": ErrorCode(404, "The recipient does not exist."),
+    "user_not_found": ErrorCode(404, "No user has this id."),
     "message_not_found": ErrorCode(
         404, "No such message, or not one of the caller's conversation."
     ),

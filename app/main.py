@@ -13,7 +13,7 @@ from starlette.types import ASGIApp
 
 from app import hotpaths, longpoll
 from app.acks import AckBatcher
-from app.api import accounts, conversations, docs, health, metrics, operations, pushers
+from app.api import accounts, conversations, docs, health, metrics, operations, pushers, users
 from app.api import sync as sync_api
 from app.auth import Passwords, TokenCache
 from app.config import Settings
@@ -141,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_openapi(app, settings)
     install_web_client(app)
     app.include_router(accounts.router)
+    app.include_router(users.router)
     app.include_router(sync_api.router)
     app.include_router(operations.router)
     app.include_router(conversations.router)

@@ -32,7 +32,10 @@ __all__ = ["TAGS", "install_openapi", "problem_responses"]
 # The operations grouped by what a client does with them, in the order a newcomer meets
 # them: /docs, /redoc and generated clients (one module per tag) follow it.
 TAGS: list[dict[str, str]] = [
-    {"name": "accounts", "description": "Create an account; change its password."},
+    {
+        "name": "accounts",
+        "description": "Create an account, tell whether one exists; change its password.",
+    },
     {
         "name": "devices",
         "description": "Log in (each login is a new device with its own token and ack "

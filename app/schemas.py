@@ -11,6 +11,7 @@ from pydantic_core import PydanticCustomError
 __all__ = [
     "MAX_ID",
     "NO_NUL",
+    "USER_ID_PATTERN",
     "AckIn",
     "AckOut",
     "ConversationOut",
@@ -41,6 +42,7 @@ __all__ = [
     "Status",
     "SyncPage",
     "Text",
+    "UserFound",
     "UserIn",
     "UserOut",
 ]
@@ -58,9 +60,12 @@ NO_NUL = r"^[^\x00]*$"
 _CLEAN = " Must not contain NUL (U+0000) or unpaired UTF-16 surrogates."
 
 Text = Annotated[str, StringConstraints(pattern=NO_NUL)]
+# What registration accepts as a user id; also the bound of GET /users/{user_id}, so that an
+# id no account can have is refused as at registration rather than looked up.
+USER_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 UserId = Annotated[
     str,
-    StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$"),
+    StringConstraints(pattern=USER_ID_PATTERN),
     Field(
         description="A user id: lower-case letters, digits, `.`, `_`, `-`; 1 to 64.",
         examples=["alice"],
@@ -111,6 +116,14 @@ class UserOut(BaseModel):
     """The account that was created."""
 
     user_id: str = Field(description="The new user's id.", examples=["alice"])
+
+
+class UserFound(BaseModel):
+    """An account that exists."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"user_id": "bob"}]})
+
+    user_id: str = Field(description="The user's id, as asked.", examples=["bob"])
 
 
 class LoginIn(_In):

@@ -130,6 +130,7 @@ def test_the_generator_has_nothing_to_warn_about(generated: Generated) -> None:
     }
     assert modules == {
         "accounts.create_user",
+        "accounts.get_user",
         "accounts.change_password",
         "devices.login",
         "devices.logout",
@@ -188,6 +189,19 @@ def test_register_login_send_sync_and_ack(generated: Generated) -> None:
     problem = sync.sync(client=bob, since=page.latest_version + 5)
     assert isinstance(problem, models.Problem), problem
     assert (problem.code, problem.status, problem.latest_version) == ("since_ahead", 409, 1)
+
+
+def test_a_user_is_looked_up_through_the_generated_code(generated: Generated) -> None:
+    models = generated.module("models")
+    alice_id, bob_id = generated.new_user(), generated.new_user()
+    alice = generated.signed_in(alice_id)
+    get_user = generated.module("api.accounts.get_user")
+    found = get_user.sync(bob_id, client=alice)
+    assert isinstance(found, models.UserFound), found
+    assert found.user_id == bob_id
+    missing = get_user.sync(new_user_id("ghost"), client=alice)
+    assert isinstance(missing, models.Problem), missing
+    assert (missing.code, missing.status) == ("user_not_found", 404)
 
 
 def test_each_entry_kind_decodes_into_its_own_type(generated: Generated) -> None:

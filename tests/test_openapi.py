@@ -91,6 +91,7 @@ def test_each_operation_documents_the_errors_it_can_answer(document: dict[str, A
     assert codes("sync", "422") == {"validation_error", "limit_out_of_range"}
     assert codes("ack", "409") == {"ack_ahead"}
     assert codes("createUser", "409") == {"user_exists"}
+    assert codes("getUser", "404") == {"user_not_found"}
     assert codes("login", "401") == {"bad_credentials"}
 
 
@@ -113,6 +114,9 @@ def test_bounds_are_in_the_schema(document: dict[str, Any]) -> None:
     ]:
         assert parameter(document, path, method, name)["maximum"] == MAX_ID, (path, name)
     schemas = document["components"]["schemas"]
+    # A looked-up id is held to registration's rule, stated the same way.
+    user_id = parameter(document, "/users/{user_id}", "get", "user_id")
+    assert user_id["pattern"] == schemas["UserIn"]["properties"]["user_id"]["pattern"]
     assert schemas["AckIn"]["properties"]["version"]["maximum"] == MAX_ID
     assert schemas["ReadIn"]["properties"]["up_to_message_id"]["maximum"] == MAX_ID
     body = schemas["SendIn"]["properties"]["body"]
@@ -224,6 +228,7 @@ async def test_the_served_document_is_the_completed_one(tmp_path: Path) -> None:
 # name) and tag (its module), camelCase verbs, grouped by domain.
 OPERATIONS = {
     ("POST", "/users"): ("createUser", "accounts"),
+    ("GET", "/users/{user_id}"): ("getUser", "accounts"),
     ("POST", "/password"): ("changePassword", "accounts"),
     ("POST", "/login"): ("login", "devices"),
     ("POST", "/logout"): ("logout", "devices"),

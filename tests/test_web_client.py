@@ -423,10 +423,12 @@ def test_a_reload_reopens_the_conversation_and_older_messages_only_when_there_ar
 def test_errors_are_said_in_words_and_a_failed_message_can_be_retried_or_removed(
     device: Device, server: Server
 ) -> None:
-    bob, _ = create_user(server, "bob")
+    bob, bob_h = create_user(server, "bob")
     erin, _ = create_user(server, "erin")
     page = device.page
     problem = page.locator("#login-error")
+    # The page's timers, so that a minute without a connection passes in a moment below.
+    device.context.clock.install()
     device.goto()
     device.login(bob, "not the password")
     expect(problem).to_have_text("Wrong user id or password.")
@@ -451,16 +453,49 @@ def test_errors_are_said_in_words_and_a_failed_message_can_be_retried_or_removed
     page.get_by_label("Chat with").fill("Erin!")
     page.get_by_label("Chat with").press("Enter")
     expect(page.locator("#peer-error")).to_contain_text("is not a user id")
-    # Somebody unknown: the server refuses the first message (it delivers nothing) and the
-    # page says there is no such user; once the account exists, Retry delivers it.
+    # Somebody unknown: said before anything is sent, and no conversation opens.
     ghost = new_user_id("ghost")
-    device.open_chat(ghost)
-    device.send("anyone there?")
-    failed = page.locator("#messages li.failed")
-    expect(failed.locator(".error")).to_have_text(f"Not sent: There is no user named {ghost}.")
-    expect(page.locator("#peer-note")).to_have_text(f"There is no user named {ghost}.")
+    chat_with = page.get_by_label("Chat with")
+    chat_with.fill(ghost)
+    chat_with.press("Enter")
+    expect(page.locator("#peer-error")).to_have_text(f"There is no user named {ghost}.")
+    expect(chat_with).to_have_value(ghost)  # left there, to be corrected
+    expect(page.get_by_role("heading", name=f"Conversation with {ghost}")).to_have_count(0)
+    expect(page.locator(f'#conversations button[data-peer="{ghost}"]')).to_have_count(0)
+    expect(page.locator("#composer")).to_be_hidden()
+    # Nothing was sent nor queued: the outbox is empty and Bob's stream has no entry.
+    stored = device.stored()["indexedDB"]
+    assert isinstance(stored, dict)
+    assert stored["msgsync"]["outbox"] == 0
+    stream = httpx.get(f"{server.url}/sync", params={"since": 0}, headers=bob_h)
+    assert stream.json()["entries"] == []
+    # Once the account exists, the conversation opens.
     body = {"user_id": ghost, "password": PASSWORD}
     assert httpx.post(f"{server.url}/users", json=body).status_code == 201
+    device.open_chat(ghost)
+    expect(page.locator("#peer-note")).to_have_text("No messages yet.")
+    # The connection drops: a lookup says so and opens nothing; a message fails after the
+    # client's attempts (a minute of backoff, fast-forwarded) and says why; back online,
+    # Retry delivers it.
+    device.context.set_offline(True)
+    device.send("anyone there?")
+    failed = page.locator("#messages li.failed")
+    for _ in range(20):  # each jump ends the backoff's current wait
+        if failed.count():
+            break
+        page.clock.fast_forward("01:00")
+        page.wait_for_timeout(100)
+    expect(failed.locator(".error")).to_have_text("Not sent: The server could not be reached.")
+    device.list_pane()
+    chat_with.fill(erin)
+    chat_with.press("Enter")
+    expect(page.locator("#peer-error")).to_have_text(
+        "The server cannot be reached. Check your connection and try again."
+    )
+    expect(page.get_by_role("heading", name=f"Conversation with {erin}")).to_have_count(0)
+    chat_with.fill("")
+    device.context.set_offline(False)
+    device.open_chat(ghost)
     failed.get_by_role("button", name="Retry").click()
     expect(page.locator("#messages li.mine .receipt")).to_have_text(["Sent"])
     expect(failed).to_have_count(0)

@@ -85,7 +85,7 @@ async def messages(
             max_length=64,
             pattern=NO_NUL,
             description="The other party's user id (no NUL). An unknown user gives an empty "
-            "page: whether a user exists is not revealed.",
+            "page, as a user never written to does (`GET /users/{user_id}` tells them apart).",
             examples=["bob"],
         ),
     ],

@@ -79,6 +79,18 @@ export class Api {
     return this.call("POST", "/users", { json: { user_id: userId, password } });
   }
 
+  /** Whether an account has this id (GET /users/{user_id}): false on 404 `user_not_found`;
+   * any other failure is thrown, as by every call. */
+  async userExists(userId: string): Promise<boolean> {
+    try {
+      await this.call("GET", `/users/${encodeURIComponent(userId)}`);
+      return true;
+    } catch (exc) {
+      if (exc instanceof ApiError && exc.code === "user_not_found") return false;
+      throw exc;
+    }
+  }
+
   login(userId: string, password: string, deviceName = ""): Promise<LoginOut> {
     return this.call("POST", "/login", {
       json: { user_id: userId, password, device_name: deviceName },

@@ -330,6 +330,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/users/{user_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Tell whether a user exists
+         * @description Whether an account has this id, for a client about to open a conversation with it:
+         *     200 when it has, 404 `user_not_found` when it has not (a message to it would be refused
+         *     with `recipient_not_found`).
+         */
+        get: operations["getUser"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1086,6 +1108,21 @@ export interface components {
             next_since: number;
         };
         /**
+         * UserFound
+         * @description An account that exists.
+         * @example {
+         *       "user_id": "bob"
+         *     }
+         */
+        UserFound: {
+            /**
+             * User Id
+             * @description The user's id, as asked.
+             * @example bob
+             */
+            user_id: string;
+        };
+        /**
          * UserIn
          * @description A new account.
          * @example {
@@ -1368,7 +1405,7 @@ export interface operations {
             };
             header?: never;
             path: {
-                /** @description The other party's user id (no NUL). An unknown user gives an empty page: whether a user exists is not revealed. */
+                /** @description The other party's user id (no NUL). An unknown user gives an empty page, as a user never written to does (`GET /users/{user_id}` tells them apart). */
                 peer: string;
             };
             cookie?: never;
@@ -2972,6 +3009,98 @@ export interface operations {
              * @description Problem details; `code` is one of:
              *
              *     - `server_busy`: Too many password checks are queued in this process; retry after `Retry-After`.
+             *     - `database_unavailable`: The database did not answer; retry after `Retry-After` seconds.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getUser: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The user id to look up: lower-case letters, digits, `.`, `_`, `-`; 1 to 64. */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The user exists. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UserFound"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `unauthorized`: The bearer token is missing, unknown or revoked.
+             */
+            401: {
+                headers: {
+                    /** @description `Bearer`: authenticate with a token from `POST /login`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `user_not_found`: No user has this id.
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `validation_error`: The request does not match the schema; `errors` lists where and why.
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `internal_error`: A bug; the traceback is in the server's log.
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
              *     - `database_unavailable`: The database did not answer; retry after `Retry-After` seconds.
              */
             503: {

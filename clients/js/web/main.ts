@@ -666,11 +666,38 @@ async function logout(): Promise<void> {
   showLogin();
 }
 
-function chatWith(): void {
+function lookupProblem(exc: unknown): string {
+  if (noConnection(exc)) return "The server cannot be reached. Check your connection and try again.";
+  if (exc instanceof Transient) return "The server is busy: wait a moment and try again.";
+  return "Could not look this user up. Try again.";
+}
+
+let chatAsked = 0; // the latest "Chat with": an earlier lookup answering late is ignored
+/** Open a conversation with the id typed, once the server says there is such a user: an
+ * unknown id is said at once, and nothing is sent to it. Somebody already in a conversation
+ * here exists, and opens without asking (offline too). */
+async function chatWith(): Promise<void> {
+  const c = client;
   const p = ui.peerInput.value.trim();
-  if (!p) return;
+  if (!p || !c) return;
   if (!USER_ID.test(p)) {
     ui.peerError.textContent = `“${p}” is not a user id: user ids are lower-case letters, digits, dots, dashes or underscores.`;
+    return;
+  }
+  const asked = ++chatAsked;
+  ui.peerError.textContent = "";
+  let exists = (store?.messages(p).length ?? 0) > 0;
+  try {
+    if (!exists) exists = await c.api.userExists(p);
+  } catch (exc) {
+    if (c !== client || asked !== chatAsked) return;
+    if (exc instanceof Unauthorized) return void sessionEnded(c);
+    ui.peerError.textContent = lookupProblem(exc);
+    return;
+  }
+  if (c !== client || asked !== chatAsked) return; // logged out, or another id asked since
+  if (!exists) {
+    ui.peerError.textContent = `There is no user named ${p}.`;
     return;
   }
   ui.peerInput.value = "";
@@ -686,7 +713,7 @@ async function main(): Promise<void> {
   ui.logout.addEventListener("click", () => void logout());
   ui.newChat.addEventListener("submit", (e) => {
     e.preventDefault();
-    chatWith();
+    void chatWith();
   });
   ui.peerInput.addEventListener("input", () => (ui.peerError.textContent = ""));
   ui.back.addEventListener("click", closeConversation);
