@@ -272,8 +272,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from pydantic import ValidationError
+
     args = build_parser().parse_args(argv)
-    code: int = args.run(args)
+    try:
+        code: int = args.run(args)
+    except ValidationError as exc:
+        # A setting msgsync cannot use: one line per setting, named as the operator set it.
+        for error in exc.errors():
+            name = "MSGSYNC_" + "_".join(str(p) for p in error["loc"]).upper()
+            message = error["msg"].removeprefix("Value error, ")
+            print(f"msgsync: {name}: {message}", file=sys.stderr)
+        return 2
     return code
 
 

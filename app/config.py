@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import quote
 
+import sqlalchemy.exc
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "driver_arguments"]
+
+# The schemes operators write, and the async driver each one means.
+_SCHEMES = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "postgresql+psycopg": "postgresql+psycopg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
 
 
 class Settings(BaseSettings):
@@ -26,6 +39,11 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(default=10, ge=1, le=200)
     db_max_overflow: int = Field(default=0, ge=0, le=200)
     db_pool_prewarm: bool = True
+    # The longest a request waits for a pooled connection or for a connection attempt
+    # before it is answered 503 database_unavailable: during an outage or a failover
+    # clients get a fast answer to retry on, not a hang (libpq makes any connection attempt
+    # last at least 2 s).
+    database_wait_seconds: float = Field(default=2.0, gt=0, le=600)
 
     max_body_bytes: int = Field(default=16 * 1024, ge=1)
     max_request_bytes: int = Field(default=64 * 1024, ge=1024)
@@ -90,19 +108,9 @@ class Settings(BaseSettings):
     @field_validator("database_url", "database_session_url")
     @classmethod
     def _async_driver(cls, url: str) -> str:
-        """Accept the plain URL forms operators write and pick the async driver for them."""
-        if not url:
-            return url  # database_session_url: unset means database_url
-        for plain, driver in (
-            ("postgresql://", "postgresql+psycopg://"),
-            ("postgres://", "postgresql+psycopg://"),
-            ("sqlite://", "sqlite+aiosqlite://"),
-        ):
-            if url.startswith(plain):
-                return driver + url[len(plain) :]
-        if not url.startswith(("postgresql+psycopg://", "sqlite+aiosqlite://")):
-            raise ValueError("database_url must be a postgresql:// or sqlite:// URL")
-        return url
+        """Accept the URL forms operators write and pick the async driver for them; the
+        primary's connections go to whichever listed host is writable."""
+        return database_url(url, primary=True) if url else url  # unset session URL: none
 
     @field_validator("cors_origins")
     @classmethod
@@ -133,11 +141,17 @@ class Settings(BaseSettings):
     @field_validator("database_replica_urls")
     @classmethod
     def _replica_drivers(cls, urls: str) -> str:
-        return ",".join(cls._async_driver(u.strip()) for u in urls.split(",") if u.strip())
+        return "\n".join(database_url(u, primary=False) for u in _split_urls(urls))
 
     @property
     def replica_urls(self) -> list[str]:
-        return [u for u in self.database_replica_urls.split(",") if u]
+        return [u for u in self.database_replica_urls.split("\n") if u]
+
+    @property
+    def database_connect_timeout(self) -> int:
+        """libpq's connect_timeout for MSGSYNC_DATABASE_WAIT_SECONDS, per host tried: whole
+        seconds, at least 2 (libpq raises anything lower to 2)."""
+        return max(2, math.ceil(self.database_wait_seconds))
 
     @property
     def session_url(self) -> str:
@@ -156,4 +170,72 @@ class Settings(BaseSettings):
             return self.db_prepared_statements == "on"
         # A URL of its own for sessions says database_url is a pooler; so does PgBouncer's
         # customary port.
-        return self.session_url == self.database_url and ":6432/" not in self.database_url
+        ports = str(driver_arguments(self.database_url).get("port", "")).split(",")
+        return self.session_url == self.database_url and "6432" not in ports
+
+
+def _split_urls(urls: str) -> list[str]:
+    """MSGSYNC_DATABASE_REPLICA_URLS: comma-separated, where a URL may list several hosts
+    with commas itself (h1:p1,h2:p2 or host=h1,h2): a new URL starts only at a scheme."""
+    parts = re.split(r",\s*(?=[a-z][a-z0-9+]*://)", urls.strip())
+    return [part.strip() for part in parts if part.strip()]
+
+
+def database_url(url: str, primary: bool) -> str:
+    """One canonical SQLAlchemy URL for any form an operator may write.
+
+    libpq takes several hosts, tried in turn, in three spellings: in the address
+    (`postgres://h1:p1,h2:p2/db`, what `pg_autoctl show uri` prints), as `?host=h1,h2&port=
+    p1,p2`, and SQLAlchemy's `?host=h1:p1&host=h2:p2`. SQLAlchemy parses the last two only;
+    the first becomes the last here. The primary's connections (statements, LISTEN) ask
+    for `target_session_attrs=read-write` when several hosts are listed, so that they land
+    on the one that accepts writes and, after a failover, on the new one. Anything libpq
+    would not understand is refused now, in one line, rather than at the first connection.
+    """
+    scheme, sep, rest = url.strip().partition("://")
+    driver = _SCHEMES.get(scheme.lower()) if sep else None
+    if driver is None:
+        raise ValueError("must be a postgresql://, postgres:// or sqlite:// URL")
+    if driver.startswith("sqlite"):
+        return f"{driver}://{rest}"
+    try:
+        parsed = make_url(f"{driver}://{_hosts_to_query(rest)}")
+        hosts = str(driver_arguments(parsed).get("host", "")).split(",")
+        if primary and len(hosts) > 1 and "target_session_attrs" not in parsed.query:
+            parsed = parsed.update_query_dict({"target_session_attrs": "read-write"})
+    except (ValueError, sqlalchemy.exc.ArgumentError) as exc:
+        raise ValueError(f"not a usable PostgreSQL URL: {exc}") from None
+    return parsed.render_as_string(hide_password=False)
+
+
+def _hosts_to_query(rest: str) -> str:
+    """`user@h1:p1,h2:p2/db?x=y` (everything after the scheme) as `user@/db?x=y&host=h1:p1&
+    host=h2:p2`; a single host is left where it is."""
+    end = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    netloc, tail = rest[:end], rest[end:]
+    userinfo, at, hosts = netloc.rpartition("@")
+    if "," not in hosts:
+        return rest
+    path, _, query = tail.partition("?")
+    if re.search(r"(^|&)(host|port)=", query):
+        raise ValueError("hosts both in the address and in host= or port=")
+    listed = []
+    for host in hosts.split(","):
+        name, colon, port = host.rpartition(":") if ":" in host else (host, "", "")
+        if not name or (colon and not port.isdigit()):
+            raise ValueError(f"{host!r} is not a host:port")
+        listed.append("host=" + quote(host, safe=""))
+    query = "&".join([*([query] if query else []), *listed])
+    return f"{userinfo}{at}{path or '/'}?{query}"
+
+
+def driver_arguments(url: str | URL) -> dict[str, Any]:
+    """The libpq connection parameters of a PostgreSQL URL (host and port as libpq's
+    comma-separated lists), for connections made without SQLAlchemy (LISTEN, the budget
+    check, the retention lock): the same reading of the URL as the pools'."""
+    parsed = make_url(url) if isinstance(url, str) else url
+    _, params = parsed.get_dialect()().create_connect_args(parsed)
+    for port in str(params.get("port", "")).split(","):
+        if port and not port.isdigit():
+            raise ValueError(f"port {port!r} is not a number")
+    return dict(params)

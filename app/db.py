@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import ConnectionPoolEntry, Pool, QueuePool
+from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, Pool, QueuePool
+from sqlalchemy.util import queue as sqla_queue
 
 from app.config import Settings
 from app.models import UTCDateTime
@@ -42,9 +43,35 @@ def make_engine(settings: Settings, pool_size: int | None = None, **kwargs: Any)
         settings.database_url,
         pool_size=pool_size or settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
+        # A request waits this long for a pooled connection, then answers 503: during an
+        # outage every connection is busy failing, and SQLAlchemy's default (30 s) held
+        # clients that long for the same answer.
+        pool_timeout=settings.database_wait_seconds,
+        poolclass=WaitBoundedPool,
         connect_args={**driver_options(settings), **kwargs.pop("connect_args", {})},
         **kwargs,
     )
+
+
+class WaitBoundedPool(AsyncAdaptedQueuePool):
+    """SQLAlchemy's queue pool, where a request that waited pool_timeout for a connection
+    gets its TimeoutError (503) then, not a connection attempt of its own on top.
+
+    In an outage every pooled connection is busy failing to connect: the queue pool let a
+    request that had waited its pool_timeout, and found on waking that those attempts had
+    failed and freed their places, start one more attempt, so that it waited the pool's
+    timeout and then the connect timeout (4 s for a 2 s MSGSYNC_DATABASE_WAIT_SECONDS)."""
+
+    def _do_get(self) -> ConnectionPoolEntry:
+        if not (-1 < self._max_overflow <= self._overflow):
+            return super()._do_get()  # room for a connection of its own: no wait
+        try:
+            return self._pool.get(True, self._timeout)
+        except sqla_queue.Empty:
+            pass  # not raised from inside: the queue being empty is not the error
+        raise sqlalchemy.exc.TimeoutError(
+            f"no pooled connection came free within {self._timeout:g} s", code="3o7r"
+        )
 
 
 def driver_options(settings: Settings) -> dict[str, Any]:
@@ -53,10 +80,13 @@ def driver_options(settings: Settings) -> dict[str, Any]:
     Every connection of both pools is made here, so the bare-driver statements
     (Database.driver) follow the same rule as SQLAlchemy's: prepare_threshold=None means no
     server-side prepared statement is ever made, which a transaction pooler requires.
+    connect_timeout bounds each attempt (per host listed) by MSGSYNC_DATABASE_WAIT_SECONDS:
+    without it an unreachable host held a request for libpq's default of minutes.
     """
-    if settings.prepared_statements:
-        return {}
-    return {"prepare_threshold": None}
+    options: dict[str, Any] = {"connect_timeout": settings.database_connect_timeout}
+    if not settings.prepared_statements:
+        options["prepare_threshold"] = None
+    return options
 
 
 async def database_now(session: AsyncSession | AsyncConnection) -> datetime:

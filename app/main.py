@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.session_url,
                 settings.notify_channel,
                 settings.notify_interval_ms / 1000,
+                connect_timeout=settings.database_connect_timeout,
             )
         )
         if isinstance(notifier, PgNotifier):

@@ -19,7 +19,9 @@ from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
-from sqlalchemy.engine import make_url
+from psycopg.conninfo import make_conninfo
+
+from app.config import driver_arguments
 
 __all__ = ["Notifier", "PgNotifier", "Waiter", "close_on_signals"]
 
@@ -29,7 +31,10 @@ logger = logging.getLogger("msgsync.notifier")
 PAYLOAD_BUDGET = 7900
 # How long the listener may sit on an idle connection before it proves it is alive.
 LISTEN_KEEPALIVE_SECONDS = 30.0
-RECONNECT_MIN_DELAY, RECONNECT_MAX_DELAY = 0.1, 5.0
+# Between two attempts to reconnect the listener: short enough that wake-ups (and /readyz)
+# are back within a second of the database answering again, as a failover or a restart
+# ends; long enough that a process retries a few times a second at most.
+RECONNECT_MIN_DELAY, RECONNECT_MAX_DELAY = 0.1, 0.5
 # How long the listener waits for its own probe NOTIFY before it calls the connection deaf.
 PROBE_TIMEOUT_SECONDS = 5.0
 # What a NOTIFY carries: users with news, devices that logged out, or the listener's probe.
@@ -134,8 +139,10 @@ class Notifier:
 
 
 def libpq_url(database_url: str) -> str:
-    """The SQLAlchemy URL (postgresql+psycopg://) as a plain libpq connection string."""
-    return make_url(database_url).set(drivername="postgresql").render_as_string(False)
+    """The SQLAlchemy URL (postgresql+psycopg://) as a libpq connection string, read as the
+    pools read it: several hosts become libpq's lists (host=h1,h2 port=p1,p2), which a
+    rendered URL would spell as one host named "h1:p1" instead."""
+    return make_conninfo("", **driver_arguments(database_url))
 
 
 class PgNotifier(Notifier):
@@ -147,9 +154,14 @@ class PgNotifier(Notifier):
     notifying transactions on a global lock, which more than halves small-commit throughput.
     """
 
-    def __init__(self, database_url: str, channel: str, interval: float) -> None:
+    def __init__(
+        self, database_url: str, channel: str, interval: float, connect_timeout: int = 2
+    ) -> None:
         super().__init__()
         self._conninfo = libpq_url(database_url)
+        # Per host tried: an attempt that hangs (a host that swallows packets) must not hold
+        # the listener past the moment the database answers again.
+        self._connect_timeout = connect_timeout
         self._channel = channel
         self._interval = interval
         self._next_round = 0.0  # loop time before which no new NOTIFY round starts
@@ -170,6 +182,7 @@ class PgNotifier(Notifier):
             self._conninfo,
             autocommit=True,
             application_name=f"msgsync-{role}",
+            connect_timeout=self._connect_timeout,
             # Half-open connections (a peer that vanished) are found by TCP keepalives.
             keepalives=1,
             keepalives_idle=30,

@@ -105,6 +105,7 @@ class Replicas:
                     isolation_level="AUTOCOMMIT",
                     pool_size=replica_pool_size(settings),
                     max_overflow=settings.db_max_overflow,
+                    pool_timeout=settings.database_wait_seconds,
                     connect_args=connect_args,
                 ),
             )
