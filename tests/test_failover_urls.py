@@ -12,18 +12,21 @@ import sys
 from collections.abc import Iterator
 
 import httpx
+import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
 from app.bench.server import free_port
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.factories import register, send
+from tests.replication import Pair, streaming_pair
 from tests.server import running_server
 from tests.test_longpoll import poll
 
 pytestmark = pytest.mark.server
 
-# The first host listed is down (nothing listens on its port): libpq goes on to the next.
+# The first host listed ("dead") is down (nothing listens on its port), or a hot standby:
+# libpq goes on to the next.
 FORMS = {
     "pg_autoctl": "postgres://{user}@{host}:{dead},{host}:{port}/{name}"
     "?target_session_attrs=read-write",
@@ -68,7 +71,12 @@ async def test_every_multi_host_form_migrates_serves_and_wakes_across_workers(
     done = msgsync("migrate", url)
     assert done.returncode == 0, done.stderr
     assert "created the schema" in done.stdout
-    # running_server waits for /readyz 200: the LISTEN connection found the live host.
+    await serve_and_wake(url)
+
+
+async def serve_and_wake(url: str) -> None:
+    """`msgsync serve --workers 2` on url: ready (running_server waits for /readyz 200, so
+    the LISTEN connection is up), sends stored, and long-polls woken across the workers."""
     with running_server(url, workers=2) as server:
         limits = httpx.Limits(max_connections=100)
         async with httpx.AsyncClient(base_url=server.url, limits=limits) as client:
@@ -85,6 +93,36 @@ async def test_every_multi_host_form_migrates_serves_and_wakes_across_workers(
                 assert elapsed < 10
             for _ in range(6):  # both workers, most likely, answer one of these
                 assert (await client.get("/readyz")).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[Pair]:
+    with streaming_pair() as made:
+        with psycopg.connect(made.url(made.primary_port), autocommit=True) as conn:
+            conn.execute("CREATE DATABASE msgsync")
+        made.wait_replayed()
+        yield made
+
+
+@pytest.mark.parametrize(
+    "form", ["hosts_in_the_address", "sqlalchemy_host_list", "libpq_host_and_port_lists"]
+)
+async def test_a_hot_standby_listed_first_is_passed_over_for_the_primary(
+    pair: Pair, form: str
+) -> None:
+    """A standby accepts connections but no writes, nor LISTEN: with several hosts listed
+    msgsync asks libpq for the read-write one (target_session_attrs), whatever the order,
+    as after a failover the old primary may come back as a standby listed first."""
+    url = FORMS[form].format(
+        user="postgres",
+        host="127.0.0.1",
+        dead=pair.replica_port,
+        port=pair.primary_port,
+        name="msgsync",
+    )
+    done = msgsync("migrate", url)
+    assert done.returncode == 0, done.stderr
+    await serve_and_wake(url)
 
 
 @pytest.mark.parametrize(
