@@ -41,8 +41,8 @@ class Settings(BaseSettings):
     db_pool_prewarm: bool = True
     # The longest a request waits for a pooled connection or for a connection attempt
     # before it is answered 503 database_unavailable: during an outage or a failover
-    # clients get a fast answer to retry on, not a hang (libpq makes any connection attempt
-    # last at least 2 s).
+    # clients get a fast answer to retry on, not a hang (libpq allows a connection attempt
+    # at least 2 s).
     database_wait_seconds: float = Field(default=2.0, gt=0, le=600)
 
     max_body_bytes: int = Field(default=16 * 1024, ge=1)
