@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     login_attempts_per_address: int = Field(default=100, ge=0)
     registrations_per_address: int = Field(default=20, ge=0)
     throttle_window_seconds: int = Field(default=900, ge=1)
+    # Owner lock-out (docs/abuse.md): a password re-entered by a signed-in device (DELETE
+    # /devices/{id}, POST /password) counts against that device only, never against the
+    # account's logins or its other devices; this many free attempts, then growing delays.
+    password_attempts_per_device: int = Field(default=5, ge=0)
     forwarded_allow_ips: str = "127.0.0.1"
 
     header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
