@@ -233,8 +233,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from pydantic import ValidationError
+
     args = build_parser().parse_args(argv)
-    code: int = args.run(args)
+    try:
+        code: int = args.run(args)
+    except ValidationError as exc:
+        if exc.title != "Settings":
+            raise
+        # A setting the operator got wrong: say which and why, without a traceback.
+        for error in exc.errors():
+            name = "MSGSYNC_" + "_".join(str(part) for part in error["loc"]).upper()
+            reason = str(error["msg"]).removeprefix("Value error, ")
+            print(f"msgsync: invalid setting {name}: {reason}", file=sys.stderr)
+        return 2
     return code
 
 

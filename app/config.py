@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.gateway_urls import parse_allowlist
+
 __all__ = ["Settings"]
 
 
@@ -55,6 +57,11 @@ class Settings(BaseSettings):
     push_delay_seconds: float = Field(default=5.0, gt=0, le=3600)
     push_max_age_seconds: float = Field(default=3600.0, gt=0)
     push_concurrency: int = Field(default=16, ge=1, le=10_000)
+    # Pushers are bounded (docs/abuse.md): each is one gateway request per push and one entry
+    # of GET /pushers. Past either cap, POST /pushers is 409 too_many_pushers (replacing the
+    # same app_id and pushkey does not count).
+    max_pushers_per_device: int = Field(default=5, ge=1, le=1000)
+    max_pushers_per_user: int = Field(default=50, ge=1, le=10_000)
 
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=64 * 1024, ge=8)
@@ -109,6 +116,14 @@ class Settings(BaseSettings):
                     "no trailing slash) or *"
                 )
         return origins
+
+    @field_validator("push_gateways")
+    @classmethod
+    def _gateways(cls, entries: str) -> str:
+        """Checked at start-up: a malformed entry would otherwise silently allow nothing, or
+        more than meant (app.gateway_urls)."""
+        parse_allowlist(entries)
+        return entries
 
     @property
     def cors_origin_list(self) -> list[str]:
