@@ -71,6 +71,10 @@ def parse_gateway_url(url: str, *, allow_query: bool = True) -> GatewayUrl:
         raise BadGatewayUrl("it is not an http:// or https:// URL")
     if "@" in parts.netloc:
         raise BadGatewayUrl("it has a user name or password (user@host)")
+    if parts.netloc.endswith(":"):
+        # Not "any port", as a string prefix once read it: the scheme's default, which an
+        # entry had better say outright.
+        raise BadGatewayUrl("its port is empty (host: with nothing after)")
     host = parts.hostname
     if not host:
         raise BadGatewayUrl("it has no host")

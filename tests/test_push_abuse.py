@@ -178,6 +178,7 @@ async def test_urls_within_the_allowlist_are_taken(client: httpx.AsyncClient, ur
         ("https://push.example.test/notify?x=1", "query"),
         ("push.example.test/notify", "not an http:// or https:// URL"),
         ("https://push.example.test:99999/", "not a valid URL"),
+        ("http://127.0.0.1:", "port is empty"),
     ],
 )
 def test_a_malformed_allowlist_stops_the_server_with_one_clear_message(
