@@ -87,8 +87,8 @@ CODES: dict[str, ErrorCode] = {
     "pusher_data_too_large": ErrorCode(422, "The pusher's `data` is over 4 KiB of JSON."),
     "too_many_attempts": ErrorCode(
         429,
-        "Too many login or registration attempts for this account or address; retry after "
-        "`Retry-After` seconds.",
+        "Too many login or registration attempts for this account or address, or wrong "
+        "passwords re-entered by this device; retry after `Retry-After` seconds.",
         retry_after=True,
     ),
     "internal_error": ErrorCode(500, "A bug; the traceback is in the server's log."),
