@@ -115,3 +115,16 @@ async def test_logins_from_new_devices_meet_growing_delays(client: httpx.AsyncCl
     assert int(refused.headers["retry-after"]) == 8
     # The owner's device still changes the password meanwhile.
     assert (await change_password(client, owner)).status_code == 204
+
+
+async def test_concurrent_guesses_cannot_all_pass_the_limit(client: httpx.AsyncClient) -> None:
+    """Each attempt is counted by one atomic statement before the password is checked: of
+    ten guesses at once, exactly the limit's three are heard, at login and on a device."""
+    owner = await register(client)
+    stolen = await login(client, owner.user_id, "stolen")
+    logins = await asyncio.gather(*(guess(client, owner.user_id, f"g{i}") for i in range(10)))
+    assert sorted(a.status_code for a in logins) == [401] * 3 + [429] * 7
+    ends = await asyncio.gather(
+        *(end(client, stolen, owner.device_id, password=f"g{i}") for i in range(10))
+    )
+    assert sorted(a.status_code for a in ends) == [401] * 3 + [429] * 7
