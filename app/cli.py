@@ -278,11 +278,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.run(args)
     except ValidationError as exc:
-        # A setting msgsync cannot use: one line per setting, named as the operator set it.
+        if exc.title != "Settings":
+            raise
+        # A setting the operator got wrong: say which and why, without a traceback.
         for error in exc.errors():
-            name = "MSGSYNC_" + "_".join(str(p) for p in error["loc"]).upper()
-            message = error["msg"].removeprefix("Value error, ")
-            print(f"msgsync: {name}: {message}", file=sys.stderr)
+            name = "MSGSYNC_" + "_".join(str(part) for part in error["loc"]).upper()
+            reason = str(error["msg"]).removeprefix("Value error, ")
+            print(f"msgsync: invalid setting {name}: {reason}", file=sys.stderr)
         return 2
     return code
 

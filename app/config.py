@@ -12,6 +12,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
+from app.gateway_urls import parse_allowlist
+
 __all__ = ["Settings", "driver_arguments"]
 
 # The schemes operators write, and the async driver each one means.
@@ -73,6 +75,11 @@ class Settings(BaseSettings):
     push_delay_seconds: float = Field(default=5.0, gt=0, le=3600)
     push_max_age_seconds: float = Field(default=3600.0, gt=0)
     push_concurrency: int = Field(default=16, ge=1, le=10_000)
+    # Pushers are bounded (docs/abuse.md): each is one gateway request per push and one entry
+    # of GET /pushers. Past either cap, POST /pushers is 409 too_many_pushers (replacing the
+    # same app_id and pushkey does not count).
+    max_pushers_per_device: int = Field(default=5, ge=1, le=1000)
+    max_pushers_per_user: int = Field(default=50, ge=1, le=10_000)
 
     argon2_time_cost: int = Field(default=3, ge=1)
     argon2_memory_kib: int = Field(default=64 * 1024, ge=8)
@@ -84,6 +91,10 @@ class Settings(BaseSettings):
     login_attempts_per_address: int = Field(default=100, ge=0)
     registrations_per_address: int = Field(default=20, ge=0)
     throttle_window_seconds: int = Field(default=900, ge=1)
+    # Owner lock-out (docs/abuse.md): a password re-entered by a signed-in device (DELETE
+    # /devices/{id}, POST /password) counts against that device only, never against the
+    # account's logins or its other devices; this many free attempts, then growing delays.
+    password_attempts_per_device: int = Field(default=5, ge=0)
     forwarded_allow_ips: str = "127.0.0.1"
 
     header_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
@@ -124,6 +135,14 @@ class Settings(BaseSettings):
                     "no trailing slash) or *"
                 )
         return origins
+
+    @field_validator("push_gateways")
+    @classmethod
+    def _gateways(cls, entries: str) -> str:
+        """Checked at start-up: a malformed entry would otherwise silently allow nothing, or
+        more than meant (app.gateway_urls)."""
+        parse_allowlist(entries)
+        return entries
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -66,6 +66,9 @@ CODES: dict[str, ErrorCode] = {
     "method_not_allowed": ErrorCode(405, "The path does not take that method (see `Allow`)."),
     "user_exists": ErrorCode(409, "The user id is taken."),
     "recall_window_passed": ErrorCode(409, "Too late to recall the message."),
+    "too_many_pushers": ErrorCode(
+        409, "The device, or the user's devices together, have as many pushers as allowed."
+    ),
     "since_ahead": ErrorCode(
         409, "`since` is ahead of the user's latest version (given as `latest_version`)."
     ),
@@ -79,12 +82,14 @@ CODES: dict[str, ErrorCode] = {
     ),
     "limit_out_of_range": ErrorCode(422, "`limit` is above the server's maximum."),
     "gateway_not_allowed": ErrorCode(
-        422, "The gateway URL starts with none of the allowed prefixes (push may be off)."
+        422,
+        "The gateway URL is malformed or outside the allowed gateways (push may be off).",
     ),
+    "pusher_data_too_large": ErrorCode(422, "The pusher's `data` is over 4 KiB of JSON."),
     "too_many_attempts": ErrorCode(
         429,
-        "Too many login or registration attempts for this account or address; retry after "
-        "`Retry-After` seconds.",
+        "Too many login or registration attempts for this account or address, or wrong "
+        "passwords re-entered by this device; retry after `Retry-After` seconds.",
         retry_after=True,
     ),
     "too_many_requests": ErrorCode(

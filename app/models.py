@@ -215,7 +215,7 @@ class Pusher(Base):
 
 
 class ThrottleCounter(Base):
-    """A fixed-window attempt counter of app.throttle (login and registration limits), kept
+    """An attempt counter of app.throttle (logins, registrations, re-entered passwords), kept
     in the database so that every process of every host counts against the same limit."""
 
     __tablename__ = "throttle_counters"
@@ -224,5 +224,8 @@ class ThrottleCounter(Base):
 
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     hits: Mapped[int] = mapped_column(Integer)
-    # Seconds since the epoch on the database's clock (a plain number on every backend).
+    # Seconds since the epoch on the database's clock (a plain number on every backend):
+    # the next attempt is refused before retry_at (0: no delay yet); the row is forgotten
+    # at expires_at.
+    retry_at: Mapped[float] = mapped_column(Double, default=0.0, server_default="0")
     expires_at: Mapped[float] = mapped_column(Double)

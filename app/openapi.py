@@ -230,8 +230,20 @@ def _allowed_gateways(schemas: dict[str, Any], settings: Settings) -> None:
     if field is None:
         return
     if prefixes:
-        # One of the prefixes, then anything without a NUL (as every string input).
-        field["pattern"] = "^(" + "|".join(_literal(p) for p in prefixes) + r")[^\x00]*$"
+        # One of the prefixes, then path segments below it (app.gateway_urls): a segment
+        # cannot start with a dot (no dot segments) and nothing may be percent-encoded,
+        # a backslash, a fragment or userinfo. The server accepts a little more (other
+        # letter cases, an explicit default port, encodings other than of separators).
+        segment = r"[^\x00-\x20\x7f\\#%/?@.][^\x00-\x20\x7f\\#%/?@]*"
+        field["pattern"] = (
+            "^("
+            + "|".join(
+                _literal(p)
+                + (f"({segment}(/{segment})*/?)?" if p.endswith("/") else f"(/{segment})*/?")
+                for p in prefixes
+            )
+            + ")$"
+        )
     else:
         field["description"] += " Push is off on this server: every URL is refused."
 

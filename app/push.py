@@ -14,21 +14,22 @@ import json
 import logging
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
-from sqlalchemy import bindparam, delete, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, func, insert, not_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.auth import DeviceContext
 from app.config import Settings
 from app.db import Database
 from app.errors import AppError
+from app.gateway_urls import BadGatewayUrl, GatewayUrl, parse_allowlist, parse_gateway_url
 from app.models import Pusher, User, utcnow
 from app.schemas import PusherIn
 from app.sync import format_time
 
 __all__ = [
+    "MAX_PUSHER_DATA_BYTES",
     "SyncedCursors",
     "delete_pusher",
     "gateway_allowed",
@@ -39,6 +40,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# A pusher's `data` goes with every notify the gateway gets for the device: a few fields
+# (Matrix: a URL and a format), so 4 KiB of compact JSON is ample.
+MAX_PUSHER_DATA_BYTES = 4096
 
 _PUSHER_COLUMNS = (
     Pusher.app_id,
@@ -73,11 +78,29 @@ def _push_wait(gateways: str, delay: float) -> float | None:
 def gateway_allowed(settings: Settings, url: str) -> bool:
     """Whether the operator's allowlist admits this gateway URL. msgsync calls the URL from
     inside the operator's network: a free choice would let any user make it send requests
-    anywhere (request forgery), hence a list of prefixes and no redirects followed."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
-        return False
-    return any(url.startswith(prefix) for prefix in settings.push_gateway_prefixes)
+    anywhere (request forgery), hence an allowlist compared as URLs (app.gateway_urls) and
+    no redirects followed."""
+    return _gateway_refusal(settings.push_gateways, url) is None
+
+
+@functools.cache
+def _allowlist(entries: str) -> tuple[GatewayUrl, ...]:
+    # Checked at start-up already (app.config); parsed once per process.
+    return parse_allowlist(entries)
+
+
+def _gateway_refusal(entries: str, url: str) -> str | None:
+    """Why the allowlist refuses the URL, or None."""
+    allowlist = _allowlist(entries)
+    if not allowlist:
+        return "push is disabled on this server"
+    try:
+        parsed = parse_gateway_url(url)
+    except BadGatewayUrl as exc:
+        return f"gateway_url is refused: {exc}"
+    if not any(parsed.within(prefix) for prefix in allowlist):
+        return "gateway_url is not one of the push gateways this server allows"
+    return None
 
 
 def _pusher_out(row: Any) -> dict[str, Any]:
@@ -99,17 +122,18 @@ async def register_pusher(
 ) -> tuple[dict[str, Any], bool]:
     """Create the pusher, or replace the one with the same (app_id, pushkey): the pushkey
     names one app install, which now belongs to this device. Returns (pusher, created)."""
-    if not gateway_allowed(settings, body.gateway_url):
-        raise AppError(
-            422,
-            "gateway_not_allowed",
-            "gateway_url is not one of the push gateways this server allows"
-            if settings.push_gateway_prefixes
-            else "push is disabled on this server",
-        )
-    now = utcnow()
+    refusal = _gateway_refusal(settings.push_gateways, body.gateway_url)
+    if refusal is not None:
+        raise AppError(422, "gateway_not_allowed", refusal)
     # The standard library writes any JSON the request could carry (integers of any size).
     data = json.dumps(body.data, separators=(",", ":"))
+    if len(data.encode()) > MAX_PUSHER_DATA_BYTES:
+        raise AppError(
+            422,
+            "pusher_data_too_large",
+            f"data is over {MAX_PUSHER_DATA_BYTES} bytes of JSON: it is sent with every push",
+        )
+    now = utcnow()
     values: dict[str, Any] = {
         "device_id": device.device_id,
         "user_id": device.user_id,
@@ -129,21 +153,16 @@ async def register_pusher(
         "leased_until": None,
     }
     key = {"app_id": body.app_id, "pushkey": body.pushkey}
-    created = True
-    try:
-        async with db.session() as session, session.begin():
-            await session.execute(insert(Pusher).values(**key, **values))
-    except IntegrityError:
-        # Registered before (an app registers at every start): replace it. A concurrent
-        # delete in between leaves nothing to update; the client then sees a 200 for a
-        # pusher that its other request removed, which is the order they raced in.
-        created = False
-        async with db.session() as session, session.begin():
-            await session.execute(
-                update(Pusher)
-                .where(Pusher.app_id == body.app_id, Pusher.pushkey == body.pushkey)
-                .values(**values)
-            )
+    for last_try in (False, True):
+        try:
+            created = await _store_pusher(db, settings, device, key, values)
+            break
+        except IntegrityError:
+            # Another user's request inserted the same (app_id, pushkey) meanwhile: once
+            # more, this time as a replace. Failing again means the calling device itself
+            # is gone (logged out meanwhile): its token no longer holds.
+            if last_try:
+                raise AppError(401, "unauthorized", "this device was logged out") from None
     pusher = {
         **key,
         "gateway_url": body.gateway_url,
@@ -155,12 +174,71 @@ async def register_pusher(
     return pusher, created
 
 
-async def list_pushers(db: Database, user_id: str) -> list[dict[str, Any]]:
+async def _store_pusher(
+    db: Database,
+    settings: Settings,
+    device: DeviceContext,
+    key: dict[str, str],
+    values: dict[str, Any],
+) -> bool:
+    """Insert or replace the pusher within the caps; True if it was inserted.
+
+    The count and the write are one transaction holding the user's row lock (PostgreSQL;
+    SQLite's BEGIN IMMEDIATE already admits one writer at a time): two registrations at
+    once, by one device or by several devices of the user, cannot both pass a cap. The
+    pusher being replaced is not counted, so re-registering (as an app does at every start)
+    never meets the cap."""
+    same = and_(Pusher.app_id == key["app_id"], Pusher.pushkey == key["pushkey"])
+    async with db.session() as session, session.begin():
+        await session.execute(
+            select(User.user_id).where(User.user_id == device.user_id).with_for_update()
+        )
+        row = (
+            await session.execute(
+                select(
+                    select(func.count())
+                    .where(Pusher.device_id == device.device_id, not_(same))
+                    .scalar_subquery(),
+                    select(func.count())
+                    .where(Pusher.user_id == device.user_id, not_(same))
+                    .scalar_subquery(),
+                    select(func.count()).where(same).scalar_subquery(),
+                )
+            )
+        ).one()
+        on_device, on_account, existing = row
+        if on_device >= settings.max_pushers_per_device:
+            raise AppError(
+                409,
+                "too_many_pushers",
+                f"this device has {settings.max_pushers_per_device} pushers already "
+                "(MSGSYNC_MAX_PUSHERS_PER_DEVICE): remove one first",
+            )
+        if on_account >= settings.max_pushers_per_user:
+            raise AppError(
+                409,
+                "too_many_pushers",
+                f"this account's devices have {settings.max_pushers_per_user} pushers already "
+                "(MSGSYNC_MAX_PUSHERS_PER_USER): remove one first",
+            )
+        if existing:
+            # Registered before (an app registers at every start), maybe by another device
+            # of the same install: replace it, moving it to this device.
+            await session.execute(update(Pusher).where(same).values(**values))
+            return False
+        await session.execute(insert(Pusher).values(**key, **values))
+        return True
+
+
+async def list_pushers(db: Database, settings: Settings, user_id: str) -> list[dict[str, Any]]:
+    """The user's pushers, oldest first: at most MSGSYNC_MAX_PUSHERS_PER_USER (more may be
+    left from before the cap was lowered; they are still pushed, and listed once fewer)."""
     async with db.statement() as conn:
         rows = await conn.execute(
             select(*_PUSHER_COLUMNS)
             .where(Pusher.user_id == user_id)
             .order_by(Pusher.created_at, Pusher.app_id, Pusher.pushkey)
+            .limit(settings.max_pushers_per_user)
         )
         return [_pusher_out(row) for row in rows]
 

@@ -495,15 +495,17 @@ class PusherIn(_In):
     gateway_url: Text = Field(
         min_length=1,
         max_length=2048,
-        description="The gateway's notify URL; must start with one of the operator's allowed "
-        "prefixes (MSGSYNC_PUSH_GATEWAYS)." + _CLEAN,
+        description="The gateway's notify URL; must be within one of the operator's allowed "
+        "gateways (MSGSYNC_PUSH_GATEWAYS), compared as URLs: no dot segments, encoded dots, "
+        "backslashes, user@ or fragment." + _CLEAN,
     )
     format: Literal["id_only", "full"] = Field(
         default="id_only",
         description="`id_only`: ids and counts only; `full`: also the sender and the body.",
     )
     data: dict[str, Any] = Field(
-        default_factory=dict, description="Passed to the gateway as the device's `data`."
+        default_factory=dict,
+        description="Passed to the gateway as the device's `data`; at most 4 KiB of JSON.",
     )
 
 

@@ -1,14 +1,25 @@
-"""Login and registration throttling, per account and per client address, across processes.
+"""Password attempt throttling: logins per account and per client address, registrations per
+address, and re-entered passwords per device; counted in the database, across processes.
 
-The algorithm is the `limits` library's fixed window; its counters live in the database
-(table throttle_counters), not in the process, so that a guesser spreading attempts over
-the workers of every host still meets one limit. Each counter is one row updated by one
-atomic upsert, so concurrent attempts never lose a count.
+The model (docs/abuse.md explains it to operators):
+
+- A login from a new device is counted against its client address and against the account
+  it names. Each counter allows `limit` attempts freely; after that, every further attempt
+  must wait a delay that doubles at each one (1 s, 2 s, 4 s, ...) up to the cap,
+  MSGSYNC_THROTTLE_WINDOW_SECONDS. An attempt made before its delay has run out is refused
+  (429 with Retry-After) and not counted. A counter is forgotten once it has been left alone
+  for a whole window after its last delay. A successful login resets its account's counter.
+- A password re-entered by a signed-in device (DELETE /devices/{id}, POST /password) is
+  counted against that device only. The device already proved who it is with its token:
+  failed logins elsewhere, however many, never refuse the owner's own devices, and a thief
+  guessing through a stolen token locks only the stolen device, neither the account's other
+  devices nor its logins.
 
 An attempt counts when it starts, before the password is hashed, not when it has failed:
 otherwise a burst of concurrent guesses would all pass the check before the first of them
-failed. A successful login then resets its account's counter, so the owner who mistyped a
-few times is not locked out by their own success.
+failed. The counter lives in table throttle_counters, one row per key, updated by one atomic
+upsert, so that a guesser spreading attempts over the workers of every host still meets one
+limit and concurrent attempts never lose a count.
 """
 
 from __future__ import annotations
@@ -16,12 +27,8 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Iterator
 
-from limits import RateLimitItem, RateLimitItemPerSecond
-from limits.aio.storage import Storage
-from limits.aio.strategies import FixedWindowRateLimiter
-from sqlalchemy import TextClause, text
+from sqlalchemy import text
 from starlette.types import Scope
 
 from app.db import Database
@@ -29,17 +36,21 @@ from app.errors import AppError
 
 __all__ = [
     "attempt_login",
+    "attempt_password",
     "attempt_registration",
-    "check",
     "client_address",
     "login_succeeded",
-    "record_failure",
+    "password_succeeded",
 ]
 
 # Expired counters are deleted at most this often per process: a key reused later is
 # restarted by the upsert anyway, this only bounds the rows left by one-off keys.
 _PURGE_INTERVAL = 60.0
 _last_purge = 0.0
+
+# The delay doubles at each attempt past the limit; 2**30 s is far beyond any cap, and keeps
+# the shift within a 32-bit integer on every backend.
+_MAX_DOUBLINGS = 30
 
 
 def client_address(scope: Scope) -> str:
@@ -51,93 +62,111 @@ def client_address(scope: Scope) -> str:
 
 
 async def attempt_login(db: Database, account: str, address: str) -> None:
-    """Count a login attempt against the address, then the account; 429 when either is over.
+    """Count a login attempt against the address, then the account; 429 when either refuses.
 
-    An attempt the address's limit refuses does not count against the account: otherwise
-    one address could keep every account it names locked out, whatever its own limit.
+    An attempt the address refuses does not count against the account: otherwise one
+    address could keep every account it names locked out, whatever its own limit.
     """
     s = db.settings
-    await _attempt(
-        db,
-        (_item(s.login_attempts_per_address, s.throttle_window_seconds), "login-address", address),
-        (_item(s.login_attempts_per_account, s.throttle_window_seconds), "login-account", account),
-    )
+    await _purge_now_and_then(db)
+    await _attempt(db, "login-address", address, s.login_attempts_per_address)
+    await _attempt(db, "login-account", account, s.login_attempts_per_account)
 
 
 async def login_succeeded(db: Database, account: str) -> None:
-    item = _item(db.settings.login_attempts_per_account, db.settings.throttle_window_seconds)
-    if item is not None:
-        await _Counters(db).clear(item.key_for("login-account", _bounded(account)))
+    await _clear(db, "login-account", account)
 
 
 async def attempt_registration(db: Database, address: str) -> None:
-    s = db.settings
-    await _attempt(
-        db, (_item(s.registrations_per_address, s.throttle_window_seconds), "register", address)
-    )
-
-
-async def check(db: Database, account: str, address: str) -> None:
-    """429 if the account's or the address's login attempts are used up; counts nothing.
-    For other password checks (deleting a device): call this before verifying, and
-    record_failure after a wrong password, so that they share the login limits."""
-    limiter = FixedWindowRateLimiter(_Counters(db))
-    for item, kind, who in _login_limits(db, account, address):
-        if not await limiter.test(item, kind, _bounded(who)):
-            raise await _too_many(limiter, item, kind, who)
-
-
-async def record_failure(db: Database, account: str, address: str) -> None:
-    """Count a wrong password against the account's and the address's login limits."""
-    limiter = FixedWindowRateLimiter(_Counters(db))
-    for item, kind, who in _login_limits(db, account, address):
-        await limiter.hit(item, kind, _bounded(who))
-
-
-def _login_limits(
-    db: Database, account: str, address: str
-) -> Iterator[tuple[RateLimitItem, str, str]]:
-    """The login limits that are on, with what each counts: per account, per address."""
-    s = db.settings
-    for amount, kind, who in (
-        (s.login_attempts_per_account, "login-account", account),
-        (s.login_attempts_per_address, "login-address", address),
-    ):
-        item = _item(amount, s.throttle_window_seconds)
-        if item is not None:
-            yield item, kind, who
-
-
-def _item(amount: int, window: int) -> RateLimitItem | None:
-    return RateLimitItemPerSecond(amount, window) if amount > 0 else None
-
-
-def _bounded(who: str) -> str:
-    # Keys must fit the column whatever a client sends as a user id.
-    return who if len(who) <= 100 else hashlib.sha256(who.encode()).hexdigest()
-
-
-async def _attempt(db: Database, *limits: tuple[RateLimitItem | None, str, str]) -> None:
-    """Count the attempt against each limit in turn, stopping at the first that refuses."""
     await _purge_now_and_then(db)
-    limiter = FixedWindowRateLimiter(_Counters(db))
-    for item, kind, who in limits:
-        if item is not None and not await limiter.hit(item, kind, _bounded(who)):
-            raise await _too_many(limiter, item, kind, who)
+    await _attempt(db, "register", address, db.settings.registrations_per_address)
 
 
-async def _too_many(
-    limiter: FixedWindowRateLimiter, item: RateLimitItem, kind: str, who: str
-) -> AppError:
-    stats = await limiter.get_window_stats(item, kind, _bounded(who))
-    wait = min(item.get_expiry(), max(1, math.ceil(stats.reset_time - time.time())))
-    what = "this account" if kind == "login-account" else "this address"
-    return AppError(
+async def attempt_password(db: Database, device_id: str) -> None:
+    """Count a password re-entered by a signed-in device, against that device alone; 429
+    when it has to wait. Call before verifying, and password_succeeded after a match."""
+    await _purge_now_and_then(db)
+    await _attempt(db, "password-device", device_id, db.settings.password_attempts_per_device)
+
+
+async def password_succeeded(db: Database, device_id: str) -> None:
+    await _clear(db, "password-device", device_id)
+
+
+_WHAT = {
+    "login-account": "this account",
+    "login-address": "this address",
+    "register": "this address",
+    "password-device": "this device",
+}
+
+
+async def _attempt(db: Database, kind: str, who: str, limit: int) -> None:
+    """Count one attempt against (kind, who), or raise 429 if its delay has not run out."""
+    if limit <= 0:
+        return
+    key = _key(kind, who)
+    cap = db.settings.throttle_window_seconds
+    # The cap on a delay is also how long a counter left alone is remembered after it.
+    params = {"key": key, "limit": limit, "cap": cap, "window": cap, "most": _MAX_DOUBLINGS}
+    async with db.session() as session, session.begin():
+        counted = await session.scalar(text(_attempt_sql(db)), params)
+        if counted is not None:
+            return
+        left = await session.scalar(
+            text(f"SELECT retry_at - {_now_sql(db)} FROM throttle_counters WHERE key = :key"),
+            {"key": key},
+        )
+    wait = min(cap, max(1, math.ceil(float(left or 0.0))))
+    raise AppError(
         429,
         "too_many_attempts",
-        f"too many attempts from {what}; retry in {wait} s",
+        f"too many attempts from {_WHAT[kind]}; retry in {wait} s",
         headers={"Retry-After": str(wait)},
     )
+
+
+async def _clear(db: Database, kind: str, who: str) -> None:
+    async with db.session() as session, session.begin():
+        await session.execute(
+            text("DELETE FROM throttle_counters WHERE key = :key"), {"key": _key(kind, who)}
+        )
+
+
+def _key(kind: str, who: str) -> str:
+    # Keys must fit the column whatever a client sends as a user id.
+    bounded = who if len(who) <= 100 else hashlib.sha256(who.encode()).hexdigest()
+    return f"{kind}/{bounded}"
+
+
+def _attempt_sql(db: Database) -> str:
+    """One statement, so that concurrent attempts serialise on the row (PostgreSQL's ON
+    CONFLICT locks it; SQLite has one writer). It counts the attempt and returns the new
+    count, or, when the row's delay has not run out, changes nothing and returns no row.
+
+    The SET expressions all read the row as it was. A forgotten (expired) row starts afresh
+    at one attempt. After the count reaches the limit, the next attempt may come only after
+    2**(count - limit) seconds, capped; the row is forgotten a window after that."""
+    now = _now_sql(db)
+    least = "min" if db.is_sqlite else "least"
+    greatest = "max" if db.is_sqlite else "greatest"
+    old = "throttle_counters"
+    hits = f"CASE WHEN {old}.expires_at <= {now} THEN 1 ELSE {old}.hits + 1 END"
+
+    def retry_at(count: str) -> str:
+        doublings = f"{least}({count} - :limit, :most)"
+        return f"CASE WHEN {count} < :limit THEN 0 ELSE {now} + {least}(:cap, 1 << {doublings}) END"
+
+    return f"""
+        INSERT INTO throttle_counters (key, hits, retry_at, expires_at)
+        VALUES (:key, 1, {retry_at("1")}, {greatest}({retry_at("1")}, {now}) + :window)
+        ON CONFLICT (key) DO UPDATE SET
+            hits = {hits},
+            retry_at = {retry_at(hits)},
+            expires_at = {greatest}({retry_at(hits)}, {now}) + :window
+        WHERE {old}.retry_at <= {now} OR {old}.expires_at <= {now}
+        RETURNING hits
+        """
 
 
 async def _purge_now_and_then(db: Database) -> None:
@@ -154,90 +183,7 @@ async def _purge_now_and_then(db: Database) -> None:
 
 def _now_sql(db: Database) -> str:
     """Seconds since the epoch on the database's clock: every process, on every host,
-    compares windows against the same clock."""
+    compares delays against the same clock."""
     if db.is_sqlite:
         return "((julianday('now') - 2440587.5) * 86400.0)"
     return "CAST(extract(epoch FROM clock_timestamp()) AS double precision)"
-
-
-def _incr_sql(db: Database) -> TextClause:
-    # One statement, so concurrent attempts serialise on the row (PostgreSQL's ON CONFLICT
-    # locks it; SQLite has one writer): a window that has run out starts afresh. The SET
-    # expressions all read the row as it was.
-    now = _now_sql(db)
-    return text(
-        f"""
-        INSERT INTO throttle_counters (key, hits, expires_at)
-        VALUES (:key, :amount, {now} + :expiry)
-        ON CONFLICT (key) DO UPDATE SET
-            hits = CASE WHEN throttle_counters.expires_at <= {now}
-                THEN excluded.hits ELSE throttle_counters.hits + excluded.hits END,
-            expires_at = CASE WHEN throttle_counters.expires_at <= {now}
-                THEN excluded.expires_at ELSE throttle_counters.expires_at END
-        RETURNING hits
-        """
-    )
-
-
-class _Counters(Storage):
-    """A `limits` storage over the throttle_counters table (fixed windows only).
-
-    Its statements use the transaction pool, as logins do, not the single-statement pool
-    that sends, syncs and acks use: a login flood then queues behind other logins, and
-    honest users' sends keep their connections.
-    """
-
-    STORAGE_SCHEME = None
-
-    def __init__(self, db: Database) -> None:
-        super().__init__()
-        self._db = db
-
-    @property
-    def base_exceptions(self) -> type[Exception] | tuple[type[Exception], ...]:
-        return Exception
-
-    async def incr(self, key: str, expiry: int, amount: int = 1) -> int:
-        async with self._db.session() as session, session.begin():
-            hits = await session.scalar(
-                _incr_sql(self._db), {"key": key, "amount": amount, "expiry": expiry}
-            )
-        return int(hits or 0)
-
-    async def get(self, key: str) -> int:
-        async with self._db.session() as session, session.begin():
-            hits = await session.scalar(
-                text(
-                    "SELECT hits FROM throttle_counters "
-                    f"WHERE key = :key AND expires_at > {_now_sql(self._db)}"
-                ),
-                {"key": key},
-            )
-        return int(hits or 0)
-
-    async def get_expiry(self, key: str) -> float:
-        """When the key's window ends, on this process's clock (limits compares it with
-        time.time()): the time left by the database's clock, from now."""
-        async with self._db.session() as session, session.begin():
-            left = await session.scalar(
-                text(
-                    f"SELECT expires_at - {_now_sql(self._db)} FROM throttle_counters "
-                    "WHERE key = :key"
-                ),
-                {"key": key},
-            )
-        return time.time() + max(0.0, float(left or 0.0))
-
-    async def check(self) -> bool:
-        return True
-
-    async def reset(self) -> int | None:
-        async with self._db.session() as session, session.begin():
-            await session.execute(text("DELETE FROM throttle_counters"))
-        return None
-
-    async def clear(self, key: str) -> None:
-        async with self._db.session() as session, session.begin():
-            await session.execute(
-                text("DELETE FROM throttle_counters WHERE key = :key"), {"key": key}
-            )

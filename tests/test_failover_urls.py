@@ -142,5 +142,5 @@ def test_an_unusable_url_is_one_line_at_start_up(command: str, url: str, says: s
     assert done.stdout == ""
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
-    assert lines[0].startswith("msgsync: MSGSYNC_DATABASE_URL: ")
+    assert lines[0].startswith("msgsync: invalid setting MSGSYNC_DATABASE_URL: ")
     assert says in lines[0]

@@ -51,15 +51,21 @@ def gateway() -> Iterator[Gateway]:
         yield g
 
 
+@pytest.fixture(scope="module")
+def late_port() -> int:
+    """A port nobody serves until the refused-connection test starts a gateway there."""
+    return free_port()
+
+
 @pytest.fixture(scope="module", params=["postgresql", "sqlite"])
-def server_url(request: pytest.FixtureRequest, gateway: Gateway) -> Iterator[str]:
+def server_url(request: pytest.FixtureRequest, gateway: Gateway, late_port: int) -> Iterator[str]:
     if request.param == "postgresql":
         url, workers = request.getfixturevalue("postgresql_url"), 2
     else:
         url, workers = request.getfixturevalue("sqlite_url"), 1
     env = {
-        # Any port on this host: the refused-connection test points at one nobody serves.
-        "MSGSYNC_PUSH_GATEWAYS": "http://127.0.0.1:",
+        # The gateway, and the port the refused-connection test points at.
+        "MSGSYNC_PUSH_GATEWAYS": f"{gateway.url},http://127.0.0.1:{late_port}",
         "MSGSYNC_PUSH_DELAY_SECONDS": str(DELAY),
     }
     with running_server(url, workers=workers, env=env) as server:
@@ -207,9 +213,9 @@ async def test_gateway_errors_are_retried(push: Push) -> None:
     assert pushes[3]["event_id"] == str(sentinel["message"]["id"])
 
 
-async def test_a_refused_connection_is_retried(push: Push) -> None:
+async def test_a_refused_connection_is_retried(push: Push, late_port: int) -> None:
     sender, phone = await register(push.client), await register(push.client)
-    port = free_port()  # nothing listens there yet
+    port = late_port  # nothing listens there yet
     key = await push.pusher(phone, url=f"http://127.0.0.1:{port}{NOTIFY_PATH}")
     sent = await send(push.client, sender, phone.user_id, "gateway down")
     await asyncio.sleep(DELAY * 3)  # the first attempts are refused

@@ -145,7 +145,7 @@ async def delete_device(
     """Log out one of the caller's devices (a lost phone, say), the way POST /logout does on
     that device: its token stops in every process, its waiting long-polls are answered 401
     and its pushers are removed. Needs the password re-entered."""
-    await _confirm_password(request, db, passwords, device.user_id, body.password)
+    await _confirm_password(request, db, passwords, device, body.password)
     # The password is checked first, so that without it nobody learns which ids exist.
     if not await auth.delete_device(db, device.user_id, device_id):
         raise AppError(404, "device_not_found", "you have no device with this id")
@@ -175,7 +175,7 @@ async def change_password(
     """Change the password (the rules of registration); every other device of the user is
     logged out, as by DELETE /devices/{device_id}, unless `logout_other_devices` is false.
     The calling device stays logged in."""
-    verified = await _confirm_password(request, db, passwords, device.user_id, body.old_password)
+    verified = await _confirm_password(request, db, passwords, device, body.old_password)
     ended = await auth.change_password(
         db,
         passwords,
@@ -190,18 +190,27 @@ async def change_password(
 
 
 async def _confirm_password(
-    request: Request, db: Database, passwords: auth.Passwords, user_id: str, password: str
+    request: Request,
+    db: Database,
+    passwords: auth.Passwords,
+    device: auth.DeviceContext,
+    password: str,
 ) -> str:
     """The re-entered password of a signed-in user; returns the stored hash it matched.
 
-    Wrong passwords count towards the same limits as POST /login (app.throttle): otherwise a
-    stolen token could guess the password here, unthrottled, and then take the account."""
-    address = throttle.client_address(request.scope)
-    # Checked before the hash, as at login: a refused guess costs one statement.
-    await throttle.check(db, user_id, address)
-    verified = await auth.verify_password(db, passwords, user_id, password)
+    Attempts count against the calling device alone (app.throttle): a stolen token guessing
+    the password here is slowed down on its own device, and failed logins by others never
+    refuse the owner's devices their own password."""
+    # Counted before the hash, as at login: a refused guess costs one statement.
+    await throttle.attempt_password(db, device.device_id)
+    verified = await auth.verify_password(db, passwords, device.user_id, password)
     if verified is None:
-        log.info("wrong password re-entered for user %r from %s", user_id, address)
-        await throttle.record_failure(db, user_id, address)
+        log.info(
+            "wrong password re-entered for user %r on device %s from %s",
+            device.user_id,
+            device.device_id,
+            throttle.client_address(request.scope),
+        )
         raise AppError(401, "bad_credentials", "wrong password")
+    await throttle.password_succeeded(db, device.device_id)
     return verified

@@ -27,7 +27,9 @@ router = APIRouter(tags=["push"])
             "description": "The same app_id and pushkey were registered already: replaced.",
         },
         201: {"description": "The pusher was registered."},
-        **problem_responses("unauthorized", "gateway_not_allowed"),
+        **problem_responses(
+            "unauthorized", "too_many_pushers", "gateway_not_allowed", "pusher_data_too_large"
+        ),
     },
 )
 async def register(
@@ -48,8 +50,8 @@ async def register(
     summary="List the pushers of the user's devices",
     responses=problem_responses("unauthorized"),
 )
-async def pushers(device: CurrentDevice, db: DbDep) -> Response:
-    found = await push.list_pushers(db, device.user_id)
+async def pushers(device: CurrentDevice, db: DbDep, settings: SettingsDep) -> Response:
+    found = await push.list_pushers(db, settings, device.user_id)
     return Response(orjson.dumps({"pushers": found}), media_type="application/json")
 
 

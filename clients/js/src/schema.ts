@@ -748,7 +748,7 @@ export interface components {
             app_id: string;
             /**
              * Data
-             * @description Passed to the gateway as the device's `data`.
+             * @description Passed to the gateway as the device's `data`; at most 4 KiB of JSON.
              */
             data?: {
                 [key: string]: unknown;
@@ -762,7 +762,7 @@ export interface components {
             format: "id_only" | "full";
             /**
              * Gateway Url
-             * @description The gateway's notify URL; must start with one of the operator's allowed prefixes (MSGSYNC_PUSH_GATEWAYS). Must not contain NUL (U+0000) or unpaired UTF-16 surrogates. Push is off on this server: every URL is refused.
+             * @description The gateway's notify URL; must be within one of the operator's allowed gateways (MSGSYNC_PUSH_GATEWAYS), compared as URLs: no dot segments, encoded dots, backslashes, user@ or fragment. Must not contain NUL (U+0000) or unpaired UTF-16 surrogates. Push is off on this server: every URL is refused.
              */
             gateway_url: string;
             /**
@@ -1762,7 +1762,7 @@ export interface operations {
             /**
              * @description Problem details; `code` is one of:
              *
-             *     - `too_many_attempts`: Too many login or registration attempts for this account or address; retry after `Retry-After` seconds.
+             *     - `too_many_attempts`: Too many login or registration attempts for this account or address, or wrong passwords re-entered by this device; retry after `Retry-After` seconds.
              */
             429: {
                 headers: {
@@ -1933,7 +1933,7 @@ export interface operations {
             /**
              * @description Problem details; `code` is one of:
              *
-             *     - `too_many_attempts`: Too many login or registration attempts for this account or address; retry after `Retry-After` seconds.
+             *     - `too_many_attempts`: Too many login or registration attempts for this account or address, or wrong passwords re-entered by this device; retry after `Retry-After` seconds.
              */
             429: {
                 headers: {
@@ -2442,7 +2442,7 @@ export interface operations {
             /**
              * @description Problem details; `code` is one of:
              *
-             *     - `too_many_attempts`: Too many login or registration attempts for this account or address; retry after `Retry-After` seconds.
+             *     - `too_many_attempts`: Too many login or registration attempts for this account or address, or wrong passwords re-entered by this device; retry after `Retry-After` seconds.
              */
             429: {
                 headers: {
@@ -2611,6 +2611,19 @@ export interface operations {
             /**
              * @description Problem details; `code` is one of:
              *
+             *     - `too_many_pushers`: The device, or the user's devices together, have as many pushers as allowed.
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
              *     - `request_too_large`: The request body is over the configured byte limit.
              */
             413: {
@@ -2624,7 +2637,8 @@ export interface operations {
             /**
              * @description Problem details; `code` is one of:
              *
-             *     - `gateway_not_allowed`: The gateway URL starts with none of the allowed prefixes (push may be off).
+             *     - `gateway_not_allowed`: The gateway URL is malformed or outside the allowed gateways (push may be off).
+             *     - `pusher_data_too_large`: The pusher's `data` is over 4 KiB of JSON.
              *     - `validation_error`: The request does not match the schema; `errors` lists where and why.
              */
             422: {
@@ -2980,7 +2994,7 @@ export interface operations {
             /**
              * @description Problem details; `code` is one of:
              *
-             *     - `too_many_attempts`: Too many login or registration attempts for this account or address; retry after `Retry-After` seconds.
+             *     - `too_many_attempts`: Too many login or registration attempts for this account or address, or wrong passwords re-entered by this device; retry after `Retry-After` seconds.
              */
             429: {
                 headers: {
