@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from app.bench.server import free_port
+from app.testing import free_port
 from tests.conftest import IN_CI
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from app.bench.server import free_port
+from app.testing import free_port
 from tests.conftest import IN_CI
 
 VERSION = "15"

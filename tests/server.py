@@ -1,45 +1,30 @@
-"""A real msgsync server (uvicorn, one or more processes) for tests that cross HTTP."""
+"""A real msgsync server (uvicorn, one or more processes) for tests that cross HTTP: the
+public harness (app.testing) with the suite's settings (fast hashing, no throttles, no send
+rate; a test's own `env` overrides them)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
-from app.bench.server import free_port, stop_server, wait_ready
+from app import testing
+from app.testing import Server
 from tests.conftest import FAST_HASHING, NO_SEND_RATE, NO_THROTTLE
 
+__all__ = ["Server", "running_server"]
 
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
+SUITE_ENV = {
+    f"MSGSYNC_{k.upper()}": str(v)
+    for k, v in {**FAST_HASHING, **NO_THROTTLE, **NO_SEND_RATE}.items()
+}
 
 
 @contextmanager
 def running_server(
     database_url: str, workers: int = 1, env: dict[str, str] | None = None
 ) -> Iterator[Server]:
-    port = free_port()
-    environment = {
-        **os.environ,
-        "MSGSYNC_DATABASE_URL": database_url,
-        **{
-            f"MSGSYNC_{k.upper()}": str(v)
-            for k, v in {**FAST_HASHING, **NO_THROTTLE, **NO_SEND_RATE}.items()
-        },
-        **(env or {}),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers)],
-        env=environment,
-    )
-    server = Server(f"http://127.0.0.1:{port}", process)
-    try:
-        wait_ready(server.url, process)
+    """Serve database_url (the test's, already migrated) until the block ends."""
+    with testing.running_server(
+        database_url, workers=workers, env={**SUITE_ENV, **(env or {})}
+    ) as server:
         yield server
-    finally:
-        stop_server(process)

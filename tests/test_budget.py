@@ -4,7 +4,6 @@ error (503 database_unavailable for requests, one line and exit 1 for a retentio
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import subprocess
 import sys
@@ -18,11 +17,10 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from app.bench.server import free_port, stop_server, wait_ready
-from app.bench.stats import BenchError
 from app.budget import budget_report
 from app.db import ConnectionBudget
 from app.main import create_app
+from app.testing import free_port, stop_server, wait_ready
 from tests.conftest import FAST_HASHING, make_settings, over_backends
 from tests.factories import register, set_token_cache
 from tests.test_accounts import assert_problem
@@ -76,11 +74,7 @@ def test_an_idle_server_with_four_workers_holds_its_budget(fresh_pg: str, tmp_pa
 
 def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
     # Four workers start slowly on a loaded machine: a minute was not always enough.
-    for _ in range(3):
-        with contextlib.suppress(BenchError):
-            wait_ready(url, process, log)
-            return
-    wait_ready(url, process, log)
+    wait_ready(url, process, log, timeout=180)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.bench.server import free_port, stop_server
+from app.testing import free_port, stop_server
 from tests.conftest import FAST_HASHING
 
 REPO = Path(__file__).resolve().parent.parent

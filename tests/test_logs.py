@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.bench.server import free_port, stop_server, wait_ready
+from app.testing import free_port, stop_server, wait_ready
 from tests.conftest import FAST_HASHING
 from tests.factories import register
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.bench.server import free_port
+from app.testing import free_port
 from tests.factories import Device, login, register, send, sync
 from tests.gateway import NOTIFY_PATH, Gateway, Script, running_gateway
 from tests.server import running_server

@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from alembic.script import ScriptDirectory
 
-from app.bench.server import free_port, stop_server
 from app.migrations import alembic_config
+from app.testing import free_port, stop_server
 from tests.conftest import FAST_HASHING, create_pg_database, drop_pg_database
 
 REPO = Path(__file__).resolve().parent.parent
@@ -155,3 +155,33 @@ def test_serve_on_sqlite_creates_and_migrates_its_file(installed: Installed) -> 
     # The same file, found again by a second command from the same directory.
     done = installed.run("retention", "--json")
     assert json.loads(done.stdout)["deleted"] == 0
+
+
+@pytest.mark.server
+def test_the_test_harness_ships_and_runs_from_the_wheel(
+    installed: Installed, pg_admin_url: str
+) -> None:
+    """app.testing is public: a project that installs msgsync tests against it with no
+    checkout, its migrations found inside the package, on SQLite and on PostgreSQL."""
+    script = """
+import sys
+import httpx
+from app.testing import FAST_HASHING, running_server
+
+admin = sys.argv[1]
+with running_server(env=FAST_HASHING) as lite, running_server(admin_url=admin) as pg:
+    body = {"user_id": "wheel-user", "password": "wheel-password"}
+    print(httpx.post(f"{lite.url}/users", json=body).status_code, lite.database_url[:10])
+    print(httpx.post(f"{pg.url}/users", json=body).status_code, pg.database_url[:10])
+"""
+    done = subprocess.run(
+        [str(installed.bin / "python"), "-c", script, pg_admin_url],
+        cwd=installed.workdir,
+        env=installed.env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["201 sqlite:///", "201 postgresql"]

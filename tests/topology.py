@@ -23,8 +23,8 @@ import httpx
 import psycopg
 from sqlalchemy.engine import make_url
 
-from app.bench.server import free_port, wait_ready
 from app.migrations import upgrade_to_head
+from app.testing import free_port, wait_ready
 from tests.conftest import FAST_HASHING, NO_SEND_RATE, NO_THROTTLE
 from tests.pgbouncer import PGBOUNCER, running_pgbouncer
 from tests.replication import Pair, streaming_pair

@@ -27,7 +27,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.bench.server import free_port, stop_server, wait_ready
+from app.testing import free_port, stop_server, wait_ready
 from tests.conftest import PG_ADMIN_URL, create_pg_database, drop_pg_database
 
 

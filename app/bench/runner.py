@@ -25,9 +25,10 @@ from app.bench.options import Options
 from app.bench.push import w7
 from app.bench.report import table
 from app.bench.retention import w6
-from app.bench.server import free_port, managed_server
+from app.bench.server import managed_server
 from app.bench.stats import PERCENTILE_METHOD, BenchError
 from app.bench.throughput import w1, w2, w5
+from app.testing import free_port
 
 __all__ = ["run"]
 

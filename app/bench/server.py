@@ -1,53 +1,30 @@
-"""The bench's own server: a fresh PostgreSQL database, a uvicorn subprocess, full teardown."""
+"""The bench's own server: a fresh PostgreSQL database, a uvicorn subprocess, full teardown
+(app.testing does the work), and what the bench reads of the server's processes in /proc."""
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
-
-import httpx
-import psycopg
 
 from app.bench.stats import BenchError
-from app.migrations import upgrade_to_head
+from app.testing import FAST_HASHING, NO_THROTTLE, ServerFailed, fresh_database, start_server
 
 __all__ = [
     "ManagedServer",
-    "free_port",
     "managed_server",
     "process_cpu_seconds",
     "server_pids",
     "server_rss_kib",
-    "stop_server",
-    "wait_ready",
 ]
 
-# The bench creates thousands of users; with the production Argon2 cost (64 MiB, 3 passes
-# per hash) setting them up would take minutes and measure the hasher, not the sync path.
-CHEAP_HASHING = {
-    "MSGSYNC_ARGON2_TIME_COST": "1",
-    "MSGSYNC_ARGON2_MEMORY_KIB": "64",
-    "MSGSYNC_ARGON2_PARALLELISM": "1",
-}
-# It also registers and logs them in from one address, which the login and registration
-# throttles (app.throttle) would refuse after a few dozen.
-NO_THROTTLE = {
-    "MSGSYNC_REGISTRATIONS_PER_ADDRESS": "0",
-    "MSGSYNC_LOGIN_ATTEMPTS_PER_ADDRESS": "0",
-    "MSGSYNC_LOGIN_ATTEMPTS_PER_ACCOUNT": "0",
-}
-
+# The bench creates thousands of users (with the production Argon2 cost setting them up
+# would measure the hasher, not the sync path) and registers and logs them in from one
+# address, which the login and registration throttles would refuse after a few dozen.
 # Its senders send far faster than a person: the per-user send rate (app.rates) is set above
 # any bench's rate rather than off, so that W1 still pays for the check it measures.
 SEND_RATE_ABOVE_BENCH = {
@@ -64,87 +41,42 @@ class ManagedServer:
     log_path: Path
 
 
-def _database_url(admin_url: str, name: str) -> str:
-    parts = urlsplit(admin_url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], log_path: Path | None = None) -> None:
-    """Until the server's /readyz answers 200; fails if the process exits first."""
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            tail = log_path.read_text(errors="replace")[-2000:] if log_path else ""
-            raise BenchError(f"server exited with {process.returncode}:\n{tail}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise BenchError("server did not become ready in 60 s")
-        time.sleep(0.1)
-
-
-def stop_server(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within 20 s."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @contextmanager
 def managed_server(
     admin_url: str, workers: int, extra_env: dict[str, str] | None = None
 ) -> Iterator[ManagedServer]:
-    """Create and migrate msgsync_bench_<random>, serve it, then stop and drop it, always."""
-    name = f"msgsync_bench_{uuid.uuid4().hex[:10]}"
-    database_url = _database_url(admin_url, name)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    process: subprocess.Popen[bytes] | None = None
+    """Create and migrate msgsync_bench_<random>, serve it, then stop and drop it, always.
+
+    The database keeps PostgreSQL's durable commits: the bench measures what is deployed."""
     fd, name_of_log = tempfile.mkstemp(prefix="msgsync-bench-server-", suffix=".log")
+    os.close(fd)
     log_path = Path(name_of_log)
     failed = True
     try:
-        print(f"bench: database {name}, migrating", file=sys.stderr)
-        upgrade_to_head(database_url)
-        port = free_port()
-        env = {
-            **os.environ,
-            "MSGSYNC_DATABASE_URL": database_url,
-            **CHEAP_HASHING,
-            **NO_THROTTLE,
-            **SEND_RATE_ABOVE_BENCH,
-            **(extra_env or {}),
-        }
-        command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
-        process = subprocess.Popen(
-            [*command, "--workers", str(workers)], env=env, stdout=fd, stderr=subprocess.STDOUT
-        )
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(url, process, log_path)
-        print(f"bench: server {url} pid {process.pid}, log {log_path}", file=sys.stderr)
-        yield ManagedServer(url, process.pid, database_url, log_path)
-        failed = False
-    finally:
-        if process is not None:
-            stop_server(process)
-        os.close(fd)
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        print("bench: creating and migrating a database", file=sys.stderr)
+        with (
+            fresh_database(admin_url, "msgsync_bench", durable=True) as database_url,
+            log_path.open("ab") as log,
+        ):
+            name = database_url.rpartition("/")[2]
+            env = {**FAST_HASHING, **NO_THROTTLE, **SEND_RATE_ABOVE_BENCH, **(extra_env or {})}
+            try:
+                server = start_server(
+                    database_url, workers=workers, env=env, log=log, log_path=log_path
+                )
+            except ServerFailed as exc:
+                raise BenchError(str(exc)) from exc
+            print(
+                f"bench: database {name}, server {server.url} pid {server.pid}, log {log_path}",
+                file=sys.stderr,
+            )
+            try:
+                yield ManagedServer(server.url, server.pid, database_url, log_path)
+                failed = False
+            finally:
+                server.stop()
         print(f"bench: server stopped, database {name} dropped", file=sys.stderr)
+    finally:
         if failed:
             print(f"bench: the server's log is kept at {log_path}", file=sys.stderr)
         else:

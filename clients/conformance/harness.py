@@ -20,21 +20,23 @@ from typing import Any
 
 import httpx
 import psycopg
-
-from app.bench.server import free_port, stop_server, wait_ready
+from msgsync_client.testing import (
+    FAST_HASHING,
+    NO_SEND_RATE,
+    NO_THROTTLE,
+    Server,
+    fresh_database,
+    migrate,
+    msgsync_command,
+    start_server,
+)
 
 __all__ = ["Adapter", "AdapterDied", "AdapterError", "Backend", "Direct", "adapter_command"]
 
 PASSWORD = "conformance-password"
-CHEAP_HASHING = {
-    "MSGSYNC_ARGON2_TIME_COST": "1",
-    "MSGSYNC_ARGON2_MEMORY_KIB": "64",
-    "MSGSYNC_ARGON2_PARALLELISM": "1",
-    # Every scenario registers and logs in fresh users from one address: no throttle.
-    "MSGSYNC_REGISTRATIONS_PER_ADDRESS": "0",
-    "MSGSYNC_LOGIN_ATTEMPTS_PER_ADDRESS": "0",
-    "MSGSYNC_LOGIN_ATTEMPTS_PER_ACCOUNT": "0",
-}
+# Every scenario registers and logs in fresh users from one address (no throttle), and
+# `Direct.send` fills inboxes far faster than a person sends (no per-user send rate).
+SERVER_ENV = {**FAST_HASHING, **NO_THROTTLE, **NO_SEND_RATE}
 
 
 def adapter_command() -> list[str]:
@@ -129,28 +131,23 @@ class Backend:
     admin_url: str | None
     workdir: Path
     url: str = ""
-    process: subprocess.Popen[bytes] | None = None
+    server: Server | None = None
 
     def start(self, database_url: str | None = None) -> str:
         if database_url is not None:
             self.database_url = database_url
-        port = free_port()
-        env = {**os.environ, "MSGSYNC_DATABASE_URL": self.database_url, **CHEAP_HASHING}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--port", str(port)], env=env
-        )
-        self.url = f"http://127.0.0.1:{port}"
-        wait_ready(self.url, self.process)
+        self.server = start_server(self.database_url, env=SERVER_ENV)
+        self.url = self.server.url
         return self.url
 
     def stop(self) -> None:
-        if self.process is not None:
-            stop_server(self.process)
-            self.process = None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
 
     def copy_database(self) -> str:
         """A copy of the database as it is now (the server must be stopped): a backup."""
-        assert self.process is None
+        assert self.server is None
         if self.kind == "sqlite":
             source = Path(self.database_url.removeprefix("sqlite:///"))
             target = self.workdir / f"backup-{uuid.uuid4().hex[:8]}.db"
@@ -166,7 +163,7 @@ class Backend:
     def retention(self, *arguments: str) -> dict[str, Any]:
         env = {**os.environ, "MSGSYNC_DATABASE_URL": self.database_url}
         done = subprocess.run(
-            [sys.executable, "-m", "app.cli", "retention", "--json", *arguments],
+            [*msgsync_command(), "retention", "--json", *arguments],
             env=env,
             capture_output=True,
             text=True,
@@ -254,15 +251,11 @@ class Direct:
 
 @contextmanager
 def backend(kind: str, admin_url: str | None, workdir: Path) -> Iterator[Backend]:
-    """A fresh database (migrated by the server at start on SQLite, here on PostgreSQL),
-    dropped afterwards with every copy a scenario made."""
-    from app.migrations import upgrade_to_head
-
+    """A fresh database at the latest schema, dropped afterwards with every copy a scenario
+    made."""
     if kind == "sqlite":
-        from app.config import Settings
-
         url = f"sqlite:///{workdir / 'server.db'}"
-        upgrade_to_head(Settings(database_url=url).database_url)
+        migrate(url)
         server = Backend(kind, url, None, workdir)
         try:
             yield server
@@ -270,20 +263,17 @@ def backend(kind: str, admin_url: str | None, workdir: Path) -> Iterator[Backend
             server.stop()
         return
     assert admin_url is not None
-    name = f"msgsync_conf_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-        conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
-    url = admin_url.rpartition("/")[0] + "/" + name
-    server = Backend(kind, url, admin_url, workdir)
-    try:
-        upgrade_to_head(url)
-        yield server
-    finally:
-        server.stop()
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "%",)
-            ).fetchall()
-            for (db,) in rows:
-                conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    with fresh_database(admin_url, "msgsync_conf") as url:
+        server = Backend(kind, url, admin_url, workdir)
+        try:
+            yield server
+        finally:
+            server.stop()
+            # The copies (copy_database) are named after the database: <name>_b<random>.
+            name = url.rpartition("/")[2]
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                rows = conn.execute(
+                    "SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "\\_b%",)
+                ).fetchall()
+                for (db,) in rows:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

@@ -3,8 +3,8 @@
     python -m msgsync_client.bench [--server URL] [--entries 10000]
 
 Without --server it starts a msgsync server on a fresh PostgreSQL database (this needs the
-service installed beside the SDK, as in the repository's environment, and PostgreSQL at
-$MSGSYNC_TEST_PG_ADMIN_URL or postgresql://root@127.0.0.1:5432/postgres)."""
+`msgsync` command installed beside the SDK, as in the repository's environment, and
+PostgreSQL at $MSGSYNC_TEST_PG_ADMIN_URL or postgresql://root@127.0.0.1:5432/postgres)."""
 
 from __future__ import annotations
 
@@ -24,10 +24,18 @@ import httpx
 
 from msgsync_client.client import Client, Options
 from msgsync_client.sqlite_store import SqliteStore
+from msgsync_client.testing import (
+    FAST_HASHING,
+    NO_THROTTLE,
+    ServerFailed,
+    fresh_database,
+    running_server,
+)
 
 __all__ = ["main"]
 
 PASSWORD = "bench-password-1"
+SEND_RATE_ABOVE_BENCH = {"MSGSYNC_SEND_RATE": "1000000", "MSGSYNC_SEND_BURST": "1000000"}
 
 
 async def _fill(server: str, sender: str, recipient: str, count: int) -> None:
@@ -77,12 +85,15 @@ async def run(server: str, entries: int, page_limit: int) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _own_server() -> Iterator[str]:
-    try:
-        from app.bench.server import managed_server
-    except ImportError:
-        raise SystemExit("no --server given and the msgsync service is not installed") from None
+    """`msgsync serve` on a database of its own, with PostgreSQL's durable commits (what is
+    deployed), hashing cheap and throttles off for the users it creates, and the send rate
+    above the fill's."""
     admin = os.environ.get("MSGSYNC_TEST_PG_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres")
-    with managed_server(admin, workers=1) as server:
+    env = {**FAST_HASHING, **NO_THROTTLE, **SEND_RATE_ABOVE_BENCH}
+    with (
+        fresh_database(admin, "msgsync_bench", durable=True) as database_url,
+        running_server(database_url, env=env) as server,
+    ):
         yield server.url
 
 
@@ -93,7 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--page-limit", type=int, default=1000)
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
-        server = args.server or stack.enter_context(_own_server())
+        try:
+            server = args.server or stack.enter_context(_own_server())
+        except ServerFailed as exc:  # no msgsync command, or a server that did not start
+            raise SystemExit(f"no --server given and none could be started: {exc}") from None
         report = asyncio.run(run(server, args.entries, args.page_limit))
     print(json.dumps(report))
     return 0
