@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from app.bench.server import free_port
+from app.testing import free_port
 
 
 class StallingProxy:

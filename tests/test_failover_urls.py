@@ -16,7 +16,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from app.bench.server import free_port
+from app.testing import free_port
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.factories import register, send
 from tests.replication import Pair, streaming_pair
