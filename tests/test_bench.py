@@ -12,6 +12,8 @@ from app.bench.stats import VerificationError, summarize, verify_gap_free, verif
 from app.cli import main
 from tests.server import running_server
 
+pytestmark = pytest.mark.slow
+
 TINY = [
     *("--w1-pairs", "4", "--w1-clients", "3", "--w1-messages", "20"),
     *("--w2-messages", "30", "--w2-senders", "3", "--w2-limit", "1000"),

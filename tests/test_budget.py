@@ -25,6 +25,8 @@ from tests.conftest import FAST_HASHING, make_settings, over_backends
 from tests.factories import register, set_token_cache
 from tests.test_accounts import assert_problem
 
+pytestmark = pytest.mark.slow
+
 
 def test_the_formula_and_a_warning_past_the_servers_limit(postgresql_url: str) -> None:
     settings = make_settings(postgresql_url)

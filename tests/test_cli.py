@@ -91,6 +91,7 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
         drop_pg_database(admin_url, url)
 
 
+@pytest.mark.slow
 def test_migrate_says_what_it_did(empty_database: str) -> None:
     url = Settings(database_url=empty_database).database_url
     config = alembic_config(url)

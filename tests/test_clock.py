@@ -3,7 +3,7 @@ stamp, judge recalls, cut retention and judge devices' idleness by one clock."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -17,7 +17,7 @@ from app.db import Database, database_now
 from app.main import create_app
 from app.models import Device as DeviceRow
 from app.retention import prune, remove_idle_devices
-from tests.conftest import make_settings
+from tests.conftest import make_settings, module_database
 from tests.factories import Device, login, register, send, sync_all
 
 SKEW = timedelta(days=9)  # past the recall window and the retention age
@@ -77,9 +77,19 @@ async def test_a_fast_host_clock_changes_no_time(skewed_app: FastAPI, fresh_pg: 
         assert len(await sync_all(client, bob)) == 2  # the message and its recall
 
 
+@pytest.fixture(scope="module")
+def devices_url(
+    database_url: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A database of the same kind for this module alone: the idle-device job removes every
+    user's idle devices, those other modules' tests leave behind included."""
+    with module_database(database_url, request, tmp_path_factory, "clock") as url:
+        yield url
+
+
 @pytest.mark.parametrize("skew", [timedelta(days=100), -timedelta(days=100)], ids=["fast", "slow"])
 async def test_devices_are_judged_by_the_database_clock(
-    database_url: str, monkeypatch: pytest.MonkeyPatch, skew: timedelta
+    devices_url: str, monkeypatch: pytest.MonkeyPatch, skew: timedelta
 ) -> None:
     """A device's last_seen_at and its idleness (90 days) go by the database's clock on a host
     whose clock is 100 days off either way: a fresh device answers, a device idle for 91
@@ -90,7 +100,7 @@ async def test_devices_are_judged_by_the_database_clock(
 
     for module in (models, auth, retention):
         monkeypatch.setattr(module, "utcnow", skewed_clock, raising=False)
-    application = create_app(make_settings(database_url, device_idle_days=90))
+    application = create_app(make_settings(devices_url, device_idle_days=90))
     async with application.router.lifespan_context(application):
         db: Database = application.state.db
         transport = httpx.ASGITransport(app=application)

@@ -61,6 +61,7 @@ async def test_an_unexpected_failure_is_a_problem_on_either_path(
             assert response.headers["retry-after"] == "1"
 
 
+@pytest.mark.slow
 async def test_sends_after_the_database_dropped_every_connection(fresh_pg: str) -> None:
     """A database restart or failover, as PostgreSQL ends every connection: requests on a
     dropped connection answer 503 database_unavailable, and the service recovers by itself."""

@@ -62,6 +62,7 @@ async def all_unauthorized(polls: list[asyncio.Task[httpx.Response]]) -> None:
         assert_problem(response, 401, "unauthorized")
 
 
+@pytest.mark.slow
 async def test_a_device_ended_in_one_process_is_ended_in_the_other(fresh_pg: str) -> None:
     async with two_processes(fresh_pg) as (a, b):
         phone = await register(a)

@@ -26,6 +26,8 @@ import pytest
 from app.testing import free_port, stop_server
 from tests.conftest import FAST_HASHING
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
 

@@ -28,7 +28,7 @@ from tests.conftest import migrated_pg_database
 from tests.factories import PASSWORD
 from tests.server import running_server
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 PROBLEM_JSON = "application/problem+json"
 SEED = 20261127

@@ -27,7 +27,7 @@ from app.schemas import MessageEntry, ReadEntry, RecallEntry, SyncPage
 from tests.factories import PASSWORD, new_user_id
 from tests.server import running_server
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.slow, pytest.mark.server]
 
 # Not `msgsync_client`: that name is the SDK's, imported by other tests in this process.
 PACKAGE = "msgsync_generated"

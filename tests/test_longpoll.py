@@ -175,6 +175,7 @@ async def test_a_send_in_one_process_wakes_a_long_poll_in_another(fresh_pg: str)
         assert elapsed < LONG / 2
 
 
+@pytest.mark.slow
 async def test_two_workers_wake_long_polls_spread_over_both(fresh_pg: str) -> None:
     with running_server(fresh_pg, workers=2) as server:
         limits = httpx.Limits(max_connections=100)

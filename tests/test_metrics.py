@@ -195,6 +195,7 @@ async def test_waiting_long_polls_are_summed_over_the_workers(postgresql_url: st
             assert value(await _scrape(server.url), "msgsync_waiting_long_polls") == 0
 
 
+@pytest.mark.slow
 @pytest.mark.server
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_an_operators_directory_is_emptied_at_start(

@@ -22,6 +22,8 @@ from tests.factories import Device, new_user_id, register, send_many, sync_all
 from tests.pgbouncer import running_pgbouncer
 from tests.server import running_server
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize(
     ("url", "session_url", "setting", "prepared"),

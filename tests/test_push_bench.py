@@ -10,6 +10,8 @@ import pytest
 
 from app.cli import main
 
+pytestmark = pytest.mark.slow
+
 TINY = [
     *("--w1-pairs", "3", "--w1-clients", "2", "--w1-messages", "12", "--w1-push"),
     *("--w7-devices", "40", "--w7-rate", "200", "--push-delay", "0.3"),

@@ -262,6 +262,7 @@ async def test_logout_stops_the_pushes(push: Push) -> None:
     assert push.gateway.pushes(gone) == []
 
 
+@pytest.mark.slow
 async def test_a_failing_push_survives_a_restart(fresh_pg: str, gateway: Gateway) -> None:
     """The push state is the database's: a push the gateway kept failing while one server
     ran is sent by the server started after it."""

@@ -20,6 +20,8 @@ from tests.conftest import make_settings
 from tests.factories import Device, register, send, sync
 from tests.replication import VERSION, Pair, streaming_pair
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def pair() -> Iterator[Pair]:

@@ -21,6 +21,8 @@ from tests.factories import Device, new_user_id, register, send_many, send_numbe
 from tests.server import running_server
 from tests.test_retention import run_cli
 
+pytestmark = pytest.mark.slow
+
 WEEK = timedelta(days=7)
 
 

@@ -7,9 +7,12 @@ import asyncio
 import contextlib
 
 import httpx
+import pytest
 
 from tests.factories import register, send
 from tests.server import running_server
+
+pytestmark = pytest.mark.slow
 
 DEADLINES = {"MSGSYNC_HEADER_TIMEOUT_SECONDS": "1", "MSGSYNC_BODY_TIMEOUT_SECONDS": "1"}
 # Far longer than the deadlines: a connection still open by then was not cut off.

@@ -197,6 +197,7 @@ def one_connection_per_worker(url: str, pid: int) -> Iterator[list[http.client.H
             connection.close()
 
 
+@pytest.mark.slow
 def test_the_limits_hold_across_workers(fresh_pg: str) -> None:
     env = {f"MSGSYNC_{k.upper()}": str(v) for k, v in LIMITS.items()}
     with (

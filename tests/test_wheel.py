@@ -21,6 +21,8 @@ from app.migrations import alembic_config
 from app.testing import free_port, stop_server
 from tests.conftest import FAST_HASHING, create_pg_database, drop_pg_database
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 
 
