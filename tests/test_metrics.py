@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from app.api.metrics import Latencies
+from app.metrics import Latencies
 from tests.factories import register, send
 from tests.server import running_server
 

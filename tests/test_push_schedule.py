@@ -15,12 +15,12 @@ import pytest
 from sqlalchemy import update
 
 from app.config import Settings
-from app.db import Database
+from app.db.engine import Database
+from app.db.migrations import upgrade_to_head
+from app.db.models import Pusher, utcnow
 from app.main import create_app
-from app.migrations import upgrade_to_head
-from app.models import Pusher, utcnow
-from app.push import push_interval
-from app.push_worker import IDLE_WAIT_MAX, ROUND_GAP, PushWorker
+from app.push.pushers import push_interval
+from app.push.worker import IDLE_WAIT_MAX, ROUND_GAP, PushWorker
 from tests.conftest import make_settings
 from tests.factories import register, send
 

@@ -25,8 +25,8 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, Pool, Qu
 from sqlalchemy.util import queue as sqla_queue
 
 from app.config import Settings
-from app.models import UTCDateTime
-from app.replicas import Replicas
+from app.db.models import UTCDateTime
+from app.db.replicas import Replicas
 
 __all__ = ["ConnectionBudget", "Database", "database_clock", "database_now", "make_engine"]
 

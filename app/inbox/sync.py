@@ -1,4 +1,4 @@
-"""Send and fetch-since: the units of work behind the sync protocol (acks: app/acks.py)."""
+"""Send and fetch-since: the units of work behind the sync protocol (acks: app/inbox/acks.py)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import Database
+from app.db.engine import Database
+from app.db.models import Conversation, Device, InboxEntry, Message, Pusher, User, utcnow
+from app.db.replicas import Replica
 from app.errors import AppError
-from app.models import Conversation, Device, InboxEntry, Message, Pusher, User, utcnow
-from app.replicas import Replica
 
 __all__ = [
     "FetchedEntry",

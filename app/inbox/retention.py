@@ -14,10 +14,10 @@ import psycopg
 from sqlalchemy import CursorResult, Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import idle_cutoff
+from app.accounts.auth import idle_cutoff
 from app.config import Settings
-from app.db import Database, database_now
-from app.models import Device, InboxEntry, User
+from app.db.engine import Database, database_now
+from app.db.models import Device, InboxEntry, User
 from app.notifier import libpq_url
 
 __all__ = [
