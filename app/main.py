@@ -159,7 +159,8 @@ class _Msgsync(FastAPI):
     The cross-cutting concerns (app.edge.frontdoor) wrap all of these, so that every answer
     crosses them, a last-resort 500 included (the front door also keeps any exception from
     reaching the server, which would close the connection): add a concern there, not with
-    add_middleware, which would miss the answers of the two layers."""
+    add_middleware, which would miss the answers of the two layers. app.edge builds the
+    layers and draws them."""
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)

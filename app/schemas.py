@@ -318,7 +318,7 @@ class ReadEntry(_Entry):
 
 # `kind` says what `data` holds: the document states it as a discriminator, so that a
 # generated client decodes each entry into its own type. The server writes these bodies
-# without this model (app.sync.render_page writes the stored JSON as it is); the model
+# without this model (app.inbox.sync.render_page writes the stored JSON as it is); the model
 # describes that output and validates it in the tests.
 class Entry(
     RootModel[Annotated[MessageEntry | RecallEntry | ReadEntry, Field(discriminator="kind")]]

@@ -18,7 +18,7 @@ from tests.factories import register, send
 from tests.server import running_server
 
 # As another module of the service would define one: module level, default registry.
-PROBE = Counter("msgsync_test_probe", "A series defined outside app.api.metrics.")
+PROBE = Counter("msgsync_test_probe", "A series defined outside app.metrics.")
 
 
 def samples(text: str) -> Iterator[Sample]:

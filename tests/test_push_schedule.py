@@ -81,7 +81,7 @@ async def test_the_worker_looks_again_when_the_next_push_falls_due(
 ) -> None:
     pusher, db, pushkey = worker
     # The worker's clock stands still at NOW: its round sees exactly the due times set here.
-    monkeypatch.setattr("app.push_worker.utcnow", lambda: NOW)
+    monkeypatch.setattr("app.push.worker.utcnow", lambda: NOW)
     # A retry or a deferral due in 3 s: the next round is then, not after the delay.
     await _due_in(db, pushkey, 3.0)
     assert await pusher.round() == pytest.approx(3.0)

@@ -228,7 +228,7 @@ async def cpu_per_operation(
 
 
 def push_wait(delay: float) -> float:
-    """What the server's sends use (app.push.push_wait) for this delay."""
+    """What the server's sends use (app.push.pushers.push_wait) for this delay."""
     return delay + push_interval(delay)
 
 

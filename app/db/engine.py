@@ -186,7 +186,7 @@ class Database:
             settings, pool_size=transaction_pool_size(settings), **engine_kwargs
         )
         self.is_sqlite = settings.is_sqlite
-        # Streaming replicas take sync pages (app.sync.fetch_since); started in the lifespan.
+        # Streaming replicas take sync pages (app.inbox.sync.fetch_since); started in the lifespan.
         urls = [] if self.is_sqlite else settings.replica_urls
         self.replicas = Replicas(urls, settings, driver_options(settings))
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)

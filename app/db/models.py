@@ -179,7 +179,7 @@ class Pusher(Base):
         # The sync flush and logout find a device's pushers; a send its recipient's.
         Index(None, "device_id"),
         Index(None, "user_id"),
-        # The push worker leases the due ones, oldest first (app.push_store.lease_and_read).
+        # The push worker leases the due ones, oldest first (app.push.leases.lease_and_read).
         Index(
             None,
             "due_at",

@@ -40,7 +40,7 @@ __all__ = ["PushWorker"]
 
 log = logging.getLogger(__name__)
 
-# Well within app.push_store.LEASE: only a dead process lets a lease expire.
+# Well within app.push.leases.LEASE: only a dead process lets a lease expire.
 GATEWAY_TIMEOUT, CONNECT_TIMEOUT = 10.0, 5.0
 # Retries: exponential backoff with full jitter (a random wait in [0, base * 2^attempt],
 # capped), so that pushes failing together do not hit a recovering gateway together.
