@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from alembic import context
 from app.config import Settings
-from app.models import Base
+from app.db.models import Base
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -28,7 +28,7 @@ def _url() -> str:
 
 
 def _configure(connection: Connection) -> None:
-    # What the run found and did, for `msgsync migrate` to say so (app.migrations).
+    # What the run found and did, for `msgsync migrate` to say so (app.db.migrations).
     applied: list[str] = config.attributes.setdefault("applied", [])
 
     def record(

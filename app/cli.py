@@ -19,7 +19,7 @@ __all__ = ["main"]
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from app import server
+    from app.edge import server
 
     return server.serve(
         host=args.host, port=args.port, workers=args.workers, access_log=args.access_log
@@ -30,7 +30,7 @@ def _migrate(_: argparse.Namespace) -> int:
     from sqlalchemy import make_url
 
     from app.config import Settings
-    from app.migrations import upgrade_to_head
+    from app.db.migrations import upgrade_to_head
 
     settings = Settings()
     # Schema changes want a direct session (DDL and Alembic's own statements through a
@@ -69,11 +69,11 @@ def _positive(text: str) -> int:
 
 
 def _retention(args: argparse.Namespace) -> int:
-    from app.budget import OUTAGES, first_line
     from app.config import Settings
-    from app.db import Database
-    from app.migrations import upgrade_to_head
-    from app.retention import AlreadyRunning, prune, remove_idle_devices
+    from app.db.budget import OUTAGES, first_line
+    from app.db.engine import Database
+    from app.db.migrations import upgrade_to_head
+    from app.inbox.retention import AlreadyRunning, prune, remove_idle_devices
 
     settings = Settings()
     # `is None`, not `or`: --max-age 0 is a real request (everything old enough goes), and

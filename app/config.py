@@ -12,7 +12,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 
-from app.gateway_urls import parse_allowlist
+from app.push.gateway_urls import parse_allowlist
 
 __all__ = ["Settings", "driver_arguments"]
 
@@ -140,7 +140,7 @@ class Settings(BaseSettings):
     @classmethod
     def _gateways(cls, entries: str) -> str:
         """Checked at start-up: a malformed entry would otherwise silently allow nothing, or
-        more than meant (app.gateway_urls)."""
+        more than meant (app.push.gateway_urls)."""
         parse_allowlist(entries)
         return entries
 

@@ -18,7 +18,7 @@ from pydantic.json_schema import SkipJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-from app.paths import documented_paths
+from app.edge.paths import documented_paths
 
 __all__ = [
     "CODES",

@@ -10,7 +10,7 @@ from pythonjsonlogger.core import RESERVED_ATTRS
 
 __all__ = ["RequestIdFilter", "log_config", "request_id"]
 
-# Set by the front door (app.frontdoor) for the request being answered. uvicorn
+# Set by the front door (app.edge.frontdoor) for the request being answered. uvicorn
 # runs each request in a task of its own, so the value is the request's alone; "-" outside
 # any request (start-up, the listener, the ack batcher's own work).
 request_id: ContextVar[str] = ContextVar("msgsync_request_id", default="-")

@@ -11,23 +11,21 @@ from anyio import to_thread
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from app import hotpaths, longpoll
-from app.acks import AckBatcher
+from app import edge
+from app.accounts.auth import Passwords, TokenCache
 from app.api import accounts, conversations, docs, health, metrics, operations, pushers, users
 from app.api import sync as sync_api
-from app.auth import Passwords, TokenCache
 from app.config import Settings
-from app.db import Database
+from app.db.engine import Database
+from app.db.migrations import upgrade_to_head
 from app.errors import install_error_handlers
-from app.frontdoor import FrontDoor
-from app.hotpaths import HotPaths
-from app.longpoll import LongPoll
-from app.migrations import upgrade_to_head
+from app.inbox.acks import AckBatcher
+from app.inbox.rates import RateLimit
+from app.metrics import LATENCIES, Sampler
 from app.notifier import Notifier, PgNotifier, close_on_signals
 from app.openapi import TAGS, install_openapi
-from app.push import SyncedCursors, push_interval
-from app.push_worker import PushWorker
-from app.rates import RateLimit
+from app.push.pushers import SyncedCursors, push_interval
+from app.push.worker import PushWorker
 from app.web import install as install_web_client
 
 __all__ = ["create_app"]
@@ -104,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await seen.start()
             await pusher.start()
         app.state.seen = seen
-        app.state.metrics = metrics.Sampler(notifier, db)
+        app.state.metrics = Sampler(notifier, db)
         app.state.metrics.start()
         _settle_heap()
         try:
@@ -118,7 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await acks.stop()
             await notifier.stop()
             await db.dispose()
-            metrics.LATENCIES.write()
+            LATENCIES.write()
 
     app = _Msgsync(
         settings,
@@ -154,25 +152,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 class _Msgsync(FastAPI):
     """FastAPI with two layers outside all of its middleware, error handling included: a
-    waiting long-poll then holds none of the inner layers' state (app.longpoll), and plain
-    sends and acks skip their per-request work (app.hotpaths). Both hand anything unusual
+    waiting long-poll then holds none of the inner layers' state (app.edge.longpoll), and plain
+    sends and acks skip their per-request work (app.edge.hotpaths). Both hand anything unusual
     to the whole application, which answers errors as it answers any other.
 
-    The cross-cutting concerns (app.frontdoor) wrap all of these, so that every answer
+    The cross-cutting concerns (app.edge.frontdoor) wrap all of these, so that every answer
     crosses them, a last-resort 500 included (the front door also keeps any exception from
     reaching the server, which would close the connection): add a concern there, not with
-    add_middleware, which would miss the answers of the two layers."""
+    add_middleware, which would miss the answers of the two layers. app.edge builds the
+    layers and draws them."""
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._settings = settings
 
     def build_middleware_stack(self) -> ASGIApp:
-        settings = self._settings
-        app = super().build_middleware_stack()
-        app = LongPoll(
-            app,
-            concurrent_reads=settings.db_pool_size + settings.db_max_overflow,
-            per_device=settings.longpolls_per_device,
-        )
-        return FrontDoor(HotPaths(app), settings, hotpaths.PATHS | {longpoll.PATH})
+        return edge.around(super().build_middleware_stack(), self._settings)

@@ -1,6 +1,6 @@
 """The directory of prometheus_client's multiprocess mode, set up before any worker starts.
 
-Kept apart from app.api.metrics, and free of prometheus_client: that library decides at
+Kept apart from app.metrics, and free of prometheus_client: that library decides at
 import whether it writes to this directory, and creates files in it for every series
 defined at import. Importing it before the directory is emptied would lose those files.
 """

@@ -230,7 +230,7 @@ def _allowed_gateways(schemas: dict[str, Any], settings: Settings) -> None:
     if field is None:
         return
     if prefixes:
-        # One of the prefixes, then path segments below it (app.gateway_urls): a segment
+        # One of the prefixes, then path segments below it (app.push.gateway_urls): a segment
         # cannot start with a dot (no dot segments) and nothing may be percent-encoded,
         # a backslash, a fragment or userinfo. The server accepts a little more (other
         # letter cases, an explicit default port, encodings other than of separators).

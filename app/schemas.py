@@ -54,7 +54,7 @@ MAX_ID = 2**63 - 1
 # JSON escape "\ud800" decodes to one): both must be refused at validation, on every backend,
 # before any statement runs. The pattern refuses NUL and says so in the schema; pydantic
 # matches a pattern on the UTF-8 form of the string, which a lone surrogate does not have,
-# so it refuses those too (error type `string_unicode`), in the route and in app.hotpaths
+# so it refuses those too (error type `string_unicode`), in the route and in app.edge.hotpaths
 # alike (tests/test_validation.py holds it to that).
 NO_NUL = r"^[^\x00]*$"
 _CLEAN = " Must not contain NUL (U+0000) or unpaired UTF-16 surrogates."
@@ -318,7 +318,7 @@ class ReadEntry(_Entry):
 
 # `kind` says what `data` holds: the document states it as a discriminator, so that a
 # generated client decodes each entry into its own type. The server writes these bodies
-# without this model (app.sync.render_page writes the stored JSON as it is); the model
+# without this model (app.inbox.sync.render_page writes the stored JSON as it is); the model
 # describes that output and validates it in the tests.
 class Entry(
     RootModel[Annotated[MessageEntry | RecallEntry | ReadEntry, Field(discriminator="kind")]]

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import psycopg
 
-from app.migrations import upgrade_to_head
+from app.db.migrations import upgrade_to_head
 
 __all__ = [
     "FAST_HASHING",

@@ -14,8 +14,8 @@ import pytest
 from fastapi import FastAPI
 
 from app.config import Settings
+from app.db.migrations import upgrade_to_head
 from app.main import create_app
-from app.migrations import upgrade_to_head
 
 PG_ADMIN_URL = os.environ.get(
     "MSGSYNC_TEST_PG_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres"

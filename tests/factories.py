@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from app.auth import current_device
-from app.db import Database
-from app.sync import send_message
+from app.accounts.auth import current_device
+from app.db.engine import Database
+from app.inbox.sync import send_message
 
 PASSWORD = "correct horse battery"
 
@@ -109,7 +109,7 @@ async def set_token_cache(
     app: FastAPI, client: httpx.AsyncClient, device: Device, cached: bool
 ) -> None:
     """Put the device's token in the process's cache (one authenticated request), or empty
-    the cache: a plain send or ack then takes app.hotpaths' lean path, or the framework's."""
+    the cache: a plain send or ack then takes app.edge.hotpaths' lean path, or the framework's."""
     if cached:
         response = await client.get("/devices", headers=device.headers)
         assert response.status_code == 200, response.text
@@ -122,7 +122,7 @@ FRAMEWORK_REACHED = "the lean path should have answered"
 
 def make_the_framework_unreachable(app: FastAPI) -> None:
     """From now on a request that reaches a route needing a device raises AssertionError:
-    only app.hotpaths' lean path can answer."""
+    only app.edge.hotpaths' lean path can answer."""
 
     async def unreachable() -> None:
         raise AssertionError(FRAMEWORK_REACHED)

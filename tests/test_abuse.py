@@ -17,7 +17,7 @@ import httpx
 import psycopg
 from argon2 import PasswordHasher
 
-from app.auth import Passwords
+from app.accounts.auth import Passwords
 from app.errors import AppError
 from tests.conftest import PG_ADMIN_URL, make_settings, over_backends
 from tests.factories import PASSWORD, login, new_user_id, register, send

@@ -11,11 +11,11 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import delete
 
-from app import acks as acks_module
-from app.acks import AckBatcher, PendingAck, write_acks
-from app.db import Database
+from app.db.engine import Database
+from app.db.models import Device as DeviceRow
 from app.errors import AppError
-from app.models import Device as DeviceRow
+from app.inbox import acks as acks_module
+from app.inbox.acks import AckBatcher, PendingAck, write_acks
 from tests.factories import (
     FRAMEWORK_REACHED,
     Device,
@@ -143,7 +143,7 @@ async def test_a_failed_batch_fails_every_waiter(
         assert ("Retry-After" in result.headers) == (status == 503)
 
 
-# Bodies a client might send to /ack, well-formed or not. The lean path (app.hotpaths) takes
+# Bodies a client might send to /ack, well-formed or not. The lean path (app.edge.hotpaths) takes
 # only the first kind when the token is cached; the application answers the rest.
 _ACK_BODIES: list[tuple[str, bytes, str]] = [
     ("valid", b'{"version": 2}', "application/json"),

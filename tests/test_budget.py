@@ -17,8 +17,8 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from app.budget import budget_report
-from app.db import ConnectionBudget
+from app.db.budget import budget_report
+from app.db.engine import ConnectionBudget
 from app.main import create_app
 from app.testing import free_port, stop_server, wait_ready
 from tests.conftest import FAST_HASHING, make_settings, over_backends
@@ -69,7 +69,7 @@ def test_an_idle_server_with_four_workers_holds_its_budget(fresh_pg: str, tmp_pa
         held = over_backends(fresh_pg, "count(*)")
     finally:
         stop_server(process)
-    assert f"app.budget [-] connection budget: {budget.formula(4)}" in log.read_text()
+    assert f"app.db.budget [-] connection budget: {budget.formula(4)}" in log.read_text()
     assert held == idle
     assert held <= 50
 

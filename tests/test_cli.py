@@ -20,7 +20,7 @@ from alembic.script import ScriptDirectory
 from alembic import command
 from app.cli import main
 from app.config import Settings
-from app.migrations import alembic_config
+from app.db.migrations import alembic_config
 from tests.conftest import create_pg_database, drop_pg_database, make_settings, module_database
 from tests.factories import register, send
 

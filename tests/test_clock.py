@@ -12,11 +12,13 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import update
 
-from app import auth, models, operations, retention, sync
-from app.db import Database, database_now
+from app.accounts import auth
+from app.db import models
+from app.db.engine import Database, database_now
+from app.db.models import Device as DeviceRow
+from app.inbox import operations, retention, sync
+from app.inbox.retention import prune, remove_idle_devices
 from app.main import create_app
-from app.models import Device as DeviceRow
-from app.retention import prune, remove_idle_devices
 from tests.conftest import make_settings, module_database
 from tests.factories import Device, login, register, send, sync_all
 

@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 
-from app import sync
-from app.db import Database
+from app.db.engine import Database
+from app.inbox import sync
 from app.main import create_app
 from tests.conftest import make_settings, over_backends
 from tests.factories import register, send, set_token_cache, sync_all

@@ -13,14 +13,14 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select, update
 
-from app.auth import DeviceContext, Passwords, TokenCache
+from app.accounts.auth import DeviceContext, Passwords, TokenCache
 from app.config import Settings
-from app.db import Database
+from app.db.engine import Database
+from app.db.migrations import upgrade_to_head
+from app.db.models import Device as DeviceRow
+from app.db.models import utcnow
+from app.inbox.retention import remove_idle_devices
 from app.main import create_app
-from app.migrations import upgrade_to_head
-from app.models import Device as DeviceRow
-from app.models import utcnow
-from app.retention import remove_idle_devices
 from tests.conftest import make_settings
 from tests.factories import PASSWORD, Device, login, register, set_token_cache
 from tests.test_accounts import assert_problem

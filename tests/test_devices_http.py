@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.db import Database
-from app.migrations import upgrade_to_head
+from app.db.engine import Database
+from app.db.migrations import upgrade_to_head
 from tests.conftest import make_settings
 from tests.factories import PASSWORD, Device, login, register, send
 from tests.server import Server, running_server

@@ -89,7 +89,7 @@ def test_the_openapi_documents_every_code_and_no_other(document: dict[str, Any])
     # Every code with a fixed status that a route or handler answers is on an operation;
     # those only the framework answers for any path (an unknown path, a wrong method) are in
     # the document's catalogue only.
-    # request_head_too_large is the HTTP server's (app.server), before any path is known.
+    # request_head_too_large is the HTTP server's (app.edge.server), before any path is known.
     framework_only = {
         "not_found",
         "method_not_allowed",

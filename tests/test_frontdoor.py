@@ -1,7 +1,7 @@
 """The front door: request id, gzip, CORS, metrics and the size limit hold on every path.
 
 Each concern is shown on a plain send and a plain ack from a device whose token is cached
-(answered by app.hotpaths: the framework is made unreachable for them), on a framework
+(answered by app.edge.hotpaths: the framework is made unreachable for them), on a framework
 route, and on a woken long-poll over real HTTP.
 """
 
@@ -18,9 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 from starlette.types import Message
 
-from app.auth import current_device
+from app.accounts.auth import current_device
 from app.config import Settings
-from app.frontdoor import MAX_REQUEST_ID
+from app.edge.frontdoor import MAX_REQUEST_ID
 from app.main import create_app
 from tests.conftest import make_settings
 from tests.factories import (

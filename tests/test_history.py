@@ -8,8 +8,8 @@ import httpx
 from fastapi import FastAPI
 from sqlalchemy import update
 
-from app.db import Database
-from app.models import Conversation, Message, utcnow
+from app.db.engine import Database
+from app.db.models import Conversation, Message, utcnow
 from tests.factories import Device, login, register, send, send_many
 from tests.test_accounts import assert_problem
 

@@ -1,6 +1,6 @@
-"""The push worker's HTTP client (app.http1) against real local servers: keep-alive reuse,
-answers it must not act on (3xx, 500), servers that close or hang, bounded connections,
-https with a self-signed certificate."""
+"""The push worker's HTTP client (app.push.gateway_client) against real local servers:
+keep-alive reuse, answers it must not act on (3xx, 500), servers that close or hang, bounded
+connections, https with a self-signed certificate."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.http1 import HttpClient
+from app.push.gateway_client import HttpClient
 from tests.tls import self_signed
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 15\r\n\r\n"

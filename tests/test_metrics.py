@@ -13,12 +13,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from app.api.metrics import Latencies
+from app.metrics import Latencies
 from tests.factories import register, send
 from tests.server import running_server
 
 # As another module of the service would define one: module level, default registry.
-PROBE = Counter("msgsync_test_probe", "A series defined outside app.api.metrics.")
+PROBE = Counter("msgsync_test_probe", "A series defined outside app.metrics.")
 
 
 def samples(text: str) -> Iterator[Sample]:

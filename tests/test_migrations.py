@@ -11,8 +11,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
 from app.config import Settings
-from app.migrations import alembic_config, downgrade_to_base, upgrade_to_head
-from app.models import Base
+from app.db.migrations import alembic_config, downgrade_to_base, upgrade_to_head
+from app.db.models import Base
 from tests.conftest import create_pg_database, drop_pg_database
 
 

@@ -12,9 +12,9 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import delete, select, update
 
-from app.db import Database
+from app.db.engine import Database
+from app.db.models import InboxEntry, Message, User
 from app.main import create_app
-from app.models import InboxEntry, Message, User
 from tests.conftest import make_settings
 from tests.factories import Device, login, register, send, sync, sync_all
 from tests.server import running_server

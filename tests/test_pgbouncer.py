@@ -13,10 +13,10 @@ import psycopg
 import pytest
 
 from app.config import Settings
-from app.db import Database
-from app.models import User
+from app.db.engine import Database
+from app.db.models import User
+from app.inbox.retention import LOCK_KEY
 from app.notifier import PgNotifier
-from app.retention import LOCK_KEY
 from tests.conftest import make_settings
 from tests.factories import Device, new_user_id, register, send_many, sync_all
 from tests.pgbouncer import running_pgbouncer

@@ -15,12 +15,12 @@ import pytest
 from sqlalchemy import update
 
 from app.config import Settings
-from app.db import Database
+from app.db.engine import Database
+from app.db.migrations import upgrade_to_head
+from app.db.models import Pusher, utcnow
 from app.main import create_app
-from app.migrations import upgrade_to_head
-from app.models import Pusher, utcnow
-from app.push import push_interval
-from app.push_worker import IDLE_WAIT_MAX, ROUND_GAP, PushWorker
+from app.push.pushers import push_interval
+from app.push.worker import IDLE_WAIT_MAX, ROUND_GAP, PushWorker
 from tests.conftest import make_settings
 from tests.factories import register, send
 
@@ -81,7 +81,7 @@ async def test_the_worker_looks_again_when_the_next_push_falls_due(
 ) -> None:
     pusher, db, pushkey = worker
     # The worker's clock stands still at NOW: its round sees exactly the due times set here.
-    monkeypatch.setattr("app.push_worker.utcnow", lambda: NOW)
+    monkeypatch.setattr("app.push.worker.utcnow", lambda: NOW)
     # A retry or a deferral due in 3 s: the next round is then, not after the delay.
     await _due_in(db, pushkey, 3.0)
     assert await pusher.round() == pytest.approx(3.0)

@@ -41,10 +41,10 @@ async def test_an_untrusted_gateway_certificate_is_retried_and_logged(
 ) -> None:
     certificate = self_signed(tmp_path)
     with running_gateway(tls=certificate.server()) as gateway:
-        with caplog.at_level(logging.WARNING, logger="app.push_worker"):
+        with caplog.at_level(logging.WARNING, logger="app.push.worker"):
             key = await _push_one(database_url, gateway)
         assert gateway.pushes(key) == []
-    failures = [r.getMessage() for r in caplog.records if r.name == "app.push_worker"]
+    failures = [r.getMessage() for r in caplog.records if r.name == "app.push.worker"]
     assert failures, "no failed attempt was logged"
     assert all("retrying in" in line for line in failures)
     assert "CERTIFICATE_VERIFY_FAILED" in failures[0]

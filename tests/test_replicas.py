@@ -13,9 +13,9 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 
-from app import sync as sync_module
+from app.db.migrations import upgrade_to_head
+from app.inbox import sync as sync_module
 from app.main import create_app
-from app.migrations import upgrade_to_head
 from tests.conftest import make_settings
 from tests.factories import Device, register, send, sync
 from tests.replication import VERSION, Pair, streaming_pair

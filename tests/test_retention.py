@@ -16,10 +16,10 @@ from fastapi import FastAPI
 from sqlalchemy import delete, insert, select
 
 from app.config import Settings
-from app.db import Database
-from app.models import Base, InboxEntry, User
-from app.retention import prune
-from app.sync import bump_versions
+from app.db.engine import Database
+from app.db.models import Base, InboxEntry, User
+from app.inbox.retention import prune
+from app.inbox.sync import bump_versions
 from tests.conftest import make_settings, module_database
 from tests.factories import Device, register, send, send_many, sync, sync_all
 

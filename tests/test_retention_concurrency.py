@@ -13,9 +13,9 @@ import psycopg
 import pytest
 from sqlalchemy import func, select
 
-from app.db import Database
-from app.models import InboxEntry, User
-from app.retention import LOCK_KEY, PruneReport, prune
+from app.db.engine import Database
+from app.db.models import InboxEntry, User
+from app.inbox.retention import LOCK_KEY, PruneReport, prune
 from tests.conftest import make_settings
 from tests.factories import Device, new_user_id, register, send_many, send_numbered
 from tests.server import running_server

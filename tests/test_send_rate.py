@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from app.rates import RateLimit, retry_after
+from app.inbox.rates import RateLimit, retry_after
 from tests.factories import Device, login, register, sync_all
 from tests.server import Server, running_server
 from tests.test_accounts import assert_problem

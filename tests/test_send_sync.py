@@ -195,7 +195,7 @@ async def test_malformed_json_is_a_problem(client: httpx.AsyncClient) -> None:
     assert_problem(extra, 422, "validation_error")
 
 
-# Send bodies, plain or not. The lean path (app.hotpaths) takes the plain ones when the
+# Send bodies, plain or not. The lean path (app.edge.hotpaths) takes the plain ones when the
 # token is cached; the application answers the rest. PEER and CID are filled in per request.
 _SEND_BODIES: list[tuple[str, str, str]] = [
     ("plain", '{"to": "PEER", "body": "hi", "client_msg_id": "CID"}', "application/json"),

@@ -3,7 +3,7 @@
 PostgreSQL cannot store NUL in text, and neither database driver can encode a lone UTF-16
 surrogate, so both must be refused before any statement runs; integers must fit a BIGINT;
 and a JSON `true` is not a version. Sends and acks are checked with a token the process has
-cached (the lean path of app.hotpaths) and without (the framework), which must agree.
+cached (the lean path of app.edge.hotpaths) and without (the framework), which must agree.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from alembic.script import ScriptDirectory
 
-from app.migrations import alembic_config
+from app.db.migrations import alembic_config
 from app.testing import free_port, stop_server
 from tests.conftest import FAST_HASHING, create_pg_database, drop_pg_database
 

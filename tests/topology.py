@@ -23,7 +23,7 @@ import httpx
 import psycopg
 from sqlalchemy.engine import make_url
 
-from app.migrations import upgrade_to_head
+from app.db.migrations import upgrade_to_head
 from app.testing import free_port, wait_ready
 from tests.conftest import FAST_HASHING, NO_SEND_RATE, NO_THROTTLE
 from tests.pgbouncer import PGBOUNCER, running_pgbouncer

@@ -17,7 +17,7 @@ import uuid
 import httpx
 from playwright.sync_api import Browser, sync_playwright
 
-from app.migrations import upgrade_to_head
+from app.db.migrations import upgrade_to_head
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import PG_ADMIN_URL, create_pg_database, drop_pg_database
 from tests.factories import PASSWORD

@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 
-from app import auth, throttle
+from app.accounts import auth, throttle
 from app.api.deps import CurrentDevice, DbDep, NotifierDep, PasswordsDep
-from app.db import Database
+from app.db.engine import Database
 from app.errors import AppError
 from app.openapi import problem_responses
 from app.schemas import (
@@ -74,7 +74,7 @@ async def create_user(
     },
 )
 async def login(body: LoginIn, request: Request, db: DbDep, passwords: PasswordsDep) -> LoginOut:
-    # Counted before the password is hashed (see app.throttle): a refused guess costs one
+    # Counted before the password is hashed (see app.accounts.throttle): a refused guess costs one
     # statement, not a hash.
     await throttle.attempt_login(db, body.user_id, throttle.client_address(request.scope))
     device_id, token = await auth.login(
@@ -198,7 +198,7 @@ async def _confirm_password(
 ) -> str:
     """The re-entered password of a signed-in user; returns the stored hash it matched.
 
-    Attempts count against the calling device alone (app.throttle): a stolen token guessing
+    Attempts count against the calling device alone (app.accounts.throttle): a stolen token guessing
     the password here is slowed down on its own device, and failed logins by others never
     refuse the owner's devices their own password."""
     # Counted before the hash, as at login: a refused guess costs one statement.

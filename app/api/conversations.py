@@ -7,10 +7,10 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Path, Query, Response
 
-from app import history
 from app.api.deps import CurrentDevice, DbDep, SettingsDep
 from app.config import Settings
 from app.errors import AppError
+from app.inbox import history
 from app.openapi import problem_responses
 from app.schemas import MAX_ID, NO_NUL, ConversationsPage, HistoryPage
 

@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from app.acks import AckBatcher
-from app.auth import CurrentDevice, DbDep, DeviceContext, Passwords
+from app.accounts.auth import CurrentDevice, DbDep, DeviceContext, Passwords
 from app.config import Settings
+from app.inbox.acks import AckBatcher
 from app.notifier import Notifier
 
 __all__ = [

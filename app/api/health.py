@@ -1,4 +1,4 @@
-"""Probes for operators (the metrics are in app.api.metrics)."""
+"""Probes for operators (GET /metrics is in app.api.metrics)."""
 
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Path, Response
 
-from app import operations
 from app.api.deps import CurrentDevice, DbDep, NotifierDep, SettingsDep
+from app.inbox import operations
 from app.openapi import problem_responses
 from app.schemas import MAX_ID, NO_NUL, ReadIn, ReadOut, RecallOut
 

@@ -7,9 +7,9 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Path, Response
 
-from app import push
 from app.api.deps import CurrentDevice, DbDep, SettingsDep
 from app.openapi import problem_responses
+from app.push import pushers as push
 from app.schemas import NO_NUL, PusherCreated, PusherIn, PushersOut
 
 router = APIRouter(tags=["push"])

@@ -4,21 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Query, Request, Response
 
-from app import sync
-from app.acks import AckBatcher
 from app.api.deps import AcksDep, CurrentDevice, DbDep, NotifierDep, SettingsDep
-from app.auth import DeviceContext
-from app.config import Settings
-from app.db import Database
+from app.edge.longpoll import TICKET, Ticket
 from app.errors import AppError
-from app.longpoll import TICKET, Ticket
-from app.notifier import Notifier
+from app.inbox import sync
+from app.inbox.acks import acknowledge
+from app.inbox.send import deliver
 from app.openapi import problem_responses
-from app.push import push_wait
-from app.rates import RateLimit, retry_after
 from app.schemas import MAX_ID, AckIn, AckOut, SendIn, SendOut, SyncPage
 
 router = APIRouter()
@@ -76,56 +70,6 @@ async def send(
         db, notifier, settings, request.app.state.send_rate, device, body
     )
     return Response(content, status_code=status, media_type="application/json")
-
-
-async def deliver(
-    db: Database,
-    notifier: Notifier,
-    settings: Settings,
-    send_rate: RateLimit | None,
-    device: DeviceContext,
-    body: SendIn,
-) -> tuple[int, bytes]:
-    """The send, for the route above and for app.hotpaths: (status, JSON body).
-
-    `send_rate` (None: no limit) is checked before anything is written, so a 429 is never a
-    message stored in part, and never one lost: the client was told it was not sent.
-    """
-    if send_rate is not None and (wait := send_rate.take(device.user_id)):
-        result = await _stored_or_refused(db, device, body, wait)
-    else:
-        result = await sync.send_message(
-            db,
-            device.user_id,
-            body.to,
-            body.body,
-            body.client_msg_id,
-            settings.max_body_bytes,
-            push_wait(settings),
-        )
-    if result.created:
-        notifier.notify((device.user_id, body.to))
-    content = orjson.dumps({"message": result.message, "version": result.version})
-    return 201 if result.created else 200, content
-
-
-async def _stored_or_refused(
-    db: Database, device: DeviceContext, body: SendIn, wait: float
-) -> sync.SendResult:
-    """A send over the rate: 429 too_many_requests, unless it is a retry of a message
-    already stored, which is answered 200 with the first result as ever, so that a client
-    retrying after a lost answer learns that its message went through rather than being
-    told to wait. The look-up costs a statement only when the sender is over the rate."""
-    if body.client_msg_id is not None:
-        found = await sync.existing_send(db, device.user_id, body.client_msg_id)
-        if found is not None:
-            return found
-    raise AppError(
-        429,
-        "too_many_requests",
-        "too many messages sent; retry after Retry-After seconds",
-        headers={"Retry-After": retry_after(wait)},
-    )
 
 
 @router.get(
@@ -201,7 +145,7 @@ async def sync_since(
     position = await sync.device_cursor(db, device.device_id) if since is None else since
     ticket: Ticket | None = request.scope.get(TICKET)
     if ticket is not None:
-        # A long-poll (see app.longpoll): subscribe, or forget past wake-ups, *before* the
+        # A long-poll (see app.edge.longpoll): subscribe, or forget past wake-ups, *before* the
         # read, so that a commit landing during the read still wakes the wait that follows.
         if ticket.waiter is None:
             ticket.waiter = notifier.subscribe(device.user_id)
@@ -210,7 +154,7 @@ async def sync_since(
         ticket.user_id, ticket.device_id = device.user_id, device.device_id
         ticket.position, ticket.limit = position, limit
     page = await sync.fetch_since(db, device.user_id, position, limit)
-    # The device has these entries now: it is not to be pushed for them (app.push).
+    # The device has these entries now: it is not to be pushed for them (app.push.pushers).
     request.app.state.seen.saw(device.device_id, page.next_since)
     if ticket is not None:
         ticket.empty = not page.entries and page.next_since == position
@@ -228,10 +172,3 @@ async def sync_since(
 async def ack(body: AckIn, device: CurrentDevice, acks: AcksDep) -> Response:
     status, content = await acknowledge(acks, device, body)
     return Response(content, status_code=status, media_type="application/json")
-
-
-async def acknowledge(acks: AckBatcher, device: DeviceContext, body: AckIn) -> tuple[int, bytes]:
-    """The ack, for the route above and for app.hotpaths: (status, JSON body)."""
-    # Group commit: this waits for the batch holding the ack to commit.
-    cursor = await acks.ack(device.user_id, device.device_id, body.version)
-    return 200, orjson.dumps({"device_id": device.device_id, "acked_version": cursor})

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from app import auth
+from app.accounts import auth
 from app.api.deps import CurrentDevice, DbDep
 from app.errors import AppError
 from app.openapi import problem_responses

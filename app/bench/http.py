@@ -5,7 +5,7 @@ spends is taken from the server. aiohttp spent about 100 us of CPU per request h
 (request and response objects, header multidicts, timers, a task per request); at W5's
 rate that was most of a core, and the client, not the server, set the figure. This client
 writes a prepared request and parses the answer with httptools (the parser uvicorn itself
-uses; the connection is app.http1's, which the push worker uses too): about 13 us per
+uses; the connection is app.push.gateway_client's, which the push worker uses too): about 13 us per
 request. It does what the workloads need and no more: plain
 requests with small bodies, Content-Length or chunked answers, no redirects, no cookies.
 """
@@ -19,7 +19,7 @@ from collections import deque
 from urllib.parse import urlencode, urlsplit
 
 from app.bench.stats import BenchError
-from app.http1 import Connection, Reply, connect
+from app.push.gateway_client import Connection, Reply, connect
 
 __all__ = ["ConnectionPool", "Reply"]
 

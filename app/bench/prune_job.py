@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from app.config import Settings
-from app.db import Database
+from app.db.engine import Database
 
 
 def _max_age(prune: Any, seconds: float) -> Any:
@@ -40,7 +40,7 @@ def _plain(result: Any) -> Any:
 
 async def _run(database_url: str, max_age_seconds: float, max_entries: int) -> dict[str, Any]:
     # Imported by name: the job lands from another branch (issue 4).
-    prune = importlib.import_module("app.retention").prune
+    prune = importlib.import_module("app.inbox.retention").prune
 
     db = Database(Settings(database_url=database_url))
     try:

@@ -28,7 +28,7 @@ import psycopg
 from app.bench.context import Context
 from app.bench.server import process_cpu_seconds, server_pids
 from app.bench.stats import BenchError, summarize
-from app.push import push_interval
+from app.push.pushers import push_interval
 
 __all__ = [
     "NOTIFY_PATH",
@@ -152,7 +152,7 @@ _LOAD = (
 )
 INSERT INTO pushers (app_id, pushkey, device_id, user_id, gateway_url, format, data,
                      created_at, pushed_version, synced_version, attempts, due_at)
--- due_at: what the send would have set (app.sync), push_wait after the message.
+-- due_at: what the send would have set (app.inbox.sync), push_wait after the message.
 SELECT 'bench', %(prefix)s || 'k' || g, %(prefix)s || 'd' || g, %(prefix)s || g,
        %(gateway)s, 'id_only', '{}', %(at)s, 0, 0, 0, %(at)s + %(wait)s * interval '1 second'
 FROM generate_series(1, %(devices)s) g
@@ -228,7 +228,7 @@ async def cpu_per_operation(
 
 
 def push_wait(delay: float) -> float:
-    """What the server's sends use (app.push.push_wait) for this delay."""
+    """What the server's sends use (app.push.pushers.push_wait) for this delay."""
     return delay + push_interval(delay)
 
 
@@ -254,7 +254,7 @@ def _load(
 
 
 # Open loop: the users, devices and pushers first, idle; then the messages arrive in small
-# batches at the offered rate, each batch written as the send writes it (app.sync): the
+# batches at the offered rate, each batch written as the send writes it (app.inbox.sync): the
 # recipients' versions, the message, its inbox entry, the pushers marked due.
 _LOAD_IDLE = (
     _PEOPLE

@@ -40,11 +40,11 @@ FROM generate_series(1, %(users)s) AS u, generate_series(1, %(per_user)s) AS v
 
 def retention_unavailable() -> str | None:
     """Why W6 cannot run with this code, or None. The job lands from another branch."""
-    if importlib.util.find_spec("app.retention") is None:
-        return "app.retention is not in this build yet (issue 4)"
-    module = importlib.import_module("app.retention")
+    if importlib.util.find_spec("app.inbox.retention") is None:
+        return "app.inbox.retention is not in this build yet (issue 4)"
+    module = importlib.import_module("app.inbox.retention")
     if not hasattr(module, "prune"):
-        return "app.retention has no prune()"
+        return "app.inbox.retention has no prune()"
     return None
 
 

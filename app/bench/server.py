@@ -25,7 +25,7 @@ __all__ = [
 # The bench creates thousands of users (with the production Argon2 cost setting them up
 # would measure the hasher, not the sync path) and registers and logs them in from one
 # address, which the login and registration throttles would refuse after a few dozen.
-# Its senders send far faster than a person: the per-user send rate (app.rates) is set above
+# Its senders send far faster than a person: the per-user send rate (app.inbox.rates) is set above
 # any bench's rate rather than off, so that W1 still pays for the check it measures.
 SEND_RATE_ABOVE_BENCH = {
     "MSGSYNC_SEND_RATE": "1000000",

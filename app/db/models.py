@@ -179,7 +179,7 @@ class Pusher(Base):
         # The sync flush and logout find a device's pushers; a send its recipient's.
         Index(None, "device_id"),
         Index(None, "user_id"),
-        # The push worker leases the due ones, oldest first (app.push_store.lease_and_read).
+        # The push worker leases the due ones, oldest first (app.push.leases.lease_and_read).
         Index(
             None,
             "due_at",
@@ -202,7 +202,7 @@ class Pusher(Base):
     # How far the device has synced (flushed from the processes' memory, app.push_seen).
     synced_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # When the pending push is due: set by the send of the first message of a delay window
-    # (app.sync), or by the worker for a retry. NULL: nothing to push.
+    # (app.inbox.sync), or by the worker for a retry. NULL: nothing to push.
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # A message arrived while a push was in flight (leased): settling it must not clear
     # due_at, the worker looks again at once.
@@ -215,8 +215,9 @@ class Pusher(Base):
 
 
 class ThrottleCounter(Base):
-    """An attempt counter of app.throttle (logins, registrations, re-entered passwords), kept
-    in the database so that every process of every host counts against the same limit."""
+    """An attempt counter of app.accounts.throttle (logins, registrations, re-entered
+    passwords), kept in the database so that every process of every host counts against the
+    same limit."""
 
     __tablename__ = "throttle_counters"
     # Expired counters are deleted now and then, by time.

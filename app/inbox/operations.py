@@ -11,10 +11,10 @@ import orjson
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import Database, database_now
+from app.db.engine import Database, database_now
+from app.db.models import Conversation, InboxEntry, Message, User
 from app.errors import AppError
-from app.models import Conversation, InboxEntry, Message, User
-from app.sync import MESSAGE_COLUMNS, bump_versions, message_data, message_row_data
+from app.inbox.sync import MESSAGE_COLUMNS, bump_versions, message_data, message_row_data
 
 __all__ = ["ReadResult", "RecallResult", "mark_read", "recall_message"]
 

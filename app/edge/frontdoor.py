@@ -1,9 +1,9 @@
 """The front door: the cross-cutting concerns every answer crosses, in one layer.
 
 The service answers some requests before the framework (plain sends and acks in
-app.hotpaths, woken long-polls in app.longpoll). Concerns added as FastAPI middleware would
-skip those answers, so they are applied here instead, outside all three: a concern added
-here holds for every answer by construction.
+app.edge.hotpaths, woken long-polls in app.edge.longpoll). Concerns added as FastAPI
+middleware would skip those answers, so they are applied here instead, outside all three:
+a concern added here holds for every answer by construction.
 
 They are, outermost first: the request id, the latency metrics and gzip, all three applied
 by the answer's own `send` (so that every other concern's log lines and answers carry the
@@ -31,12 +31,12 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipResponder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.metrics import LATENCIES
 from app.config import Settings
+from app.edge.limits import read_within, refuse_too_large
+from app.edge.paths import DocumentedPath, documented_paths
 from app.errors import unexpected_error_response
-from app.limits import read_within, refuse_too_large
 from app.logs import request_id
-from app.paths import DocumentedPath, documented_paths
+from app.metrics import LATENCIES
 
 __all__ = ["MAX_REQUEST_ID", "FrontDoor"]
 
@@ -77,14 +77,14 @@ class FrontDoor:
     sends the 500 problem and then re-raises the exception for the server's log; the
     client's next request on that connection then met a reset. Here the exception is
     logged instead and the connection stays open. A failure before any answer (in
-    app.hotpaths or app.longpoll, outside the framework's handlers) is answered here as the
-    application would answer it. A response cut off half-way is left as it is: uvicorn
+    app.edge.hotpaths or app.edge.longpoll, outside the framework's handlers) is answered
+    here as the application would answer it. A response cut off half-way is left as it is: uvicorn
     closes that connection, the only way to tell the client it is incomplete.
 
     **gzip** for answers of at least `MSGSYNC_GZIP_MIN_BYTES` to clients that accept it is
     applied by the same `send` (_Answer) that adds the request id and times the answer.
     **CORS** (off unless `MSGSYNC_CORS_ORIGINS` is set) and the **request-size limit**
-    (app.limits) come after, in that order.
+    (app.edge.limits) come after, in that order.
     """
 
     def __init__(self, app: ASGIApp, settings: Settings, known: frozenset[str]) -> None:
@@ -167,7 +167,7 @@ class FrontDoor:
         return request_id, gzip, too_large, chunked
 
     async def _limited(self, too_large: bool, scope: Scope, receive: Receive, send: Send) -> None:
-        """The request-size limit (app.limits), for a request that announces too much or no
+        """The request-size limit (app.edge.limits), for a request that announces too much or no
         length at all."""
         if too_large:
             await refuse_too_large(self._max_bytes, scope, receive, send)

@@ -31,7 +31,7 @@ import time
 from sqlalchemy import text
 from starlette.types import Scope
 
-from app.db import Database
+from app.db.engine import Database
 from app.errors import AppError
 
 __all__ = [

@@ -25,8 +25,8 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, Pool, Qu
 from sqlalchemy.util import queue as sqla_queue
 
 from app.config import Settings
-from app.models import UTCDateTime
-from app.replicas import Replicas
+from app.db.models import UTCDateTime
+from app.db.replicas import Replicas
 
 __all__ = ["ConnectionBudget", "Database", "database_clock", "database_now", "make_engine"]
 
@@ -186,7 +186,7 @@ class Database:
             settings, pool_size=transaction_pool_size(settings), **engine_kwargs
         )
         self.is_sqlite = settings.is_sqlite
-        # Streaming replicas take sync pages (app.sync.fetch_since); started in the lifespan.
+        # Streaming replicas take sync pages (app.inbox.sync.fetch_since); started in the lifespan.
         urls = [] if self.is_sqlite else settings.replica_urls
         self.replicas = Replicas(urls, settings, driver_options(settings))
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)

@@ -23,9 +23,9 @@ from sqlalchemy import CursorResult, Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.config import Settings
-from app.db import Database, database_clock
+from app.db.engine import Database, database_clock
+from app.db.models import Device, User
 from app.errors import AppError
-from app.models import Device, User
 
 __all__ = [
     "CurrentDevice",
@@ -375,7 +375,7 @@ DbDep = Annotated[Database, Depends(get_db)]
 # device carries `security` and Swagger UI offers "Authorize". auto_error=False: a missing
 # or non-bearer header is answered by our own 401 problem below, as before. It parses the
 # header exactly as token_digest does (split at the first space, strip, "bearer" in any
-# case), so the framework and the hot paths (app.hotpaths) agree on what a token is.
+# case), so the framework and the hot paths (app.edge.hotpaths) agree on what a token is.
 bearer_scheme = HTTPBearer(
     scheme_name="bearer",
     description="The `access_token` that `POST /login` returns: "

@@ -11,7 +11,7 @@ application unchanged, which authenticates, validates and answers errors; so the
 stay the one definition of the contract, and this layer only ever agrees with them.
 
 The cross-cutting concerns (request id, metrics, CORS, gzip, the request-size limit) are
-not this layer's: they wrap it, in app.frontdoor, so its answers get them as any other does.
+not this layer's: they wrap it, in app.edge.frontdoor, so its answers get them as any other does.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.sync import acknowledge, deliver
-from app.auth import DeviceContext, TokenCache, token_digest
+from app.accounts.auth import DeviceContext, TokenCache, token_digest
+from app.edge.limits import replay
 from app.errors import AppError, error_response, unexpected_error_response
-from app.limits import replay
+from app.inbox.acks import acknowledge
+from app.inbox.send import deliver
 from app.schemas import AckIn, SendIn
 
 __all__ = ["PATHS", "HotPaths"]
@@ -110,7 +111,7 @@ class HotPaths:
 
     async def _read(self, receive: Receive) -> tuple[bytes, bool]:
         """The body, and whether it is all there. The front door has refused any body over
-        the size limit already (app.limits), so this holds at most that much."""
+        the size limit already (app.edge.limits), so this holds at most that much."""
         chunks: list[bytes] = []
         while True:
             message = await receive()

@@ -8,13 +8,16 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import orjson
 from sqlalchemy import bindparam, select, update
 
-from app.db import Database
+from app.accounts.auth import DeviceContext
+from app.db.engine import Database
+from app.db.models import Device, User
 from app.errors import AppError, is_database_outage
-from app.models import Device, User
+from app.schemas import AckIn
 
-__all__ = ["AckBatcher", "PendingAck", "write_acks"]
+__all__ = ["AckBatcher", "PendingAck", "acknowledge", "write_acks"]
 
 log = logging.getLogger(__name__)
 
@@ -215,3 +218,11 @@ def _settle(future: asyncio.Future[int], result: int | AppError) -> None:
         future.set_exception(result)
     else:
         future.set_result(result)
+
+
+async def acknowledge(acks: AckBatcher, device: DeviceContext, body: AckIn) -> tuple[int, bytes]:
+    """The ack, for the route (app.api.sync) and for the edge's hot path (app.edge.hotpaths):
+    (status, JSON body)."""
+    # Group commit: this waits for the batch holding the ack to commit.
+    cursor = await acks.ack(device.user_id, device.device_id, body.version)
+    return 200, orjson.dumps({"device_id": device.device_id, "acked_version": cursor})

@@ -20,34 +20,27 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from prometheus_client import Counter, Gauge
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from app.config import Settings
-from app.db import Database
-from app.http1 import HttpClient, Reply
-from app.models import Message, utcnow
-from app.push_store import Lease, Pending, Settle, lease_and_read, release, settle
+from app.db.engine import Database
+from app.db.models import Message, utcnow
+from app.metrics import (
+    OLDEST_PENDING,
+    PUSHES_FAILED,
+    PUSHES_REJECTED,
+    PUSHES_RETRIED,
+    PUSHES_SENT,
+)
+from app.push.gateway_client import HttpClient, Reply
+from app.push.leases import Lease, Pending, Settle, lease_and_read, release, settle
 
-__all__ = ["PUSHES_FAILED", "PUSHES_REJECTED", "PUSHES_RETRIED", "PUSHES_SENT", "PushWorker"]
+__all__ = ["PushWorker"]
 
 log = logging.getLogger(__name__)
 
-PUSHES_SENT = Counter("msgsync_pushes_sent", "Pushes the gateway accepted")
-PUSHES_RETRIED = Counter("msgsync_pushes_retried", "Push attempts that failed and will be retried")
-PUSHES_FAILED = Counter(
-    "msgsync_pushes_failed", "Pushes dropped: failing past the maximum age, or refused"
-)
-PUSHES_REJECTED = Counter(
-    "msgsync_pushers_rejected", "Pushkeys the gateway rejected (their pushers are deleted)"
-)
-OLDEST_PENDING = Gauge(
-    "msgsync_push_oldest_pending_seconds",
-    "How long past its due time the oldest push of the last round was still unsent",
-)
-
-# Well within app.push_store.LEASE: only a dead process lets a lease expire.
+# Well within app.push.leases.LEASE: only a dead process lets a lease expire.
 GATEWAY_TIMEOUT, CONNECT_TIMEOUT = 10.0, 5.0
 # Retries: exponential backoff with full jitter (a random wait in [0, base * 2^attempt],
 # capped), so that pushes failing together do not hit a recovering gateway together.
@@ -78,7 +71,7 @@ class PushWorker:
         self._interval = grace
         # Nothing falls due sooner than this after a round unless this process settles it
         # (a retry, a deferral, news during a push: each makes it look again): a send sets
-        # its push due the delay and grace after it (app.sync). Only a lease left by a dead
+        # its push due the delay and grace after it (app.inbox.sync). Only a lease left by a dead
         # process is found no sooner than this.
         self._idle = min(settings.push_delay_seconds + grace, IDLE_WAIT_MAX)
         self._max_age = timedelta(seconds=settings.push_max_age_seconds)
@@ -150,7 +143,7 @@ class PushWorker:
         a free slot), else until the next due time, within [ROUND_GAP, the idle wait].
 
         Requests that finish while a statement runs are settled together by the next round
-        (group commit, as app.acks does). Up to four times the concurrency is leased ahead,
+        (group commit, as app.inbox.acks does). Up to four times the concurrency is leased ahead,
         and only a batch of at least the concurrency at a time: a round's three statements
         then serve many pushes, not the one or two that just finished. (A leased push waits
         at most three batches of requests, each bounded by GATEWAY_TIMEOUT: well within

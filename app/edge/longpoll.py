@@ -8,7 +8,7 @@ application; only the wait happens in this thin ASGI layer. So a waiting device 
 connection, one future and one task, not the framework's per-request state (a third of
 the memory it would cost waiting inside the endpoint).
 
-This layer sits inside the front door (app.frontdoor): a woken long-poll's answer gets the
+This layer sits inside the front door (app.edge.frontdoor): a woken long-poll's answer gets the
 request id, gzip, CORS and metrics as any other answer does.
 """
 
@@ -19,10 +19,10 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api.metrics import WAITING
-from app.auth import TokenCache
+from app.accounts.auth import TokenCache
+from app.inbox.sync import fetch_since, render_page
+from app.metrics import WAITING
 from app.notifier import Notifier, Waiter
-from app.sync import fetch_since, render_page
 
 __all__ = ["PATH", "TICKET", "LongPoll", "Ticket"]
 
@@ -136,7 +136,7 @@ class LongPoll:
                     or loop.time() >= deadline
                     or notifier.closing
                 ):
-                    # A woken device is not to be pushed for what it got (app.push).
+                    # A woken device is not to be pushed for what it got (app.push.pushers).
                     state.seen.saw(ticket.device_id, page.next_since)
                     await _answer(send, render_page(page))
                     return

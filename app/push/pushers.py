@@ -19,14 +19,14 @@ import orjson
 from sqlalchemy import and_, bindparam, delete, func, insert, not_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from app.auth import DeviceContext
+from app.accounts.auth import DeviceContext
 from app.config import Settings
-from app.db import Database
+from app.db.engine import Database
+from app.db.models import Pusher, User, utcnow
 from app.errors import AppError
-from app.gateway_urls import BadGatewayUrl, GatewayUrl, parse_allowlist, parse_gateway_url
-from app.models import Pusher, User, utcnow
+from app.inbox.sync import format_time
+from app.push.gateway_urls import BadGatewayUrl, GatewayUrl, parse_allowlist, parse_gateway_url
 from app.schemas import PusherIn
-from app.sync import format_time
 
 __all__ = [
     "MAX_PUSHER_DATA_BYTES",
@@ -78,7 +78,7 @@ def _push_wait(gateways: str, delay: float) -> float | None:
 def gateway_allowed(settings: Settings, url: str) -> bool:
     """Whether the operator's allowlist admits this gateway URL. msgsync calls the URL from
     inside the operator's network: a free choice would let any user make it send requests
-    anywhere (request forgery), hence an allowlist compared as URLs (app.gateway_urls) and
+    anywhere (request forgery), hence an allowlist compared as URLs (app.push.gateway_urls) and
     no redirects followed."""
     return _gateway_refusal(settings.push_gateways, url) is None
 
@@ -287,7 +287,7 @@ class SyncedCursors:
     A sync is the hottest read there is; writing a cursor at each one would make it a write.
     Instead each process remembers the highest position it served per device and writes
     them all in one statement per interval, and the push worker waits one interval past the
-    push delay before it decides (app.push_worker). The cost on the sync path is one dict
+    push delay before it decides (app.push.worker). The cost on the sync path is one dict
     update; a crash loses at most one interval of positions, which can only cause a push
     that was not needed, never a missed one.
     """

@@ -1,4 +1,4 @@
-"""Send and fetch-since: the units of work behind the sync protocol (acks: app/acks.py)."""
+"""Send and fetch-since: the units of work behind the sync protocol (acks: app/inbox/acks.py)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import Database
+from app.db.engine import Database
+from app.db.models import Conversation, Device, InboxEntry, Message, Pusher, User, utcnow
+from app.db.replicas import Replica
 from app.errors import AppError
-from app.models import Conversation, Device, InboxEntry, Message, Pusher, User, utcnow
-from app.replicas import Replica
 
 __all__ = [
     "FetchedEntry",
@@ -158,7 +158,7 @@ async def send_message(
     push_wait: float | None = None,
 ) -> SendResult:
     """One transaction: bump both versions, write the index row and both inbox entries, and
-    with push on (`push_wait`: seconds until a push falls due, app.push.push_wait) mark the
+    with push on (`push_wait`: seconds until a push falls due, app.push.pushers.push_wait) mark the
     recipient's pushers due."""
     if len(body.encode()) > max_body_bytes:
         raise AppError(
@@ -248,7 +248,7 @@ SELECT id, sender_version, stamp.text FROM message, stamp
 # With push on: the recipient's pushers (never the sender's own: %(pushed)s is NULL for a
 # note to oneself) fall due push_wait after the first message of a delay window; one due
 # already keeps its time. During a push in flight (leased) `news` tells the worker to look
-# again when it settles (app.push_store.settle). An index probe when there is no pusher.
+# again when it settles (app.push.leases.settle). An index probe when there is no pusher.
 _MARK_PUSHERS = """
 ), marked AS (
     UPDATE pushers

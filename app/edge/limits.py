@@ -1,7 +1,7 @@
 """The request-size limit: one rule for every path, applied before any body is read.
 
 413 request_too_large for a body over the limit, whichever path would answer. The front
-door (app.frontdoor) refuses a `Content-Length` above the limit from the header, before the
+door (app.edge.frontdoor) refuses a `Content-Length` above the limit from the header, before the
 body is read. A chunked body (no length announced) is read there, up to the limit, before
 anything inside sees it (read_within): past the limit it is refused; within it, it is
 handed on whole. Reading it there rather than counting it as the application reads is what

@@ -1,6 +1,6 @@
 """The push worker's statements: lease due pushers, read what they have not seen, settle.
 
-PostgreSQL gets each as one statement on the driver (one round trip, like app.acks): the
+PostgreSQL gets each as one statement on the driver (one round trip, like app.inbox.acks): the
 Core versions cost a round 0.2-0.4 s for 100 pushers on the shared machine. SQLite, which
 serves one process, runs the same units of work statement by statement.
 """
@@ -15,8 +15,8 @@ from typing import Any
 from sqlalchemy import and_, bindparam, case, delete, func, or_, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import Database
-from app.models import Device, InboxEntry, Message, Pusher, User
+from app.db.engine import Database
+from app.db.models import Device, InboxEntry, Message, Pusher, User
 
 __all__ = [
     "LEASE",
@@ -28,7 +28,7 @@ __all__ = [
     "settle",
 ]
 
-# A lease outlives any leased push's wait and request (app.push_worker): only a dead
+# A lease outlives any leased push's wait and request (app.push.worker): only a dead
 # process lets one expire, and another process then repeats that push after this long.
 LEASE = timedelta(seconds=120)
 
@@ -80,7 +80,7 @@ def _greatest(db: Database, *columns: Any) -> Any:
 
 
 # Due pushers, leased in one statement, read from the due-time index (a send sets due_at:
-# app.sync). SKIP LOCKED: another process's round is skipped, not waited for, so each push
+# app.inbox.sync). SKIP LOCKED: another process's round is skipped, not waited for, so each push
 # has one sender and rounds never queue behind each other.
 _PG_LEASE = """
 WITH due AS (

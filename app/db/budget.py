@@ -6,7 +6,7 @@ import psycopg
 import sqlalchemy.exc
 
 from app.config import Settings
-from app.db import ConnectionBudget
+from app.db.engine import ConnectionBudget
 from app.notifier import libpq_url
 
 __all__ = ["OUTAGES", "budget_report", "first_line"]

@@ -21,7 +21,7 @@ def scripts_dir() -> Path:
     if packaged.is_dir():
         # A wheel installs as plain files, so the resource is a real directory.
         return Path(str(packaged))
-    checkout = Path(__file__).resolve().parent.parent / "alembic"
+    checkout = Path(__file__).resolve().parents[2] / "alembic"
     if not (checkout / "env.py").is_file():
         raise RuntimeError(f"msgsync's migration scripts are missing (looked in {packaged})")
     return checkout

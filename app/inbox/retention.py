@@ -14,10 +14,10 @@ import psycopg
 from sqlalchemy import CursorResult, Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.auth import idle_cutoff
+from app.accounts.auth import idle_cutoff
 from app.config import Settings
-from app.db import Database, database_now
-from app.models import Device, InboxEntry, User
+from app.db.engine import Database, database_now
+from app.db.models import Device, InboxEntry, User
 from app.notifier import libpq_url
 
 __all__ = [
@@ -323,7 +323,7 @@ async def remove_idle_devices(
 ) -> IdleReport:
     """Delete the devices not seen for `idle_days` (MSGSYNC_DEVICE_IDLE_DAYS); 0 does nothing.
 
-    Such devices already answer 401 (app.auth.current_device); this removes their rows, and
+    Such devices already answer 401 (app.accounts.auth.current_device); this removes their rows, and
     with them their pushers. None of their tokens can be in a server's token cache: a cached
     token was read less than a minute ago, when its device was not idle. `now` fixes the
     clock (tests).

@@ -35,11 +35,11 @@ def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
     prepare_multiprocess(workers)
     config = log_config(settings.log_format)
     if not settings.is_sqlite:
-        from app.budget import budget_report
+        from app.db.budget import budget_report
 
         # Through the same log configuration as the server's lines (JSON lines stay JSON).
         logging.config.dictConfig(config)
-        log = logging.getLogger("app.budget")
+        log = logging.getLogger("app.db.budget")
         for line in budget_report(settings, workers):
             if line.startswith("WARNING: "):
                 log.warning(line.removeprefix("WARNING: "))
@@ -74,7 +74,8 @@ def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
             max_head_bytes=settings.max_head_bytes,
             max_header_fields=settings.max_header_fields,
         ),
-        # Who may tell us the client's address in X-Forwarded-For (app.throttle keys on it).
+        # Who may tell us the client's address in X-Forwarded-For (app.accounts.throttle keys
+        # on it).
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     return 0
@@ -190,7 +191,7 @@ class EdgeProtocol(DeadlineProtocol):
     head, however many of them there are.
 
     Bytes are counted as they arrive from the first byte of a request (or of the
-    connection) until its head is complete; a body is not counted here (app.limits bounds
+    connection) until its head is complete; a body is not counted here (app.edge.limits bounds
     it). The part of a pipelined request's head that arrives in the same read as the end of
     the previous request is not counted (that read is within the previous bound), so such a
     head may reach up to twice the bound, never more.

@@ -7,9 +7,9 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db import Database
-from app.models import Conversation, Message
-from app.sync import MESSAGE_COLUMNS, message_row_data
+from app.db.engine import Database
+from app.db.models import Conversation, Message
+from app.inbox.sync import MESSAGE_COLUMNS, message_row_data
 
 __all__ = ["list_conversations", "list_messages"]
 

@@ -1,0 +1,1 @@
+"""Accounts: users, passwords, tokens and devices, and the throttle on guessing them."""

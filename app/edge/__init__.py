@@ -1,0 +1,40 @@
+"""The edge: everything a request crosses before FastAPI, and the server that feeds it.
+
+    uvicorn + EdgeProtocol (app.edge.server)   read deadlines, head limits, before ASGI
+      -> FrontDoor (frontdoor)                 request ids, CORS, gzip, latency, size limits
+        -> HotPaths (hotpaths)                 plain POST /messages and POST /ack, answered here
+          -> LongPoll (longpoll)               GET /sync waits here, holding no inner state
+            -> FastAPI                         routers (app.api), error handlers, the rest
+
+Each layer hands what it does not answer to the next; errors come back as the application
+answers them (app.errors). `around` builds the stack from the middle out.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+    from app.config import Settings
+
+__all__ = ["around"]
+
+
+def around(app: ASGIApp, settings: Settings) -> ASGIApp:
+    """The edge's layers around FastAPI's own stack (`app`), as drawn above."""
+    # Imported here, not at the top: app.errors (which the layers use) imports app.edge.paths,
+    # and `msgsync serve` imports app.edge.server, which must not load prometheus_client
+    # (app.metrics) before it has prepared the multiprocess directory (app.multiproc).
+    from app.edge import hotpaths, longpoll
+    from app.edge.frontdoor import FrontDoor
+    from app.edge.hotpaths import HotPaths
+    from app.edge.longpoll import LongPoll
+
+    app = LongPoll(
+        app,
+        concurrent_reads=settings.db_pool_size + settings.db_max_overflow,
+        per_device=settings.longpolls_per_device,
+    )
+    return FrontDoor(HotPaths(app), settings, hotpaths.PATHS | {longpoll.PATH})
