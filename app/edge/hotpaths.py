@@ -5,13 +5,15 @@ framework each paid for routing, the dependency graph and response validation: f
 several times the cost of its share of the batch write, for a send about as much as its
 database statement. This layer answers them directly when the token is cached, the body is
 JSON and it validates against the very model the route declares (SendIn, AckIn), then runs
-the very function the route runs (app.api.sync). Anything else (a token not yet cached, a
-body that does not validate, another content type) goes through the
-application unchanged, which authenticates, validates and answers errors; so the routes
-stay the one definition of the contract, and this layer only ever agrees with them.
+the very function the route runs (app.inbox.send.deliver, app.inbox.acks.acknowledge).
+Anything else (a token not yet cached, a body that does not validate, another content type)
+goes through the application unchanged, which authenticates, validates and answers errors;
+so the routes stay the one definition of the contract, and this layer only ever agrees with
+them.
 
 The cross-cutting concerns (request id, metrics, CORS, gzip, the request-size limit) are
-not this layer's: they wrap it, in app.edge.frontdoor, so its answers get them as any other does.
+not this layer's: they wrap it, in app.edge.frontdoor, so its answers get them as any other
+does.
 """
 
 from __future__ import annotations

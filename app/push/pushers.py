@@ -1,6 +1,6 @@
 """Pushers (a device's registration with a Matrix push gateway) and the synced cursors.
 
-The push worker itself is app.push_worker. Here: registering, listing and deleting pushers
+The push worker itself is app.push.worker. Here: registering, listing and deleting pushers
 (the gateway allowlist is checked here), and `SyncedCursors`, which records how far each
 device has synced so that a device that is online, or holds a long-poll, is not pushed.
 """
