@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOT_DIR, require_chromium
+from tests.browser import SCREENSHOT_DIR, chromium, require_chromium
 from tests.factories import PASSWORD, new_user_id
 from tests.server import Server, running_server
 
@@ -20,7 +20,7 @@ METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
 
 require_chromium()
 
-from playwright.sync_api import Browser, Page, Route, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, Route, expect  # noqa: E402
 
 
 @dataclass
@@ -50,12 +50,8 @@ def browser() -> Iterator[Browser]:
     # A guard for a loaded machine (the Swagger bundle is 1.5 MB to parse), not a measure:
     # assertions retry until the page shows what they expect, for up to this long.
     expect.set_options(timeout=30_000)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

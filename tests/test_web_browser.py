@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOT_DIR, require_chromium
+from tests.browser import SCREENSHOT_DIR, chromium, require_chromium
 from tests.conftest import migrated_pg_database
 from tests.factories import PASSWORD, new_user_id
 from tests.server import Server, running_server
@@ -26,7 +26,7 @@ OFFLINE_SENDS = 50
 
 require_chromium()
 
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, BrowserContext, Page, expect  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +48,8 @@ def browser(server: Server) -> Iterator[Browser]:
     # A guard for a loaded machine, not a measure: assertions retry until the page shows
     # what they expect, for up to this long.
     expect.set_options(timeout=30_000)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 def create_user(server: Server, prefix: str) -> str:

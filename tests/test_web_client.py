@@ -14,7 +14,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.browser import CHROMIUM, CHROMIUM_ARGS, SCREENSHOT_DIR, require_chromium
+from tests.browser import SCREENSHOT_DIR, chromium, require_chromium
 from tests.factories import PASSWORD, new_user_id
 from tests.server import Server, running_server
 
@@ -28,7 +28,6 @@ from playwright.sync_api import (  # noqa: E402
     Dialog,
     ViewportSize,
     expect,
-    sync_playwright,
 )
 
 # A time of today, as the page shows it in en-US: "8:21 PM".
@@ -54,12 +53,8 @@ def server(postgresql_url: str) -> Iterator[Server]:
 def browser(server: Server) -> Iterator[Browser]:
     # A guard for a loaded machine, not a measure: assertions retry for up to this long.
     expect.set_options(timeout=30_000)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
 class Device:

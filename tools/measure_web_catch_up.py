@@ -15,10 +15,10 @@ import statistics
 import uuid
 
 import httpx
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 from app.db.migrations import upgrade_to_head
-from tests.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.browser import chromium
 from tests.conftest import PG_ADMIN_URL, create_pg_database, drop_pg_database
 from tests.factories import PASSWORD
 from tests.server import running_server
@@ -90,12 +90,8 @@ def main() -> None:
     database = create_pg_database(PG_ADMIN_URL)
     try:
         upgrade_to_head(database)
-        with running_server(database) as server, sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-            )
+        with running_server(database) as server, chromium() as browser:
             figures = [run_once(browser, server.url, args.messages) for _ in range(args.runs)]
-            browser.close()
     finally:
         drop_pg_database(PG_ADMIN_URL, database)
     shown = ", ".join(f"{f:.0f}" for f in figures)
