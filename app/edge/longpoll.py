@@ -98,16 +98,16 @@ class LongPoll:
             parked = True
             WAITING.inc()
             watcher = asyncio.ensure_future(_disconnected(receive))
-            waits: tuple[asyncio.Future[None], ...] = (ticket.waiter.future, watcher)
-            if self._per_device:
-                waits += (self._park(ticket, loop),)
+            # Ended early when a newer long-poll of the device takes its place.
+            ended = self._park(ticket, loop) if self._per_device else None
+            waits = (ticket.waiter.future, watcher) + (() if ended is None else (ended,))
             while True:
                 done, _ = await asyncio.wait(
                     waits, timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED
                 )
                 if watcher in done:
                     return  # the client hung up: nobody to answer, and the waiter goes
-                if len(waits) > 2 and waits[2] in done:
+                if ended is not None and ended in done:
                     # Ended by a newer long-poll of the device: answered as at its timeout.
                     deadline = loop.time()
                 if not tokens.holds(ticket.device_id):
