@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 
+from app import testing
 from app.config import Settings
 from app.db.migrations import upgrade_to_head
 from app.main import create_app
@@ -22,19 +23,21 @@ PG_ADMIN_URL = os.environ.get(
 )
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
+
+def _as_settings(environment: dict[str, str]) -> dict[str, str]:
+    """A server environment of app.testing's as Settings keyword arguments, for the apps
+    the tests build in-process: one set of test settings, whichever way a test serves."""
+    return {name.removeprefix("MSGSYNC_").lower(): value for name, value in environment.items()}
+
+
 # Tests hash many passwords; production keeps the strong defaults.
-FAST_HASHING = {"argon2_time_cost": 1, "argon2_memory_kib": 64, "argon2_parallelism": 1}
+FAST_HASHING = _as_settings(testing.FAST_HASHING)
 # Tests register and log in thousands of users from one address; tests/test_throttle.py
 # turns the limits back on.
-NO_THROTTLE = {
-    "registrations_per_address": 0,
-    "login_attempts_per_address": 0,
-    "login_attempts_per_account": 0,
-}
-
+NO_THROTTLE = _as_settings(testing.NO_THROTTLE)
 # Tests send many messages at once from one user; tests/test_send_rate.py turns the send
 # rate back on.
-NO_SEND_RATE = {"send_rate": 0}
+NO_SEND_RATE = _as_settings(testing.NO_SEND_RATE)
 
 
 def _pg_down(reason: str) -> None:

@@ -9,14 +9,10 @@ from contextlib import contextmanager
 
 from app import testing
 from app.testing import Server
-from tests.conftest import FAST_HASHING, NO_SEND_RATE, NO_THROTTLE
 
 __all__ = ["Server", "running_server"]
 
-SUITE_ENV = {
-    f"MSGSYNC_{k.upper()}": str(v)
-    for k, v in {**FAST_HASHING, **NO_THROTTLE, **NO_SEND_RATE}.items()
-}
+SUITE_ENV = {**testing.FAST_HASHING, **testing.NO_THROTTLE, **testing.NO_SEND_RATE}
 
 
 @contextmanager
