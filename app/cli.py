@@ -84,7 +84,7 @@ def _retention(args: argparse.Namespace) -> int:
         else args.max_age
     )
     max_entries = settings.retention_max_entries if args.max_entries is None else args.max_entries
-    if settings.is_sqlite:
+    if settings.migrates_at_start:
         # The embedded default creates its file on first use, as `serve` does.
         upgrade_to_head(settings.database_url)
 

@@ -26,6 +26,7 @@ from app.notifier import Notifier, PgNotifier, close_on_signals
 from app.openapi import TAGS, install_openapi
 from app.push.pushers import SyncedCursors, push_interval
 from app.push.worker import PushWorker
+from app.store import open_store
 from app.web import install as install_web_client
 
 __all__ = ["create_app"]
@@ -60,16 +61,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.is_sqlite:
+        if settings.migrates_at_start:
             # The embedded default must run on a bare machine: create and migrate the file.
             await to_thread.run_sync(upgrade_to_head, settings.database_url)
         db = Database(settings)
+        # What the domain asks of the database, for this database, chosen once.
+        app.state.store = open_store(db)
         if settings.db_pool_prewarm:
             await db.prewarm()
         await db.replicas.start()
         notifier = (
             Notifier()
-            if settings.is_sqlite
+            if settings.serves_one_process
             else PgNotifier(
                 # LISTEN needs a session of its own: a transaction pooler drops notifications.
                 settings.session_url,

@@ -15,8 +15,8 @@ import pytest
 from app.config import Settings
 from app.db.engine import Database
 from app.db.models import User
-from app.inbox.retention import LOCK_KEY
 from app.notifier import PgNotifier
+from app.store.postgresql.retention import LOCK_KEY
 from tests.conftest import make_settings
 from tests.factories import Device, new_user_id, register, send_many, sync_all
 from tests.pgbouncer import running_pgbouncer

@@ -14,8 +14,8 @@ import pytest
 from fastapi import FastAPI
 
 from app.db.migrations import upgrade_to_head
-from app.inbox import sync as sync_module
 from app.main import create_app
+from app.store.postgresql import inbox as pg_inbox
 from tests.conftest import make_settings
 from tests.factories import Device, register, send, sync
 from tests.replication import VERSION, Pair, streaming_pair
@@ -170,13 +170,13 @@ async def test_a_woken_long_poll_reads_the_primary(
     all of them, in order, with no gap; it never goes back to sleep, and asks the replica
     nothing after it was woken (the commit that woke it is on the primary)."""
     replica_reads: list[int] = []
-    fetch = sync_module._fetch_from_replica
+    fetch = pg_inbox._from_replica
 
     async def counted(replica: Any, user_id: str, since: int, limit: int) -> Any:
         replica_reads.append(since)
         return await fetch(replica, user_id, since, limit)
 
-    monkeypatch.setattr(sync_module, "_fetch_from_replica", counted)
+    monkeypatch.setattr(pg_inbox, "_from_replica", counted)
     alice, bob = await register(client), await register(client)
     await send(client, alice, bob.user_id, "before")
     await asyncio.to_thread(pair.wait_replayed)

@@ -185,7 +185,7 @@ async def test_small_batches_give_the_result_of_one_big_one(
 async def _add_read_entry(db: Database, user_id: str) -> int:
     """An operation entry (the read-receipt endpoint lands separately): inbox only."""
     async with db.session() as session, session.begin():
-        version = (await bump_versions(session, [user_id]))[user_id]
+        version = (await bump_versions(db, session, [user_id]))[user_id]
         await session.execute(
             insert(InboxEntry).values(
                 user_id=user_id,

@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 
 from app.db.engine import Database
 from app.db.models import InboxEntry, User
-from app.inbox.retention import LOCK_KEY, PruneReport, prune
+from app.inbox.retention import PruneReport, prune
+from app.store.postgresql.retention import LOCK_KEY
 from tests.conftest import make_settings
 from tests.factories import Device, new_user_id, register, send_many, send_numbered
 from tests.server import running_server

@@ -23,9 +23,10 @@ from sqlalchemy import CursorResult, Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.config import Settings
-from app.db.engine import Database, database_clock
+from app.db.engine import Database
 from app.db.models import Device, User
 from app.errors import AppError
+from app.store import open_store
 
 __all__ = [
     "CurrentDevice",
@@ -175,7 +176,7 @@ async def login(
         # A new device's cursor starts at 0: its first sync without `since` delivers the
         # whole offline store, and the history fallback below the floor. Its times are the
         # database's clock, as every later last_seen_at is.
-        now = database_clock(db.is_sqlite)
+        now = open_store(db).accounts.clock()
         await session.execute(
             insert(Device).values(
                 device_id=device_id,
@@ -409,7 +410,7 @@ async def current_device(
                     Device.device_id,
                     Device.user_id,
                     Device.last_seen_at,
-                    database_clock(db.is_sqlite).label("now"),
+                    open_store(db).accounts.clock().label("now"),
                 ).where(Device.token_hash == digest)
             )
         ).first()

@@ -18,8 +18,8 @@ The model (docs/abuse.md explains it to operators):
 An attempt counts when it starts, before the password is hashed, not when it has failed:
 otherwise a burst of concurrent guesses would all pass the check before the first of them
 failed. The counter lives in table throttle_counters, one row per key, updated by one atomic
-upsert, so that a guesser spreading attempts over the workers of every host still meets one
-limit and concurrent attempts never lose a count.
+upsert (app.store.accounts), so that a guesser spreading attempts over the workers of every
+host still meets one limit and concurrent attempts never lose a count.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ import hashlib
 import math
 import time
 
-from sqlalchemy import text
 from starlette.types import Scope
 
 from app.db.engine import Database
 from app.errors import AppError
+from app.store import open_store
 
 __all__ = [
     "attempt_login",
@@ -108,15 +108,9 @@ async def _attempt(db: Database, kind: str, who: str, limit: int) -> None:
     key = _key(kind, who)
     cap = db.settings.throttle_window_seconds
     # The cap on a delay is also how long a counter left alone is remembered after it.
-    params = {"key": key, "limit": limit, "cap": cap, "window": cap, "most": _MAX_DOUBLINGS}
-    async with db.session() as session, session.begin():
-        counted = await session.scalar(text(_attempt_sql(db)), params)
-        if counted is not None:
-            return
-        left = await session.scalar(
-            text(f"SELECT retry_at - {_now_sql(db)} FROM throttle_counters WHERE key = :key"),
-            {"key": key},
-        )
+    left = await open_store(db).accounts.count_attempt(key, limit, cap, _MAX_DOUBLINGS)
+    if left is None:
+        return
     wait = min(cap, max(1, math.ceil(float(left or 0.0))))
     raise AppError(
         429,
@@ -127,10 +121,7 @@ async def _attempt(db: Database, kind: str, who: str, limit: int) -> None:
 
 
 async def _clear(db: Database, kind: str, who: str) -> None:
-    async with db.session() as session, session.begin():
-        await session.execute(
-            text("DELETE FROM throttle_counters WHERE key = :key"), {"key": _key(kind, who)}
-        )
+    await open_store(db).accounts.clear_attempts(_key(kind, who))
 
 
 def _key(kind: str, who: str) -> str:
@@ -139,51 +130,10 @@ def _key(kind: str, who: str) -> str:
     return f"{kind}/{bounded}"
 
 
-def _attempt_sql(db: Database) -> str:
-    """One statement, so that concurrent attempts serialise on the row (PostgreSQL's ON
-    CONFLICT locks it; SQLite has one writer). It counts the attempt and returns the new
-    count, or, when the row's delay has not run out, changes nothing and returns no row.
-
-    The SET expressions all read the row as it was. A forgotten (expired) row starts afresh
-    at one attempt. After the count reaches the limit, the next attempt may come only after
-    2**(count - limit) seconds, capped; the row is forgotten a window after that."""
-    now = _now_sql(db)
-    least = "min" if db.is_sqlite else "least"
-    greatest = "max" if db.is_sqlite else "greatest"
-    old = "throttle_counters"
-    hits = f"CASE WHEN {old}.expires_at <= {now} THEN 1 ELSE {old}.hits + 1 END"
-
-    def retry_at(count: str) -> str:
-        doublings = f"{least}({count} - :limit, :most)"
-        return f"CASE WHEN {count} < :limit THEN 0 ELSE {now} + {least}(:cap, 1 << {doublings}) END"
-
-    return f"""
-        INSERT INTO throttle_counters (key, hits, retry_at, expires_at)
-        VALUES (:key, 1, {retry_at("1")}, {greatest}({retry_at("1")}, {now}) + :window)
-        ON CONFLICT (key) DO UPDATE SET
-            hits = {hits},
-            retry_at = {retry_at(hits)},
-            expires_at = {greatest}({retry_at(hits)}, {now}) + :window
-        WHERE {old}.retry_at <= {now} OR {old}.expires_at <= {now}
-        RETURNING hits
-        """
-
-
 async def _purge_now_and_then(db: Database) -> None:
     global _last_purge
     now = time.monotonic()
     if now - _last_purge < _PURGE_INTERVAL:
         return
     _last_purge = now
-    async with db.session() as session, session.begin():
-        await session.execute(
-            text(f"DELETE FROM throttle_counters WHERE expires_at <= {_now_sql(db)}")
-        )
-
-
-def _now_sql(db: Database) -> str:
-    """Seconds since the epoch on the database's clock: every process, on every host,
-    compares delays against the same clock."""
-    if db.is_sqlite:
-        return "((julianday('now') - 2440587.5) * 86400.0)"
-    return "CAST(extract(epoch FROM clock_timestamp()) AS double precision)"
+    await open_store(db).accounts.purge_attempts()

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import psycopg
 import sqlalchemy.exc
-from sqlalchemy import ColumnElement, event, func, select, type_coerce
+from sqlalchemy import event, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -25,10 +25,9 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, Pool, Qu
 from sqlalchemy.util import queue as sqla_queue
 
 from app.config import Settings
-from app.db.models import UTCDateTime
 from app.db.replicas import Replicas
 
-__all__ = ["ConnectionBudget", "Database", "database_clock", "database_now", "make_engine"]
+__all__ = ["ConnectionBudget", "Database", "database_now", "make_engine"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -101,17 +100,6 @@ async def database_now(session: AsyncSession | AsyncConnection) -> datetime:
     moment = await session.scalar(select(func.clock_timestamp()))
     assert isinstance(moment, datetime)
     return moment
-
-
-def database_clock(is_sqlite: bool) -> ColumnElement[datetime]:
-    """The database's clock as a column, to read beside the rows a statement reads anyway:
-    the time at no round trip of its own (database_now costs one), and a value to write.
-    PostgreSQL's clock_timestamp(); SQLite's own clock (to the millisecond), written in the
-    text SQLAlchemy stores its times in (six digits of fraction), so that they compare."""
-    if is_sqlite:
-        stamp = func.strftime("%Y-%m-%d %H:%M:%f", "now").concat("000")
-        return type_coerce(stamp, UTCDateTime())
-    return type_coerce(func.clock_timestamp(), UTCDateTime())
 
 
 def _sqlite_rules(engine: AsyncEngine) -> None:

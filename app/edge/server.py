@@ -24,7 +24,7 @@ __all__ = ["DeadlineProtocol", "EdgeProtocol", "serve"]
 
 def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
     settings = Settings()
-    if workers > 1 and settings.is_sqlite:
+    if workers > 1 and settings.serves_one_process:
         print(
             "msgsync: SQLite serves one process only; run with --workers 1, or set "
             "MSGSYNC_DATABASE_URL to a postgresql:// URL for several workers",
@@ -34,7 +34,7 @@ def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
     _raise_open_file_limit()
     prepare_multiprocess(workers)
     config = log_config(settings.log_format)
-    if not settings.is_sqlite:
+    if not settings.serves_one_process:
         from app.db.budget import budget_report
 
         # Through the same log configuration as the server's lines (JSON lines stay JSON).

@@ -9,13 +9,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import orjson
-from sqlalchemy import bindparam, select, update
 
 from app.accounts.auth import DeviceContext
 from app.db.engine import Database
-from app.db.models import Device, User
 from app.errors import AppError, is_database_outage
 from app.schemas import AckIn
+from app.store import open_store
 
 __all__ = ["AckBatcher", "PendingAck", "acknowledge", "write_acks"]
 
@@ -30,45 +29,6 @@ class PendingAck:
     future: asyncio.Future[int] = field(repr=False)
 
 
-# PostgreSQL: the whole batch in one statement on an autocommit connection, so a batch is one
-# round trip. The text is the same for every batch size (arrays, not a VALUES list), so it is
-# planned once per connection.
-_PG_BATCH = """
-WITH asked AS (
-    SELECT v.device_id, v.version
-    FROM unnest(CAST(%(device_ids)s AS text[]), CAST(%(versions)s AS bigint[]))
-        AS v(device_id, version)
-), current AS (
-    -- Locked in device-id order, so that two processes' batches cannot deadlock. FOR UPDATE
-    -- reads each row as last committed, so acked_version here is the cursor now.
-    SELECT d.device_id, d.acked_version, u.latest_version
-    FROM devices AS d JOIN users AS u ON u.user_id = d.user_id
-    WHERE d.device_id IN (SELECT device_id FROM asked)
-    ORDER BY d.device_id
-    FOR UPDATE OF d
-), target AS (
-    -- Per device, the highest version that is not ahead of its user's latest.
-    SELECT a.device_id, max(a.version) AS version
-    FROM asked AS a JOIN current AS c ON c.device_id = a.device_id
-    WHERE a.version <= c.latest_version
-    GROUP BY a.device_id
-), moved AS (
-    UPDATE devices AS d SET acked_version = t.version
-    FROM target AS t
-    WHERE d.device_id = t.device_id AND d.acked_version < t.version
-    RETURNING d.device_id, d.acked_version
-)
-SELECT c.device_id, COALESCE(m.acked_version, c.acked_version), c.latest_version
-FROM current AS c LEFT JOIN moved AS m ON m.device_id = c.device_id
-"""
-
-_SQLITE_UPDATE = (
-    update(Device)
-    .where(Device.device_id == bindparam("d"), Device.acked_version < bindparam("v"))
-    .values(acked_version=bindparam("v"))
-)
-
-
 async def write_acks(db: Database, batch: Sequence[PendingAck]) -> list[int | AppError]:
     """One transaction for the whole batch; for each ack, the device's cursor or its error.
 
@@ -78,7 +38,7 @@ async def write_acks(db: Database, batch: Sequence[PendingAck]) -> list[int | Ap
     the client learnt V from a committed sync before it sent the ack, so a V <= latest seen
     now stays valid, and a V > latest was never a version it saw.
     """
-    found = await (_batch_sqlite(db, batch) if db.is_sqlite else _batch_postgresql(db, batch))
+    found = await open_store(db).inbox.advance_cursors([(a.device_id, a.version) for a in batch])
     outcome: list[int | AppError] = []
     for a in batch:
         if a.device_id not in found:
@@ -97,39 +57,6 @@ async def write_acks(db: Database, batch: Sequence[PendingAck]) -> list[int | Ap
             continue
         outcome.append(cursor)
     return outcome
-
-
-async def _batch_postgresql(
-    db: Database, batch: Sequence[PendingAck]
-) -> dict[str, tuple[int, int]]:
-    """{device: (cursor after the batch, user's latest version)} for the devices that exist."""
-    params = {"device_ids": [a.device_id for a in batch], "versions": [a.version for a in batch]}
-    async with db.driver() as driver:
-        cursor = await driver.execute(_PG_BATCH, params)
-        return {device_id: (acked, latest) for device_id, acked, latest in await cursor.fetchall()}
-
-
-async def _batch_sqlite(db: Database, batch: Sequence[PendingAck]) -> dict[str, tuple[int, int]]:
-    """The same as _PG_BATCH, statement by statement (SQLite has one writer at a time)."""
-    device_ids = sorted({a.device_id for a in batch})
-    async with db.session() as session, session.begin():
-        rows = await session.execute(
-            select(Device.device_id, Device.acked_version, User.latest_version)
-            .join(User, User.user_id == Device.user_id)
-            .where(Device.device_id.in_(device_ids))
-        )
-        found = {row.device_id: (row.acked_version, row.latest_version) for row in rows}
-        cursors = {device_id: acked for device_id, (acked, _) in found.items()}
-        for a in batch:
-            if a.device_id in found and a.version <= found[a.device_id][1]:
-                cursors[a.device_id] = max(cursors[a.device_id], a.version)
-        moved = [{"d": d, "v": v} for d, v in cursors.items() if v > found[d][0]]
-        if moved:
-            # Core executemany on the connection: the ORM's bulk UPDATE would try to
-            # synchronise session objects, and there are none.
-            connection = await session.connection()
-            await connection.execute(_SQLITE_UPDATE, moved)
-    return {d: (cursors[d], latest) for d, (_, latest) in found.items()}
 
 
 class AckBatcher:

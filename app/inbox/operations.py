@@ -60,7 +60,7 @@ async def recall_message(
         # Versions first, through the same user-id-ordered row locks as send: a recall then
         # queues behind the sends of this pair instead of crossing them, and its versions
         # commit in order with theirs.
-        versions = await bump_versions(session, parties)
+        versions = await bump_versions(db, session, parties)
         # Every recall of this message holds the sender's lock, so what we read now is final:
         # a concurrent recall that committed first makes this one a retry.
         recalled_at = await session.scalar(
@@ -194,7 +194,7 @@ async def mark_read(db: Database, reader: str, peer: str, up_to_message_id: int)
     async with db.session() as session, session.begin() as transaction:
         # Same lock order as send (user-id order), so reads, recalls and sends of one pair
         # queue instead of deadlocking, and the versions commit in order.
-        versions = await bump_versions(session, (reader, peer))
+        versions = await bump_versions(db, session, (reader, peer))
         # Every move of this cursor holds the reader's lock, so this conditional update
         # decides alone whether the cursor still moves forward.
         moved = await session.scalar(

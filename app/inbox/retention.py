@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-import psycopg
 from sqlalchemy import CursorResult, Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,11 +17,11 @@ from app.accounts.auth import idle_cutoff
 from app.config import Settings
 from app.db.engine import Database, database_now
 from app.db.models import Device, InboxEntry, User
-from app.notifier import libpq_url
+from app.store import open_store
+from app.store.retention import AlreadyRunning
 
 __all__ = [
     "BATCH_ENTRIES",
-    "LOCK_KEY",
     "AlreadyRunning",
     "IdleReport",
     "PruneReport",
@@ -35,14 +34,6 @@ __all__ = [
 # (SQLite) or its users' row locks (PostgreSQL, only at the end) for a bounded time. The
 # setting MSGSYNC_RETENTION_BATCH_ENTRIES (and --batch-entries) chooses it for the CLI.
 BATCH_ENTRIES: int = Settings.model_fields["retention_batch_entries"].default
-
-# The PostgreSQL advisory lock that lets one retention run at a time: "msgsync" in ASCII.
-# Advisory locks are scoped to one database, so each database has its own.
-LOCK_KEY = 0x6D_73_67_73_79_6E_63
-
-
-class AlreadyRunning(Exception):
-    """Another retention run holds the lock on this database."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,36 +56,9 @@ class PruneReport:
         return {**asdict(self), "deleted": self.deleted}
 
 
-@asynccontextmanager
-async def retention_lock(db: Database, wait: bool = False) -> AsyncIterator[None]:
+def retention_lock(db: Database, wait: bool = False) -> AbstractAsyncContextManager[None]:
     """Hold the database-wide retention lock; raise AlreadyRunning unless `wait`."""
-    if db.is_sqlite:
-        # SQLite has one writer at a time: a second run's batches queue behind the first's,
-        # and each batch re-reads the floors, so the result is that of one run.
-        yield
-        return
-    # A session-level advisory lock belongs to a server session, so it is taken on a
-    # connection of its own to the session URL, never a pooled one: through a transaction
-    # pooler the lock would stay on whichever server connection ran the statement (held for
-    # ever, every later run a false "already running"), and a pooled connection would be
-    # handed out again still holding it. Closing this connection ends the session, which
-    # releases the lock on every exit path, a crash of this process included. Autocommit:
-    # the lock is held for the whole run without a transaction (and a snapshot that holds
-    # back vacuum) staying open.
-    conn = await psycopg.AsyncConnection.connect(
-        libpq_url(db.settings.session_url), autocommit=True, application_name="msgsync-retention"
-    )
-    try:
-        if wait:
-            await conn.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
-        else:
-            cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
-            row = await cursor.fetchone()
-            if row is None or not row[0]:
-                raise AlreadyRunning("another retention run holds the lock on this database")
-        yield
-    finally:
-        await conn.close()
+    return open_store(db).retention.run_lock(wait)
 
 
 @dataclass(slots=True)
@@ -259,18 +223,9 @@ async def _delete_range(session: AsyncSession, user_id: str, low: int, high: int
 
 
 async def _raise_floors(db: Database, session: AsyncSession, cuts: list[_Cut]) -> None:
-    if not db.is_sqlite:
-        # Lock the users rows last (so sends wait only for the end of the batch, not for its
-        # deletes) and in the database's user_id order, the order bump_versions locks them
-        # in: both lock in one global order, so a send and this batch cannot wait on each
-        # other in a cycle. Python's sort may differ from the database collation, hence SQL.
-        await session.execute(
-            select(User.user_id)
-            .where(User.user_id.in_([c.user_id for c in cuts]))
-            .order_by(User.user_id)
-            .with_for_update()
-        )
-    # SQLite took its single write lock at BEGIN IMMEDIATE: there is no order to keep.
+    # Lock the users rows last, so that sends wait only for the end of the batch, not for
+    # its deletes, and under the lock rule, as sends lock them.
+    await open_store(db).retention.lock_users(session, [c.user_id for c in cuts])
     # The guard keeps the floor from moving down should two runs ever overlap.
     users = cast(Table, User.__table__)
     await session.execute(

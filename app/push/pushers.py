@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, bindparam, delete, func, insert, not_, select, update
+from sqlalchemy import and_, delete, func, insert, not_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from app.accounts.auth import DeviceContext
@@ -24,9 +24,10 @@ from app.config import Settings
 from app.db.engine import Database
 from app.db.models import Pusher, User, utcnow
 from app.errors import AppError
-from app.inbox.sync import format_time
+from app.inbox.messages import format_time
 from app.push.gateway_urls import BadGatewayUrl, GatewayUrl, parse_allowlist, parse_gateway_url
 from app.schemas import PusherIn
+from app.store import open_store
 
 __all__ = [
     "MAX_PUSHER_DATA_BYTES",
@@ -254,33 +255,6 @@ async def delete_pusher(db: Database, user_id: str, app_id: str, pushkey: str) -
         raise AppError(404, "pusher_not_found", "you have no pusher with this app_id and pushkey")
 
 
-# PostgreSQL: a flush is one statement. Rows are locked in key order, so that two processes
-# flushing overlapping devices queue instead of deadlocking.
-_PG_FLUSH = """
-WITH seen AS (
-    SELECT v.device_id, max(v.version) AS version
-    FROM unnest(CAST(%(device_ids)s AS text[]), CAST(%(versions)s AS bigint[]))
-        AS v(device_id, version)
-    GROUP BY v.device_id
-), locked AS (
-    SELECT p.app_id, p.pushkey, s.version
-    FROM pushers AS p JOIN seen AS s ON s.device_id = p.device_id
-    WHERE p.synced_version < s.version
-    ORDER BY p.app_id, p.pushkey
-    FOR UPDATE OF p
-)
-UPDATE pushers AS p SET synced_version = l.version
-FROM locked AS l
-WHERE p.app_id = l.app_id AND p.pushkey = l.pushkey AND p.synced_version < l.version
-"""
-
-_SQLITE_FLUSH = (
-    update(Pusher)
-    .where(Pusher.device_id == bindparam("d"), Pusher.synced_version < bindparam("v"))
-    .values(synced_version=func.max(Pusher.synced_version, bindparam("v")))
-)
-
-
 class SyncedCursors:
     """How far each device has synced, kept in memory and written every `interval` seconds.
 
@@ -336,11 +310,4 @@ class SyncedCursors:
             raise
 
     async def _write(self, seen: Sequence[tuple[str, int]]) -> None:
-        if self._db.is_sqlite:
-            async with self._db.session() as session, session.begin():
-                conn = await session.connection()
-                await conn.execute(_SQLITE_FLUSH, [{"d": d, "v": v} for d, v in seen])
-            return
-        params = {"device_ids": [d for d, _ in seen], "versions": [v for _, v in seen]}
-        async with self._db.driver() as driver:
-            await driver.execute(_PG_FLUSH, params)
+        await open_store(self._db).push.record_synced(seen)

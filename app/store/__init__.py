@@ -5,18 +5,24 @@ named SQL statements in `.sql` files, see app.store.queries) or `app.store.sqlit
 embedded default: one writer at a time). No module outside this package asks which database
 it runs on.
 
-The store is made of one part per domain (`store.groups`, ...), each an interface declared
-in `app/store/<domain>.py` and implemented in `app/store/postgresql/<domain>.py` (with its
-`<domain>.sql`) and `app/store/sqlite/<domain>.py`. The contract tests (tests/store/) run
-the same assertions against both implementations.
+The store is made of one part per domain (`store.inbox`, `store.accounts`, `store.push`,
+`store.retention`, ...), each an interface declared in `app/store/<domain>.py` and
+implemented in `app/store/postgresql/<domain>.py` (with its `<domain>.sql`) and
+`app/store/sqlite/<domain>.py`. The contract tests (tests/store/) run the same assertions
+against both implementations.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+from weakref import WeakKeyDictionary
 
 if TYPE_CHECKING:
     from app.db.engine import Database
+    from app.store.accounts import AccountsStore
+    from app.store.inbox import InboxStore
+    from app.store.push import PushStore
+    from app.store.retention import RetentionStore
 
 __all__ = ["Store", "open_store"]
 
@@ -27,8 +33,23 @@ class Store:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.is_embedded = db.is_sqlite
+        if self.is_embedded:
+            from app.store import sqlite as implementation
+        else:
+            from app.store import postgresql as implementation  # type: ignore[no-redef]
+        self.inbox: InboxStore = implementation.Inbox(db)
+        self.accounts: AccountsStore = implementation.Accounts(db)
+        self.push: PushStore = implementation.Push(db)
+        self.retention: RetentionStore = implementation.Retention(db)
+
+
+_opened: WeakKeyDictionary[Database, Store] = WeakKeyDictionary()
 
 
 def open_store(db: Database) -> Store:
-    """The store for `db`'s database, chosen once (the lifespan calls this)."""
-    return Store(db)
+    """The store for `db`'s database, chosen once per Database: the lifespan opens it, and
+    the domain's functions, which are handed the Database, reach the same one."""
+    store = _opened.get(db)
+    if store is None:
+        store = _opened[db] = Store(db)
+    return store

@@ -1,0 +1,8 @@
+"""The PostgreSQL store: each part's statements whole, named, in its `.sql` file."""
+
+from app.store.postgresql.accounts import PostgresAccounts as Accounts
+from app.store.postgresql.inbox import PostgresInbox as Inbox
+from app.store.postgresql.push import PostgresPush as Push
+from app.store.postgresql.retention import PostgresRetention as Retention
+
+__all__ = ["Accounts", "Inbox", "Push", "Retention"]
