@@ -24,7 +24,8 @@ async def test_attempts_past_the_limit_wait_and_a_clear_forgets(store: Store) ->
     assert await counter.count_attempt(key, 2, 60, 30) is None
     # The limit is reached: the next attempt must wait 2**0 s, and is not counted.
     left = await counter.count_attempt(key, 2, 60, 30)
-    assert left is not None and 0 < left <= 1
+    assert left is not None
+    assert 0 < left <= 1
     await counter.purge_attempts()  # a live counter is not purged
     assert await counter.count_attempt(key, 2, 60, 30) is not None
     await counter.clear_attempts(key)

@@ -28,14 +28,20 @@ async def test_a_send_gives_each_party_its_next_version(store: Store) -> None:
     first = await store.inbox.send(Outgoing(alice, bob, "hello", "c1"))
     second = await store.inbox.send(Outgoing(bob, alice, "hi", None))
     note = await store.inbox.send(Outgoing(alice, alice, "note to self", None))
-    assert first is not None and second is not None and note is not None
+    assert first is not None
+    assert second is not None
+    assert note is not None
     assert (first.version, second.version, note.version) == (1, 2, 3)
-    assert first.created and first.message["body"] == "hello"
-    assert first.message["from"] == alice and first.message["client_msg_id"] == "c1"
+    assert first.created
+    assert first.message["body"] == "hello"
+    assert first.message["from"] == alice
+    assert first.message["client_msg_id"] == "c1"
     # A note to oneself is one entry, at one version.
     assert versions(await read_all(store, alice)) == [1, 2, 3]
     page = await read_all(store, bob)
-    assert versions(page) == [1, 2] and page.latest_version == 2 and not page.has_more
+    assert versions(page) == [1, 2]
+    assert page.latest_version == 2
+    assert not page.has_more
     # Each entry carries the message as its send answered it, the id spliced in.
     assert orjson.loads(page.entries[0].data) == first.message
     assert orjson.loads(page.entries[1].data) == second.message
@@ -45,7 +51,8 @@ async def test_a_repeated_client_msg_id_answers_the_first_send(store: Store) -> 
     alice, bob = await add_users(store, 2)
     first = await store.inbox.send(Outgoing(alice, bob, "once", "same"))
     again = await store.inbox.send(Outgoing(alice, bob, "once", "same"))
-    assert first is not None and again is not None
+    assert first is not None
+    assert again is not None
     assert not again.created
     assert (again.message, again.version) == (first.message, first.version)
     assert await store.inbox.find_send(alice, "same") == again
@@ -60,7 +67,8 @@ async def test_a_send_to_nobody_costs_no_version(store: Store) -> None:
     assert (await read_all(store, alice)).latest_version == 0
     (bob,) = await add_users(store, 1)
     sent = await store.inbox.send(Outgoing(alice, bob, "found", None))
-    assert sent is not None and sent.version == 1
+    assert sent is not None
+    assert sent.version == 1
 
 
 async def test_concurrent_crossing_sends_commit_gap_free_and_in_order(store: Store) -> None:
@@ -108,7 +116,9 @@ async def test_a_page_is_bounded_and_since_ahead_is_refused(store: Store) -> Non
     assert versions(page) == [2, 3]
     assert (page.next_since, page.latest_version, page.has_more) == (3, 5, True)
     empty = await store.inbox.read_page(bob, 5, 2)
-    assert versions(empty) == [] and empty.next_since == 5 and not empty.has_more
+    assert versions(empty) == []
+    assert empty.next_since == 5
+    assert not empty.has_more
     with pytest.raises(AppError) as refused:
         await store.inbox.read_page(bob, 6, 2)
     assert refused.value.code == "since_ahead"
@@ -127,7 +137,8 @@ async def test_a_recall_takes_a_version_of_each_party(store: Store) -> None:
     sent = await store.inbox.send(Outgoing(alice, bob, "oops", None))
     assert sent is not None
     recalled = await recall_message(store.db, alice, sent.message["id"], 3600)
-    assert recalled.changed and recalled.message["body"] == ""
+    assert recalled.changed
+    assert recalled.message["body"] == ""
     page = await read_all(store, bob)
     assert [e.kind for e in page.entries] == ["message", "recall"]
     assert orjson.loads(page.entries[0].data)["recalled_at"] is not None

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from app.store import Store
 from app.store.inbox import Outgoing
-from app.store.push import Settle
+from app.store.push import Lease, Pending, Settle
 from tests.store.conftest import add_device, add_pusher, add_users
 
 
@@ -16,7 +16,7 @@ def later() -> datetime:
     return datetime.now(UTC) + timedelta(minutes=1)
 
 
-async def lease_mine(store: Store, user_id: str, now: datetime) -> list[tuple[object, object]]:
+async def lease_mine(store: Store, user_id: str, now: datetime) -> list[tuple[Lease, Pending]]:
     leased, _ = await store.push.lease_and_read(now, now + timedelta(minutes=2), 1000)
     return [(lease, pending) for lease, pending in leased if lease.user_id == user_id]
 
@@ -31,12 +31,13 @@ async def test_a_send_makes_the_recipients_pushers_due_once(store: Store) -> Non
     sent = await store.inbox.send(Outgoing(alice, bob, "pong", None, push_wait=0))
     assert sent is not None
     [(lease, pending)] = await lease_mine(store, bob, now)
-    assert (lease.pushkey, lease.seen, lease.floor) == (pushkey, 0, 0)  # type: ignore[attr-defined]
-    assert pending.unread == 2 and pending.latest == 2  # type: ignore[attr-defined]
-    assert pending.newest == (sent.message["id"], alice)  # type: ignore[attr-defined]
+    assert (lease.pushkey, lease.seen, lease.floor) == (pushkey, 0, 0)
+    assert pending.unread == 2
+    assert pending.latest == 2
+    assert pending.newest == (sent.message["id"], alice)
     # Leased: another round does not take it.
     assert await lease_mine(store, bob, now) == []
-    await store.push.settle([Settle(lease.app_id, pushkey, pushed_version=2)], now)  # type: ignore[attr-defined]
+    await store.push.settle([Settle(lease.app_id, pushkey, pushed_version=2)], now)
     assert await lease_mine(store, bob, now + timedelta(hours=1)) == []
 
 
@@ -47,9 +48,10 @@ async def test_a_message_during_a_push_makes_it_due_again(store: Store) -> None:
     now = later()
     [(lease, _)] = await lease_mine(store, bob, now)
     await store.inbox.send(Outgoing(alice, bob, "during", None, push_wait=0))
-    await store.push.settle([Settle(lease.app_id, pushkey, pushed_version=1)], now)  # type: ignore[attr-defined]
+    await store.push.settle([Settle(lease.app_id, pushkey, pushed_version=1)], now)
     [(again, pending)] = await lease_mine(store, bob, now)
-    assert pending.latest == 2 and again.floor == 1  # type: ignore[attr-defined]
+    assert pending.latest == 2
+    assert again.floor == 1
 
 
 async def test_the_senders_own_devices_and_synced_ones_are_not_pushed(store: Store) -> None:
@@ -64,4 +66,5 @@ async def test_the_senders_own_devices_and_synced_ones_are_not_pushed(store: Sto
     leased, _ = await store.push.lease_and_read(later(), later() + timedelta(minutes=2), 1000)
     assert [lease for lease, _ in leased if lease.user_id == alice] == []
     [(lease, pending)] = [(lease, p) for lease, p in leased if lease.user_id == bob]
-    assert lease.seen == 1 and pending.unread == 0
+    assert lease.seen == 1
+    assert pending.unread == 0

@@ -22,10 +22,12 @@ async def test_a_batch_raises_the_floor_and_old_pages_fall_back(store: Store) ->
         assert one is not None
         sent.append(one.message)
     report = await prune(store.db, timedelta(days=365), max_entries=2, batch_entries=2)
-    assert report.deleted == 6 and report.users_touched == 2
+    assert report.deleted == 6
+    assert report.users_touched == 2
     # Above the floor: the store as it was.
     page = await store.inbox.read_page(bob, 3, 10)
-    assert [e.version for e in page.entries] == [4, 5] and not page.history_fallback
+    assert [e.version for e in page.entries] == [4, 5]
+    assert not page.history_fallback
     # Below it: the pruned messages from the history, then the store from the floor on,
     # in one gap-free run of versions.
     page = await store.inbox.read_page(bob, 1, 10)
@@ -33,7 +35,8 @@ async def test_a_batch_raises_the_floor_and_old_pages_fall_back(store: Store) ->
     assert [e.version for e in page.entries] == [2, 3, 4, 5]
     assert [orjson.loads(e.data) for e in page.entries] == sent[1:]
     bounded = await store.inbox.read_page(bob, 0, 2)
-    assert [e.version for e in bounded.entries] == [1, 2] and bounded.has_more
+    assert [e.version for e in bounded.entries] == [1, 2]
+    assert bounded.has_more
     # A run with nothing left to cut changes nothing.
     again = await prune(store.db, timedelta(days=365), max_entries=2)
     assert again.deleted == 0
