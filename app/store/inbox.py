@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from sqlalchemy import Row, select, union_all
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.models import InboxEntry, Message, User
 from app.errors import AppError
@@ -123,7 +123,9 @@ class InboxStore(Protocol):
         ...
 
 
-async def read_page_in_transaction(sessions: Any, user_id: str, since: int, limit: int) -> Page:
+async def read_page_in_transaction(
+    sessions: async_sessionmaker[AsyncSession], user_id: str, since: int, limit: int
+) -> Page:
     """read_page as a read-only transaction of separate statements, the same on every
     database: SQLite's only path, and PostgreSQL's below the floor (the history fallback)."""
     async with sessions() as session, session.begin():
