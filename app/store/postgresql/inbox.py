@@ -30,6 +30,7 @@ __all__ = ["PostgresInbox"]
 
 _SQL = load("inbox.sql")
 _SEND = _SQL["send_message"]
+_SEND_MARKING_PUSHERS = _SQL["send_message_marking_pushers"]
 _PAGE = _SQL["read_page"]
 _BUMP = _SQL["bump_versions"]
 _ACKS = _SQL["advance_cursors"]
@@ -63,12 +64,15 @@ class PostgresInbox:
             "head": _ID_HEAD,
             "tail_a": tail[:cut],
             "tail_b": tail[tail.index('"', cut) :],
-            "push_wait": o.push_wait,
-            "pushed": o.recipient if o.push_wait is not None and lo != hi else None,
         }
+        sql = _SEND
+        if o.push_wait is not None:
+            sql = _SEND_MARKING_PUSHERS
+            params["push_wait"] = o.push_wait
+            params["pushed"] = o.recipient if lo != hi else None
         try:
             async with self._db.driver() as driver:
-                cursor = await driver.execute(_SEND, params)
+                cursor = await driver.execute(sql, params)
                 row = await cursor.fetchone()
         except psycopg.errors.UniqueViolation as exc:
             # A retry, or the same (sender, client_msg_id) committed while this send waited
@@ -77,7 +81,7 @@ class PostgresInbox:
             # would cost every send a round trip to save a retry a short lock.)
             found = await self._repeated(o)
             if found is None:
-                raise IntegrityError(_SEND, params, exc) from exc
+                raise IntegrityError(sql, params, exc) from exc
             return found
         if row is None:
             return None

@@ -3,7 +3,7 @@
 -- The lock rule (app/store/inbox.py): users' rows are locked in user-id order, in the
 -- database's collation, and held to commit. lock_users is the rule as a statement; the
 -- statements that bump versions in the same round trip begin with it as their `locked`
--- CTE (send_message names its two parties as parameters of their own: their first use
+-- CTE (the two sends name their two parties as parameters of their own: their first use
 -- there fixes their type).
 
 -- name: lock_users
@@ -63,12 +63,52 @@ WITH stamp AS (
          (SELECT CAST(%(sender)s AS VARCHAR) AS user_id, CAST(%(recipient)s AS VARCHAR) AS peer
           UNION SELECT %(recipient)s, %(sender)s) AS pairs
     ON CONFLICT (user_id, peer) DO UPDATE SET last_message_id = excluded.last_message_id
+)
+SELECT id, sender_version, stamp.text FROM message, stamp
+
+-- name: send_message_marking_pushers
+-- send_message, and with push on, the recipient's pushers marked in the same statement.
+WITH stamp AS (
+    SELECT now() AS created_at,
+           to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS text
+), locked AS (
+    -- The lock rule, for the two parties.
+    SELECT user_id FROM users WHERE user_id IN (%(sender)s, %(recipient)s)
+    ORDER BY user_id FOR UPDATE
+), bumped AS (
+    -- Only when every party exists: a send to nobody must not cost the sender a version.
+    UPDATE users SET latest_version = users.latest_version + 1
+    FROM locked
+    WHERE users.user_id = locked.user_id AND (SELECT count(*) FROM locked) = %(parties)s
+    RETURNING users.user_id, users.latest_version
+), message AS (
+    INSERT INTO messages (sender, recipient, pair_lo, pair_hi, body, client_msg_id,
+                          sender_version, recipient_version, created_at)
+    SELECT %(sender)s, %(recipient)s, %(pair_lo)s, %(pair_hi)s, %(body)s, %(client_msg_id)s,
+           s.latest_version, r.latest_version, stamp.created_at
+    FROM bumped AS s, bumped AS r, stamp
+    WHERE s.user_id = %(sender)s AND r.user_id = %(recipient)s
+    RETURNING id, sender_version
+), entries AS (
+    -- One entry per party; the sender's is how the sender's other devices learn of it.
+    INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
+    SELECT bumped.user_id, bumped.latest_version, 'message', stamp.created_at, message.id,
+           %(head)s || message.id || %(tail_a)s || stamp.text || %(tail_b)s
+    FROM bumped, message, stamp
+), conversation AS (
+    INSERT INTO conversations (user_id, peer, last_message_id)
+    SELECT pairs.user_id, pairs.peer, message.id
+    FROM message,
+         -- UNION, not UNION ALL: a note to oneself is one conversation row.
+         (SELECT CAST(%(sender)s AS VARCHAR) AS user_id, CAST(%(recipient)s AS VARCHAR) AS peer
+          UNION SELECT %(recipient)s, %(sender)s) AS pairs
+    ON CONFLICT (user_id, peer) DO UPDATE SET last_message_id = excluded.last_message_id
 ), marked AS (
-    -- With push on (%(pushed)s is the recipient; NULL with push off, and for a note to
-    -- oneself: the sender's own devices are never pushed), the recipient's pushers fall due
-    -- push_wait after the first message of a delay window; one due already keeps its time.
-    -- During a push in flight (leased) `news` tells the worker to look again when it
-    -- settles. An index probe when there is no pusher; nothing at all with push off.
+    -- The recipient's pushers (%(pushed)s: NULL for a note to oneself, the sender's own
+    -- devices are never pushed) fall due push_wait after the first message of a delay
+    -- window; one due already keeps its time. During a push in flight (leased) `news`
+    -- tells the worker to look again when it settles. An index probe when there is no
+    -- pusher.
     UPDATE pushers
     SET due_at = coalesce(pushers.due_at, stamp.created_at
                           + CAST(%(push_wait)s AS double precision) * interval '1 second'),
