@@ -102,10 +102,12 @@ async def sync_since(
     query: Annotated[SyncQuery, Query()],
 ) -> Response:
     # The edge serves plain syncs (app.edge.hotpaths); this route serves the rest, through
-    # the same read and wait.
+    # the same read and wait. `device` declares and checks the bearer token; wait_for_page
+    # finds it cached.
+    del device
     digest = token_digest(request.headers.get("authorization", ""))
     assert digest is not None  # authenticated: the header holds a bearer token
-    page = await longpolls.wait_for_page(device, digest, query, request.receive)
+    page = await longpolls.wait_for_page(digest, query, request.receive)
     if page is None:
         # The client hung up while waiting: this answer goes nowhere (nginx's "closed").
         return Response(status_code=499)

@@ -6,14 +6,14 @@ several times the cost of its share of the batch write, for a send about as much
 database statement. This layer answers them directly when the token is cached, the body is
 JSON and it validates against the very model the route declares (SendIn, AckIn), then runs
 the very function the route runs (app.inbox.send.deliver, app.inbox.acks.acknowledge).
-A sync is answered alike when the token is cached and the query validates against the
-route's SyncQuery: it reads, and waits when it is a long-poll, through the route's
-LongPolls.wait_for_page (app.inbox.wait), so that a waiting device holds none of the
-framework's per-request state.
-Anything else (a token not yet cached, a body or query that does not validate, another
-content type) goes through the application unchanged, which authenticates, validates and
-answers errors; so the routes stay the one definition of the contract, and this layer only
-ever agrees with them.
+A sync is answered alike when it carries a bearer token (cached or not: it is
+authenticated with the read) and its query validates against the route's SyncQuery: it
+reads, and waits when it is a long-poll, through the route's LongPolls.wait_for_page
+(app.inbox.wait), so that a waiting device holds none of the framework's per-request state.
+Anything else (a token not yet cached for a send or an ack, no bearer token, a body or query
+that does not validate, another content type) goes through the application unchanged,
+which authenticates, validates and answers errors; so the routes stay the one definition of
+the contract, and this layer only ever agrees with them.
 
 The cross-cutting concerns (request id, metrics, CORS, gzip, the request-size limit) are
 not this layer's: they wrap it, in app.edge.frontdoor, so its answers get them as any other
@@ -86,17 +86,16 @@ class HotPaths:
             elif name == b"content-type":
                 content_type = value
         state: State = scope["app"].state
-        tokens: TokenCache = state.tokens
         digest = token_digest(authorization.decode("latin-1"))
-        device = tokens.get(digest) if digest is not None else None
-        if device is None:
-            await self.app(scope, receive, send)
-            return
-        assert digest is not None
         if route is None:
-            await self._sync(scope, receive, send, state.longpolls, device, digest)
+            if digest is None:
+                await self.app(scope, receive, send)  # answered by the application: 401
+            else:
+                await self._sync(scope, receive, send, state.longpolls, digest)
             return
-        if content_type.partition(b";")[0].strip().lower() != _JSON:
+        tokens: TokenCache = state.tokens
+        device = tokens.get(digest) if digest is not None else None
+        if device is None or content_type.partition(b";")[0].strip().lower() != _JSON:
             await self.app(scope, receive, send)
             return
         raw, complete = await self._read(receive)
@@ -121,10 +120,11 @@ class HotPaths:
         receive: Receive,
         send: Send,
         longpolls: LongPolls,
-        device: DeviceContext,
         digest: bytes,
     ) -> None:
-        """A plain GET /sync, read (and waited for) as the route would."""
+        """A GET /sync with a bearer token, read (and waited for) as the route would. Its
+        token is authenticated there, cached or not: a device whose cached token expired
+        (a minute) waits here too, not in the framework."""
         query_string = scope["query_string"].decode("latin-1")
         try:
             # Parsed as the framework parses a query (the last of repeated names wins).
@@ -133,7 +133,7 @@ class HotPaths:
             await self.app(scope, receive, send)  # answered by the application: 422
             return
         try:
-            page = await longpolls.wait_for_page(device, digest, query, receive)
+            page = await longpolls.wait_for_page(digest, query, receive)
         except Exception as exc:
             await _failed(exc, scope, receive, send)
             return

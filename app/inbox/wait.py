@@ -7,7 +7,7 @@ read comes back empty. The edge (app.edge.hotpaths) calls wait_for_page for a pl
 request, outside the framework, so a waiting device costs its connection, one future and
 one task, not the framework's per-request state (a third of the memory it would cost
 waiting inside the endpoint); the route (app.api.sync) calls it for the requests the edge
-hands over (a token not yet cached, a query that does not validate).
+hands over (no bearer token, a query that does not validate).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from app.accounts.auth import DeviceContext, TokenCache, authenticate
+from app.accounts.auth import TokenCache, authenticate
 from app.errors import AppError
 from app.inbox.sync import device_cursor, fetch_since, render_page
 from app.metrics import WAITING
@@ -64,15 +64,15 @@ class LongPolls:
         self._parked: dict[str, dict[asyncio.Future[None], None]] = {}
 
     async def wait_for_page(
-        self, device: DeviceContext, digest: bytes, query: SyncQuery, receive: Receive
+        self, digest: bytes, query: SyncQuery, receive: Receive
     ) -> bytes | None:
         """The page to answer `query` with (JSON), waiting up to its timeout for a change
         when nothing is newer than its `since`; None when the client hung up while waiting.
 
-        `digest` is the token's (token_digest): a device whose token leaves the cache while
-        it waits (a logout) is authenticated again, and a revoked one answered 401.
-        `receive` is the request's, watched for the client hanging up. Raises AppError for
-        what the contract answers as a problem.
+        `digest` is the token's (token_digest): its device is authenticated here, from the
+        cache or the database, and again when its token leaves the cache while it waits (a
+        logout: answered 401). `receive` is the request's, watched for the client hanging
+        up. Raises AppError for what the contract answers as a problem.
         """
         settings = self._settings
         limit = settings.sync_default_limit if query.limit is None else query.limit
@@ -83,6 +83,9 @@ class LongPolls:
         notifier = self._notifier
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(query.timeout, settings.max_timeout)
+        async with self._reads:
+            # A token not cached yet is read here, in turn: after a deploy every device's is.
+            device = await authenticate(self._db, self._tokens, settings, digest)
         # Subscribed *before* the read, so that a commit landing during the read still wakes
         # the wait that follows.
         waiter = notifier.subscribe(device.user_id) if query.timeout > 0 else None
