@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from app.config import Settings
     from app.db.engine import Database
-    from app.notifier import Notifier
+    from app.notifier import Notifier, Waiter
     from app.push.pushers import SyncedCursors
     from app.schemas import SyncQuery
 
@@ -75,24 +75,28 @@ class LongPolls:
         up. Raises AppError for what the contract answers as a problem.
         """
         settings = self._settings
-        limit = settings.sync_default_limit if query.limit is None else query.limit
-        if limit > settings.sync_max_limit:
-            raise AppError(
-                422, "limit_out_of_range", f"limit must be between 1 and {settings.sync_max_limit}"
-            )
         notifier = self._notifier
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(query.timeout, settings.max_timeout)
-        async with self._reads:
-            # A token not cached yet is read here, in turn: after a deploy every device's is.
-            device = await authenticate(self._db, self._tokens, settings, digest)
-        # Subscribed *before* the read, so that a commit landing during the read still wakes
-        # the wait that follows.
-        waiter = notifier.subscribe(device.user_id) if query.timeout > 0 else None
+        waiter: Waiter | None = None
         watcher: asyncio.Future[None] | None = None
         ended: asyncio.Future[None] | None = None
         try:
             async with self._reads:
+                # A token not cached yet is read here, in turn with the reads: after a
+                # deploy every device's is. Authenticated first, as the route does.
+                device = await authenticate(self._db, self._tokens, settings, digest)
+                limit = settings.sync_default_limit if query.limit is None else query.limit
+                if limit > settings.sync_max_limit:
+                    raise AppError(
+                        422,
+                        "limit_out_of_range",
+                        f"limit must be between 1 and {settings.sync_max_limit}",
+                    )
+                if query.timeout > 0:
+                    # Subscribed *before* the read, so that a commit landing during the read
+                    # still wakes the wait that follows.
+                    waiter = notifier.subscribe(device.user_id)
                 position = query.since
                 if position is None:
                     position = await device_cursor(self._db, device.device_id)
