@@ -21,6 +21,7 @@ from app.db.migrations import upgrade_to_head
 from app.errors import install_error_handlers
 from app.inbox.acks import AckBatcher
 from app.inbox.rates import RateLimit
+from app.inbox.wait import LongPolls
 from app.metrics import LATENCIES, Sampler
 from app.notifier import Notifier, PgNotifier, close_on_signals
 from app.openapi import TAGS, install_openapi
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await seen.start()
             await pusher.start()
         app.state.seen = seen
+        app.state.longpolls = LongPolls(db, notifier, tokens, seen, settings)
         app.state.metrics = Sampler(notifier, db)
         app.state.metrics.start()
         _settle_heap()
@@ -154,15 +156,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 class _Msgsync(FastAPI):
-    """FastAPI with two layers outside all of its middleware, error handling included: a
-    waiting long-poll then holds none of the inner layers' state (app.edge.longpoll), and plain
-    sends and acks skip their per-request work (app.edge.hotpaths). Both hand anything unusual
-    to the whole application, which answers errors as it answers any other.
+    """FastAPI with a layer outside all of its middleware, error handling included: plain
+    sends, acks and syncs skip their per-request work, and a waiting long-poll holds none of
+    its state (app.edge.hotpaths). It hands anything unusual to the whole application, which
+    answers errors as it answers any other.
 
     The cross-cutting concerns (app.edge.frontdoor) wrap all of these, so that every answer
     crosses them, a last-resort 500 included (the front door also keeps any exception from
     reaching the server, which would close the connection): add a concern there, not with
-    add_middleware, which would miss the answers of the two layers. app.edge builds the
+    add_middleware, which would miss the answers of that layer. app.edge builds the
     layers and draws them."""
 
     def __init__(self, settings: Settings, **kwargs: Any) -> None:

@@ -41,6 +41,7 @@ __all__ = [
     "SendOut",
     "Status",
     "SyncPage",
+    "SyncQuery",
     "Text",
     "UserFound",
     "UserIn",
@@ -531,3 +532,35 @@ class PushersOut(BaseModel):
     """The pushers of the user's devices."""
 
     pushers: list[PusherOut] = Field(description="Every pusher of the user's devices.")
+
+
+class SyncQuery(BaseModel):
+    """GET /sync's query, the one place it is declared: the route reads it through FastAPI
+    and the edge (app.edge.hotpaths) validates a plain request's query against this same
+    model, once, so both agree on what a request asks for. A parameter is a field here."""
+
+    since: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_ID,
+        description="The last version the device has seen (`next_since` of its previous "
+        "page); absent: the device's ack cursor. Above the latest version: 409.",
+    )
+    limit: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_ID,
+        description="Entries per page: 1 to MSGSYNC_SYNC_MAX_LIMIT (1000 by default; "
+        "above it, 422 `limit_out_of_range`); absent: MSGSYNC_SYNC_DEFAULT_LIMIT (100).",
+        json_schema_extra={"x-from-settings": {"maximum": "sync_max_limit"}},
+    )
+    timeout: float = Field(
+        0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Seconds to wait when nothing is newer than `since` (a long-poll); "
+        "the answer comes as soon as a change commits. Longer waits are cut to the "
+        "server's maximum (MSGSYNC_MAX_TIMEOUT, 60 s by default: `x-clamped-to`). "
+        "0: answer at once.",
+        json_schema_extra={"x-from-settings": {"x-clamped-to": "max_timeout"}},
+    )

@@ -310,3 +310,55 @@ async def test_a_logout_ends_the_devices_waiting_long_poll(server: Server) -> No
         assert time.monotonic() - started < LONG / 2
         # The user's other device is untouched.
         assert (await client.get("/devices", headers=laptop.headers)).status_code == 200
+
+
+async def test_a_long_poll_on_a_token_the_process_has_not_seen_waits_as_any_other(
+    fresh_pg: str,
+) -> None:
+    """A process that has not seen a token yet reads it from the database before serving
+    the long-poll: the wait that follows is woken by a send, freed when the client hangs
+    up, counts towards the device's bound and is answered 401 on logout, as on a token
+    it knows."""
+    async with two_processes(fresh_pg) as (a, b):
+        alice, bob = await register(a), await register(a)
+        # Woken by a send from the other process.
+        polling = asyncio.create_task(poll(b, bob, since=0))
+        await until_waiting(b, 1)
+        sent = await send(a, alice, bob.user_id, "first sight")
+        page, elapsed = await polling
+        assert [e["data"] for e in page["entries"]] == [sent["message"]]
+        assert elapsed < LONG / 2
+        await until_waiting(b, 0)
+
+        # Freed when the client hangs up.
+        tablet = await login(a, bob.user_id, "tablet")
+        leaving = asyncio.create_task(poll(b, tablet, since=page["next_since"]))
+        await until_waiting(b, 1)
+        leaving.cancel()
+        await asyncio.gather(leaving, return_exceptions=True)
+        await until_waiting(b, 0)
+
+        # Counted with the device's later long-polls: the eleventh ends it, as a timeout.
+        laptop = await login(a, bob.user_id, "laptop")
+        since = page["next_since"]
+        oldest = asyncio.create_task(poll(b, laptop, since=since))
+        await until_waiting(b, 1)
+        newer = [asyncio.create_task(poll(b, laptop, since=since)) for _ in range(10)]
+        ended, elapsed = await asyncio.wait_for(oldest, LONG / 2)
+        assert (ended["entries"], ended["next_since"]) == ([], since)
+        await until_waiting(b, 10)
+
+        # Answered 401 when the device logs out in the other process.
+        watch = await login(a, bob.user_id, "watch")
+        waiting_watch = asyncio.create_task(
+            b.get("/sync", params={"since": since, "timeout": LONG}, headers=watch.headers)
+        )
+        await until_waiting(b, 11)
+        assert (await a.post("/logout", headers=watch.headers)).status_code == 204
+        response = await asyncio.wait_for(waiting_watch, LONG / 2)
+        assert response.status_code == 401
+        assert response.json()["code"] == "unauthorized"
+        for task in newer:
+            task.cancel()
+        await asyncio.gather(*newer, return_exceptions=True)
+        await until_waiting(b, 0)

@@ -34,6 +34,7 @@ __all__ = [
     "DeviceContext",
     "Passwords",
     "TokenCache",
+    "authenticate",
     "bearer_scheme",
     "change_password",
     "create_user",
@@ -392,8 +393,17 @@ async def current_device(
 ) -> DeviceContext:
     if credentials is None:
         raise AppError(401, "unauthorized", "missing bearer token")
-    digest = _token_hash(credentials.credentials)
-    tokens: TokenCache = request.app.state.tokens
+    state = request.app.state
+    return await authenticate(
+        db, state.tokens, state.settings, _token_hash(credentials.credentials)
+    )
+
+
+async def authenticate(
+    db: Database, tokens: TokenCache, settings: Settings, digest: bytes
+) -> DeviceContext:
+    """The device whose token has this digest (token_digest): from the cache, or read and
+    cached; 401 for a token that is unknown, revoked or idle too long."""
     device = tokens.get(digest)
     if device is not None:
         # A cached token was read from the database less than the cache's time to live
@@ -417,7 +427,6 @@ async def current_device(
     if row is None:
         raise AppError(401, "unauthorized", "invalid or revoked token")
     now = row.now
-    settings: Settings = request.app.state.settings
     cutoff = idle_cutoff(settings.device_idle_days, now)
     if cutoff is not None and row.last_seen_at < cutoff:
         raise AppError(

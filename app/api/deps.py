@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from app.accounts.auth import CurrentDevice, DbDep, DeviceContext, Passwords
 from app.config import Settings
 from app.inbox.acks import AckBatcher
+from app.inbox.wait import LongPolls
 from app.notifier import Notifier
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "CurrentDevice",
     "DbDep",
     "DeviceContext",
+    "LongPollsDep",
     "NotifierDep",
     "PasswordsDep",
     "SettingsDep",
@@ -39,6 +41,11 @@ async def _acks(request: Request) -> AckBatcher:
     return acks
 
 
+async def _longpolls(request: Request) -> LongPolls:
+    longpolls: LongPolls = request.app.state.longpolls
+    return longpolls
+
+
 async def _passwords(request: Request) -> Passwords:
     passwords: Passwords = request.app.state.passwords
     return passwords
@@ -47,4 +54,5 @@ async def _passwords(request: Request) -> Passwords:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 NotifierDep = Annotated[Notifier, Depends(_notifier)]
 AcksDep = Annotated[AckBatcher, Depends(_acks)]
+LongPollsDep = Annotated[LongPolls, Depends(_longpolls)]
 PasswordsDep = Annotated[Passwords, Depends(_passwords)]

@@ -6,14 +6,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
-from app.api.deps import AcksDep, CurrentDevice, DbDep, NotifierDep, SettingsDep
-from app.edge.longpoll import TICKET, Ticket
-from app.errors import AppError
-from app.inbox import sync
+from app.accounts.auth import token_digest
+from app.api.deps import AcksDep, CurrentDevice, DbDep, LongPollsDep, NotifierDep, SettingsDep
 from app.inbox.acks import acknowledge
 from app.inbox.send import deliver
 from app.openapi import problem_responses
-from app.schemas import MAX_ID, AckIn, AckOut, SendIn, SendOut, SyncPage
+from app.schemas import AckIn, AckOut, SendIn, SendOut, SyncPage, SyncQuery
 
 router = APIRouter()
 
@@ -100,65 +98,20 @@ async def send(
 async def sync_since(
     request: Request,
     device: CurrentDevice,
-    db: DbDep,
-    notifier: NotifierDep,
-    settings: SettingsDep,
-    since: Annotated[
-        int | None,
-        Query(
-            ge=0,
-            le=MAX_ID,
-            description="The last version the device has seen (`next_since` of its previous "
-            "page); absent: the device's ack cursor. Above the latest version: 409.",
-        ),
-    ] = None,
-    limit: Annotated[
-        int | None,
-        Query(
-            ge=1,
-            le=MAX_ID,
-            description="Entries per page: 1 to MSGSYNC_SYNC_MAX_LIMIT (1000 by default; "
-            "above it, 422 `limit_out_of_range`); absent: MSGSYNC_SYNC_DEFAULT_LIMIT (100).",
-            json_schema_extra={"x-from-settings": {"maximum": "sync_max_limit"}},
-        ),
-    ] = None,
-    timeout: Annotated[
-        float,
-        Query(
-            ge=0,
-            allow_inf_nan=False,
-            description="Seconds to wait when nothing is newer than `since` (a long-poll); "
-            "the answer comes as soon as a change commits. Longer waits are cut to the "
-            "server's maximum (MSGSYNC_MAX_TIMEOUT, 60 s by default: `x-clamped-to`). "
-            "0: answer at once.",
-            json_schema_extra={"x-from-settings": {"x-clamped-to": "max_timeout"}},
-        ),
-    ] = 0,
+    longpolls: LongPollsDep,
+    query: Annotated[SyncQuery, Query()],
 ) -> Response:
-    del timeout  # validated and documented here; the long-poll layer does the waiting
-    if limit is None:
-        limit = settings.sync_default_limit
-    if limit > settings.sync_max_limit:
-        raise AppError(
-            422, "limit_out_of_range", f"limit must be between 1 and {settings.sync_max_limit}"
-        )
-    position = await sync.device_cursor(db, device.device_id) if since is None else since
-    ticket: Ticket | None = request.scope.get(TICKET)
-    if ticket is not None:
-        # A long-poll (see app.edge.longpoll): subscribe, or forget past wake-ups, *before* the
-        # read, so that a commit landing during the read still wakes the wait that follows.
-        if ticket.waiter is None:
-            ticket.waiter = notifier.subscribe(device.user_id)
-        else:
-            ticket.waiter.rearm()
-        ticket.user_id, ticket.device_id = device.user_id, device.device_id
-        ticket.position, ticket.limit = position, limit
-    page = await sync.fetch_since(db, device.user_id, position, limit)
-    # The device has these entries now: it is not to be pushed for them (app.push.pushers).
-    request.app.state.seen.saw(device.device_id, page.next_since)
-    if ticket is not None:
-        ticket.empty = not page.entries and page.next_since == position
-    return Response(sync.render_page(page), media_type="application/json")
+    # The edge serves plain syncs (app.edge.hotpaths); this route serves the rest, through
+    # the same read and wait. `device` declares and checks the bearer token; wait_for_page
+    # finds it cached.
+    del device
+    digest = token_digest(request.headers.get("authorization", ""))
+    assert digest is not None  # authenticated: the header holds a bearer token
+    page = await longpolls.wait_for_page(digest, query, request.receive)
+    if page is None:
+        # The client hung up while waiting: this answer goes nowhere (nginx's "closed").
+        return Response(status_code=499)
+    return Response(page, media_type="application/json")
 
 
 @router.post(

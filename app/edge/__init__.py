@@ -2,9 +2,9 @@
 
     uvicorn + EdgeProtocol (app.edge.server)   read deadlines, head limits, before ASGI
       -> FrontDoor (frontdoor)                 request ids, CORS, gzip, latency, size limits
-        -> HotPaths (hotpaths)                 plain POST /messages and POST /ack, answered here
-          -> LongPoll (longpoll)               GET /sync waits here, holding no inner state
-            -> FastAPI                         routers (app.api), error handlers, the rest
+        -> HotPaths (hotpaths)                 plain POST /messages, POST /ack and GET /sync
+                                               (its long-poll waits here, app.inbox.wait)
+          -> FastAPI                           routers (app.api), error handlers, the rest
 
 Each layer hands what it does not answer to the next; errors come back as the application
 answers them (app.errors). `around` builds the stack from the middle out.
@@ -27,14 +27,8 @@ def around(app: ASGIApp, settings: Settings) -> ASGIApp:
     # Imported here, not at the top: app.errors (which the layers use) imports app.edge.paths,
     # and `msgsync serve` imports app.edge.server, which must not load prometheus_client
     # (app.metrics) before it has prepared the multiprocess directory (app.multiproc).
-    from app.edge import hotpaths, longpoll
+    from app.edge import hotpaths
     from app.edge.frontdoor import FrontDoor
     from app.edge.hotpaths import HotPaths
-    from app.edge.longpoll import LongPoll
 
-    app = LongPoll(
-        app,
-        concurrent_reads=settings.db_pool_size + settings.db_max_overflow,
-        per_device=settings.longpolls_per_device,
-    )
-    return FrontDoor(HotPaths(app), settings, hotpaths.PATHS | {longpoll.PATH})
+    return FrontDoor(HotPaths(app), settings, hotpaths.PATHS)

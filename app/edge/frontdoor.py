@@ -1,8 +1,8 @@
 """The front door: the cross-cutting concerns every answer crosses, in one layer.
 
-The service answers some requests before the framework (plain sends and acks in
-app.edge.hotpaths, woken long-polls in app.edge.longpoll). Concerns added as FastAPI
-middleware would skip those answers, so they are applied here instead, outside all three:
+The service answers some requests before the framework (plain sends, acks and syncs,
+long-polls included, in app.edge.hotpaths). Concerns added as FastAPI middleware would
+skip those answers, so they are applied here instead, outside both:
 a concern added here holds for every answer by construction.
 
 They are, outermost first: the request id, the latency metrics and gzip, all three applied
@@ -77,7 +77,7 @@ class FrontDoor:
     sends the 500 problem and then re-raises the exception for the server's log; the
     client's next request on that connection then met a reset. Here the exception is
     logged instead and the connection stays open. A failure before any answer (in
-    app.edge.hotpaths or app.edge.longpoll, outside the framework's handlers) is answered
+    app.edge.hotpaths, outside the framework's handlers) is answered
     here as the application would answer it. A response cut off half-way is left as it is: uvicorn
     closes that connection, the only way to tell the client it is incomplete.
 

@@ -1,4 +1,4 @@
-"""The two hot writes, send and ack, answered before the framework when they are plain.
+"""The hot requests, send, ack and sync, answered before the framework when they are plain.
 
 A send and an ack are the requests a messenger makes most, and the smallest. Through the
 framework each paid for routing, the dependency graph and response validation: for an ack
@@ -6,10 +6,14 @@ several times the cost of its share of the batch write, for a send about as much
 database statement. This layer answers them directly when the token is cached, the body is
 JSON and it validates against the very model the route declares (SendIn, AckIn), then runs
 the very function the route runs (app.inbox.send.deliver, app.inbox.acks.acknowledge).
-Anything else (a token not yet cached, a body that does not validate, another content type)
-goes through the application unchanged, which authenticates, validates and answers errors;
-so the routes stay the one definition of the contract, and this layer only ever agrees with
-them.
+A sync is answered alike when it carries a bearer token (cached or not: it is
+authenticated with the read) and its query validates against the route's SyncQuery: it
+reads, and waits when it is a long-poll, through the route's LongPolls.wait_for_page
+(app.inbox.wait), so that a waiting device holds none of the framework's per-request state.
+Anything else (a token not yet cached for a send or an ack, no bearer token, a body or query
+that does not validate, another content type) goes through the application unchanged,
+which authenticates, validates and answers errors; so the routes stay the one definition of
+the contract, and this layer only ever agrees with them.
 
 The cross-cutting concerns (request id, metrics, CORS, gzip, the request-size limit) are
 not this layer's: they wrap it, in app.edge.frontdoor, so its answers get them as any other
@@ -21,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import State
@@ -31,7 +36,8 @@ from app.edge.limits import replay
 from app.errors import AppError, error_response, unexpected_error_response
 from app.inbox.acks import acknowledge
 from app.inbox.send import deliver
-from app.schemas import AckIn, SendIn
+from app.inbox.wait import LongPolls
+from app.schemas import AckIn, SendIn, SyncQuery
 
 __all__ = ["PATHS", "HotPaths"]
 
@@ -54,8 +60,10 @@ _ROUTES: dict[tuple[str, str], tuple[type[BaseModel], Handler]] = {
     ),
 }
 
+SYNC = ("GET", "/sync")
+
 # The paths this layer may answer (for the front door's metrics, which see no route here).
-PATHS = frozenset(path for _, path in _ROUTES)
+PATHS = frozenset(path for _, path in (*_ROUTES, SYNC))
 
 
 class HotPaths:
@@ -63,8 +71,12 @@ class HotPaths:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = _ROUTES.get((scope["method"], scope["path"])) if scope["type"] == "http" else None
-        if route is None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        key = (scope["method"], scope["path"])
+        route = _ROUTES.get(key)
+        if route is None and key != SYNC:
             await self.app(scope, receive, send)
             return
         authorization = content_type = b""
@@ -74,8 +86,14 @@ class HotPaths:
             elif name == b"content-type":
                 content_type = value
         state: State = scope["app"].state
-        tokens: TokenCache = state.tokens
         digest = token_digest(authorization.decode("latin-1"))
+        if route is None:
+            if digest is None:
+                await self.app(scope, receive, send)  # answered by the application: 401
+            else:
+                await self._sync(scope, receive, send, state.longpolls, digest)
+            return
+        tokens: TokenCache = state.tokens
         device = tokens.get(digest) if digest is not None else None
         if device is None or content_type.partition(b";")[0].strip().lower() != _JSON:
             await self.app(scope, receive, send)
@@ -91,25 +109,36 @@ class HotPaths:
             return
         try:
             status, content = await handler(state, device, body)
-        except AppError as exc:
-            await error_response(exc)(scope, receive, send)
-            return
         except Exception as exc:
-            # Answered as the application answers it, and logged as it logs it.
-            log.exception("%s %s failed", scope["method"], scope["path"])
-            await unexpected_error_response(exc)(scope, receive, send)
+            await _failed(exc, scope, receive, send)
             return
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", _JSON),
-                    (b"content-length", str(len(content)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": content})
+        await _answer(send, status, content)
+
+    async def _sync(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        longpolls: LongPolls,
+        digest: bytes,
+    ) -> None:
+        """A GET /sync with a bearer token, read (and waited for) as the route would. Its
+        token is authenticated there, cached or not: a device whose cached token expired
+        (a minute) waits here too, not in the framework."""
+        query_string = scope["query_string"].decode("latin-1")
+        try:
+            # Parsed as the framework parses a query (the last of repeated names wins).
+            query = SyncQuery.model_validate(dict(parse_qsl(query_string, keep_blank_values=True)))
+        except ValidationError:
+            await self.app(scope, receive, send)  # answered by the application: 422
+            return
+        try:
+            page = await longpolls.wait_for_page(digest, query, receive)
+        except Exception as exc:
+            await _failed(exc, scope, receive, send)
+            return
+        if page is not None:  # None: the client hung up while waiting
+            await _answer(send, 200, page)
 
     async def _read(self, receive: Receive) -> tuple[bytes, bool]:
         """The body, and whether it is all there. The front door has refused any body over
@@ -127,3 +156,26 @@ class HotPaths:
 def _request(body: bytes, complete: bool) -> Message:
     """The body already read, as the server handed it out."""
     return {"type": "http.request", "body": body, "more_body": not complete}
+
+
+async def _answer(send: Send, status: int, content: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", _JSON),
+                (b"content-length", str(len(content)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": content})
+
+
+async def _failed(exc: Exception, scope: Scope, receive: Receive, send: Send) -> None:
+    """A failure answered as the application answers it, and logged as it logs it."""
+    if isinstance(exc, AppError):
+        await error_response(exc)(scope, receive, send)
+        return
+    log.exception("%s %s failed", scope["method"], scope["path"])
+    await unexpected_error_response(exc)(scope, receive, send)
