@@ -6,7 +6,6 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -15,7 +14,6 @@ from fastapi import FastAPI
 
 from app import testing
 from app.config import Settings
-from app.db.migrations import upgrade_to_head
 from app.main import create_app
 
 PG_ADMIN_URL = os.environ.get(
@@ -38,6 +36,12 @@ NO_THROTTLE = _as_settings(testing.NO_THROTTLE)
 # Tests send many messages at once from one user; tests/test_send_rate.py turns the send
 # rate back on.
 NO_SEND_RATE = _as_settings(testing.NO_SEND_RATE)
+# The apps built in-process open their PostgreSQL connections as requests need them: a
+# test makes a few requests, and ten connections opened at each start cost more than the
+# test (and the PostgreSQL connections the workers share). The servers the tests start
+# prewarm as in production; tests/test_database_outage.py and test_outage_recovery.py
+# turn it on in-process.
+NO_PREWARM = {"db_pool_prewarm": False}
 
 
 def _pg_down(reason: str) -> None:
@@ -88,32 +92,34 @@ def drop_pg_database(admin_url: str, url: str) -> None:
 
 @contextmanager
 def migrated_pg_database(admin_url: str) -> Iterator[str]:
-    """A fresh PostgreSQL database at the latest schema, dropped afterwards."""
-    url = create_pg_database(admin_url)
-    try:
-        upgrade_to_head(url)
+    """A fresh PostgreSQL database at the latest schema, dropped afterwards: a copy of the
+    worker's migrated template (app.testing.fresh_database)."""
+    with testing.fresh_database(admin_url) as url:
         yield url
-    finally:
-        drop_pg_database(admin_url, url)
 
 
 @contextmanager
 def module_database(
     database_url: str,
     request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
     name: str,
 ) -> Iterator[str]:
     """A fresh database of database_url's kind, migrated, for one module's tests alone (for
     tests that act on every user, such as retention)."""
     if database_url.startswith("sqlite"):
-        path: Path = tmp_path_factory.mktemp(name) / "msgsync.db"
-        url = f"sqlite:///{path}"
-        upgrade_to_head(Settings(database_url=url).database_url)
-        yield url
+        with testing.fresh_database(prefix=name) as url:
+            yield url
         return
     with migrated_pg_database(request.getfixturevalue("pg_admin_url")) as url:
         yield url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_database_templates() -> Iterator[None]:
+    """An xdist worker may end without running exit handlers: the templates go with the
+    session."""
+    yield
+    testing.drop_templates()
 
 
 @pytest.fixture(scope="session")
@@ -131,11 +137,24 @@ def fresh_pg(pg_admin_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path: Path = tmp_path_factory.mktemp("sqlite") / "msgsync.db"
-    url = f"sqlite:///{path}"
-    upgrade_to_head(Settings(database_url=url).database_url)
-    return url
+def sqlite_url() -> Iterator[str]:
+    """The run's shared SQLite database."""
+    with testing.fresh_database() as url:
+        yield url
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`one_backend`: the test runs on PostgreSQL alone instead of on both databases. For
+    tests of the HTTP layer (validation, headers, documents, metrics...), whose storage is
+    the store's, which tests/store/ checks on both; a parametrize mark of its own comes
+    before the fixture's parameters (pytest's own generate_tests hooks run after this)."""
+    if "database_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "one_backend"
+    ):
+        metafunc.definition.add_marker(
+            pytest.mark.parametrize("database_url", ["postgresql"], indirect=True, scope="session")
+        )
 
 
 @pytest.fixture(scope="session", params=["postgresql", "sqlite"])
@@ -147,7 +166,7 @@ def database_url(request: pytest.FixtureRequest) -> str:
 def make_settings(database_url: str, **overrides: object) -> Settings:
     return Settings(
         database_url=database_url,
-        **{**FAST_HASHING, **NO_THROTTLE, **NO_SEND_RATE, **overrides},  # type: ignore[arg-type]
+        **{**FAST_HASHING, **NO_THROTTLE, **NO_SEND_RATE, **NO_PREWARM, **overrides},  # type: ignore[arg-type]
     )
 
 
