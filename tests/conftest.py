@@ -143,6 +143,46 @@ def sqlite_url() -> Iterator[str]:
         yield url
 
 
+# The files that take longest, longest first (--durations, per file). Under xdist's
+# --dist loadfile a worker takes a whole file and the run lasts until its last file ends,
+# so these start first and the short files fill the gaps after; tools/test turns off
+# xdist's own order (--no-loadscope-reorder: most tests first, whatever they cost).
+LONGEST_FILES = (
+    "test_failover_urls.py",
+    "test_fuzz.py",
+    "test_budget.py",
+    "test_devices_http.py",
+    "test_pgbouncer.py",
+    "test_wheel.py",
+    "test_testing.py",
+    "test_retention_concurrency.py",
+    "test_cli.py",
+    "test_web_client.py",
+    "test_topology.py",
+    "test_longpoll.py",
+    "test_metrics.py",
+    "test_push_server.py",
+    "test_abuse.py",
+    "test_web_browser.py",
+    "test_slow_clients.py",
+    "test_send_rate.py",
+    "test_logs.py",
+    "test_lockout.py",
+    "test_docs_browser.py",
+    "test_docker.py",
+    "test_bench.py",
+)
+_SLOW_MARKS = ("browser", "topology", "slow")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest files first (LONGEST_FILES), then the other files with a test marked
+    slow, browser or topology, then the rest; each file's tests keep their order."""
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    marked = {item.path for item in items if any(item.get_closest_marker(m) for m in _SLOW_MARKS)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank) + (item.path not in marked)))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """`one_backend`: the test runs on PostgreSQL alone instead of on both databases. For
