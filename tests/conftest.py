@@ -36,12 +36,6 @@ NO_THROTTLE = _as_settings(testing.NO_THROTTLE)
 # Tests send many messages at once from one user; tests/test_send_rate.py turns the send
 # rate back on.
 NO_SEND_RATE = _as_settings(testing.NO_SEND_RATE)
-# The apps built in-process open their PostgreSQL connections as requests need them: a
-# test makes a few requests, and ten connections opened at each start cost more than the
-# test (and the PostgreSQL connections the workers share). The servers the tests start
-# prewarm as in production; tests/test_database_outage.py and test_outage_recovery.py
-# turn it on in-process.
-NO_PREWARM = {"db_pool_prewarm": False}
 
 
 def _pg_down(reason: str) -> None:
@@ -206,7 +200,7 @@ def database_url(request: pytest.FixtureRequest) -> str:
 def make_settings(database_url: str, **overrides: object) -> Settings:
     return Settings(
         database_url=database_url,
-        **{**FAST_HASHING, **NO_THROTTLE, **NO_SEND_RATE, **NO_PREWARM, **overrides},  # type: ignore[arg-type]
+        **{**FAST_HASHING, **NO_THROTTLE, **NO_SEND_RATE, **overrides},  # type: ignore[arg-type]
     )
 
 

@@ -32,7 +32,7 @@ async def _listener_back(app: FastAPI, reconnects: int) -> None:
 
 
 async def test_no_request_fails_once_the_database_is_back(fresh_pg: str) -> None:
-    app = create_app(make_settings(fresh_pg, db_pool_prewarm=True))
+    app = create_app(make_settings(fresh_pg))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://msgsync.test") as c:
