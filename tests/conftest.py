@@ -6,7 +6,6 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 import psycopg
@@ -15,7 +14,6 @@ from fastapi import FastAPI
 
 from app import testing
 from app.config import Settings
-from app.db.migrations import upgrade_to_head
 from app.main import create_app
 
 PG_ADMIN_URL = os.environ.get(
@@ -88,32 +86,34 @@ def drop_pg_database(admin_url: str, url: str) -> None:
 
 @contextmanager
 def migrated_pg_database(admin_url: str) -> Iterator[str]:
-    """A fresh PostgreSQL database at the latest schema, dropped afterwards."""
-    url = create_pg_database(admin_url)
-    try:
-        upgrade_to_head(url)
+    """A fresh PostgreSQL database at the latest schema, dropped afterwards: a copy of the
+    worker's migrated template (app.testing.fresh_database)."""
+    with testing.fresh_database(admin_url) as url:
         yield url
-    finally:
-        drop_pg_database(admin_url, url)
 
 
 @contextmanager
 def module_database(
     database_url: str,
     request: pytest.FixtureRequest,
-    tmp_path_factory: pytest.TempPathFactory,
     name: str,
 ) -> Iterator[str]:
     """A fresh database of database_url's kind, migrated, for one module's tests alone (for
     tests that act on every user, such as retention)."""
     if database_url.startswith("sqlite"):
-        path: Path = tmp_path_factory.mktemp(name) / "msgsync.db"
-        url = f"sqlite:///{path}"
-        upgrade_to_head(Settings(database_url=url).database_url)
-        yield url
+        with testing.fresh_database(prefix=name) as url:
+            yield url
         return
     with migrated_pg_database(request.getfixturevalue("pg_admin_url")) as url:
         yield url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _drop_database_templates() -> Iterator[None]:
+    """An xdist worker may end without running exit handlers: the templates go with the
+    session."""
+    yield
+    testing.drop_templates()
 
 
 @pytest.fixture(scope="session")
@@ -131,11 +131,64 @@ def fresh_pg(pg_admin_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    path: Path = tmp_path_factory.mktemp("sqlite") / "msgsync.db"
-    url = f"sqlite:///{path}"
-    upgrade_to_head(Settings(database_url=url).database_url)
-    return url
+def sqlite_url() -> Iterator[str]:
+    """The run's shared SQLite database."""
+    with testing.fresh_database() as url:
+        yield url
+
+
+# The files that take longest, longest first (--durations, per file). Under xdist's
+# --dist loadfile a worker takes a whole file and the run lasts until its last file ends,
+# so these start first and the short files fill the gaps after; tools/test turns off
+# xdist's own order (--no-loadscope-reorder: most tests first, whatever they cost).
+LONGEST_FILES = (
+    "test_failover_urls.py",
+    "test_fuzz.py",
+    "test_budget.py",
+    "test_devices_http.py",
+    "test_pgbouncer.py",
+    "test_wheel.py",
+    "test_testing.py",
+    "test_retention_concurrency.py",
+    "test_cli.py",
+    "test_web_client.py",
+    "test_topology.py",
+    "test_longpoll.py",
+    "test_metrics.py",
+    "test_push_server.py",
+    "test_abuse.py",
+    "test_web_browser.py",
+    "test_slow_clients.py",
+    "test_send_rate.py",
+    "test_logs.py",
+    "test_lockout.py",
+    "test_docs_browser.py",
+    "test_docker.py",
+    "test_bench.py",
+)
+_SLOW_MARKS = ("browser", "topology", "slow")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest files first (LONGEST_FILES), then the other files with a test marked
+    slow, browser or topology, then the rest; each file's tests keep their order."""
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    marked = {item.path for item in items if any(item.get_closest_marker(m) for m in _SLOW_MARKS)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank) + (item.path not in marked)))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`one_backend`: the test runs on PostgreSQL alone instead of on both databases. For
+    tests of the HTTP layer (validation, headers, documents, metrics...), whose storage is
+    the store's, which tests/store/ checks on both; a parametrize mark of its own comes
+    before the fixture's parameters (pytest's own generate_tests hooks run after this)."""
+    if "database_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker(
+        "one_backend"
+    ):
+        metafunc.definition.add_marker(
+            pytest.mark.parametrize("database_url", ["postgresql"], indirect=True, scope="session")
+        )
 
 
 @pytest.fixture(scope="session", params=["postgresql", "sqlite"])

@@ -124,11 +124,9 @@ def test_migrate_says_what_it_did(empty_database: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def store_url(
-    database_url: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def store_url(database_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """A database for this module alone: `--max-age 0` prunes every user's store."""
-    with module_database(database_url, request, tmp_path_factory, "cli") as url:
+    with module_database(database_url, request, "cli") as url:
         yield url
 
 

@@ -80,12 +80,10 @@ async def test_a_fast_host_clock_changes_no_time(skewed_app: FastAPI, fresh_pg: 
 
 
 @pytest.fixture(scope="module")
-def devices_url(
-    database_url: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def devices_url(database_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """A database of the same kind for this module alone: the idle-device job removes every
     user's idle devices, those other modules' tests leave behind included."""
-    with module_database(database_url, request, tmp_path_factory, "clock") as url:
+    with module_database(database_url, request, "clock") as url:
         yield url
 
 

@@ -10,6 +10,9 @@ import pytest
 
 from tests.factories import register
 
+# HTTP-layer behaviour: PostgreSQL alone (tests/store/ holds the storage contract on both).
+pytestmark = pytest.mark.one_backend
+
 METHODS = {"get", "put", "post", "delete", "patch"}
 
 

@@ -56,6 +56,8 @@ def empty_pg(pg_admin_url: str) -> Iterator[str]:
         drop_pg_database(pg_admin_url, url)
 
 
+# Migrate, then serve with two workers, for each form: among the longest tests.
+@pytest.mark.slow
 @pytest.mark.parametrize("form", list(FORMS))
 async def test_every_multi_host_form_migrates_serves_and_wakes_across_workers(
     empty_pg: str, form: str
@@ -104,6 +106,8 @@ def pair() -> Iterator[Pair]:
         yield made
 
 
+# Over a streaming replica pair of the module's own, as tests/test_replicas.py.
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "form", ["hosts_in_the_address", "sqlalchemy_host_list", "libpq_host_and_port_lists"]
 )

@@ -32,6 +32,9 @@ from tests.factories import (
 )
 from tests.server import Server, running_server
 
+# HTTP-layer behaviour: PostgreSQL alone (tests/store/ holds the storage contract on both).
+pytestmark = pytest.mark.one_backend
+
 ORIGIN = "https://app.example"
 # Small enough that even an ack's answer (about 60 bytes) is compressed.
 GZIP_MIN = 32
@@ -323,11 +326,10 @@ async def test_a_chunked_body_within_the_limit_is_served(
 # Over real HTTP: a woken long-poll, and chunked bodies as a client really sends them.
 
 
-@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
-def server(request: pytest.FixtureRequest) -> Iterator[Server]:
-    url: str = request.getfixturevalue(f"{request.param}_url")
+@pytest.fixture(scope="module")
+def server(database_url: str) -> Iterator[Server]:
     env = {"MSGSYNC_CORS_ORIGINS": ORIGIN, "MSGSYNC_GZIP_MIN_BYTES": str(GZIP_MIN)}
-    with running_server(url, env=env) as running:
+    with running_server(database_url, env=env) as running:
         yield running
 
 

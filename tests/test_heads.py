@@ -17,16 +17,16 @@ import pytest
 from tests.factories import register
 from tests.server import Server, running_server
 
-pytestmark = pytest.mark.server
+# HTTP-layer behaviour: PostgreSQL alone (tests/store/ holds the storage contract on both).
+pytestmark = [pytest.mark.server, pytest.mark.one_backend]
 
 MiB = 1024 * 1024
 PATIENCE = 60.0
 
 
-@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
-def server(request: pytest.FixtureRequest) -> Iterator[Server]:
-    url: str = request.getfixturevalue(f"{request.param}_url")
-    with running_server(url) as running:
+@pytest.fixture(scope="module")
+def server(database_url: str) -> Iterator[Server]:
+    with running_server(database_url) as running:
         yield running
 
 

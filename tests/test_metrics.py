@@ -17,6 +17,9 @@ from app.metrics import Latencies
 from tests.factories import register, send
 from tests.server import running_server
 
+# HTTP-layer behaviour: PostgreSQL alone (tests/store/ holds the storage contract on both).
+pytestmark = pytest.mark.one_backend
+
 # As another module of the service would define one: module level, default registry.
 PROBE = Counter("msgsync_test_probe", "A series defined outside app.metrics.")
 

@@ -27,11 +27,9 @@ WEEK = timedelta(days=7)
 
 
 @pytest.fixture(scope="module")
-def store_url(
-    database_url: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def store_url(database_url: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """A database of the same kind for this module alone: retention prunes every user."""
-    with module_database(database_url, request, tmp_path_factory, "retention") as url:
+    with module_database(database_url, request, "retention") as url:
         yield url
 
 

@@ -11,13 +11,13 @@ from tests.factories import PASSWORD, new_user_id, register
 from tests.server import Server, running_server
 from tests.test_accounts import assert_problem
 
-pytestmark = pytest.mark.server
+# HTTP-layer behaviour: PostgreSQL alone (tests/store/ holds the storage contract on both).
+pytestmark = [pytest.mark.server, pytest.mark.one_backend]
 
 
-@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
-def served(request: pytest.FixtureRequest) -> Iterator[Server]:
-    url: str = request.getfixturevalue(f"{request.param}_url")
-    with running_server(url) as server:
+@pytest.fixture(scope="module")
+def served(database_url: str) -> Iterator[Server]:
+    with running_server(database_url) as server:
         yield server
 
 

@@ -1,7 +1,8 @@
-"""Hostile input is a 422 problem naming the field, on every backend, never a 5xx.
+"""Hostile input is a 422 problem naming the field, never a 5xx.
 
 PostgreSQL cannot store NUL in text, and neither database driver can encode a lone UTF-16
-surrogate, so both must be refused before any statement runs; integers must fit a BIGINT;
+surrogate, so both must be refused before any statement runs (on PostgreSQL, the stricter
+of the two, a statement that ran would fail, and a 5xx would show it); integers must fit a BIGINT;
 and a JSON `true` is not a version. Sends and acks are checked with a token the process has
 cached (the lean path of app.edge.hotpaths) and without (the framework), which must agree.
 """
@@ -17,6 +18,9 @@ from fastapi import FastAPI
 
 from tests.factories import PASSWORD, Device, register, send, set_token_cache
 from tests.test_accounts import assert_problem
+
+# HTTP-layer behaviour: PostgreSQL alone (tests/store/ holds the storage contract on both).
+pytestmark = pytest.mark.one_backend
 
 BIGINT_MAX = 2**63 - 1
 HOSTILE = {
