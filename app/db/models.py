@@ -129,9 +129,7 @@ class Message(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     sender: Mapped[str] = mapped_column(ForeignKey("users.user_id", ondelete="CASCADE"))
-    recipient: Mapped[str | None] = mapped_column(
-        ForeignKey("users.user_id", ondelete="CASCADE")
-    )
+    recipient: Mapped[str | None] = mapped_column(ForeignKey("users.user_id", ondelete="CASCADE"))
     # The conversation key of a direct message: the two user ids in sorted order.
     pair_lo: Mapped[str | None] = mapped_column(String(64))
     pair_hi: Mapped[str | None] = mapped_column(String(64))
