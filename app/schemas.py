@@ -332,19 +332,27 @@ class GroupOut(BaseModel):
 
 
 class GroupCreated(BaseModel):
+    """The new group, and the creator's version for its `created` event."""
+
     group: GroupOut = Field(description="The group.")
     version: Version = Field(description="The creator's version for the `created` event.")
 
 
 class GroupBody(BaseModel):
+    """A group as the caller sees it."""
+
     group: GroupOut = Field(description="The group.")
 
 
 class GroupTitleIn(_In):
+    """A new title for the group."""
+
     title: GroupTitle = Field(description="1 to 200 characters." + _CLEAN)
 
 
 class MemberOut(BaseModel):
+    """A member of a group."""
+
     user_id: str = Field(description="The member.")
     role: Literal["owner", "admin", "member"] = Field(description="The member's role.")
     joined_seq: Seq = Field(description="The event that added the member.")
@@ -352,6 +360,8 @@ class MemberOut(BaseModel):
 
 
 class MembersPage(BaseModel):
+    """A page of a group's members, by user id."""
+
     members: list[MemberOut] = Field(description="By user id.")
     next_after: str | None = Field(
         description="Pass as `after` for the next page; null at the end."
@@ -359,16 +369,22 @@ class MembersPage(BaseModel):
 
 
 class MembersIn(_In):
+    """Users to add to a group."""
+
     user_ids: list[MemberId] = Field(
         min_length=1, max_length=1000, description="Users to add; members already in are ignored."
     )
 
 
 class RoleIn(_In):
+    """A member's new role."""
+
     role: Literal["admin", "member"] = Field(description="The new role.")
 
 
 class RoleOut(BaseModel):
+    """A member's role after the change."""
+
     user_id: str = Field(description="The member.")
     role: Literal["owner", "admin", "member"] = Field(description="The member's role now.")
 
@@ -391,6 +407,8 @@ class GroupSendIn(_In):
 
 
 class GroupEventOut(BaseModel):
+    """One event of the group log."""
+
     seq: Seq = Field(description="The event's seq in its group.")
     kind: Literal[
         "created",
@@ -408,6 +426,8 @@ class GroupEventOut(BaseModel):
 
 
 class GroupEventsPage(BaseModel):
+    """A page of the group log, ascending seq."""
+
     events: list[GroupEventOut] = Field(description="Ascending seq.")
     next_after_seq: Seq = Field(description="Pass as `after_seq` for the next page.")
     latest_seq: Seq = Field(description="The group's latest seq.")
@@ -415,10 +435,14 @@ class GroupEventsPage(BaseModel):
 
 
 class GroupReadIn(_In):
+    """Move the caller's read cursor in a group forward."""
+
     up_to_seq: Seq = Field(description="The newest event read; never moves the cursor back.")
 
 
 class GroupReadOut(BaseModel):
+    """The caller's read cursor in the group after the request."""
+
     group_id: str = Field(description="The group.")
     read_seq: Seq = Field(description="The cursor now.")
     version: Version = Field(description="The caller's version after (the latest if unmoved).")
@@ -493,6 +517,8 @@ class ReadEntry(_Entry):
 # without this model (app.inbox.sync.render_page writes the stored JSON as it is); the model
 # describes that output and validates it in the tests.
 class GroupEntryData(BaseModel):
+    """A `group` entry's data: the group and one of its events."""
+
     group_id: str = Field(description="The group.")
     event: GroupEventOut = Field(description="The event (membership, title or role).")
 
@@ -505,6 +531,8 @@ class GroupEntry(_Entry):
 
 
 class GroupNewsData(BaseModel):
+    """A `group_news` entry's data: read this group's log."""
+
     group_id: str = Field(description="The group.")
     seq: Seq = Field(description="The group's latest seq when written.")
 
