@@ -319,3 +319,21 @@ async def test_title_and_role_events_reach_members(client: httpx.AsyncClient) ->
         ("role_changed", {"user_id": bob.user_id, "role": "admin"}),
     ]
     assert [e["seq"] for e in events] == [1, 2, 3]
+
+
+async def test_members_page_by_user_id(client: httpx.AsyncClient) -> None:
+    owner = await register(client, "owner")
+    others = [await register(client, "m") for _ in range(4)]
+    group_id = (await _create(client, owner, others))["group"]["group_id"]
+    seen: list[str] = []
+    after = None
+    while True:
+        params = {"limit": 2} | ({"after": after} if after else {})
+        page = (
+            await client.get(f"/groups/{group_id}/members", params=params, headers=owner.headers)
+        ).json()
+        seen += [m["user_id"] for m in page["members"]]
+        after = page["next_after"]
+        if after is None:
+            break
+    assert seen == sorted([owner.user_id, *(o.user_id for o in others)])

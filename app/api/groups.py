@@ -118,18 +118,7 @@ async def list_members(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Members per page.")] = 100,
 ) -> Response:
-    await members.view(store.groups, group_id, device.user_id)  # 404 unless a member
-    rows = await store.groups.members(group_id, after, limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    from app.groups import render
-
-    return _json(
-        {
-            "members": [render.member(r) for r in rows],
-            "next_after": rows[-1].user_id if more else None,
-        }
-    )
+    return _json(await members.page(store.groups, group_id, device.user_id, after, limit))
 
 
 @router.post(
