@@ -337,3 +337,26 @@ async def test_members_page_by_user_id(client: httpx.AsyncClient) -> None:
         if after is None:
             break
     assert seen == sorted([owner.user_id, *(o.user_id for o in others)])
+
+
+async def test_a_client_msg_id_is_one_send_whether_direct_or_group(
+    client: httpx.AsyncClient,
+) -> None:
+    alice, bob = await register(client, "alice"), await register(client, "bob")
+    group_id = (await _create(client, alice, [bob]))["group"]["group_id"]
+    await _say(client, alice, group_id, "group", client_msg_id="k1")
+    direct = await client.post(
+        "/messages",
+        json={"to": bob.user_id, "body": "x", "client_msg_id": "k1"},
+        headers=alice.headers,
+    )
+    assert direct.status_code == 422
+    assert direct.json()["code"] == "validation_error"
+    await send(client, alice, bob.user_id, "direct", client_msg_id="k2")
+    grouped = await client.post(
+        f"/groups/{group_id}/messages",
+        json={"body": "x", "client_msg_id": "k2"},
+        headers=alice.headers,
+    )
+    assert grouped.status_code == 422
+    assert grouped.json()["code"] == "validation_error"
