@@ -53,7 +53,8 @@ def _json(body: object, status: int = 200) -> Response:
     summary="Create a group (the caller is its owner)",
     responses={
         200: {"model": GroupCreated, "description": "A retry with the same `client_group_id`."},
-        **problem_responses("unauthorized", "user_not_found", "group_too_large"),
+        # group_not_found: a retry after the creator left the group it made.
+        **problem_responses("unauthorized", "user_not_found", "group_too_large", "group_not_found"),
     },
 )
 async def create(

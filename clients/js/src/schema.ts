@@ -2436,6 +2436,7 @@ export interface operations {
              * @description Problem details; `code` is one of:
              *
              *     - `user_not_found`: No user has this id.
+             *     - `group_not_found`: No such group, or the caller is not a member.
              */
             404: {
                 headers: {
