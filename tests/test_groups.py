@@ -350,13 +350,13 @@ async def test_a_client_msg_id_is_one_send_whether_direct_or_group(
         json={"to": bob.user_id, "body": "x", "client_msg_id": "k1"},
         headers=alice.headers,
     )
-    assert direct.status_code == 422
-    assert direct.json()["code"] == "validation_error"
+    assert direct.status_code == 409
+    assert direct.json()["code"] == "client_msg_id_taken"
     await send(client, alice, bob.user_id, "direct", client_msg_id="k2")
     grouped = await client.post(
         f"/groups/{group_id}/messages",
         json={"body": "x", "client_msg_id": "k2"},
         headers=alice.headers,
     )
-    assert grouped.status_code == 422
-    assert grouped.json()["code"] == "validation_error"
+    assert grouped.status_code == 409
+    assert grouped.json()["code"] == "client_msg_id_taken"

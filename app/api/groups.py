@@ -196,7 +196,11 @@ async def role(
     responses={
         200: {"model": SendOut, "description": "A retry with the same `client_msg_id`."},
         **problem_responses(
-            "unauthorized", "group_not_found", "body_too_large", "too_many_requests"
+            "unauthorized",
+            "group_not_found",
+            "body_too_large",
+            "too_many_requests",
+            "client_msg_id_taken",
         ),
     },
 )

@@ -191,16 +191,9 @@ async def send_message(
                 return found
             # The key is one of the sender's group messages: not a retry of this send.
             raise AppError(
-                422,
-                "validation_error",
+                409,
+                "client_msg_id_taken",
                 "client_msg_id is taken by a group message of the sender",
-                errors=[
-                    {
-                        "loc": ["body", "client_msg_id"],
-                        "msg": "already used by a group message",
-                        "type": "value_error",
-                    }
-                ],
             ) from None
         raise
     if stored is None:
