@@ -13,7 +13,17 @@ from starlette.types import ASGIApp
 
 from app import edge
 from app.accounts.auth import Passwords, TokenCache
-from app.api import accounts, conversations, docs, health, metrics, operations, pushers, users
+from app.api import (
+    accounts,
+    conversations,
+    docs,
+    groups,
+    health,
+    metrics,
+    operations,
+    pushers,
+    users,
+)
 from app.api import sync as sync_api
 from app.config import Settings
 from app.db.engine import Database
@@ -91,6 +101,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await acks.start()
         app.state.settings = settings
         app.state.db = db
+        # One store per database, built once (another part of the lifespan may have).
+        store = getattr(app.state, "store", None)
+        if store is None or store.db is not db:
+            app.state.store = open_store(db)
         app.state.passwords = Passwords(settings)
         app.state.notifier = notifier
         app.state.tokens = tokens
@@ -149,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sync_api.router)
     app.include_router(operations.router)
     app.include_router(conversations.router)
+    app.include_router(groups.router)
     app.include_router(pushers.router)
     app.include_router(health.router)
     app.include_router(metrics.router)

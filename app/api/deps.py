@@ -11,6 +11,7 @@ from app.config import Settings
 from app.inbox.acks import AckBatcher
 from app.inbox.wait import LongPolls
 from app.notifier import Notifier
+from app.store import Store
 
 __all__ = [
     "AcksDep",
@@ -21,6 +22,7 @@ __all__ = [
     "NotifierDep",
     "PasswordsDep",
     "SettingsDep",
+    "StoreDep",
 ]
 
 
@@ -51,7 +53,13 @@ async def _passwords(request: Request) -> Passwords:
     return passwords
 
 
+async def _store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
+StoreDep = Annotated[Store, Depends(_store)]
 NotifierDep = Annotated[Notifier, Depends(_notifier)]
 AcksDep = Annotated[AckBatcher, Depends(_acks)]
 LongPollsDep = Annotated[LongPolls, Depends(_longpolls)]

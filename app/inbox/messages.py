@@ -20,13 +20,16 @@ def format_time(moment: datetime) -> str:
 def message_data(
     id: int,
     sender: str,
-    recipient: str,
+    recipient: str | None,
     body: str,
     client_msg_id: str | None,
     created_at: datetime,
     recalled_at: datetime | None,
+    group_id: str | None = None,
+    seq: int | None = None,
 ) -> dict[str, Any]:
-    """The `Message` object of the HTTP contract; a recalled message shows an empty body."""
+    """The `Message` object of the HTTP contract; a recalled message shows an empty body.
+    A direct message has a recipient (`to`); a group message has `group_id` and `seq`."""
     return {
         "id": id,
         "from": sender,
@@ -35,6 +38,8 @@ def message_data(
         "client_msg_id": client_msg_id,
         "created_at": format_time(created_at),
         "recalled_at": format_time(recalled_at) if recalled_at is not None else None,
+        "group_id": group_id,
+        "seq": seq,
     }
 
 

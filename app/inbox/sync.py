@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 import orjson
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.engine import Database
@@ -67,7 +68,15 @@ async def send_message(
             413, "body_too_large", f"body is larger than {max_body_bytes} bytes of UTF-8"
         )
     outgoing = Outgoing(sender, recipient, body, client_msg_id, push_wait)
-    sent = await open_store(db).inbox.send(outgoing)
+    try:
+        sent = await open_store(db).inbox.send(outgoing)
+    except IntegrityError:
+        if client_msg_id is None:
+            raise
+        # The key is one of the sender's group messages: not a retry of this send.
+        raise AppError(
+            409, "client_msg_id_taken", "client_msg_id is taken by a group message of the sender"
+        ) from None
     if sent is None:
         raise AppError(404, "recipient_not_found", f"no user {recipient!r}")
     return sent

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING
 
 from app.accounts.auth import TokenCache, authenticate
 from app.errors import AppError
-from app.inbox.sync import device_cursor, fetch_since, render_page
+from app.groups.views import with_group_news
+from app.inbox.sync import Page, device_cursor, fetch_since, render_page
 from app.metrics import WAITING
+from app.store import open_store
 
 if TYPE_CHECKING:
     from starlette.types import Receive
@@ -100,7 +102,7 @@ class LongPolls:
                 position = query.since
                 if position is None:
                     position = await device_cursor(self._db, device.device_id)
-                page = await fetch_since(self._db, device.user_id, position, limit)
+                page = await self._read(device.user_id, position, limit)
             while (
                 waiter is not None
                 and not page.entries
@@ -133,9 +135,7 @@ class LongPolls:
                 # replayed it yet, and its lag would add to the wake-up's latency.
                 waiter.rearm()
                 async with self._reads:
-                    page = await fetch_since(
-                        self._db, device.user_id, position, limit, primary=True
-                    )
+                    page = await self._read(device.user_id, position, limit, primary=True)
         finally:
             if watcher is not None:
                 WAITING.dec()
@@ -147,6 +147,13 @@ class LongPolls:
         # The device has these entries now: it is not to be pushed for them (app.push.pushers).
         self._seen.saw(device.device_id, page.next_since)
         return render_page(page)
+
+    async def _read(
+        self, user_id: str, position: int, limit: int, *, primary: bool = False
+    ) -> Page:
+        page = await fetch_since(self._db, user_id, position, limit, primary=primary)
+        # At the end of a pruned range: the groups' news for it (app.groups.views).
+        return await with_group_news(open_store(self._db).groups, user_id, page)
 
     def _park(self, device_id: str, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
         """Counts a long-poll among its device's waiting ones; ends the oldest when there

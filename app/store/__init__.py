@@ -20,6 +20,7 @@ from weakref import WeakKeyDictionary
 if TYPE_CHECKING:
     from app.db.engine import Database
     from app.store.accounts import AccountsStore
+    from app.store.groups import GroupStore
     from app.store.inbox import InboxStore
     from app.store.push import PushStore
     from app.store.retention import RetentionStore
@@ -41,6 +42,7 @@ class Store:
         self.accounts: AccountsStore = implementation.Accounts(db)
         self.push: PushStore = implementation.Push(db)
         self.retention: RetentionStore = implementation.Retention(db)
+        self.groups: GroupStore = implementation.Groups(db)
 
 
 _opened: WeakKeyDictionary[Database, Store] = WeakKeyDictionary()

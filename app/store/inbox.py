@@ -76,6 +76,9 @@ class Page:
     latest_version: int
     has_more: bool
     history_fallback: bool
+    # The floor, when this page reached the end of a pruned range: the groups' news for
+    # that range belongs there (app.groups.views.with_group_news).
+    pruned_through: int | None = None
 
 
 def check_since(since: int, latest: int) -> None:
@@ -154,7 +157,8 @@ async def read_page_in_transaction(
             )
             entries.extend(FetchedEntry(*row) for row in rows)
     next_since = max(entries[-1].version if entries else position, position)
-    return Page(entries, next_since, latest, next_since < latest, fallback)
+    pruned_through = floor if fallback and position == floor else None
+    return Page(entries, next_since, latest, next_since < latest, fallback, pruned_through)
 
 
 async def _from_history(
@@ -163,6 +167,8 @@ async def _from_history(
     """The user's messages with a version in (since, floor], from the index table."""
     as_sender = select(*MESSAGE_COLUMNS, Message.sender_version.label("version")).where(
         Message.sender == user_id,
+        # Group messages come back through the group log (group_news), not from here.
+        Message.group_id.is_(None),
         Message.sender_version > since,
         Message.sender_version <= floor,
     )
@@ -188,7 +194,10 @@ async def find_send(db: Database, sender: str, client_msg_id: str) -> Sent | Non
         row = (
             await conn.execute(
                 select(*MESSAGE_COLUMNS, Message.sender_version).where(
-                    Message.sender == sender, Message.client_msg_id == client_msg_id
+                    Message.sender == sender,
+                    Message.client_msg_id == client_msg_id,
+                    # A group message's key is not a direct send's (app.groups.messages).
+                    Message.group_id.is_(None),
                 )
             )
         ).first()

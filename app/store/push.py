@@ -35,7 +35,9 @@ class Pending:
     latest: int = 0
     unread: int = 0
     oldest_at: datetime | None = None  # the oldest message above the floor
-    newest: tuple[int, str] | None = None  # (message id, sender), the newest above the floor
+    # (message id, sender, room), the newest above the floor; the room is the conversation
+    # as the recipient names it: the peer, or the group of a group message.
+    newest: tuple[int, str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -78,7 +80,7 @@ def fold_unseen(leases: list[Lease], rows: list[tuple[Any, ...]]) -> list[Pendin
     """Rows of (lease index, latest version, then one message above what the device has
     seen or NULLs), in version order per lease, into one Pending per lease."""
     found = [Pending() for _ in leases]
-    for index, latest, version, created_at, message_id, sender in rows:
+    for index, latest, version, created_at, message_id, sender, room in rows:
         one, leased = found[index], leases[index]
         one.latest = latest or 0  # no such user (gone): nothing to settle above 0
         if version is None or version <= leased.seen:
@@ -87,5 +89,5 @@ def fold_unseen(leases: list[Lease], rows: list[tuple[Any, ...]]) -> list[Pendin
         if version > leased.floor:
             if one.oldest_at is None:
                 one.oldest_at = created_at
-            one.newest = (message_id, sender)
+            one.newest = (message_id, sender, room)
     return found

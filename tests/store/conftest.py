@@ -17,10 +17,8 @@ from tests.conftest import make_settings, module_database
 
 
 @pytest.fixture(scope="module", params=["postgresql", "sqlite"])
-def store_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    with module_database(request.param, request, tmp_path_factory, "store") as url:
+def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    with module_database(request.param, request, "store") as url:
         yield url
 
 

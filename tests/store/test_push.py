@@ -34,7 +34,7 @@ async def test_a_send_makes_the_recipients_pushers_due_once(store: Store) -> Non
     assert (lease.pushkey, lease.seen, lease.floor) == (pushkey, 0, 0)
     assert pending.unread == 2
     assert pending.latest == 2
-    assert pending.newest == (sent.message["id"], alice)
+    assert pending.newest == (sent.message["id"], alice, alice)
     # Leased: another round does not take it.
     assert await lease_mine(store, bob, now) == []
     await store.push.settle([Settle(lease.app_id, pushkey, pushed_version=2)], now)

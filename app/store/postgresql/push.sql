@@ -30,11 +30,11 @@ WITH due AS (
               due.seen, due.floor, p.attempts, p.failing_since
 )
 SELECT l.*, (SELECT u.latest_version FROM users AS u WHERE u.user_id = l.user_id),
-       e.version, e.created_at, e.id, e.sender, n.at
+       e.version, e.created_at, e.id, e.sender, e.room, n.at
 FROM (SELECT min(due_at) AS at FROM pushers WHERE due_at > %(now)s) AS n
 LEFT JOIN leased AS l ON true
 LEFT JOIN LATERAL (
-    SELECT i.version, i.created_at, m.id, m.sender
+    SELECT i.version, i.created_at, m.id, m.sender, coalesce(m.group_id, m.sender) AS room
     FROM inbox AS i JOIN messages AS m ON m.id = i.message_id
     WHERE i.user_id = l.user_id AND i.version > l.seen AND i.kind = 'message'
       AND m.sender <> l.user_id

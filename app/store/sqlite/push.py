@@ -109,6 +109,7 @@ async def _unseen(db: Database, leases: list[Lease]) -> list[tuple[Any, ...]]:
             InboxEntry.created_at,
             Message.id,
             Message.sender,
+            func.coalesce(Message.group_id, Message.sender),
         )
         .join(Message, Message.id == InboxEntry.message_id)
         .where(
@@ -135,7 +136,7 @@ async def _unseen(db: Database, leases: list[Lease]) -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = []
     for index, x in enumerate(leases):
         top = latest.get(x.user_id, 0)
-        rows.append((index, top, None, None, None, None))
+        rows.append((index, top, None, None, None, None, None))
         rows.extend((index, top, *row[1:]) for row in by_user.get(x.user_id, ()))
     return rows
 
