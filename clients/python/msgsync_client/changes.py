@@ -240,13 +240,17 @@ class _Planner:
         user = str(data.get("user_id") or "")
         if event.kind == "created":
             members[event.actor] = "owner"
-            for member in _user_ids(data.get("members")):
+            listed = data.get("members")
+            for member in _user_ids(listed):
                 members.setdefault(member, "member")
             title = str(data.get("title") or state.title)
             role = members.get(self.me, state.role)
-            self.put(
-                replace(state, title=title, owner=event.actor, role=role, members=members), True
+            # The event names the title and every first member: nothing to fetch.
+            stale = state.stale and not (title and isinstance(listed, list))
+            created = replace(
+                state, title=title, owner=event.actor, role=role, members=members, stale=stale
             )
+            self.put(created, True)
         elif event.kind == "member_added":
             members[user] = str(data.get("role") or "member")
             role = "member" if user == self.me else state.role
@@ -256,9 +260,9 @@ class _Planner:
                 self.drop(event.group_id)
                 return
             members.pop(user, None)
-            # When the owner leaves the server hands the group to another member: refresh.
-            stale = state.stale or user == state.owner
-            self.put(replace(state, members=members, stale=stale), True)
+            # An owner who leaves hands over through a role_changed event that follows.
+            owner = None if user == state.owner else state.owner
+            self.put(replace(state, members=members, owner=owner), True)
         elif event.kind == "title_changed":
             self.put(replace(state, title=str(data.get("title") or state.title)))
         elif event.kind == "role_changed":

@@ -72,7 +72,7 @@ def log(*events: dict[str, Any], has_more: bool = False) -> EventsPage:
 def test_a_group_lives_through_its_events(store: Store) -> None:
     applied = store.apply_page(
         page(
-            group_entry(1, event(1, "created", title="Trip")),
+            group_entry(1, event(1, "created", title="Trip", members=[ME])),
             group_entry(2, event(2, "member_added", user_id="bob")),
             group_message(3, 100, 3),
             group_entry(4, event(4, "title_changed", "bob", title="Trip 2027")),
@@ -94,8 +94,8 @@ def test_a_group_lives_through_its_events(store: Store) -> None:
         "role_changed",
     ]
     assert applied.count == 6
-    # A newly created group is fetched once from the server (stale) for its details.
-    assert [g.group_id for g in store.groups_to_sync()] == [GROUP]
+    # The `created` event named everything (title, members): nothing to fetch.
+    assert store.groups_to_sync() == []
 
 
 def test_a_gap_in_a_groups_events_is_filled_from_its_log_once(store: Store) -> None:
@@ -172,6 +172,8 @@ def test_a_group_message_recalled(store: Store) -> None:
 
 def test_a_refresh_stores_the_servers_view(store: Store) -> None:
     store.apply_page(page(group_entry(1, event(4, "member_added", "bob", user_id=ME))))
+    # Added to a group: its title and members come from the server.
+    assert [g.group_id for g in store.groups_to_sync()] == [GROUP]
     group = Group(GROUP, "From the server", "bob", 3, 4, 4, 2, False, T)
     members = [GroupMember("bob", "owner"), GroupMember(ME, "member"), GroupMember("c", "admin")]
     store.commit(plan_refresh(store.group(GROUP), ME, group, members))
