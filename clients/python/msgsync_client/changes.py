@@ -247,14 +247,25 @@ class _Planner:
             role = members.get(self.me, state.role)
             # The event names the title and every first member: nothing to fetch.
             stale = state.stale and not (title and isinstance(listed, list))
+            # A member has read the event that added them (the server's cursor starts there).
+            read_seq = max(state.read_seq, event.seq) if self.me in members else state.read_seq
             created = replace(
-                state, title=title, owner=event.actor, role=role, members=members, stale=stale
+                state,
+                title=title,
+                owner=event.actor,
+                role=role,
+                members=members,
+                stale=stale,
+                read_seq=read_seq,
             )
             self.put(created, True)
         elif event.kind == "member_added":
             members[user] = str(data.get("role") or "member")
-            role = "member" if user == self.me else state.role
-            self.put(replace(state, members=members, role=role), True)
+            if user == self.me:
+                read_seq = max(state.read_seq, event.seq)
+                self.put(replace(state, members=members, role="member", read_seq=read_seq), True)
+            else:
+                self.put(replace(state, members=members), True)
         elif event.kind in _DEPARTURES:
             if user == self.me:
                 self.drop(event.group_id)
@@ -292,8 +303,10 @@ def plan_page(store: StoreView, user_id: str, page: Page) -> tuple[Change, Appli
     planner = _Planner(store, user_id)
     cursor = store.cursor()
     for entry in page.entries:
-        # Each version once, even if a server (or a retry) repeats one.
-        if entry.version <= cursor:
+        # Each version once, even if a server (or a retry) repeats one. Except group_news:
+        # a sync below the floor names every group in entries that share the floor's
+        # version, and applying news twice only raises a mark that is already raised.
+        if entry.version < cursor or (entry.version == cursor and entry.kind != "group_news"):
             continue
         planner.change.applied.append((entry.version, entry.kind))
         planner.applied.count += 1

@@ -247,3 +247,15 @@ def test_sqlite_upgrades_a_file_written_before_groups(tmp_path: Path) -> None:
     store.apply_page(page(group_entry(2, event(1, "created", title="T")), group_message(3, 5, 2)))
     assert [m.id for m in store.messages(group_id=GROUP)] == [5]
     store.close()
+
+
+def test_news_of_several_groups_at_one_version_is_all_applied(store: Store) -> None:
+    # Below the floor the server names every group of the user at the floor's version.
+    news = [Entry(9, "group_news", T, {"group_id": g, "seq": 3}) for g in ("g1", "g2", "g3")]
+    store.apply_page(Page(news, 9, 9, False, True))
+    assert [(g.group_id, g.news_seq) for g in store.groups_to_sync()] == [
+        ("g1", 3),
+        ("g2", 3),
+        ("g3", 3),
+    ]
+    assert store.cursor() == 9
