@@ -48,7 +48,8 @@ export interface OutboxItem {
   error: string | null;
 }
 
-/** The other party of a message, seen from `user`. */
+/** The other party of a message, seen from `user`; for a group message, its group. */
 export function peerOf(message: Message, user: string): string {
+  if (message.to === null) return message.group_id ?? "";
   return message.from === user ? message.to : message.from;
 }

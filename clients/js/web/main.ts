@@ -178,6 +178,7 @@ async function refreshUnread(): Promise<void> {
     const page = await c.conversations(200);
     if (c !== client) return;
     for (const x of page.conversations) {
+      if (!x.peer) continue; // groups are not shown here yet
       serverUnread.set(x.peer, { count: x.unread_count, lastId: x.last_message.id });
     }
     draw();
@@ -209,6 +210,7 @@ function drawConversations(): void {
   if (!s) return;
   const byPeer = new Map<string, Message[]>();
   for (const m of s.messages()) {
+    if (m.to === null) continue; // a group message: groups are not shown here yet
     const p = m.from === me() ? m.to : m.from;
     let list = byPeer.get(p);
     if (!list) byPeer.set(p, (list = []));
