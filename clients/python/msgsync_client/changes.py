@@ -185,6 +185,8 @@ class _Planner:
             self.put(GroupState(event.group_id, seq=start, news_seq=start))
             state = self.group(event.group_id)
         if state is None:
+            if event.kind in _DEPARTURES and event.data.get("user_id") == self.me:
+                return  # gone already (dropped on a 404, or never known): nothing to keep
             # An event of a group not known here (its joining event was pruned): apply it,
             # and read the log up to it.
             state = self.announce(event.group_id, event.seq)

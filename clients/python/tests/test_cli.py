@@ -149,6 +149,14 @@ def test_the_blocking_facade(server_url: str) -> None:
         result = a.catch_up()
         assert [m.body for m in result.messages] == ["from a script"]
         assert [m.id for m in a.history(bob)] == [item.message_id]
+        group = a.create_group("Scripted", [bob])
+        sent = a.send_group_message(group.group_id, "to the group")
+        assert sent.state.value == "sent"
+        roles = {m.user_id: m.role for m in a.group_members(group.group_id)}
+        assert roles == {alice: "owner", bob: "member"}
+        result = a.catch_up()
+        assert [m.body for m in result.messages] == ["to the group"]
+        assert a.client.store.group(group.group_id) is not None
 
 
 def test_logout_deletes_the_profile_even_when_the_server_cannot_be_told(

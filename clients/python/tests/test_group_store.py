@@ -152,8 +152,11 @@ def test_a_removed_member_drops_the_group_and_a_new_membership_starts_over(store
         )
     )
     assert (store.group(GROUP), store.messages(group_id=GROUP)) == (None, [])
+    # A departure of ours from a group not known here leaves nothing behind.
+    store.apply_page(page(group_entry(4, event(6, "member_left", user_id=ME), "g-other")))
+    assert store.groups() == []
     store.apply_page(
-        page(group_entry(4, event(9, "member_added", "bob", user_id=ME)), group_message(5, 20, 10))
+        page(group_entry(5, event(9, "member_added", "bob", user_id=ME)), group_message(6, 20, 10))
     )
     state = store.group(GROUP)
     assert state is not None
