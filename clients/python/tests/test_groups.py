@@ -12,9 +12,11 @@ from msgsync_client import (
     GroupEvent,
     Handlers,
     MemoryStore,
+    Options,
     OutboxState,
     Page,
     SqliteStore,
+    SyncResult,
 )
 from msgsync_client.models import Entry
 
@@ -160,11 +162,14 @@ async def test_news_announced_before_a_crash_is_read_after_it(
         cursor = b.store.cursor()
         news = Entry(cursor + 1, "group_news", "t", {"group_id": group.group_id, "seq": 7})
         b.store.apply_page(Page([news], cursor + 1, cursor + 1, False, False))
-    async with Client(SqliteStore(path), server_url, handlers=Handlers()) as again:
+    # Pages of two events: the log is read until has_more is false.
+    async with Client(SqliteStore(path), server_url, Options(page_limit=2)) as again:
         state = again.store.group(group.group_id)
         assert state is not None
         assert (state.seq, state.news_seq) == (2, 7)
-        await again.sync_groups()
+        result = SyncResult()
+        await again.sync_groups(result)
+        assert result.log_pages == 3
         state = again.store.group(group.group_id)
         assert state is not None
         assert (state.seq, state.pending_news) == (7, False)
