@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.harness import Backend, Direct
-from conformance.proxy import FaultProxy
+from conformance.proxy import Fault, FaultProxy
 from conformance.test_scenarios import Start, assert_each_version_once, device
 
 
@@ -149,3 +149,38 @@ def test_a_pruned_stream_ends_with_every_group_message_through_the_log(
     before = len(state["applied"])
     sdk.call("sync")
     assert len(sdk.call("state")["applied"]) == before
+
+
+def test_a_lost_answer_makes_no_second_group_and_no_second_message(
+    adapters: Start, proxy: FaultProxy, direct: Direct, tmp_path: Path
+) -> None:
+    alice, bob = direct.user("alice"), direct.user("bob")
+    sdk = device(adapters, proxy, tmp_path / "alice", alice)
+    # The server creates the group, and the answer never arrives: the retry must be the
+    # same group (one client_group_id for every attempt), not a second one.
+    proxy.add(Fault("POST", "/groups", "drop_answer"))
+    created = sdk.call("create_group", title="Once", members=[bob])
+    attempts = proxy.requests("POST", "/groups")
+    assert len(attempts) == 2
+    assert len({r.body["client_group_id"] for r in attempts}) == 1
+    gid = created["group_id"]
+    proxy.add(Fault("POST", f"/groups/{gid}/messages", "drop_answer"))
+    sent = sdk.call("group_send", group_id=gid, body="once only")
+    assert sent["state"] == "sent"
+    sends = proxy.requests("POST", f"/groups/{gid}/messages")
+    assert {r.body["client_msg_id"] for r in sends} == {sent["client_msg_id"]}
+    assert len(sends) == 2
+
+    sdk.call("sync")
+    state = sdk.call("state")
+    assert [g["group_id"] for g in state["groups"]] == [gid]
+    assert [(m["id"], m["body"]) for m in of_group(state, gid)] == [
+        (sent["message_id"], "once only")
+    ]
+    assert of_group(state, gid) == direct.group_messages(alice, gid)
+    # bob's stream: one group, one message.
+    follower = device(adapters, proxy, tmp_path / "bob", bob)
+    follower.call("sync")
+    theirs = follower.call("state")
+    assert [g["group_id"] for g in theirs["groups"]] == [gid]
+    assert of_group(theirs, gid) == of_group(state, gid)
