@@ -135,7 +135,7 @@ class _Planner:
                 event = GroupEvent(
                     message.group_id, seq, "message", entry.created_at, message.sender, data
                 )
-                self.stream_event(event)
+                self.stream_event(event, message)
         elif entry.kind == "recall":
             group_id = data.get("group_id")
             recall = Recall(
@@ -174,7 +174,7 @@ class _Planner:
         # Unknown kinds: counted as applied (the cursor moves past them) and otherwise
         # ignored, so a newer server cannot wedge an older client.
 
-    def stream_event(self, event: GroupEvent) -> None:
+    def stream_event(self, event: GroupEvent, message: Message | None = None) -> None:
         state = self.group(event.group_id)
         joins = event.kind == "created" or (
             event.kind == "member_added" and event.data.get("user_id") == self.me
@@ -192,7 +192,7 @@ class _Planner:
             state = self.announce(event.group_id, event.seq)
         if 0 < event.seq <= state.seq:
             return  # applied already (through the log): never twice
-        self.effect(event)
+        self.effect(event, message)
         after = self.group(event.group_id)
         if after is None:
             return  # the user left or was removed
@@ -220,13 +220,14 @@ class _Planner:
             self.put(replace(state, read_seq=read.up_to_seq))
         self.applied.group_reads.append(read)
 
-    def effect(self, event: GroupEvent) -> None:
-        """Apply one event's effect on the group (known here: see stream_event)."""
+    def effect(self, event: GroupEvent, parsed: Message | None = None) -> None:
+        """Apply one event's effect on the group (known here: see stream_event); `parsed`:
+        the event's message, when the caller has parsed it already."""
         state = self.group(event.group_id)
         assert state is not None
         data = event.data
         if event.kind == "message":
-            message = Message.from_json(data)
+            message = parsed or Message.from_json(data)
             if message.group_id is None:  # the log's copy names its group by the path
                 message = replace(message, group_id=event.group_id, seq=event.seq)
             self.message(message)
