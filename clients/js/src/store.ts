@@ -396,7 +396,8 @@ class Planner {
     } else if (event.kind === "role_changed") {
       const role = data["role"];
       if (concernsMe && (role === "owner" || role === "admin" || role === "member")) next = { ...next, role };
-      next = { ...next, stale: true }; // the owner may have changed
+      // An owner leaving hands the group over: the heir's role_changed says to whom.
+      if (role === "owner" && typeof data["user_id"] === "string") next = { ...next, owner: data["user_id"] };
     } else if (event.kind === "member_added" || event.kind === "member_removed" || event.kind === "member_left") {
       next = { ...next, stale: true }; // the count, maybe the owner
     }
