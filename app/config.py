@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     history_max_limit: int = Field(default=200, ge=1)
     max_timeout: float = Field(default=60.0, ge=0, le=3600)
     recall_window_seconds: int = Field(default=24 * 3600, ge=0)
+    # Groups up to this many members get every event written into each member's offline
+    # store (write fan-out); until large groups exist, no group grows past it.
+    group_fanout_limit: int = Field(default=200, ge=1, le=100_000)
+    group_max_members: int = Field(default=100_000, ge=1)
 
     notify_interval_ms: float = Field(default=5.0, ge=0, le=1000)
     notify_channel: str = Field(default="msgsync", pattern=r"^[a-z_][a-z0-9_]{0,62}$")

@@ -54,6 +54,9 @@ CODES: dict[str, ErrorCode] = {
     "bad_credentials": ErrorCode(401, "Unknown user or wrong password."),
     "forbidden": ErrorCode(403, "The framework refused the request."),
     "not_sender": ErrorCode(403, "Only the sender can recall a message."),
+    "not_group_admin": ErrorCode(
+        403, "Only the group's owner (or, where allowed, an admin) can do this."
+    ),
     "not_found": ErrorCode(404, "No such path."),
     "recipient_not_found": ErrorCode(404, "The recipient does not exist."),
     "user_not_found": ErrorCode(404, "No user has this id."),
@@ -62,10 +65,12 @@ CODES: dict[str, ErrorCode] = {
     ),
     "conversation_not_found": ErrorCode(404, "The two users have no conversation."),
     "device_not_found": ErrorCode(404, "The caller has no device with this id."),
+    "group_not_found": ErrorCode(404, "No such group, or the caller is not a member."),
     "pusher_not_found": ErrorCode(404, "None of the user's devices has this pusher."),
     "method_not_allowed": ErrorCode(405, "The path does not take that method (see `Allow`)."),
     "user_exists": ErrorCode(409, "The user id is taken."),
     "recall_window_passed": ErrorCode(409, "Too late to recall the message."),
+    "group_too_large": ErrorCode(409, "The group would have more members than allowed."),
     "too_many_pushers": ErrorCode(
         409, "The device, or the user's devices together, have as many pushers as allowed."
     ),

@@ -13,7 +13,17 @@ from starlette.types import ASGIApp
 
 from app import edge
 from app.accounts.auth import Passwords, TokenCache
-from app.api import accounts, conversations, docs, health, metrics, operations, pushers, users
+from app.api import (
+    accounts,
+    conversations,
+    docs,
+    groups,
+    health,
+    metrics,
+    operations,
+    pushers,
+    users,
+)
 from app.api import sync as sync_api
 from app.config import Settings
 from app.db.engine import Database
@@ -26,6 +36,7 @@ from app.notifier import Notifier, PgNotifier, close_on_signals
 from app.openapi import TAGS, install_openapi
 from app.push.pushers import SyncedCursors, push_interval
 from app.push.worker import PushWorker
+from app.store import open_store
 from app.web import install as install_web_client
 
 __all__ = ["create_app"]
@@ -87,6 +98,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await acks.start()
         app.state.settings = settings
         app.state.db = db
+        # One store per database, built once (another part of the lifespan may have).
+        store = getattr(app.state, "store", None)
+        if store is None or store.db is not db:
+            app.state.store = open_store(db)
         app.state.passwords = Passwords(settings)
         app.state.notifier = notifier
         app.state.tokens = tokens
@@ -144,6 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(sync_api.router)
     app.include_router(operations.router)
     app.include_router(conversations.router)
+    app.include_router(groups.router)
     app.include_router(pushers.router)
     app.include_router(health.router)
     app.include_router(metrics.router)

@@ -51,6 +51,11 @@ TAGS: list[dict[str, str]] = [
         "name": "conversations",
         "description": "The conversation list, a conversation's history, read receipts.",
     },
+    {
+        "name": "groups",
+        "description": "Group conversations: create, members and roles, messages, the "
+        "group log, read cursors.",
+    },
     {"name": "push", "description": "Register the device with a push gateway."},
     {"name": "health", "description": "Probes for a load balancer or an orchestrator."},
     {"name": "operations", "description": "For the operator: the server's metrics."},

@@ -20,9 +20,26 @@ __all__ = [
     "DeviceOut",
     "DevicesOut",
     "Entry",
+    "GroupBody",
+    "GroupCreated",
+    "GroupEntry",
+    "GroupEntryData",
+    "GroupEventOut",
+    "GroupEventsPage",
+    "GroupIn",
+    "GroupNewsData",
+    "GroupNewsEntry",
+    "GroupOut",
+    "GroupReadIn",
+    "GroupReadOut",
+    "GroupSendIn",
+    "GroupTitleIn",
     "HistoryPage",
     "LoginIn",
     "LoginOut",
+    "MemberOut",
+    "MembersIn",
+    "MembersPage",
     "MessageEntry",
     "MessageOut",
     "PasswordChangeIn",
@@ -37,6 +54,8 @@ __all__ = [
     "RecallData",
     "RecallEntry",
     "RecallOut",
+    "RoleIn",
+    "RoleOut",
     "SendIn",
     "SendOut",
     "Status",
@@ -184,6 +203,8 @@ _MESSAGE_EXAMPLE: dict[str, Any] = {
     "client_msg_id": "m-1",
     "created_at": "2026-11-27T15:35:00.123456Z",
     "recalled_at": None,
+    "group_id": None,
+    "seq": None,
 }
 
 
@@ -197,13 +218,19 @@ class MessageOut(BaseModel):
 
     id: MessageId = Field(description="The message's id, unique across the service.")
     from_: str = Field(alias="from", description="The sender's user id.")
-    to: str = Field(description="The recipient's user id.")
+    to: str | None = Field(description="The recipient's user id; null for a group message.")
     body: str = Field(description='The text; `""` once the message is recalled.')
     client_msg_id: str | None = Field(
         description="The sender's idempotency key, if the send carried one."
     )
     created_at: datetime = Field(description="When the message was stored (database clock).")
     recalled_at: datetime | None = Field(description="When the sender recalled it, if so.")
+    group_id: str | None = Field(
+        default=None, description="The group of a group message; null for a direct one."
+    )
+    seq: int | None = Field(
+        default=None, description="The group event's seq of a group message; null otherwise."
+    )
 
 
 class SendIn(_In):
@@ -261,6 +288,166 @@ class RecallOut(BaseModel):
     message: MessageOut = Field(description='The message, with `body` `""` and `recalled_at`.')
 
 
+GroupTitle = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
+MemberId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NO_NUL)]
+Seq = Annotated[int, Field(ge=0, le=MAX_ID, examples=[12]), JsonInteger]
+
+
+class GroupIn(_In):
+    """A new group."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"title": "Team", "members": ["bob", "carol"], "client_group_id": "g-1"}]
+        }
+    )
+
+    title: GroupTitle = Field(description="1 to 200 characters." + _CLEAN)
+    members: list[MemberId] = Field(
+        default_factory=list,
+        max_length=100_000,
+        description="Members besides the creator (who is the owner).",
+    )
+    client_group_id: Text | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="An idempotency key: a retry with the same key answers 200 with the "
+        "first group." + _CLEAN,
+    )
+
+
+class GroupOut(BaseModel):
+    """A group as the caller sees it."""
+
+    group_id: str = Field(description="The group's id (opaque, at most 64 characters).")
+    title: str = Field(description="The title.")
+    owner: str | None = Field(description="The owner's user id (null once nobody is left).")
+    member_count: int = Field(ge=0, description="How many members.")
+    latest_seq: Seq = Field(description="The group's latest event seq.")
+    joined_seq: Seq = Field(description="The caller's first visible event.")
+    read_seq: Seq = Field(description="The caller's read cursor.")
+    large: bool = Field(description="A large group (read from the log); always false yet.")
+    created_at: datetime = Field(description="When the group was created.")
+
+
+class GroupCreated(BaseModel):
+    """The new group, and the creator's version for its `created` event."""
+
+    group: GroupOut = Field(description="The group.")
+    version: Version = Field(description="The creator's version for the `created` event.")
+
+
+class GroupBody(BaseModel):
+    """A group as the caller sees it."""
+
+    group: GroupOut = Field(description="The group.")
+
+
+class GroupTitleIn(_In):
+    """A new title for the group."""
+
+    title: GroupTitle = Field(description="1 to 200 characters." + _CLEAN)
+
+
+class MemberOut(BaseModel):
+    """A member of a group."""
+
+    user_id: str = Field(description="The member.")
+    role: Literal["owner", "admin", "member"] = Field(description="The member's role.")
+    joined_seq: Seq = Field(description="The event that added the member.")
+    read_seq: Seq = Field(description="The member's read cursor.")
+
+
+class MembersPage(BaseModel):
+    """A page of a group's members, by user id."""
+
+    members: list[MemberOut] = Field(description="By user id.")
+    next_after: str | None = Field(
+        description="Pass as `after` for the next page; null at the end."
+    )
+
+
+class MembersIn(_In):
+    """Users to add to a group."""
+
+    user_ids: list[MemberId] = Field(
+        min_length=1, max_length=1000, description="Users to add; members already in are ignored."
+    )
+
+
+class RoleIn(_In):
+    """A member's new role."""
+
+    role: Literal["admin", "member"] = Field(description="The new role.")
+
+
+class RoleOut(BaseModel):
+    """A member's role after the change."""
+
+    user_id: str = Field(description="The member.")
+    role: Literal["owner", "admin", "member"] = Field(description="The member's role now.")
+
+
+class GroupSendIn(_In):
+    """A message to a group."""
+
+    body: Text = Field(
+        description="The text, at most MSGSYNC_MAX_BODY_BYTES bytes of UTF-8 (413 "
+        "`body_too_large` above)." + _CLEAN,
+        json_schema_extra={"x-from-settings": {"maxLength": "max_body_bytes"}},
+    )
+    client_msg_id: Text | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="An idempotency key: a retry with the same key answers 200 with the "
+        "first result." + _CLEAN,
+    )
+
+
+class GroupEventOut(BaseModel):
+    """One event of the group log."""
+
+    seq: Seq = Field(description="The event's seq in its group.")
+    kind: Literal[
+        "created",
+        "message",
+        "recall",
+        "member_added",
+        "member_removed",
+        "member_left",
+        "title_changed",
+        "role_changed",
+    ] = Field(description="What happened.")
+    created_at: datetime = Field(description="When.")
+    actor: str = Field(description="Who did it.")
+    data: dict[str, Any] = Field(description="Depends on `kind` (see the protocol).")
+
+
+class GroupEventsPage(BaseModel):
+    """A page of the group log, ascending seq."""
+
+    events: list[GroupEventOut] = Field(description="Ascending seq.")
+    next_after_seq: Seq = Field(description="Pass as `after_seq` for the next page.")
+    latest_seq: Seq = Field(description="The group's latest seq.")
+    has_more: bool = Field(description="There is more: call again at once.")
+
+
+class GroupReadIn(_In):
+    """Move the caller's read cursor in a group forward."""
+
+    up_to_seq: Seq = Field(description="The newest event read; never moves the cursor back.")
+
+
+class GroupReadOut(BaseModel):
+    """The caller's read cursor in the group after the request."""
+
+    group_id: str = Field(description="The group.")
+    read_seq: Seq = Field(description="The cursor now.")
+    version: Version = Field(description="The caller's version after (the latest if unmoved).")
+
+
 class RecallData(BaseModel):
     """A `recall` entry's data: the sender recalled a message."""
 
@@ -271,7 +458,8 @@ class RecallData(BaseModel):
 
     message_id: MessageId = Field(description="The recalled message.")
     from_: str = Field(alias="from", description="The sender, who recalled it.")
-    to: str = Field(description="The recipient.")
+    to: str | None = Field(description="The recipient; null for a group message.")
+    group_id: str | None = Field(default=None, description="The group of a group message.")
 
 
 class ReadData(BaseModel):
@@ -282,8 +470,16 @@ class ReadData(BaseModel):
     )
 
     reader: str = Field(description="The user who read.")
-    peer: str = Field(description="The other party of the conversation.")
-    up_to_message_id: MessageId = Field(description="The reader's cursor after the change.")
+    peer: str | None = Field(
+        default=None, description="The other party of the conversation (direct only)."
+    )
+    up_to_message_id: MessageId | None = Field(
+        default=None, description="The reader's cursor after the change (direct only)."
+    )
+    group_id: str | None = Field(default=None, description="The group read (groups only).")
+    up_to_seq: Seq | None = Field(
+        default=None, description="The reader's cursor in the group (groups only)."
+    )
 
 
 class _Entry(BaseModel):
@@ -320,11 +516,44 @@ class ReadEntry(_Entry):
 # generated client decodes each entry into its own type. The server writes these bodies
 # without this model (app.inbox.sync.render_page writes the stored JSON as it is); the model
 # describes that output and validates it in the tests.
+class GroupEntryData(BaseModel):
+    """A `group` entry's data: the group and one of its events."""
+
+    group_id: str = Field(description="The group.")
+    event: GroupEventOut = Field(description="The event (membership, title or role).")
+
+
+class GroupEntry(_Entry):
+    """A membership, title or role event of one of the user's groups."""
+
+    kind: Literal["group"] = Field(description="`group`.")
+    data: GroupEntryData = Field(description="The group and its event.")
+
+
+class GroupNewsData(BaseModel):
+    """A `group_news` entry's data: read this group's log."""
+
+    group_id: str = Field(description="The group.")
+    seq: Seq = Field(description="The group's latest seq when written.")
+
+
+class GroupNewsEntry(_Entry):
+    """A group has events to read from its log (`GET /groups/{group_id}/events`)."""
+
+    kind: Literal["group_news"] = Field(description="`group_news`.")
+    data: GroupNewsData = Field(description="The group and its latest seq.")
+
+
 class Entry(
-    RootModel[Annotated[MessageEntry | RecallEntry | ReadEntry, Field(discriminator="kind")]]
+    RootModel[
+        Annotated[
+            MessageEntry | RecallEntry | ReadEntry | GroupEntry | GroupNewsEntry,
+            Field(discriminator="kind"),
+        ]
+    ]
 ):
-    """One change for the user, in version order; `kind` (`message`, `recall` or `read`)
-    says which of the three it is and what `data` holds."""
+    """One change for the user, in version order; `kind` (`message`, `recall`, `read`,
+    `group` or `group_news`) says which it is and what `data` holds."""
 
 
 class SyncPage(BaseModel):
@@ -387,12 +616,15 @@ class AckOut(BaseModel):
 
 
 class ConversationOut(BaseModel):
-    """A conversation, with its newest message."""
+    """A conversation (direct or a group), with its newest message."""
 
-    peer: str = Field(description="The other party.")
+    kind: Literal["direct", "group"] = Field(description="`direct` or `group`.")
+    peer: str | None = Field(default=None, description="The other party (direct only).")
+    group_id: str | None = Field(default=None, description="The group (groups only).")
+    title: str | None = Field(default=None, description="The group's title (groups only).")
     last_message: MessageOut = Field(description="The newest message of the conversation.")
     unread_count: int = Field(
-        ge=0, description="Messages from the peer after the caller's read cursor."
+        ge=0, description="Messages from others after the caller's read cursor (exact)."
     )
 
 

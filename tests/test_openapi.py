@@ -241,6 +241,16 @@ OPERATIONS = {
     ("GET", "/conversations"): ("listConversations", "conversations"),
     ("GET", "/conversations/{peer}/messages"): ("listMessages", "conversations"),
     ("POST", "/conversations/{peer}/read"): ("markRead", "conversations"),
+    ("POST", "/groups"): ("createGroup", "groups"),
+    ("GET", "/groups/{group_id}"): ("getGroup", "groups"),
+    ("PATCH", "/groups/{group_id}"): ("renameGroup", "groups"),
+    ("GET", "/groups/{group_id}/members"): ("listGroupMembers", "groups"),
+    ("POST", "/groups/{group_id}/members"): ("addGroupMembers", "groups"),
+    ("DELETE", "/groups/{group_id}/members/{user_id}"): ("removeGroupMember", "groups"),
+    ("PATCH", "/groups/{group_id}/members/{user_id}"): ("setGroupRole", "groups"),
+    ("POST", "/groups/{group_id}/messages"): ("sendGroupMessage", "groups"),
+    ("GET", "/groups/{group_id}/events"): ("listGroupEvents", "groups"),
+    ("POST", "/groups/{group_id}/read"): ("markGroupRead", "groups"),
     ("POST", "/pushers"): ("registerPusher", "push"),
     ("GET", "/pushers"): ("listPushers", "push"),
     ("DELETE", "/pushers/{app_id}/{pushkey}"): ("deletePusher", "push"),
@@ -266,7 +276,13 @@ def test_operations_have_deliberate_ids_and_domain_tags(document: dict[str, Any]
 
 def test_entry_is_a_union_discriminated_on_kind(document: dict[str, Any]) -> None:
     schemas = document["components"]["schemas"]
-    kinds = {"message": "MessageEntry", "recall": "RecallEntry", "read": "ReadEntry"}
+    kinds = {
+        "message": "MessageEntry",
+        "recall": "RecallEntry",
+        "read": "ReadEntry",
+        "group": "GroupEntry",
+        "group_news": "GroupNewsEntry",
+    }
     entry = schemas["Entry"]
     assert entry["discriminator"] == {
         "propertyName": "kind",
@@ -275,7 +291,13 @@ def test_entry_is_a_union_discriminated_on_kind(document: dict[str, Any]) -> Non
     assert sorted(option["$ref"] for option in entry["oneOf"]) == sorted(
         entry["discriminator"]["mapping"].values()
     )
-    data = {"message": "MessageOut", "recall": "RecallData", "read": "ReadData"}
+    data = {
+        "message": "MessageOut",
+        "recall": "RecallData",
+        "read": "ReadData",
+        "group": "GroupEntryData",
+        "group_news": "GroupNewsData",
+    }
     for kind, name in kinds.items():
         properties = schemas[name]["properties"]
         assert properties["kind"]["const"] == kind

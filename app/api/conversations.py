@@ -7,9 +7,10 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Path, Query, Response
 
-from app.api.deps import CurrentDevice, DbDep, SettingsDep
+from app.api.deps import CurrentDevice, DbDep, SettingsDep, StoreDep
 from app.config import Settings
 from app.errors import AppError
+from app.groups import views
 from app.inbox import history
 from app.openapi import problem_responses
 from app.schemas import MAX_ID, NO_NUL, ConversationsPage, HistoryPage
@@ -45,12 +46,13 @@ def _limit(what: str) -> Any:
     "/conversations",
     response_model=ConversationsPage,
     operation_id="listConversations",
-    summary="List the user's conversations, newest message first",
+    summary="List the user's conversations (direct and groups), newest message first",
     responses=problem_responses("unauthorized", "limit_out_of_range"),
 )
 async def conversations(
     device: CurrentDevice,
     db: DbDep,
+    store: StoreDep,
     settings: SettingsDep,
     limit: Annotated[int | None, _limit("Conversations")] = None,
     before: Annotated[
@@ -62,8 +64,8 @@ async def conversations(
         ),
     ] = None,
 ) -> Response:
-    page = await history.list_conversations(
-        db, device.user_id, _checked_limit(limit, settings), before
+    page = await views.conversations(
+        db, store.groups, device.user_id, _checked_limit(limit, settings), before
     )
     return Response(orjson.dumps(page), media_type="application/json")
 

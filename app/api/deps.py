@@ -10,6 +10,7 @@ from app.accounts.auth import CurrentDevice, DbDep, DeviceContext, Passwords
 from app.config import Settings
 from app.inbox.acks import AckBatcher
 from app.notifier import Notifier
+from app.store import Store
 
 __all__ = [
     "AcksDep",
@@ -19,6 +20,7 @@ __all__ = [
     "NotifierDep",
     "PasswordsDep",
     "SettingsDep",
+    "StoreDep",
 ]
 
 
@@ -44,7 +46,13 @@ async def _passwords(request: Request) -> Passwords:
     return passwords
 
 
+async def _store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
+StoreDep = Annotated[Store, Depends(_store)]
 NotifierDep = Annotated[Notifier, Depends(_notifier)]
 AcksDep = Annotated[AckBatcher, Depends(_acks)]
 PasswordsDep = Annotated[Passwords, Depends(_passwords)]

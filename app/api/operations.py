@@ -7,7 +7,8 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Path, Response
 
-from app.api.deps import CurrentDevice, DbDep, NotifierDep, SettingsDep
+from app.api.deps import CurrentDevice, DbDep, NotifierDep, SettingsDep, StoreDep
+from app.groups import messages as group_messages
 from app.inbox import operations
 from app.openapi import problem_responses
 from app.schemas import MAX_ID, NO_NUL, ReadIn, ReadOut, RecallOut
@@ -33,7 +34,16 @@ async def recall(
     db: DbDep,
     notifier: NotifierDep,
     settings: SettingsDep,
+    store: StoreDep,
 ) -> Response:
+    # A group message is recalled as an event of its group (app.groups.messages).
+    grouped = await group_messages.recall(
+        store.groups, device.user_id, message_id, settings.recall_window_seconds
+    )
+    if grouped is not None:
+        if grouped.woken:
+            notifier.notify(grouped.woken)
+        return Response(orjson.dumps({"message": grouped.message}), media_type="application/json")
     result = await operations.recall_message(
         db, device.user_id, message_id, settings.recall_window_seconds
     )

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from app.api.deps import AcksDep, CurrentDevice, DbDep, NotifierDep, SettingsDep
 from app.edge.longpoll import TICKET, Ticket
 from app.errors import AppError
+from app.groups import views
 from app.inbox import sync
 from app.inbox.acks import acknowledge
 from app.inbox.send import deliver
@@ -154,6 +155,8 @@ async def sync_since(
         ticket.user_id, ticket.device_id = device.user_id, device.device_id
         ticket.position, ticket.limit = position, limit
     page = await sync.fetch_since(db, device.user_id, position, limit)
+    # Below the floor: the groups' news for the pruned range (app.groups.views).
+    page = await views.with_group_news(request.app.state.store.groups, device.user_id, page)
     # The device has these entries now: it is not to be pushed for them (app.push.pushers).
     request.app.state.seen.saw(device.device_id, page.next_since)
     if ticket is not None:

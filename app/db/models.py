@@ -1,4 +1,4 @@
-"""ORM tables: users (the version counter), devices, messages, inbox, conversations."""
+"""ORM tables: users (the version counter), devices, messages, inbox, conversations, groups."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ __all__ = [
     "Base",
     "Conversation",
     "Device",
+    "Group",
+    "GroupEvent",
+    "GroupMember",
     "InboxEntry",
     "Message",
     "Pusher",
@@ -105,7 +108,12 @@ class Device(Base):
 
 
 class Message(Base):
-    """The two-party index table: kept forever, the source of history and of the sync fallback."""
+    """The index table: kept forever, the source of history and of the sync fallback.
+
+    A direct message has a recipient and a pair; a group message has neither (NULL) but a
+    group_id and the seq of its event, so that message ids stay one sequence (recall finds
+    either kind) and every direct path, keyed by recipient or pair, never sees a group's.
+    """
 
     __tablename__ = "messages"
     __table_args__ = (
@@ -115,20 +123,24 @@ class Message(Base):
         # Sync fallback: a user's messages by that user's version.
         Index(None, "sender", "sender_version"),
         Index(None, "recipient", "recipient_version"),
+        # A group's messages by seq: unread counts above a member's read cursor.
+        Index(None, "group_id", "seq"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     sender: Mapped[str] = mapped_column(ForeignKey("users.user_id", ondelete="CASCADE"))
-    recipient: Mapped[str] = mapped_column(ForeignKey("users.user_id", ondelete="CASCADE"))
-    # The conversation key: the two user ids in sorted order.
-    pair_lo: Mapped[str] = mapped_column(String(64))
-    pair_hi: Mapped[str] = mapped_column(String(64))
+    recipient: Mapped[str | None] = mapped_column(ForeignKey("users.user_id", ondelete="CASCADE"))
+    # The conversation key of a direct message: the two user ids in sorted order.
+    pair_lo: Mapped[str | None] = mapped_column(String(64))
+    pair_hi: Mapped[str | None] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text)
     client_msg_id: Mapped[str | None] = mapped_column(String(128))
     sender_version: Mapped[int] = mapped_column(BigInteger)
-    recipient_version: Mapped[int] = mapped_column(BigInteger)
+    recipient_version: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     recalled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    group_id: Mapped[str | None] = mapped_column(String(64))
+    seq: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class InboxEntry(Base):
@@ -165,6 +177,66 @@ class Conversation(Base):
     last_message_id: Mapped[int] = mapped_column(BigInteger)
     # The highest message id the user has read in this conversation; never moves back.
     read_up_to_id: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class Group(Base):
+    """A group conversation; its row is the group's lock and its `seq` counter.
+
+    Every change of a group takes latest_seq + 1 while holding this row's lock, so a group's
+    seqs are gap-free and commit in order, as a user's versions are under the user's row.
+    """
+
+    __tablename__ = "groups"
+    __table_args__ = (UniqueConstraint("creator", "client_group_id"),)
+
+    group_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    owner: Mapped[str | None] = mapped_column(String(64))
+    creator: Mapped[str] = mapped_column(String(64))
+    client_group_id: Mapped[str | None] = mapped_column(String(128))
+    latest_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    member_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Large groups (read from the log, not fanned out) are not built yet: always false.
+    large: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The newest message: orders groups among conversations (message ids are one sequence).
+    last_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class GroupMember(Base):
+    """A member of a group; the row goes when the member leaves or is removed."""
+
+    __tablename__ = "group_members"
+    # A user's groups (conversation list, sync fallback), by newest message.
+    __table_args__ = (Index(None, "user_id"),)
+
+    group_id: Mapped[str] = mapped_column(
+        ForeignKey("groups.group_id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.user_id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(16))
+    # The seq of the event that added the member: the log is shown from there on.
+    joined_seq: Mapped[int] = mapped_column(BigInteger)
+    # The member's read cursor (a seq); never moves back.
+    read_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class GroupEvent(Base):
+    """The group log: every event of every group, kept forever, keyed by (group, seq)."""
+
+    __tablename__ = "group_events"
+
+    group_id: Mapped[str] = mapped_column(
+        ForeignKey("groups.group_id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    data: Mapped[str] = mapped_column(Text)  # the event's `data` object, as JSON text
 
 
 class Pusher(Base):

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.accounts.auth import TokenCache
+from app.groups.views import with_group_news
 from app.inbox.sync import fetch_since, render_page
 from app.metrics import WAITING
 from app.notifier import Notifier, Waiter
@@ -126,6 +127,7 @@ class LongPoll:
                     page = await fetch_since(
                         state.db, ticket.user_id, ticket.position, ticket.limit, primary=True
                     )
+                    page = await with_group_news(state.store.groups, ticket.user_id, page)
                 except Exception:
                     # Let the application answer the failure as it answers any other.
                     await self._read(scope, ticket, send, loop.time(), notifier)

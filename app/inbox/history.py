@@ -44,6 +44,7 @@ async def list_conversations(
     return {
         "conversations": [
             {
+                "kind": "direct",
                 "peer": row.peer,
                 "last_message": message_row_data(row),
                 "unread_count": unread.get(row.peer, 0),

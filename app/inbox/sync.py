@@ -44,13 +44,16 @@ def format_time(moment: datetime) -> str:
 def message_data(
     id: int,
     sender: str,
-    recipient: str,
+    recipient: str | None,
     body: str,
     client_msg_id: str | None,
     created_at: datetime,
     recalled_at: datetime | None,
+    group_id: str | None = None,
+    seq: int | None = None,
 ) -> dict[str, Any]:
-    """The `Message` object of the HTTP contract; a recalled message shows an empty body."""
+    """The `Message` object of the HTTP contract; a recalled message shows an empty body.
+    A direct message has a recipient (`to`); a group message has `group_id` and `seq`."""
     return {
         "id": id,
         "from": sender,
@@ -59,6 +62,8 @@ def message_data(
         "client_msg_id": client_msg_id,
         "created_at": format_time(created_at),
         "recalled_at": format_time(recalled_at) if recalled_at is not None else None,
+        "group_id": group_id,
+        "seq": seq,
     }
 
 
@@ -392,6 +397,9 @@ class Page:
     latest_version: int
     has_more: bool
     history_fallback: bool
+    # The floor, when this page reached the end of a pruned range: the groups' news for
+    # that range belongs there (app.groups.news).
+    pruned_through: int | None = None
 
 
 async def fetch_since(
@@ -440,7 +448,8 @@ async def fetch_since(
             )
             entries.extend(FetchedEntry(*row) for row in rows)
     next_since = max(entries[-1].version if entries else position, position)
-    return Page(entries, next_since, latest, next_since < latest, fallback)
+    pruned_through = floor if fallback and position == floor else None
+    return Page(entries, next_since, latest, next_since < latest, fallback, pruned_through)
 
 
 def render_page(page: Page) -> bytes:
@@ -545,6 +554,8 @@ async def _from_history(
     """The user's messages with a version in (since, floor], from the index table."""
     as_sender = select(*MESSAGE_COLUMNS, Message.sender_version.label("version")).where(
         Message.sender == user_id,
+        # Group messages come back through the group log (group_news), not from here.
+        Message.group_id.is_(None),
         Message.sender_version > since,
         Message.sender_version <= floor,
     )

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from app.db.engine import Database
+    from app.store.groups import GroupStore
 
 __all__ = ["Store", "open_store"]
 
@@ -24,11 +25,18 @@ __all__ = ["Store", "open_store"]
 class Store:
     """The database as the domain sees it: one attribute per domain part."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, groups: GroupStore) -> None:
         self.db = db
         self.is_embedded = db.is_sqlite
+        self.groups = groups
 
 
 def open_store(db: Database) -> Store:
     """The store for `db`'s database, chosen once (the lifespan calls this)."""
-    return Store(db)
+    if db.is_sqlite:
+        from app.store.sqlite.groups import SqliteGroupStore
+
+        return Store(db, SqliteGroupStore(db))
+    from app.store.postgresql.groups import PgGroupStore
+
+    return Store(db, PgGroupStore(db))

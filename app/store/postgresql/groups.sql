@@ -1,0 +1,314 @@
+-- The groups store on PostgreSQL (app.store.postgresql.groups). Lock order, shared with
+-- every writer: the group's row, then users' rows in user-id order, then member rows.
+-- Times are the database's: now() (the transaction's start) stamps rows, and the same
+-- moment is rendered as the contract's text by to_char(... 'US') (six digits, like
+-- app.inbox.sync.format_time).
+
+-- name: lock_group
+-- The first lock of every change of a group: it serialises the group's seqs.
+SELECT group_id, title, owner, creator, client_group_id, latest_seq, member_count, large,
+       created_at
+FROM groups WHERE group_id = %(group_id)s
+FOR UPDATE
+
+-- name: create_group
+INSERT INTO groups (group_id, title, owner, creator, client_group_id, latest_seq,
+                    member_count, large, created_at)
+VALUES (%(group_id)s, %(title)s, %(creator)s, %(creator)s, %(client_group_id)s, 0, 0, false,
+        now())
+RETURNING group_id, title, owner, creator, client_group_id, latest_seq, member_count, large,
+          created_at
+
+-- name: find_created
+SELECT group_id FROM groups
+WHERE creator = %(creator)s AND client_group_id = %(client_group_id)s
+
+-- name: existing_users
+SELECT user_id FROM users WHERE user_id = ANY(CAST(%(user_ids)s AS text[]))
+
+-- name: lock_users
+-- In user-id order, like every other writer of users' rows: no cycle, no deadlock.
+SELECT user_id FROM users WHERE user_id = ANY(CAST(%(user_ids)s AS text[]))
+ORDER BY user_id
+FOR UPDATE
+
+-- name: member
+SELECT user_id, role, joined_seq, read_seq FROM group_members
+WHERE group_id = %(group_id)s AND user_id = %(user_id)s
+
+-- name: members
+SELECT user_id, role, joined_seq, read_seq FROM group_members
+WHERE group_id = %(group_id)s
+ORDER BY user_id
+
+-- name: members_page
+SELECT user_id, role, joined_seq, read_seq FROM group_members
+WHERE group_id = %(group_id)s AND user_id > %(after)s
+ORDER BY user_id
+LIMIT %(limit)s
+
+-- name: add_members
+INSERT INTO group_members (group_id, user_id, role, joined_seq, read_seq)
+SELECT %(group_id)s, a.user_id, a.role, a.joined_seq, a.read_seq
+FROM unnest(CAST(%(user_ids)s AS text[]), CAST(%(roles)s AS text[]),
+            CAST(%(joined)s AS bigint[]), CAST(%(read)s AS bigint[]))
+     AS a(user_id, role, joined_seq, read_seq)
+
+-- name: delete_member
+DELETE FROM group_members WHERE group_id = %(group_id)s AND user_id = %(user_id)s
+
+-- name: set_role
+UPDATE group_members SET role = %(role)s
+WHERE group_id = %(group_id)s AND user_id = %(user_id)s
+
+-- name: update_group
+UPDATE groups SET title = %(title)s, owner = %(owner)s, member_count = %(member_count)s
+WHERE group_id = %(group_id)s
+
+-- name: append_event
+-- The group's next seq (its row is already locked by this transaction), the logged event,
+-- and one entry per recipient at the recipient's next version. The users' rows are locked
+-- here in user-id order (already held when the transaction called lock_users first).
+-- Without `entry` the entries are `group` entries: {"group_id", "event": GroupEvent}.
+WITH ev AS (
+    UPDATE groups SET latest_seq = latest_seq + 1
+    WHERE group_id = %(group_id)s
+    RETURNING group_id, latest_seq AS seq, now() AS created_at,
+              to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS stamp
+), logged AS (
+    INSERT INTO group_events (group_id, seq, kind, actor, created_at, message_id, data)
+    SELECT ev.group_id, ev.seq, %(kind)s, %(actor)s, ev.created_at,
+           CAST(%(message_id)s AS bigint), %(data)s
+    FROM ev
+), locked AS (
+    SELECT user_id FROM users WHERE user_id = ANY(CAST(%(recipients)s AS text[]))
+    ORDER BY user_id
+    FOR UPDATE
+), bumped AS (
+    UPDATE users SET latest_version = users.latest_version + 1
+    FROM locked
+    WHERE users.user_id = locked.user_id
+    RETURNING users.user_id, users.latest_version
+), entries AS (
+    INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
+    SELECT bumped.user_id, bumped.latest_version, %(entry_kind)s, ev.created_at,
+           CAST(%(message_id)s AS bigint),
+           coalesce(
+               CAST(%(entry)s AS text),
+               CAST(json_build_object(
+                   'group_id', ev.group_id,
+                   'event', json_build_object(
+                       'seq', ev.seq, 'kind', CAST(%(kind)s AS text), 'created_at', ev.stamp,
+                       'actor', CAST(%(actor)s AS text), 'data', CAST(%(data)s AS json))
+               ) AS text))
+    FROM bumped, ev
+)
+SELECT ev.seq, ev.created_at, bumped.user_id, bumped.latest_version
+FROM ev LEFT JOIN bumped ON true
+
+-- name: recall_message
+-- recalled_at is set once: a second recall changes nothing and returns no row.
+UPDATE messages SET body = '', recalled_at = now()
+WHERE id = %(message_id)s AND recalled_at IS NULL
+RETURNING recalled_at
+
+-- name: set_event_data
+UPDATE group_events SET data = %(data)s
+WHERE group_id = %(group_id)s AND seq = %(seq)s
+
+-- name: now
+SELECT clock_timestamp()
+
+-- name: view
+SELECT g.group_id, g.title, g.owner, g.creator, g.client_group_id, g.latest_seq,
+       g.member_count, g.large, g.created_at,
+       m.user_id, m.role, m.joined_seq, m.read_seq
+FROM groups AS g JOIN group_members AS m ON m.group_id = g.group_id
+WHERE g.group_id = %(group_id)s AND m.user_id = %(user_id)s
+
+-- name: events
+SELECT seq, kind, actor, created_at, data FROM group_events
+WHERE group_id = %(group_id)s AND seq > %(after_seq)s
+ORDER BY seq
+LIMIT %(limit)s
+
+-- name: lock_group_for_send
+SELECT latest_seq FROM groups WHERE group_id = %(group_id)s FOR UPDATE
+
+-- name: send_message
+-- A group message, after lock_group_for_send took the group's lock in this transaction.
+-- A statement of its own, not a CTE of the lock: a statement's snapshot is taken at its
+-- start, so the members read here include every change committed before we got the lock
+-- (each change of membership holds it). The members' rows are locked in user-id order,
+-- the order every writer keeps; nothing is written unless the sender is a member.
+WITH stamp AS (
+    SELECT now() AS created_at,
+           to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS text
+), locked AS (
+    SELECT u.user_id
+    FROM group_members AS m JOIN users AS u ON u.user_id = m.user_id
+    WHERE m.group_id = %(group_id)s
+      AND EXISTS (SELECT 1 FROM group_members AS s
+                  WHERE s.group_id = %(group_id)s AND s.user_id = %(sender)s)
+    ORDER BY u.user_id
+    FOR UPDATE OF u
+), bumped AS (
+    UPDATE users SET latest_version = users.latest_version + 1
+    FROM locked
+    WHERE users.user_id = locked.user_id
+    RETURNING users.user_id, users.latest_version
+), message AS (
+    INSERT INTO messages (sender, recipient, pair_lo, pair_hi, body, client_msg_id,
+                          sender_version, recipient_version, created_at, group_id, seq)
+    SELECT %(sender)s, NULL, NULL, NULL, %(body)s, %(client_msg_id)s, bumped.latest_version,
+           NULL, stamp.created_at, %(group_id)s, %(seq)s
+    FROM bumped, stamp
+    WHERE bumped.user_id = %(sender)s
+    RETURNING id, sender_version
+), payload AS (
+    SELECT message.id, message.sender_version,
+           CAST(json_build_object(
+               'id', message.id, 'from', CAST(%(sender)s AS text), 'to', CAST(NULL AS text),
+               'body', CAST(%(body)s AS text), 'client_msg_id', CAST(%(client_msg_id)s AS text),
+               'created_at', stamp.text, 'recalled_at', CAST(NULL AS text),
+               'group_id', CAST(%(group_id)s AS text), 'seq', CAST(%(seq)s AS bigint)
+           ) AS text) AS data
+    FROM message, stamp
+), logged AS (
+    INSERT INTO group_events (group_id, seq, kind, actor, created_at, message_id, data)
+    SELECT %(group_id)s, %(seq)s, 'message', %(sender)s, stamp.created_at, payload.id,
+           payload.data
+    FROM payload, stamp
+), counted AS (
+    UPDATE groups SET latest_seq = %(seq)s, last_message_id = payload.id
+    FROM payload
+    WHERE groups.group_id = %(group_id)s
+), entries AS (
+    -- One entry per member; the sender's is how the sender's other devices learn of it.
+    INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
+    SELECT bumped.user_id, bumped.latest_version, 'message', stamp.created_at, payload.id,
+           payload.data
+    FROM bumped, payload, stamp
+)
+SELECT payload.id, payload.sender_version, payload.data,
+       (SELECT array_agg(user_id) FROM bumped)
+FROM payload
+
+-- name: send_message_push
+-- send_message, and with push on the other members' pushers (never the sender's own) fall
+-- due push_wait after the first message of a delay window, as a direct send marks them
+-- (app.inbox.sync _MARK_PUSHERS).
+WITH stamp AS (
+    SELECT now() AS created_at,
+           to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS text
+), locked AS (
+    SELECT u.user_id
+    FROM group_members AS m JOIN users AS u ON u.user_id = m.user_id
+    WHERE m.group_id = %(group_id)s
+      AND EXISTS (SELECT 1 FROM group_members AS s
+                  WHERE s.group_id = %(group_id)s AND s.user_id = %(sender)s)
+    ORDER BY u.user_id
+    FOR UPDATE OF u
+), bumped AS (
+    UPDATE users SET latest_version = users.latest_version + 1
+    FROM locked
+    WHERE users.user_id = locked.user_id
+    RETURNING users.user_id, users.latest_version
+), message AS (
+    INSERT INTO messages (sender, recipient, pair_lo, pair_hi, body, client_msg_id,
+                          sender_version, recipient_version, created_at, group_id, seq)
+    SELECT %(sender)s, NULL, NULL, NULL, %(body)s, %(client_msg_id)s, bumped.latest_version,
+           NULL, stamp.created_at, %(group_id)s, %(seq)s
+    FROM bumped, stamp
+    WHERE bumped.user_id = %(sender)s
+    RETURNING id, sender_version
+), payload AS (
+    SELECT message.id, message.sender_version,
+           CAST(json_build_object(
+               'id', message.id, 'from', CAST(%(sender)s AS text), 'to', CAST(NULL AS text),
+               'body', CAST(%(body)s AS text), 'client_msg_id', CAST(%(client_msg_id)s AS text),
+               'created_at', stamp.text, 'recalled_at', CAST(NULL AS text),
+               'group_id', CAST(%(group_id)s AS text), 'seq', CAST(%(seq)s AS bigint)
+           ) AS text) AS data
+    FROM message, stamp
+), logged AS (
+    INSERT INTO group_events (group_id, seq, kind, actor, created_at, message_id, data)
+    SELECT %(group_id)s, %(seq)s, 'message', %(sender)s, stamp.created_at, payload.id,
+           payload.data
+    FROM payload, stamp
+), counted AS (
+    UPDATE groups SET latest_seq = %(seq)s, last_message_id = payload.id
+    FROM payload
+    WHERE groups.group_id = %(group_id)s
+), entries AS (
+    INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
+    SELECT bumped.user_id, bumped.latest_version, 'message', stamp.created_at, payload.id,
+           payload.data
+    FROM bumped, payload, stamp
+), marked AS (
+    UPDATE pushers
+    SET due_at = coalesce(pushers.due_at, stamp.created_at + %(push_wait)s * interval '1 second'),
+        news = pushers.news OR pushers.leased_until IS NOT NULL
+    FROM bumped, payload, stamp
+    WHERE pushers.user_id = bumped.user_id AND bumped.user_id <> %(sender)s
+      AND (pushers.due_at IS NULL OR pushers.leased_until IS NOT NULL)
+)
+SELECT payload.id, payload.sender_version, payload.data,
+       (SELECT array_agg(user_id) FROM bumped)
+FROM payload
+
+-- name: existing_send
+SELECT id, sender_version, group_id FROM messages
+WHERE sender = %(sender)s AND client_msg_id = %(client_msg_id)s
+
+-- name: message_row
+SELECT id, sender, body, client_msg_id, created_at, recalled_at, group_id, seq
+FROM messages WHERE id = %(message_id)s
+
+-- name: lock_reader
+-- A read receipt bumps the reader alone: the user's lock, without the group's (the order
+-- is kept: a member row is only ever locked after its user's row).
+SELECT latest_version FROM users WHERE user_id = %(reader)s FOR UPDATE
+
+-- name: move_read_cursor
+UPDATE group_members SET read_seq = %(up_to_seq)s
+WHERE group_id = %(group_id)s AND user_id = %(reader)s AND read_seq < %(up_to_seq)s
+RETURNING read_seq
+
+-- name: read_entry
+WITH bumped AS (
+    UPDATE users SET latest_version = latest_version + 1
+    WHERE user_id = %(reader)s
+    RETURNING latest_version
+)
+INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
+SELECT %(reader)s, bumped.latest_version, 'read', now(), NULL, %(data)s FROM bumped
+RETURNING version
+
+-- name: conversations
+-- The user's groups with a message, newest first, each with its unread count: one
+-- statement, one snapshot. The counts are taken for the page's rows only.
+SELECT c.*,
+       (SELECT count(*) FROM messages AS u
+        WHERE u.group_id = c.group_id AND u.seq > c.read_seq AND u.sender <> %(user_id)s
+          AND u.recalled_at IS NULL) AS unread
+FROM (
+    SELECT g.group_id, g.title, m.read_seq, msg.id, msg.sender, msg.body, msg.client_msg_id,
+           msg.created_at, msg.recalled_at, msg.seq
+    FROM group_members AS m
+    JOIN groups AS g ON g.group_id = m.group_id
+    JOIN messages AS msg ON msg.id = g.last_message_id
+    WHERE m.user_id = %(user_id)s AND g.last_message_id < %(before)s
+    ORDER BY g.last_message_id DESC
+    LIMIT %(limit)s
+) AS c
+ORDER BY c.id DESC
+
+-- name: groups_of
+SELECT g.group_id, g.latest_seq
+FROM group_members AS m JOIN groups AS g ON g.group_id = m.group_id
+WHERE m.user_id = %(user_id)s
+ORDER BY g.group_id
+
+-- name: latest_version
+SELECT latest_version FROM users WHERE user_id = %(user_id)s

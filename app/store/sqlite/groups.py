@@ -1,0 +1,518 @@
+"""The groups store on SQLite: the same units of work as the PostgreSQL store, statement by
+statement. A write transaction starts with BEGIN IMMEDIATE (app.db.engine), so writers run
+one at a time: there is no lock order to keep, and every read inside sees the latest."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
+
+from app.db.engine import Database
+from app.db.models import Group, GroupEvent, GroupMember, InboxEntry, Message, Pusher, User
+from app.store.groups import (
+    Appended,
+    Conflict,
+    ConversationItem,
+    EventRow,
+    GroupRow,
+    MemberRow,
+    MessageRow,
+    SentMessage,
+)
+
+__all__ = ["SqliteGroupStore"]
+
+_GROUP = (
+    Group.group_id,
+    Group.title,
+    Group.owner,
+    Group.creator,
+    Group.client_group_id,
+    Group.latest_seq,
+    Group.member_count,
+    Group.large,
+    Group.created_at,
+)
+_MEMBER = (GroupMember.user_id, GroupMember.role, GroupMember.joined_seq, GroupMember.read_seq)
+_MESSAGE = (
+    Message.id,
+    Message.sender,
+    Message.body,
+    Message.client_msg_id,
+    Message.created_at,
+    Message.recalled_at,
+    Message.group_id,
+    Message.seq,
+)
+
+
+def _message(row: Any) -> MessageRow:
+    return MessageRow(*row)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)  # SQLite serves one process on one host: its clock is the one
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+async def _bump(session: AsyncSession, user_ids: Iterable[str]) -> dict[str, int]:
+    rows = await session.execute(
+        update(User)
+        .where(User.user_id.in_(sorted(set(user_ids))))
+        .values(latest_version=User.latest_version + 1)
+        .returning(User.user_id, User.latest_version)
+    )
+    return {row.user_id: row.latest_version for row in rows}
+
+
+def _entries(
+    versions: dict[str, int], kind: str, now: datetime, message_id: int | None, data: str
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "user_id": user,
+            "version": version,
+            "kind": kind,
+            "created_at": now,
+            "message_id": message_id,
+            "data": data,
+        }
+        for user, version in versions.items()
+    ]
+
+
+class _Work:
+    def __init__(self, session: AsyncSession, transaction: AsyncSessionTransaction) -> None:
+        self._session = session
+        self._transaction = transaction
+        self.group_id = ""
+
+    async def lock(self, group_id: str) -> GroupRow | None:
+        self.group_id = group_id
+        row = (
+            await self._session.execute(select(*_GROUP).where(Group.group_id == group_id))
+        ).first()
+        return GroupRow(*row) if row is not None else None
+
+    async def create(
+        self, group_id: str, title: str, creator: str, client_group_id: str | None
+    ) -> GroupRow:
+        self.group_id = group_id
+        try:
+            row = (
+                await self._session.execute(
+                    insert(Group)
+                    .values(
+                        group_id=group_id,
+                        title=title,
+                        owner=creator,
+                        creator=creator,
+                        client_group_id=client_group_id,
+                        latest_seq=0,
+                        member_count=0,
+                        large=False,
+                        created_at=_now(),
+                    )
+                    .returning(*_GROUP)
+                )
+            ).one()
+        except IntegrityError as exc:
+            raise Conflict(str(exc)) from exc
+        return GroupRow(*row)
+
+    async def existing_users(self, user_ids: Iterable[str]) -> set[str]:
+        rows = await self._session.scalars(
+            select(User.user_id).where(User.user_id.in_(sorted(set(user_ids))))
+        )
+        return set(rows)
+
+    async def lock_users(self, user_ids: Iterable[str]) -> None:
+        pass  # the transaction holds the database's one write lock already
+
+    async def member(self, user_id: str) -> MemberRow | None:
+        row = (
+            await self._session.execute(
+                select(*_MEMBER).where(
+                    GroupMember.group_id == self.group_id, GroupMember.user_id == user_id
+                )
+            )
+        ).first()
+        return MemberRow(*row) if row is not None else None
+
+    async def members(self) -> list[MemberRow]:
+        rows = await self._session.execute(
+            select(*_MEMBER)
+            .where(GroupMember.group_id == self.group_id)
+            .order_by(GroupMember.user_id)
+        )
+        return [MemberRow(*row) for row in rows]
+
+    async def add_members(self, rows: Sequence[MemberRow]) -> None:
+        await self._session.execute(
+            insert(GroupMember),
+            [
+                {
+                    "group_id": self.group_id,
+                    "user_id": r.user_id,
+                    "role": r.role,
+                    "joined_seq": r.joined_seq,
+                    "read_seq": r.read_seq,
+                }
+                for r in rows
+            ],
+        )
+
+    async def delete_member(self, user_id: str) -> None:
+        await self._session.execute(
+            delete(GroupMember).where(
+                GroupMember.group_id == self.group_id, GroupMember.user_id == user_id
+            )
+        )
+
+    async def set_role(self, user_id: str, role: str) -> None:
+        await self._session.execute(
+            update(GroupMember)
+            .where(GroupMember.group_id == self.group_id, GroupMember.user_id == user_id)
+            .values(role=role)
+        )
+
+    async def update_group(self, *, title: str, owner: str | None, member_count: int) -> None:
+        await self._session.execute(
+            update(Group)
+            .where(Group.group_id == self.group_id)
+            .values(title=title, owner=owner, member_count=member_count)
+        )
+
+    async def append_event(
+        self,
+        kind: str,
+        actor: str,
+        data: dict[str, Any],
+        recipients: Iterable[str],
+        *,
+        message_id: int | None = None,
+        entry: dict[str, Any] | None = None,
+    ) -> Appended:
+        session = self._session
+        seq = await session.scalar(
+            update(Group)
+            .where(Group.group_id == self.group_id)
+            .values(latest_seq=Group.latest_seq + 1)
+            .returning(Group.latest_seq)
+        )
+        assert seq is not None
+        now = _now()
+        await session.execute(
+            insert(GroupEvent).values(
+                group_id=self.group_id,
+                seq=seq,
+                kind=kind,
+                actor=actor,
+                created_at=now,
+                message_id=message_id,
+                data=orjson.dumps(data).decode(),
+            )
+        )
+        versions = await _bump(session, recipients)
+        if entry is None:
+            event = {"seq": seq, "kind": kind, "created_at": _stamp(now), "actor": actor}
+            payload = orjson.dumps({"group_id": self.group_id, "event": {**event, "data": data}})
+        else:
+            payload = orjson.dumps(entry)
+        if versions:
+            await session.execute(
+                insert(InboxEntry),
+                _entries(
+                    versions,
+                    "group" if entry is None else "recall",
+                    now,
+                    message_id,
+                    payload.decode(),
+                ),
+            )
+        return Appended(seq, now, versions)
+
+    async def recall(self, message_id: int) -> datetime | None:
+        now = _now()
+        done = await self._session.scalar(
+            update(Message)
+            .where(Message.id == message_id, Message.recalled_at.is_(None))
+            .values(body="", recalled_at=now)
+            .returning(Message.id)
+        )
+        return now if done is not None else None
+
+    async def set_event_data(self, seq: int, data: dict[str, Any]) -> None:
+        await self._session.execute(
+            update(GroupEvent)
+            .where(GroupEvent.group_id == self.group_id, GroupEvent.seq == seq)
+            .values(data=orjson.dumps(data).decode())
+        )
+
+    async def now(self) -> datetime:
+        return _now()
+
+    async def rollback(self) -> None:
+        await self._transaction.rollback()
+
+
+class SqliteGroupStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @asynccontextmanager
+    async def work(self) -> AsyncIterator[_Work]:
+        async with self._db.session() as session, session.begin() as transaction:
+            yield _Work(session, transaction)
+
+    async def find_created(self, creator: str, client_group_id: str) -> str | None:
+        async with self._db.read_sessions() as session:
+            return await session.scalar(
+                select(Group.group_id).where(
+                    Group.creator == creator, Group.client_group_id == client_group_id
+                )
+            )
+
+    async def view(self, group_id: str, user_id: str) -> tuple[GroupRow, MemberRow] | None:
+        async with self._db.read_sessions() as session:
+            row = (
+                await session.execute(
+                    select(*_GROUP, *_MEMBER)
+                    .join(GroupMember, GroupMember.group_id == Group.group_id)
+                    .where(Group.group_id == group_id, GroupMember.user_id == user_id)
+                )
+            ).first()
+        return (
+            (GroupRow(*row[:9]), MemberRow(row[9], row[10], row[11], row[12]))
+            if row is not None
+            else None
+        )
+
+    async def members(self, group_id: str, after: str | None, limit: int) -> list[MemberRow]:
+        async with self._db.read_sessions() as session:
+            rows = await session.execute(
+                select(*_MEMBER)
+                .where(GroupMember.group_id == group_id, GroupMember.user_id > (after or ""))
+                .order_by(GroupMember.user_id)
+                .limit(limit)
+            )
+            return [MemberRow(*row) for row in rows]
+
+    async def events(self, group_id: str, after_seq: int, limit: int) -> list[EventRow]:
+        async with self._db.read_sessions() as session:
+            rows = await session.execute(
+                select(
+                    GroupEvent.seq,
+                    GroupEvent.kind,
+                    GroupEvent.actor,
+                    GroupEvent.created_at,
+                    GroupEvent.data,
+                )
+                .where(GroupEvent.group_id == group_id, GroupEvent.seq > after_seq)
+                .order_by(GroupEvent.seq)
+                .limit(limit)
+            )
+            return [EventRow(*row) for row in rows]
+
+    async def send(
+        self,
+        group_id: str,
+        sender: str,
+        body: str,
+        client_msg_id: str | None,
+        push_wait: float | None,
+    ) -> SentMessage | None:
+        try:
+            async with self._db.session() as session, session.begin() as transaction:
+                seq = await session.scalar(
+                    select(Group.latest_seq).where(Group.group_id == group_id)
+                )
+                members = list(
+                    await session.scalars(
+                        select(GroupMember.user_id).where(GroupMember.group_id == group_id)
+                    )
+                )
+                if seq is None or sender not in members:
+                    await transaction.rollback()
+                    return None
+                seq += 1
+                now = _now()
+                versions = await _bump(session, members)
+                message_id = await session.scalar(
+                    insert(Message)
+                    .values(
+                        sender=sender,
+                        body=body,
+                        client_msg_id=client_msg_id,
+                        sender_version=versions[sender],
+                        created_at=now,
+                        group_id=group_id,
+                        seq=seq,
+                    )
+                    .returning(Message.id)
+                )
+                assert message_id is not None
+                message = {
+                    "id": message_id,
+                    "from": sender,
+                    "to": None,
+                    "body": body,
+                    "client_msg_id": client_msg_id,
+                    "created_at": _stamp(now),
+                    "recalled_at": None,
+                    "group_id": group_id,
+                    "seq": seq,
+                }
+                data = orjson.dumps(message).decode()
+                await session.execute(
+                    insert(GroupEvent).values(
+                        group_id=group_id,
+                        seq=seq,
+                        kind="message",
+                        actor=sender,
+                        created_at=now,
+                        message_id=message_id,
+                        data=data,
+                    )
+                )
+                await session.execute(
+                    update(Group)
+                    .where(Group.group_id == group_id)
+                    .values(latest_seq=seq, last_message_id=message_id)
+                )
+                await session.execute(
+                    insert(InboxEntry), _entries(versions, "message", now, message_id, data)
+                )
+                others = [user for user in versions if user != sender]
+                if push_wait is not None and others:
+                    mine = Pusher.user_id.in_(others)
+                    await session.execute(
+                        update(Pusher)
+                        .where(mine, Pusher.due_at.is_(None))
+                        .values(due_at=now + timedelta(seconds=push_wait))
+                    )
+                    await session.execute(
+                        update(Pusher)
+                        .where(mine, Pusher.leased_until.is_not(None))
+                        .values(news=True)
+                    )
+        except IntegrityError as exc:
+            raise Conflict(str(exc)) from exc
+        return SentMessage(message, versions[sender], sorted(versions))
+
+    async def existing_send(self, sender: str, client_msg_id: str) -> tuple[MessageRow, int] | None:
+        async with self._db.read_sessions() as session:
+            row = (
+                await session.execute(
+                    select(*_MESSAGE, Message.sender_version).where(
+                        Message.sender == sender,
+                        Message.client_msg_id == client_msg_id,
+                        Message.group_id.is_not(None),
+                    )
+                )
+            ).first()
+        return (_message(row[:8]), row[8]) if row is not None else None
+
+    async def message(self, message_id: int) -> MessageRow | None:
+        async with self._db.read_sessions() as session:
+            row = (
+                await session.execute(
+                    select(*_MESSAGE).where(Message.id == message_id, Message.group_id.is_not(None))
+                )
+            ).first()
+        return _message(row) if row is not None else None
+
+    async def mark_read(
+        self, group_id: str, reader: str, up_to_seq: int, data: dict[str, Any]
+    ) -> tuple[int, int, bool] | None:
+        async with self._db.session() as session, session.begin():
+            member = (
+                await session.execute(
+                    select(GroupMember.read_seq).where(
+                        GroupMember.group_id == group_id, GroupMember.user_id == reader
+                    )
+                )
+            ).first()
+            if member is None:
+                return None
+            if member.read_seq >= up_to_seq:
+                latest = await session.scalar(
+                    select(User.latest_version).where(User.user_id == reader)
+                )
+                assert latest is not None
+                return member.read_seq, latest, False
+            await session.execute(
+                update(GroupMember)
+                .where(GroupMember.group_id == group_id, GroupMember.user_id == reader)
+                .values(read_seq=up_to_seq)
+            )
+            versions = await _bump(session, [reader])
+            await session.execute(
+                insert(InboxEntry),
+                _entries(versions, "read", _now(), None, orjson.dumps(data).decode()),
+            )
+        return up_to_seq, versions[reader], True
+
+    async def conversations(
+        self, user_id: str, before: int | None, limit: int
+    ) -> list[ConversationItem]:
+        stmt = (
+            select(Group.title, GroupMember.read_seq, *_MESSAGE)
+            .join(Group, Group.group_id == GroupMember.group_id)
+            .join(Message, Message.id == Group.last_message_id)
+            .where(GroupMember.user_id == user_id)
+            .order_by(Group.last_message_id.desc())
+            .limit(limit)
+        )
+        if before is not None:
+            stmt = stmt.where(Group.last_message_id < before)
+        async with self._db.read_sessions() as session, session.begin():
+            rows = list(await session.execute(stmt))
+            items = []
+            for row in rows:
+                unread = await session.scalar(
+                    select(func.count()).where(
+                        Message.group_id == row.group_id,
+                        Message.seq > row.read_seq,
+                        Message.sender != user_id,
+                        Message.recalled_at.is_(None),
+                    )
+                )
+                items.append(
+                    ConversationItem(
+                        group_id=row.group_id,
+                        title=row.title,
+                        read_seq=row.read_seq,
+                        last_message=_message(row[2:]),
+                        unread_count=unread or 0,
+                    )
+                )
+        return items
+
+    async def latest_version(self, user_id: str) -> int:
+        async with self._db.read_sessions() as session:
+            latest = await session.scalar(
+                select(User.latest_version).where(User.user_id == user_id)
+            )
+        assert latest is not None
+        return latest
+
+    async def groups_of(self, user_id: str) -> list[tuple[str, int]]:
+        async with self._db.read_sessions() as session:
+            rows = await session.execute(
+                select(Group.group_id, Group.latest_seq)
+                .join(GroupMember, GroupMember.group_id == Group.group_id)
+                .where(GroupMember.user_id == user_id)
+                .order_by(Group.group_id)
+            )
+            return [(row[0], row[1]) for row in rows]
