@@ -28,7 +28,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** List the user's conversations, newest message first */
+        /** List the user's conversations (direct and groups), newest message first */
         get: operations["listConversations"];
         put?: never;
         post?: never;
@@ -106,6 +106,128 @@ export interface paths {
          *     and its pushers are removed. Needs the password re-entered.
          */
         delete: operations["deleteDevice"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/groups": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Create a group (the caller is its owner) */
+        post: operations["createGroup"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/groups/{group_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A group as the caller sees it */
+        get: operations["getGroup"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        /** Change the group's title (the owner and admins) */
+        patch: operations["renameGroup"];
+        trace?: never;
+    };
+    "/groups/{group_id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The group log from after a seq (never before the caller joined) */
+        get: operations["listGroupEvents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/groups/{group_id}/members": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The group's members, by user id */
+        get: operations["listGroupMembers"];
+        put?: never;
+        /** Add members (the owner and admins); members already in are ignored */
+        post: operations["addGroupMembers"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/groups/{group_id}/members/{user_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Leave (oneself) or remove a member (the owner and admins; never the owner) */
+        delete: operations["removeGroupMember"];
+        options?: never;
+        head?: never;
+        /** Change a member's role (the owner only) */
+        patch: operations["setGroupRole"];
+        trace?: never;
+    };
+    "/groups/{group_id}/messages": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Send a message to a group */
+        post: operations["sendGroupMessage"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/groups/{group_id}/read": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Move the caller's read cursor in the group forward */
+        post: operations["markGroupRead"];
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -394,19 +516,35 @@ export interface components {
         };
         /**
          * ConversationOut
-         * @description A conversation, with its newest message.
+         * @description A conversation (direct or a group), with its newest message.
          */
         ConversationOut: {
+            /**
+             * Group Id
+             * @description The group (groups only).
+             */
+            group_id?: string | null;
+            /**
+             * Kind
+             * @description `direct` or `group`.
+             * @enum {string}
+             */
+            kind: "direct" | "group";
             /** @description The newest message of the conversation. */
             last_message: components["schemas"]["MessageOut"];
             /**
              * Peer
-             * @description The other party.
+             * @description The other party (direct only).
              */
-            peer: string;
+            peer?: string | null;
+            /**
+             * Title
+             * @description The group's title (groups only).
+             */
+            title?: string | null;
             /**
              * Unread Count
-             * @description Messages from the peer after the caller's read cursor.
+             * @description Messages from others after the caller's read cursor (exact).
              */
             unread_count: number;
         };
@@ -492,10 +630,322 @@ export interface components {
         };
         /**
          * Entry
-         * @description One change for the user, in version order; `kind` (`message`, `recall` or `read`)
-         *     says which of the three it is and what `data` holds.
+         * @description One change for the user, in version order; `kind` (`message`, `recall`, `read`,
+         *     `group` or `group_news`) says which it is and what `data` holds.
          */
-        Entry: components["schemas"]["MessageEntry"] | components["schemas"]["RecallEntry"] | components["schemas"]["ReadEntry"];
+        Entry: components["schemas"]["MessageEntry"] | components["schemas"]["RecallEntry"] | components["schemas"]["ReadEntry"] | components["schemas"]["GroupEntry"] | components["schemas"]["GroupNewsEntry"];
+        /**
+         * GroupBody
+         * @description A group as the caller sees it.
+         */
+        GroupBody: {
+            /** @description The group. */
+            group: components["schemas"]["GroupOut"];
+        };
+        /**
+         * GroupCreated
+         * @description The new group, and the creator's version for its `created` event.
+         */
+        GroupCreated: {
+            /** @description The group. */
+            group: components["schemas"]["GroupOut"];
+            /**
+             * Version
+             * @description The creator's version for the `created` event.
+             * @example 7
+             */
+            version: number;
+        };
+        /**
+         * GroupEntry
+         * @description A membership, title or role event of one of the user's groups.
+         */
+        GroupEntry: {
+            /**
+             * Created At
+             * Format: date-time
+             * @description When the change was stored.
+             */
+            created_at: string;
+            /** @description The group and its event. */
+            data: components["schemas"]["GroupEntryData"];
+            /**
+             * @description `group`. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            kind: "group";
+            /**
+             * Version
+             * @description The user's version that the change took.
+             * @example 7
+             */
+            version: number;
+        };
+        /**
+         * GroupEntryData
+         * @description A `group` entry's data: the group and one of its events.
+         */
+        GroupEntryData: {
+            /** @description The event (membership, title or role). */
+            event: components["schemas"]["GroupEventOut"];
+            /**
+             * Group Id
+             * @description The group.
+             */
+            group_id: string;
+        };
+        /**
+         * GroupEventOut
+         * @description One event of the group log.
+         */
+        GroupEventOut: {
+            /**
+             * Actor
+             * @description Who did it.
+             */
+            actor: string;
+            /**
+             * Created At
+             * Format: date-time
+             * @description When.
+             */
+            created_at: string;
+            /**
+             * Data
+             * @description Depends on `kind` (see the protocol).
+             */
+            data: {
+                [key: string]: unknown;
+            };
+            /**
+             * Kind
+             * @description What happened.
+             * @enum {string}
+             */
+            kind: "created" | "message" | "recall" | "member_added" | "member_removed" | "member_left" | "title_changed" | "role_changed";
+            /**
+             * Seq
+             * @description The event's seq in its group.
+             * @example 12
+             */
+            seq: number;
+        };
+        /**
+         * GroupEventsPage
+         * @description A page of the group log, ascending seq.
+         */
+        GroupEventsPage: {
+            /**
+             * Events
+             * @description Ascending seq.
+             */
+            events: components["schemas"]["GroupEventOut"][];
+            /**
+             * Has More
+             * @description There is more: call again at once.
+             */
+            has_more: boolean;
+            /**
+             * Latest Seq
+             * @description The group's latest seq.
+             * @example 12
+             */
+            latest_seq: number;
+            /**
+             * Next After Seq
+             * @description Pass as `after_seq` for the next page.
+             * @example 12
+             */
+            next_after_seq: number;
+        };
+        /**
+         * GroupIn
+         * @description A new group.
+         * @example {
+         *       "client_group_id": "g-1",
+         *       "members": [
+         *         "bob",
+         *         "carol"
+         *       ],
+         *       "title": "Team"
+         *     }
+         */
+        GroupIn: {
+            /**
+             * Client Group Id
+             * @description An idempotency key: a retry with the same key answers 200 with the first group. Must not contain NUL (U+0000) or unpaired UTF-16 surrogates.
+             */
+            client_group_id?: string | null;
+            /**
+             * Members
+             * @description Members besides the creator (who is the owner).
+             */
+            members?: string[];
+            /**
+             * Title
+             * @description 1 to 200 characters. Must not contain NUL (U+0000) or unpaired UTF-16 surrogates.
+             */
+            title: string;
+        };
+        /**
+         * GroupNewsData
+         * @description A `group_news` entry's data: read this group's log.
+         */
+        GroupNewsData: {
+            /**
+             * Group Id
+             * @description The group.
+             */
+            group_id: string;
+            /**
+             * Seq
+             * @description The group's latest seq when written.
+             * @example 12
+             */
+            seq: number;
+        };
+        /**
+         * GroupNewsEntry
+         * @description A group has events to read from its log (`GET /groups/{group_id}/events`).
+         */
+        GroupNewsEntry: {
+            /**
+             * Created At
+             * Format: date-time
+             * @description When the change was stored.
+             */
+            created_at: string;
+            /** @description The group and its latest seq. */
+            data: components["schemas"]["GroupNewsData"];
+            /**
+             * @description `group_news`. (enum property replaced by openapi-typescript)
+             * @enum {string}
+             */
+            kind: "group_news";
+            /**
+             * Version
+             * @description The user's version that the change took.
+             * @example 7
+             */
+            version: number;
+        };
+        /**
+         * GroupOut
+         * @description A group as the caller sees it.
+         */
+        GroupOut: {
+            /**
+             * Created At
+             * Format: date-time
+             * @description When the group was created.
+             */
+            created_at: string;
+            /**
+             * Group Id
+             * @description The group's id (opaque, at most 64 characters).
+             */
+            group_id: string;
+            /**
+             * Joined Seq
+             * @description The caller's first visible event.
+             * @example 12
+             */
+            joined_seq: number;
+            /**
+             * Large
+             * @description A large group (read from the log); always false yet.
+             */
+            large: boolean;
+            /**
+             * Latest Seq
+             * @description The group's latest event seq.
+             * @example 12
+             */
+            latest_seq: number;
+            /**
+             * Member Count
+             * @description How many members.
+             */
+            member_count: number;
+            /**
+             * Owner
+             * @description The owner's user id (null once nobody is left).
+             */
+            owner: string | null;
+            /**
+             * Read Seq
+             * @description The caller's read cursor.
+             * @example 12
+             */
+            read_seq: number;
+            /**
+             * Title
+             * @description The title.
+             */
+            title: string;
+        };
+        /**
+         * GroupReadIn
+         * @description Move the caller's read cursor in a group forward.
+         */
+        GroupReadIn: {
+            /**
+             * Up To Seq
+             * @description The newest event read; never moves the cursor back.
+             * @example 12
+             */
+            up_to_seq: number;
+        };
+        /**
+         * GroupReadOut
+         * @description The caller's read cursor in the group after the request.
+         */
+        GroupReadOut: {
+            /**
+             * Group Id
+             * @description The group.
+             */
+            group_id: string;
+            /**
+             * Read Seq
+             * @description The cursor now.
+             * @example 12
+             */
+            read_seq: number;
+            /**
+             * Version
+             * @description The caller's version after (the latest if unmoved).
+             * @example 7
+             */
+            version: number;
+        };
+        /**
+         * GroupSendIn
+         * @description A message to a group.
+         */
+        GroupSendIn: {
+            /**
+             * Body
+             * @description The text, at most MSGSYNC_MAX_BODY_BYTES bytes of UTF-8 (413 `body_too_large` above). Must not contain NUL (U+0000) or unpaired UTF-16 surrogates.
+             */
+            body: string;
+            /**
+             * Client Msg Id
+             * @description An idempotency key: a retry with the same key answers 200 with the first result. Must not contain NUL (U+0000) or unpaired UTF-16 surrogates.
+             */
+            client_msg_id?: string | null;
+        };
+        /**
+         * GroupTitleIn
+         * @description A new title for the group.
+         */
+        GroupTitleIn: {
+            /**
+             * Title
+             * @description 1 to 200 characters. Must not contain NUL (U+0000) or unpaired UTF-16 surrogates.
+             */
+            title: string;
+        };
         /**
          * HistoryPage
          * @description A page of one conversation's messages, newest first.
@@ -566,6 +1016,62 @@ export interface components {
             user_id: string;
         };
         /**
+         * MemberOut
+         * @description A member of a group.
+         */
+        MemberOut: {
+            /**
+             * Joined Seq
+             * @description The event that added the member.
+             * @example 12
+             */
+            joined_seq: number;
+            /**
+             * Read Seq
+             * @description The member's read cursor.
+             * @example 12
+             */
+            read_seq: number;
+            /**
+             * Role
+             * @description The member's role.
+             * @enum {string}
+             */
+            role: "owner" | "admin" | "member";
+            /**
+             * User Id
+             * @description The member.
+             */
+            user_id: string;
+        };
+        /**
+         * MembersIn
+         * @description Users to add to a group.
+         */
+        MembersIn: {
+            /**
+             * User Ids
+             * @description Users to add; members already in are ignored.
+             */
+            user_ids: string[];
+        };
+        /**
+         * MembersPage
+         * @description A page of a group's members, by user id.
+         */
+        MembersPage: {
+            /**
+             * Members
+             * @description By user id.
+             */
+            members: components["schemas"]["MemberOut"][];
+            /**
+             * Next After
+             * @description Pass as `after` for the next page; null at the end.
+             */
+            next_after: string | null;
+        };
+        /**
          * MessageEntry
          * @description A message sent or received: `data` is the message.
          */
@@ -598,8 +1104,10 @@ export interface components {
          *       "client_msg_id": "m-1",
          *       "created_at": "2026-11-27T15:35:00.123456Z",
          *       "from": "alice",
+         *       "group_id": null,
          *       "id": 42,
          *       "recalled_at": null,
+         *       "seq": null,
          *       "to": "bob"
          *     }
          */
@@ -626,6 +1134,11 @@ export interface components {
              */
             from: string;
             /**
+             * Group Id
+             * @description The group of a group message; null for a direct one.
+             */
+            group_id?: string | null;
+            /**
              * Id
              * @description The message's id, unique across the service.
              * @example 42
@@ -637,10 +1150,15 @@ export interface components {
              */
             recalled_at: string | null;
             /**
-             * To
-             * @description The recipient's user id.
+             * Seq
+             * @description The group event's seq of a group message; null otherwise.
              */
-            to: string;
+            seq?: number | null;
+            /**
+             * To
+             * @description The recipient's user id; null for a group message.
+             */
+            to: string | null;
         };
         /**
          * PasswordChangeIn
@@ -838,10 +1356,15 @@ export interface components {
          */
         ReadData: {
             /**
-             * Peer
-             * @description The other party of the conversation.
+             * Group Id
+             * @description The group read (groups only).
              */
-            peer: string;
+            group_id?: string | null;
+            /**
+             * Peer
+             * @description The other party of the conversation (direct only).
+             */
+            peer?: string | null;
             /**
              * Reader
              * @description The user who read.
@@ -849,10 +1372,14 @@ export interface components {
             reader: string;
             /**
              * Up To Message Id
-             * @description The reader's cursor after the change.
-             * @example 42
+             * @description The reader's cursor after the change (direct only).
              */
-            up_to_message_id: number;
+            up_to_message_id?: number | null;
+            /**
+             * Up To Seq
+             * @description The reader's cursor in the group (groups only).
+             */
+            up_to_seq?: number | null;
         };
         /**
          * ReadEntry
@@ -933,6 +1460,11 @@ export interface components {
              */
             from: string;
             /**
+             * Group Id
+             * @description The group of a group message.
+             */
+            group_id?: string | null;
+            /**
              * Message Id
              * @description The recalled message.
              * @example 42
@@ -940,9 +1472,9 @@ export interface components {
             message_id: number;
             /**
              * To
-             * @description The recipient.
+             * @description The recipient; null for a group message.
              */
-            to: string;
+            to: string | null;
         };
         /**
          * RecallEntry
@@ -978,8 +1510,10 @@ export interface components {
          *         "client_msg_id": "m-1",
          *         "created_at": "2026-11-27T15:35:00.123456Z",
          *         "from": "alice",
+         *         "group_id": null,
          *         "id": 42,
          *         "recalled_at": "2026-11-27T15:36:10.000001Z",
+         *         "seq": null,
          *         "to": "bob"
          *       }
          *     }
@@ -987,6 +1521,35 @@ export interface components {
         RecallOut: {
             /** @description The message, with `body` `""` and `recalled_at`. */
             message: components["schemas"]["MessageOut"];
+        };
+        /**
+         * RoleIn
+         * @description A member's new role.
+         */
+        RoleIn: {
+            /**
+             * Role
+             * @description The new role.
+             * @enum {string}
+             */
+            role: "admin" | "member";
+        };
+        /**
+         * RoleOut
+         * @description A member's role after the change.
+         */
+        RoleOut: {
+            /**
+             * Role
+             * @description The member's role now.
+             * @enum {string}
+             */
+            role: "owner" | "admin" | "member";
+            /**
+             * User Id
+             * @description The member.
+             */
+            user_id: string;
         };
         /**
          * SendIn
@@ -1023,8 +1586,10 @@ export interface components {
          *         "client_msg_id": "m-1",
          *         "created_at": "2026-11-27T15:35:00.123456Z",
          *         "from": "alice",
+         *         "group_id": null,
          *         "id": 42,
          *         "recalled_at": null,
+         *         "seq": null,
          *         "to": "bob"
          *       },
          *       "version": 7
@@ -1064,8 +1629,10 @@ export interface components {
          *             "client_msg_id": "m-1",
          *             "created_at": "2026-11-27T15:35:00.123456Z",
          *             "from": "alice",
+         *             "group_id": null,
          *             "id": 42,
          *             "recalled_at": null,
+         *             "seq": null,
          *             "to": "bob"
          *           },
          *           "kind": "message",
@@ -1791,6 +2358,1235 @@ export interface operations {
              * @description Problem details; `code` is one of:
              *
              *     - `server_busy`: Too many password checks are queued in this process; retry after `Retry-After`.
+             *     - `database_unavailable`: The database did not answer; retry after `Retry-After` seconds.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    createGroup: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description JSON, at most 65536 bytes (MSGSYNC_MAX_REQUEST_BYTES; more is 413 `request_too_large`). */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["GroupIn"];
+            };
+        };
+        responses: {
+            /** @description A retry with the same `client_group_id`. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GroupCreated"];
+                };
+            };
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GroupCreated"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `bad_request`: The request body could not be read (not UTF-8 JSON).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `unauthorized`: The bearer token is missing, unknown or revoked.
+             */
+            401: {
+                headers: {
+                    /** @description `Bearer`: authenticate with a token from `POST /login`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `user_not_found`: No user has this id.
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `group_too_large`: The group would have more members than allowed.
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `request_too_large`: The request body is over the configured byte limit.
+             */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `validation_error`: The request does not match the schema; `errors` lists where and why.
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `internal_error`: A bug; the traceback is in the server's log.
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `database_unavailable`: The database did not answer; retry after `Retry-After` seconds.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    getGroup: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The group's id. */
+                group_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GroupBody"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `unauthorized`: The bearer token is missing, unknown or revoked.
+             */
+            401: {
+                headers: {
+                    /** @description `Bearer`: authenticate with a token from `POST /login`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `group_not_found`: No such group, or the caller is not a member.
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `validation_error`: The request does not match the schema; `errors` lists where and why.
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `internal_error`: A bug; the traceback is in the server's log.
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `database_unavailable`: The database did not answer; retry after `Retry-After` seconds.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    renameGroup: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The group's id. */
+                group_id: string;
+            };
+            cookie?: never;
+        };
+        /** @description JSON, at most 65536 bytes (MSGSYNC_MAX_REQUEST_BYTES; more is 413 `request_too_large`). */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["GroupTitleIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GroupBody"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `bad_request`: The request body could not be read (not UTF-8 JSON).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `unauthorized`: The bearer token is missing, unknown or revoked.
+             */
+            401: {
+                headers: {
+                    /** @description `Bearer`: authenticate with a token from `POST /login`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `not_group_admin`: Only the group's owner (or, where allowed, an admin) can do this.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `group_not_found`: No such group, or the caller is not a member.
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `request_too_large`: The request body is over the configured byte limit.
+             */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `validation_error`: The request does not match the schema; `errors` lists where and why.
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `internal_error`: A bug; the traceback is in the server's log.
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `database_unavailable`: The database did not answer; retry after `Retry-After` seconds.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listGroupEvents: {
+        parameters: {
+            query?: {
+                /** @description Events after this seq; absent: from joined_seq. */
+                after_seq?: number;
+                /** @description Events per page. */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The group's id. */
+                group_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GroupEventsPage"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `unauthorized`: The bearer token is missing, unknown or revoked.
+             */
+            401: {
+                headers: {
+                    /** @description `Bearer`: authenticate with a token from `POST /login`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `group_not_found`: No such group, or the caller is not a member.
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `validation_error`: The request does not match the schema; `errors` lists where and why.
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `internal_error`: A bug; the traceback is in the server's log.
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `database_unavailable`: The database did not answer; retry after `Retry-After` seconds.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    listGroupMembers: {
+        parameters: {
+            query?: {
+                /** @description The previous page's `next_after`. */
+                after?: string;
+                /** @description Members per page. */
+                limit?: number;
+            };
+            header?: never;
+            path: {
+                /** @description The group's id. */
+                group_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["MembersPage"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `unauthorized`: The bearer token is missing, unknown or revoked.
+             */
+            401: {
+                headers: {
+                    /** @description `Bearer`: authenticate with a token from `POST /login`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `group_not_found`: No such group, or the caller is not a member.
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `validation_error`: The request does not match the schema; `errors` lists where and why.
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `internal_error`: A bug; the traceback is in the server's log.
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `database_unavailable`: The database did not answer; retry after `Retry-After` seconds.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    addGroupMembers: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The group's id. */
+                group_id: string;
+            };
+            cookie?: never;
+        };
+        /** @description JSON, at most 65536 bytes (MSGSYNC_MAX_REQUEST_BYTES; more is 413 `request_too_large`). */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MembersIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GroupBody"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `bad_request`: The request body could not be read (not UTF-8 JSON).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `unauthorized`: The bearer token is missing, unknown or revoked.
+             */
+            401: {
+                headers: {
+                    /** @description `Bearer`: authenticate with a token from `POST /login`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `not_group_admin`: Only the group's owner (or, where allowed, an admin) can do this.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `group_not_found`: No such group, or the caller is not a member.
+             *     - `user_not_found`: No user has this id.
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `group_too_large`: The group would have more members than allowed.
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `request_too_large`: The request body is over the configured byte limit.
+             */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `validation_error`: The request does not match the schema; `errors` lists where and why.
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `internal_error`: A bug; the traceback is in the server's log.
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `database_unavailable`: The database did not answer; retry after `Retry-After` seconds.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    removeGroupMember: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The group's id. */
+                group_id: string;
+                /** @description A member's user id. */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `unauthorized`: The bearer token is missing, unknown or revoked.
+             */
+            401: {
+                headers: {
+                    /** @description `Bearer`: authenticate with a token from `POST /login`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `not_group_admin`: Only the group's owner (or, where allowed, an admin) can do this.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `group_not_found`: No such group, or the caller is not a member.
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `validation_error`: The request does not match the schema; `errors` lists where and why.
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `internal_error`: A bug; the traceback is in the server's log.
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `database_unavailable`: The database did not answer; retry after `Retry-After` seconds.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    setGroupRole: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The group's id. */
+                group_id: string;
+                /** @description A member's user id. */
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        /** @description JSON, at most 65536 bytes (MSGSYNC_MAX_REQUEST_BYTES; more is 413 `request_too_large`). */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RoleIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RoleOut"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `bad_request`: The request body could not be read (not UTF-8 JSON).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `unauthorized`: The bearer token is missing, unknown or revoked.
+             */
+            401: {
+                headers: {
+                    /** @description `Bearer`: authenticate with a token from `POST /login`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `not_group_admin`: Only the group's owner (or, where allowed, an admin) can do this.
+             */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `group_not_found`: No such group, or the caller is not a member.
+             *     - `user_not_found`: No user has this id.
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `request_too_large`: The request body is over the configured byte limit.
+             */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `validation_error`: The request does not match the schema; `errors` lists where and why.
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `internal_error`: A bug; the traceback is in the server's log.
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `database_unavailable`: The database did not answer; retry after `Retry-After` seconds.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    sendGroupMessage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The group's id. */
+                group_id: string;
+            };
+            cookie?: never;
+        };
+        /** @description JSON, at most 65536 bytes (MSGSYNC_MAX_REQUEST_BYTES; more is 413 `request_too_large`). */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["GroupSendIn"];
+            };
+        };
+        responses: {
+            /** @description A retry with the same `client_msg_id`. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SendOut"];
+                };
+            };
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SendOut"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `bad_request`: The request body could not be read (not UTF-8 JSON).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `unauthorized`: The bearer token is missing, unknown or revoked.
+             */
+            401: {
+                headers: {
+                    /** @description `Bearer`: authenticate with a token from `POST /login`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `group_not_found`: No such group, or the caller is not a member.
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `body_too_large`: The message body is over the configured byte limit.
+             *     - `request_too_large`: The request body is over the configured byte limit.
+             */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `validation_error`: The request does not match the schema; `errors` lists where and why.
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `too_many_requests`: The user sends faster than the server's send rate; retry after `Retry-After` seconds.
+             */
+            429: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `internal_error`: A bug; the traceback is in the server's log.
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `database_unavailable`: The database did not answer; retry after `Retry-After` seconds.
+             */
+            503: {
+                headers: {
+                    /** @description Seconds to wait before retrying. */
+                    "Retry-After": number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    markGroupRead: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The group's id. */
+                group_id: string;
+            };
+            cookie?: never;
+        };
+        /** @description JSON, at most 65536 bytes (MSGSYNC_MAX_REQUEST_BYTES; more is 413 `request_too_large`). */
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["GroupReadIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GroupReadOut"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `bad_request`: The request body could not be read (not UTF-8 JSON).
+             */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `unauthorized`: The bearer token is missing, unknown or revoked.
+             */
+            401: {
+                headers: {
+                    /** @description `Bearer`: authenticate with a token from `POST /login`. */
+                    "WWW-Authenticate": string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `group_not_found`: No such group, or the caller is not a member.
+             */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `request_too_large`: The request body is over the configured byte limit.
+             */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `validation_error`: The request does not match the schema; `errors` lists where and why.
+             */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `internal_error`: A bug; the traceback is in the server's log.
+             */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
              *     - `database_unavailable`: The database did not answer; retry after `Retry-After` seconds.
              */
             503: {

@@ -382,7 +382,7 @@ class Planner {
     if (event.kind === "created") {
       const title = data["title"];
       if (typeof title === "string") next = { ...next, title };
-      if (event.actor !== null) next = { ...next, owner: event.actor, role: event.actor === this.me ? "owner" : next.role };
+      next = { ...next, owner: event.actor, role: event.actor === this.me ? "owner" : next.role };
       next = { ...next, stale: true };
     } else if (event.kind === "message") {
       this.putMessage(event.data as unknown as Message);

@@ -4,19 +4,9 @@ import type { components } from "./schema.js";
 
 type Schemas = components["schemas"];
 
-// Until the service's document has groups: a group message has `group_id` and `seq`, and
-// no `to`.
-export type Message = Omit<Schemas["MessageOut"], "to"> & {
-  to: string | null;
-  group_id: string | null;
-  seq: number | null;
-};
-export type Entry =
-  | { version: number; kind: "message"; created_at: string; data: Message }
-  | Exclude<Schemas["Entry"], { kind: "message" }>
-  | GroupEntry
-  | GroupNewsEntry;
-export type SyncPage = Omit<Schemas["SyncPage"], "entries"> & { entries: Entry[] };
+export type Message = Schemas["MessageOut"];
+export type Entry = Schemas["Entry"];
+export type SyncPage = Schemas["SyncPage"];
 export type RecallData = Schemas["RecallData"];
 export type ReadData = Schemas["ReadData"];
 export type LoginOut = Schemas["LoginOut"];
@@ -28,82 +18,19 @@ export type HistoryPage = Schemas["HistoryPage"];
 export type ReadOut = Schemas["ReadOut"];
 
 // -- groups (DESIGN.md "Groups") ---------------------------------------------------------
-// Written by hand until the service's OpenAPI document has them; then aliases as above.
 
-export type GroupRole = "owner" | "admin" | "member";
-
-export interface Group {
-  group_id: string;
-  title: string;
-  owner: string;
-  member_count: number;
-  latest_seq: number;
-  joined_seq: number;
-  read_seq: number;
-  large: boolean;
-  created_at: string;
-}
-
-export interface GroupOut {
-  group: Group;
-}
-
-export interface CreateGroupOut {
-  group: Group;
-  version: number;
-}
-
-export interface GroupMember {
-  user_id: string;
-  role: GroupRole;
-  joined_seq: number;
-  read_seq: number;
-}
-
-export interface GroupMembersPage {
-  members: GroupMember[];
-  next_after: string | null;
-}
-
-export interface GroupEvent {
-  seq: number;
-  kind: string;
-  created_at: string;
-  actor: string | null;
-  data: Record<string, unknown>;
-}
-
-export interface GroupEventsPage {
-  events: GroupEvent[];
-  next_after_seq: number;
-  latest_seq: number;
-  has_more: boolean;
-}
-
-export interface GroupEntry {
-  version: number;
-  kind: "group";
-  created_at: string;
-  data: { group_id: string; event: GroupEvent };
-}
-
-export interface GroupNewsEntry {
-  version: number;
-  kind: "group_news";
-  created_at: string;
-  data: { group_id: string; seq: number };
-}
-
-export interface GroupReadOut {
-  group_id: string;
-  read_seq: number;
-  version: number;
-}
-
-export interface RoleOut {
-  user_id: string;
-  role: GroupRole;
-}
+export type Group = Schemas["GroupOut"];
+export type GroupRole = Schemas["MemberOut"]["role"];
+export type GroupOut = Schemas["GroupBody"];
+export type CreateGroupOut = Schemas["GroupCreated"];
+export type GroupMember = Schemas["MemberOut"];
+export type GroupMembersPage = Schemas["MembersPage"];
+export type GroupEvent = Schemas["GroupEventOut"];
+export type GroupEventsPage = Schemas["GroupEventsPage"];
+export type GroupEntry = Schemas["GroupEntry"];
+export type GroupNewsEntry = Schemas["GroupNewsEntry"];
+export type GroupReadOut = Schemas["GroupReadOut"];
+export type RoleOut = Schemas["RoleOut"];
 
 export interface Session {
   server: string;

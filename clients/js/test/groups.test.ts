@@ -20,8 +20,8 @@ function gmsg(id: number, seq: number, from = "alice", body = `m${id}`, group = 
 function dmsg(id: number, from = "alice", to = "bob"): Message {
   return { id, from, to, body: `d${id}`, client_msg_id: null, created_at: T, recalled_at: null, group_id: null, seq: null };
 }
-function event(seq: number, kind: string, data: Record<string, unknown> = {}, actor: string | null = "alice"): GroupEvent {
-  return { seq, kind, created_at: T, actor, data };
+function event(seq: number, kind: string, data: Record<string, unknown> = {}, actor = "alice"): GroupEvent {
+  return { seq, kind, created_at: T, actor, data } as GroupEvent; // any kind: a newer server's too
 }
 function entry(version: number, kind: string, data: unknown): Entry {
   return { version, kind, data, created_at: T } as Entry;

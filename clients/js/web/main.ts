@@ -608,7 +608,7 @@ function markRead(): void {
 function markGroupRead(c: Client, s: IndexedDbStore, id: string): void {
   const g = s.group(id);
   const last = s.groupMessages(id).at(-1);
-  if (!g || !last || last.seq === null) return;
+  if (!g || typeof last?.seq !== "number") return;
   const current = Math.max(g.read_seq, markedGroupRead.get(id) ?? 0);
   if (last.seq <= current) return;
   markedGroupRead.set(id, last.seq);
