@@ -20,6 +20,7 @@ TINY = [
     *("--w3-rounds", "3", "--idle", "5", "--w4-senders", "2"),
     *("--w5-devices", "6", "--w5-users", "2", "--w5-acks", "4"),
     *("--w6-users", "3", "--w6-per-user", "8", "--w6-max-entries", "4", "--w6-w1-messages", "6"),
+    *("--w8-sizes", "2,4", "--w8-users", "8", "--w8-messages", "10", "--w8-clients", "3"),
     *("--setup-concurrency", "4"),
 ]
 
@@ -48,9 +49,15 @@ def _check_throughput(workloads: dict[str, Any]) -> None:
 
 @pytest.mark.server
 def test_bench_on_its_own_postgresql_server(pg_admin_url: str, tmp_path: Path) -> None:
-    report = _bench(tmp_path, "--pg", pg_admin_url, "--only", "W1,W2,W3,W4,W5,W6")
+    report = _bench(tmp_path, "--pg", pg_admin_url, "--only", "W1,W2,W3,W4,W5,W6,W8")
     workloads = report["workloads"]
-    assert list(workloads) == ["W1", "W2", "W3", "W4", "W5", "W6"]
+    assert list(workloads) == ["W1", "W2", "W3", "W4", "W5", "W6", "W8"]
+    sizes = workloads["W8"]["sizes"]
+    assert [s["members"] for s in sizes] == [2, 4]
+    for size in sizes:
+        assert size["sends"] == 10
+        assert size["verified_deliveries"] == 10 * size["members"]
+        assert size["send_latency"]["count"] == 10
     _check_throughput(workloads)
     assert workloads["W3"]["wake_latency"]["count"] == 3
     w4 = workloads["W4"]

@@ -16,7 +16,7 @@ from tests.server import running_server
 
 pytestmark = pytest.mark.server
 
-PER_SENDER = 12
+PER_SENDER = 6
 
 
 async def _send_group(

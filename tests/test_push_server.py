@@ -279,3 +279,27 @@ async def test_a_failing_push_survives_a_restart(fresh_pg: str, gateway: Gateway
     with running_server(fresh_pg, env=env):
         pushes = await gateway.wait_for(key, failed + 1)
     assert {p["event_id"] for p in pushes} == {str(sent["message"]["id"])}
+
+
+async def test_a_group_message_is_pushed_to_the_other_members_with_the_group_as_room(
+    push: Push,
+) -> None:
+    sender, phone = await register(push.client), await register(push.client)
+    own, other = await push.pusher(sender), await push.pusher(phone)
+    created = await push.client.post(
+        "/groups", json={"title": "T", "members": [phone.user_id]}, headers=sender.headers
+    )
+    assert created.status_code == 201, created.text
+    group_id = created.json()["group"]["group_id"]
+    sent = await push.client.post(
+        f"/groups/{group_id}/messages", json={"body": "hi all"}, headers=sender.headers
+    )
+    assert sent.status_code == 201, sent.text
+    [notification] = await push.gateway.wait_for(other, 1)
+    assert notification["event_id"] == str(sent.json()["message"]["id"])
+    assert notification["room_id"] == group_id
+    # Sentinel: a later direct message to the sender is the first push its device gets.
+    stranger = await register(push.client)
+    later = await send(push.client, stranger, sender.user_id, "sentinel")
+    [first] = await push.gateway.wait_for(own, 1)
+    assert first["event_id"] == str(later["message"]["id"])

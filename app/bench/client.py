@@ -133,6 +133,26 @@ class Api:
         )
         return _check(response, 201, f"send {sender.user_id}->{to}")
 
+    async def create_group(self, owner: BenchDevice, title: str, members: list[str]) -> str:
+        response = await self._request(
+            "POST", "/groups", json={"title": title, "members": members}, headers=owner.headers
+        )
+        group_id: str = _check(response, 201, f"create group of {owner.user_id}")["group"][
+            "group_id"
+        ]
+        return group_id
+
+    async def group_send(
+        self, sender: BenchDevice, group_id: str, body: str, client_msg_id: str
+    ) -> Any:
+        response = await self._request(
+            "POST",
+            f"/groups/{group_id}/messages",
+            json={"body": body, "client_msg_id": client_msg_id},
+            headers=sender.headers,
+        )
+        return _check(response, 201, f"send {sender.user_id}->{group_id}")
+
     async def sync(self, device: BenchDevice, **params: Any) -> tuple[Any, int]:
         """One page, and the size of the response body in bytes."""
         query = {key: str(value) for key, value in params.items()}

@@ -58,6 +58,26 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{_ms(r['w1_beside_job'], ('p99_ms',))} (x{ratio})",
             ),
         ]
+    if name == "W8":
+        return [
+            row
+            for size in r["sizes"]
+            for row in (
+                (
+                    f"{size['members']} members: sends/s, deliveries/s",
+                    f"{size['sends_per_s']:.0f}, {size['deliveries_per_s']:.0f} "
+                    f"({size['sends']} sends, {size['groups']} groups)",
+                ),
+                (
+                    f"{size['members']} members: send p50/p99",
+                    _ms(size["send_latency"], ("p50_ms", "p99_ms")),
+                ),
+                (
+                    f"{size['members']} members: wake p50/p99",
+                    _ms(size["wake_latency"], ("p50_ms", "p99_ms")),
+                ),
+            )
+        ]
     if name == "W7":
         burst = r["burst"]
         rows = [

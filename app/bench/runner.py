@@ -20,6 +20,7 @@ import orjson
 import psycopg
 
 from app.bench.context import Context
+from app.bench.groups import w8
 from app.bench.longpoll import w3, w4
 from app.bench.options import Options
 from app.bench.push import w7
@@ -40,6 +41,7 @@ WORKLOADS: dict[str, Callable[[Context], Awaitable[dict[str, Any]]]] = {
     "W5": w5,
     "W6": w6,
     "W7": w7,
+    "W8": w8,
 }
 
 

@@ -53,7 +53,9 @@ class Pending:
     latest: int = 0
     unread: int = 0
     oldest_at: datetime | None = None  # the oldest message above the floor
-    newest: tuple[int, str] | None = None  # (message id, sender), the newest above the floor
+    # (message id, sender, room), the newest above the floor; the room is the conversation
+    # as the recipient names it: the peer, or the group of a group message.
+    newest: tuple[int, str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -156,11 +158,11 @@ _PG_LEASE_AND_READ = (
     _PG_LEASE.replace("UPDATE pushers AS p", ", leased AS (\nUPDATE pushers AS p", 1)
     + """)
 SELECT l.*, (SELECT u.latest_version FROM users AS u WHERE u.user_id = l.user_id),
-       e.version, e.created_at, e.id, e.sender, n.at
+       e.version, e.created_at, e.id, e.sender, e.room, n.at
 FROM (SELECT min(due_at) AS at FROM pushers WHERE due_at > %(now)s) AS n
 LEFT JOIN leased AS l ON true
 LEFT JOIN LATERAL (
-    SELECT i.version, i.created_at, m.id, m.sender
+    SELECT i.version, i.created_at, m.id, m.sender, coalesce(m.group_id, m.sender) AS room
     FROM inbox AS i JOIN messages AS m ON m.id = i.message_id
     WHERE i.user_id = l.user_id AND i.version > l.seen AND i.kind = 'message'
       AND m.sender <> l.user_id
@@ -211,7 +213,7 @@ def _fold(leases: list[Lease], rows: list[tuple[Any, ...]]) -> list[Pending]:
     """Rows of (lease index, latest version, then one message above what the device has
     seen or NULLs), in version order per lease, into one Pending per lease."""
     found = [Pending() for _ in leases]
-    for index, latest, version, created_at, message_id, sender in rows:
+    for index, latest, version, created_at, message_id, sender, room in rows:
         one, leased = found[index], leases[index]
         one.latest = latest or 0  # no such user (gone): nothing to settle above 0
         if version is None or version <= leased.seen:
@@ -220,7 +222,7 @@ def _fold(leases: list[Lease], rows: list[tuple[Any, ...]]) -> list[Pending]:
         if version > leased.floor:
             if one.oldest_at is None:
                 one.oldest_at = created_at
-            one.newest = (message_id, sender)
+            one.newest = (message_id, sender, room)
     return found
 
 
@@ -234,6 +236,7 @@ async def _unseen_sqlite(db: Database, leases: list[Lease]) -> list[tuple[Any, .
             InboxEntry.created_at,
             Message.id,
             Message.sender,
+            func.coalesce(Message.group_id, Message.sender),
         )
         .join(Message, Message.id == InboxEntry.message_id)
         .where(
@@ -260,7 +263,7 @@ async def _unseen_sqlite(db: Database, leases: list[Lease]) -> list[tuple[Any, .
     rows: list[tuple[Any, ...]] = []
     for index, x in enumerate(leases):
         top = latest.get(x.user_id, 0)
-        rows.append((index, top, None, None, None, None))
+        rows.append((index, top, None, None, None, None, None))
         rows.extend((index, top, *row[1:]) for row in by_user.get(x.user_id, ()))
     return rows
 

@@ -206,8 +206,8 @@ class PushWorker:
 
     async def _send(self, lease: Lease, pending: Pending, now: datetime) -> Settle:
         assert pending.newest is not None
-        message_id, sender = pending.newest
-        body = await self._notification(lease, pending, message_id, sender)
+        message_id, sender, room = pending.newest
+        body = await self._notification(lease, pending, message_id, sender, room)
         reply: Reply | None = None
         try:
             reply = await self._client.post(lease.gateway_url, body)
@@ -261,11 +261,11 @@ class PushWorker:
         return Settle(lease.app_id, lease.pushkey, pending.latest)
 
     async def _notification(
-        self, lease: Lease, pending: Pending, message_id: int, sender: str
+        self, lease: Lease, pending: Pending, message_id: int, sender: str, room: str
     ) -> bytes:
         notification: dict[str, Any] = {
             "event_id": str(message_id),
-            "room_id": sender,  # the conversation, as the recipient names it: its peer
+            "room_id": room,  # the conversation as the recipient names it: peer or group
             "type": "msgsync.message",
             "counts": {"unread": pending.unread},
             "prio": "high",
