@@ -419,11 +419,24 @@ export class Client {
     }
   }
 
+  /** Fetch a group's details and its whole member list (a group first heard of through an
+   * event that does not name them all). */
   private async refreshGroup(groupId: string, generation: number, stop?: AbortSignal): Promise<void> {
     const out = await this.whileSession(generation, stop, () => this.api.getGroup(groupId));
     if (out === null) return this.forgetGroup(groupId, generation);
+    const members: GroupMember[] = [];
+    let after: string | null = null;
+    do {
+      const from: string | null = after;
+      const page: GroupMembersPage | null = await this.whileSession(generation, stop, () =>
+        this.api.groupMembers(groupId, from, 1000),
+      );
+      if (page === null) return this.forgetGroup(groupId, generation);
+      members.push(...page.members);
+      after = page.next_after;
+    } while (after !== null);
     if (generation !== this.generation) throw new NotLoggedIn();
-    await this.store.saveGroup(out.group);
+    await this.store.refreshGroup(out.group, members);
     this.handlers.onGroups?.([groupId]);
   }
 

@@ -10,6 +10,8 @@ import type {
   Group,
   GroupEvent,
   GroupEventsPage,
+  GroupMember,
+  GroupRole,
   GroupState,
   Message,
   OutboxItem,
@@ -213,11 +215,24 @@ export abstract class Store {
     return applied;
   }
   /** Merge what the server says of a group (its details and this user's read cursor); the
-   * log position stays. A group not known here is added. */
+   * log position and the member list stay. A group not known here is added. */
   saveGroup(group: Group): Promise<void> {
     return this.commit((state) => {
       const old = state.groups.get(group.group_id) ?? newGroup(group.group_id);
-      return { groups: [withDetails(old, group, state.session?.user_id ?? "")] };
+      return { groups: [withDetails(old, group)] };
+    });
+  }
+  /** The group's details and its whole member list, as the server showed them: nothing
+   * left to fetch. */
+  refreshGroup(group: Group, members: GroupMember[]): Promise<void> {
+    return this.commit((state) => {
+      const old = state.groups.get(group.group_id);
+      if (!old) return {}; // left meanwhile
+      const roles: Record<string, GroupRole> = {};
+      for (const m of members) roles[m.user_id] = m.role;
+      const me = state.session?.user_id ?? "";
+      const fresh = { ...withDetails(old, group), members: roles, role: roles[me] ?? old.role, stale: false };
+      return { groups: [fresh] };
     });
   }
   /** This user's read cursor in a group, never moved back. */
@@ -248,6 +263,7 @@ export function newGroup(groupId: string): GroupState {
     title: null,
     owner: null,
     role: null,
+    members: {},
     member_count: null,
     large: false,
     seq: 0,
@@ -257,17 +273,31 @@ export function newGroup(groupId: string): GroupState {
   };
 }
 
-function withDetails(old: GroupState, group: Group, me: string): GroupState {
+function withDetails(old: GroupState, group: Group): GroupState {
   return {
     ...old,
     title: group.title,
     owner: group.owner,
-    role: group.owner === me ? "owner" : old.role === "owner" ? null : old.role,
     member_count: group.member_count,
     large: group.large,
     read_seq: Math.max(old.read_seq, group.read_seq),
-    stale: false,
   };
+}
+
+const ROLES = new Set<string>(["owner", "admin", "member"]);
+const asRole = (value: unknown): GroupRole => (typeof value === "string" && ROLES.has(value) ? (value as GroupRole) : "member");
+
+/** The user ids of a `created` event's member list (ids, or objects with a user_id). */
+function userIds(value: unknown): string[] | null {
+  if (!Array.isArray(value)) return null;
+  const ids: string[] = [];
+  for (const item of value) {
+    if (typeof item === "string") ids.push(item);
+    else if (item !== null && typeof item === "object" && typeof (item as { user_id?: unknown }).user_id === "string") {
+      ids.push((item as { user_id: string }).user_id);
+    }
+  }
+  return ids;
 }
 
 /** A page's (or a log page's) writes, computed against the state and seen by later
@@ -363,11 +393,8 @@ class Planner {
     }
     if (event.seq <= g.seq) return; // applied before
     let next = g;
-    if (joins && g.seq === 0) {
-      // Where this user's history of the group starts; the creator owns it, anyone else
-      // joins as a member.
-      next = { ...g, seq: event.seq, role: g.role ?? (event.actor === this.me && event.kind === "created" ? "owner" : "member") };
-    } else if (inOrder || event.seq === g.seq + 1) {
+    if ((joins && g.seq === 0) || inOrder || event.seq === g.seq + 1) {
+      // In order; or where this user's history of the group starts (their joining).
       next = { ...g, seq: event.seq };
     } else {
       // A gap (a pruned stream, a large group, a first event that is not our joining): the
@@ -375,33 +402,58 @@ class Planner {
       // by id, so reading it again changes nothing); any other effect waits for its turn.
       next = { ...g, news: Math.max(g.news, event.seq) };
       this.setGroup(next);
-      if (event.kind === "message") this.putMessage(event.data as unknown as Message);
+      if (event.kind === "message") this.putMessage({ ...(event.data as unknown as Message), group_id: groupId, seq: event.seq });
       return;
     }
     if (next.news <= next.seq) next = { ...next, news: 0 };
-    if (event.kind === "created") {
-      const title = data["title"];
-      if (typeof title === "string") next = { ...next, title };
-      next = { ...next, owner: event.actor, role: event.actor === this.me ? "owner" : next.role };
-      next = { ...next, stale: true };
-    } else if (event.kind === "message") {
-      this.putMessage(event.data as unknown as Message);
+    const user = typeof data["user_id"] === "string" ? data["user_id"] : "";
+    const members = { ...next.members };
+    if (event.kind === "message") {
+      const message = event.data as unknown as Message;
+      // The log's copy may leave its group to the path: the event says it.
+      this.putMessage({ ...message, group_id: groupId, seq: event.seq });
     } else if (event.kind === "recall") {
       const id = data["message_id"];
       const old = typeof id === "number" ? this.message(id) : undefined;
       if (old) this.recall({ message_id: old.id, from: old.from, to: null, group_id: groupId, recalled_at: event.created_at });
+    } else if (event.kind === "created") {
+      members[event.actor] = "owner";
+      const listed = userIds(data["members"]);
+      for (const id of listed ?? []) members[id] ??= "member";
+      const title = typeof data["title"] === "string" ? data["title"] : next.title;
+      next = {
+        ...next,
+        title,
+        owner: event.actor,
+        role: members[this.me] ?? next.role,
+        members,
+        // The event names the title and every first member: nothing to fetch.
+        stale: next.stale && !(title !== null && listed !== null),
+        // A member has read the event that added them (the server's cursor starts there).
+        read_seq: this.me in members ? Math.max(next.read_seq, event.seq) : next.read_seq,
+      };
+    } else if (event.kind === "member_added") {
+      members[user] = asRole(data["role"]);
+      next = { ...next, members };
+      if (concernsMe) next = { ...next, role: "member", read_seq: Math.max(next.read_seq, event.seq) };
+    } else if (event.kind === "member_removed" || event.kind === "member_left") {
+      delete members[user];
+      // An owner who leaves hands over through a role_changed event that follows.
+      next = { ...next, members, owner: user === next.owner ? null : next.owner };
     } else if (event.kind === "title_changed") {
-      const title = data["title"];
-      if (typeof title === "string") next = { ...next, title };
+      if (typeof data["title"] === "string") next = { ...next, title: data["title"] };
     } else if (event.kind === "role_changed") {
-      const role = data["role"];
-      if (concernsMe && (role === "owner" || role === "admin" || role === "member")) next = { ...next, role };
-      // An owner leaving hands the group over: the heir's role_changed says to whom.
-      if (role === "owner" && typeof data["user_id"] === "string") next = { ...next, owner: data["user_id"] };
-    } else if (event.kind === "member_added" || event.kind === "member_removed" || event.kind === "member_left") {
-      next = { ...next, stale: true }; // the count, maybe the owner
+      const role = asRole(data["role"]);
+      members[user] = role;
+      next = {
+        ...next,
+        members,
+        owner: role === "owner" ? user : next.owner,
+        role: concernsMe ? role : next.role,
+      };
     }
     // Unknown event kinds move the position and are otherwise ignored.
+    if (!next.stale) next = { ...next, member_count: Object.keys(next.members).length };
     this.setGroup(next);
   }
 
@@ -425,8 +477,10 @@ export function planPage(state: StoreState, page: SyncPage): { change: Change; a
   const log: [number, string][] = [];
   let cursor = state.cursor;
   for (const entry of page.entries) {
-    // Each version once, even if a server (or a retry) repeats one.
-    if (entry.version <= cursor) continue;
+    // Each version once, even if a server (or a retry) repeats one. Except group_news: a
+    // sync below the floor names every group in entries that share the floor's version
+    // (applying news again only raises a mark already raised).
+    if (entry.version < cursor || (entry.version === cursor && entry.kind !== "group_news")) continue;
     log.push([entry.version, entry.kind]);
     planner.applied.count += 1;
     applyEntry(entry, planner);

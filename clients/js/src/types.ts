@@ -62,6 +62,8 @@ export interface GroupState {
   owner: string | null;
   /** This user's role. */
   role: GroupRole | null;
+  /** Every member's role, by user id: complete unless `stale`. */
+  members: Record<string, GroupRole>;
   member_count: number | null;
   large: boolean;
   /** The log position: every event up to this seq is applied here (0: none yet; the first
@@ -73,7 +75,8 @@ export interface GroupState {
   news: number;
   /** This user's read cursor in the group. */
   read_seq: number;
-  /** The details (title, owner, counts) are to be fetched again. */
+  /** The details and the member list are to be fetched (a group first heard of through
+   * an event that does not say them all). */
   stale: boolean;
 }
 

@@ -55,7 +55,7 @@ for (const [name, make] of kinds) {
     const store = await open();
     await store.setSession(session);
     await store.applyPage(page([
-      groupEntry(1, event(1, "created", { title: "Trip" })),
+      groupEntry(1, event(1, "created", { title: "Trip", members: ["alice", "bob"] })),
       messageEntry(2, gmsg(10, 2)),
       messageEntry(3, dmsg(11)),
       messageEntry(4, gmsg(12, 3, "bob")),
@@ -69,8 +69,8 @@ for (const [name, make] of kinds) {
     const g = again.group(G);
     assert.ok(g);
     assert.deepEqual(
-      [g.title, g.owner, g.role, g.seq, g.news, g.read_seq],
-      ["Trip 2027", "alice", "member", 4, 0, 2],
+      [g.title, g.owner, g.role, g.seq, g.news, g.read_seq, g.stale, g.members, g.member_count],
+      ["Trip 2027", "alice", "member", 4, 0, 2, false, { alice: "owner", bob: "member" }, 2],
     );
     assert.deepEqual(again.groupMessages(G).map((m) => m.id), [10, 12]);
     assert.deepEqual(again.messages("alice").map((m) => m.id), [11]);
@@ -198,6 +198,14 @@ async function client(fetchImpl: typeof fetch, store: Store = new MemoryStore())
 const log = (n: number): GroupEvent[] =>
   Array.from({ length: n }, (_, i) =>
     i === 0 ? event(1, "created", { title: "Trip" }) : event(i + 1, "message", gmsg(100 + i, i + 1) as unknown as Record<string, unknown>));
+/** Three members, two to a page. */
+const membersRoute: Route = (url) => {
+  const all = [["alice", "owner"], ["bob", "member"], ["carol", "admin"]].map(([user_id, role]) => ({ user_id, role, joined_seq: 1, read_seq: 0 }));
+  const after = url.searchParams.get("after");
+  const rest = all.filter((m) => after === null || (m.user_id ?? "") > after).slice(0, 2);
+  const more = rest.length === 2 && rest[1]?.user_id !== "carol";
+  return json(200, { members: rest, next_after: more ? rest.at(-1)?.user_id : null });
+};
 function eventsRoute(events: GroupEvent[], joinedSeq = 1): Route {
   return (url) => {
     const after = url.searchParams.has("after_seq") ? Number(url.searchParams.get("after_seq")) : joinedSeq - 1;
@@ -217,6 +225,7 @@ test("group_news: the log is read from the group's position until has_more is fa
       : page([entry(2, "group_news", { group_id: G, seq: 25 })])),
     "GET /groups/g1/events": eventsRoute(events),
     "GET /groups/g1": () => json(200, { group: groupDetails({ latest_seq: 25 }) }),
+    "GET /groups/g1/members": membersRoute,
     "POST /ack": (_u, b) => json(200, { device_id: "d1", acked_version: b?.["version"] }),
   });
   const c = new Client(new MemoryStore(), "http://s", { ...fast, pageLimit: 10 }, {}, fetchImpl);
@@ -229,6 +238,9 @@ test("group_news: the log is read from the group's position until has_more is fa
   assert.deepEqual(calls.filter((x) => x.path.startsWith("/groups/g1/events")).map((x) => new URL(x.path, "http://s").searchParams.get("after_seq")), [null, "10", "20"]);
   const g = c.store.group(G);
   assert.deepEqual([g?.seq, g?.news, g?.title, g?.stale], [25, 0, "Trip", false]);
+  // The log's created event did not list the members: the whole list was fetched, by pages.
+  assert.deepEqual(g?.members, { alice: "owner", bob: "member", carol: "admin" });
+  assert.deepEqual(calls.filter((x) => x.path.startsWith("/groups/g1/members")).map((x) => new URL(x.path, "http://s").searchParams.get("after")), [null, "bob"]);
   assert.deepEqual(c.store.groupMessages(G).map((m) => m.seq), Array.from({ length: 24 }, (_, i) => i + 2));
   assert.deepEqual(heard, Array.from({ length: 24 }, (_, i) => 101 + i));
   // News that the log has covered already: nothing more to read.
@@ -246,6 +258,7 @@ test("news stored with its page survives a crash before the log is read; the nex
       : { entries: [], next_since: 2, latest_version: 2, has_more: false, history_fallback: false }),
     "GET /groups/g1/events": (url, b, n) => (logUp ? eventsRoute(log(3))(url, b, n) : json(503, { code: "database_unavailable" })),
     "GET /groups/g1": () => json(200, { group: groupDetails() }),
+    "GET /groups/g1/members": membersRoute,
     "POST /ack": (_u, b) => json(200, { device_id: "d1", acked_version: b?.["version"] }),
   });
   const first = new Client(FileStore.open(path), "http://s", { ...fast, syncAttempts: 2 }, {}, fetchImpl);
@@ -275,6 +288,7 @@ test("a log answered 404 group_not_found forgets the group; another refusal does
     "GET /groups/g1": () => json(404, { code: "group_not_found" }),
     "GET /groups/g2/events": () => json(422, { code: "validation_error" }),
     "GET /groups/g2": () => json(200, { group: groupDetails({ group_id: "g2" }) }),
+    "GET /groups/g2/members": membersRoute,
   });
   const c = await client(fetchImpl);
   const r = await c.catchUp();
@@ -313,10 +327,12 @@ test("createGroup retries with one client_group_id and stores the group; readGro
   assert.equal(creates[0]?.body?.["client_group_id"], creates[1]?.body?.["client_group_id"]);
   assert.deepEqual(creates[0]?.body?.["members"], ["alice", "carol"]);
   const g = c.store.group(G);
-  assert.deepEqual([g?.title, g?.role, g?.member_count, g?.seq, g?.stale], ["Trip", "owner", 3, 0, false]);
-  // The created event then lands on the group as its first position.
-  await c.store.applyPage(page([groupEntry(1, event(1, "created", { title: "Trip" }, "bob"))]));
-  assert.deepEqual([c.store.group(G)?.seq, c.store.group(G)?.news], [1, 0]);
+  assert.deepEqual([g?.title, g?.owner, g?.member_count, g?.seq], ["Trip", "bob", 3, 0]);
+  // The created event then lands on the group as its first position, and names everyone.
+  await c.store.applyPage(page([groupEntry(1, event(1, "created", { title: "Trip", members: ["bob", "alice", "carol"] }, "bob"))]));
+  const created = c.store.group(G);
+  assert.deepEqual([created?.seq, created?.news, created?.stale, created?.role], [1, 0, false, "owner"]);
+  assert.deepEqual(created?.members, { bob: "owner", alice: "member", carol: "member" });
   assert.equal(await c.readGroup(G, 6), 6);
   assert.equal(c.store.group(G)?.read_seq, 6);
 });
@@ -330,4 +346,20 @@ test("leaving forgets the group here, even when a lost answer makes the retry a 
   await c.store.applyPage(page([groupEntry(1, event(1, "created", { title: "Trip" })), messageEntry(2, gmsg(10, 2))]));
   await c.leaveGroup(G);
   assert.deepEqual([c.store.groups(), c.store.groupMessages(G)], [[], []]);
+});
+
+test("group_news entries sharing the floor's version each count (a sync below the floor)", async () => {
+  const store = new MemoryStore();
+  await store.setSession(session);
+  await store.applyPage({
+    entries: [
+      entry(5, "group_news", { group_id: G, seq: 4 }),
+      entry(5, "group_news", { group_id: "g2", seq: 9 }),
+      messageEntry(6, dmsg(1)),
+      messageEntry(6, dmsg(2)), // any other kind: each version once
+    ],
+    next_since: 6, latest_version: 6, has_more: false, history_fallback: true,
+  });
+  assert.deepEqual(store.groups().map((g) => [g.group_id, g.news, g.stale]), [[G, 4, true], ["g2", 9, true]]);
+  assert.deepEqual(store.messages().map((m) => m.id), [1]);
 });

@@ -10,7 +10,6 @@ import {
   Api,
   ApiError,
   Client,
-  type GroupMember,
   type GroupState,
   IndexedDbStore,
   type Message,
@@ -78,7 +77,6 @@ let online = navigator.onLine;
 // The signed-in user's view state, all of it forgotten at logout (reset()).
 let peer: string | null = null;
 let group: string | null = null; // the open group (peer and group: one of them at most)
-let members: GroupMember[] | null = null; // the open group's members, while the list shows
 const markedGroupRead = new Map<string, number>();let shown = PAGE; // how many of the open conversation's newest messages are shown
 const older = new Map<string, Map<number, Message>>(); // history fetched beyond the store
 const olderDone = new Set<string>(); // peers whose whole history is here
@@ -96,7 +94,6 @@ function reset(): void {
   peer = null;
   shown = PAGE;
   group = null;
-  members = null;
   for (const m of [older, olderKnown, markedRead, markedGroupRead, recallErrors, serverUnread]) m.clear();
   olderDone.clear();
   confirming.clear();
@@ -385,40 +382,25 @@ function drawGroup(id: string): void {
   ui.messages.replaceChildren(...items);
   const count = g.member_count === null ? "" : g.member_count === 1 ? "1 member" : `${g.member_count} members`;
   ui.peerNote.textContent = all.length === 0 && pending.length === 0 ? [count, "No messages yet."].filter(Boolean).join(" · ") : count;
-  drawMembers();
+  drawMembers(g);
   if (atBottom) ui.messages.scrollTop = ui.messages.scrollHeight;
 }
 
-function drawMembers(): void {
+/** The open group's members, from the store: kept by the group's events as they come. */
+function drawMembers(g: GroupState): void {
   ui.membersToggle.setAttribute("aria-expanded", String(!ui.membersPanel.hidden));
-  if (ui.membersPanel.hidden || members === null) return;
-  const mine = members.find((m) => m.user_id === me());
-  ui.addMember.hidden = !(mine && mine.role !== "member");
+  if (ui.membersPanel.hidden) return;
+  const roles = Object.entries(g.members).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  ui.addMember.hidden = g.role === null || g.role === "member";
   ui.members.replaceChildren(
-    ...members.map((m) => {
+    ...roles.map(([user, role]) => {
       const li = document.createElement("li");
-      li.dataset["user"] = m.user_id;
-      li.append(span("name", m.user_id === me() ? `${m.user_id} (you)` : m.user_id));
-      if (m.role !== "member") li.append(span("role", m.role));
+      li.dataset["user"] = user;
+      li.append(span("name", user === me() ? `${user} (you)` : user));
+      if (role !== "member") li.append(span("role", role));
       return li;
     }),
   );
-}
-
-async function loadMembers(): Promise<void> {
-  const c = client;
-  const id = group;
-  if (!c || id === null) return;
-  try {
-    const list = await c.allGroupMembers(id);
-    if (c !== client || id !== group) return;
-    members = list;
-    ui.memberError.textContent = "";
-  } catch (exc) {
-    if (exc instanceof Unauthorized) return void sessionEnded(c);
-    if (id === group) ui.memberError.textContent = groupProblem(exc);
-  }
-  draw();
 }
 
 async function checkOlder(p: string, oldest: number): Promise<void> {
@@ -541,11 +523,7 @@ function open(p: string, focus = true): void {
 
 function openGroup(id: string, focus = true): void {
   peer = null;
-  if (group !== id) {
-    members = null;
-    ui.membersPanel.hidden = true;
-    ui.memberError.textContent = "";
-  }
+  if (group !== id) ui.memberError.textContent = "";
   group = id;
   shown = PAGE;
   localStorage.setItem(OPEN_KEY, GROUP_PREFIX + id);
@@ -573,7 +551,6 @@ function closeConversation(): void {
   // The phone's back control: the list again. (The desktop shows both panes.)
   peer = null;
   group = null;
-  members = null;
   localStorage.removeItem(OPEN_KEY);
   ui.chatView.classList.remove("has-open");
   ui.membersToggle.hidden = true;
@@ -716,9 +693,9 @@ async function addMember(): Promise<void> {
   ui.memberError.textContent = ids.length === 0 ? "Enter a user id." : bad !== undefined ? `“${bad}” is not a user id.` : "";
   if (ui.memberError.textContent) return;
   try {
-    await c.addMembers(id, ids);
+    await c.addMembers(id, ids); // the events come back through the stream, to every device
     ui.memberInput.value = "";
-    await loadMembers();
+    if (id === group) ui.memberError.textContent = "";
   } catch (exc) {
     if (exc instanceof Unauthorized) return void sessionEnded(c);
     if (id === group) ui.memberError.textContent = groupProblem(exc);
@@ -984,7 +961,6 @@ async function main(): Promise<void> {
   });
   ui.membersToggle.addEventListener("click", () => {
     ui.membersPanel.hidden = !ui.membersPanel.hidden;
-    if (!ui.membersPanel.hidden) void loadMembers();
     draw();
   });
   ui.addMember.addEventListener("submit", (e) => {
