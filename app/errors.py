@@ -71,6 +71,9 @@ CODES: dict[str, ErrorCode] = {
     "user_exists": ErrorCode(409, "The user id is taken."),
     "recall_window_passed": ErrorCode(409, "Too late to recall the message."),
     "group_too_large": ErrorCode(409, "The group would have more members than allowed."),
+    "client_msg_id_taken": ErrorCode(
+        409, "The sender used this client_msg_id for a send of the other kind (direct or group)."
+    ),
     "too_many_pushers": ErrorCode(
         409, "The device, or the user's devices together, have as many pushers as allowed."
     ),

@@ -319,3 +319,44 @@ async def test_title_and_role_events_reach_members(client: httpx.AsyncClient) ->
         ("role_changed", {"user_id": bob.user_id, "role": "admin"}),
     ]
     assert [e["seq"] for e in events] == [1, 2, 3]
+
+
+async def test_members_page_by_user_id(client: httpx.AsyncClient) -> None:
+    owner = await register(client, "owner")
+    others = [await register(client, "m") for _ in range(4)]
+    group_id = (await _create(client, owner, others))["group"]["group_id"]
+    seen: list[str] = []
+    after = None
+    while True:
+        params = {"limit": 2} | ({"after": after} if after else {})
+        page = (
+            await client.get(f"/groups/{group_id}/members", params=params, headers=owner.headers)
+        ).json()
+        seen += [m["user_id"] for m in page["members"]]
+        after = page["next_after"]
+        if after is None:
+            break
+    assert seen == sorted([owner.user_id, *(o.user_id for o in others)])
+
+
+async def test_a_client_msg_id_is_one_send_whether_direct_or_group(
+    client: httpx.AsyncClient,
+) -> None:
+    alice, bob = await register(client, "alice"), await register(client, "bob")
+    group_id = (await _create(client, alice, [bob]))["group"]["group_id"]
+    await _say(client, alice, group_id, "group", client_msg_id="k1")
+    direct = await client.post(
+        "/messages",
+        json={"to": bob.user_id, "body": "x", "client_msg_id": "k1"},
+        headers=alice.headers,
+    )
+    assert direct.status_code == 409
+    assert direct.json()["code"] == "client_msg_id_taken"
+    await send(client, alice, bob.user_id, "direct", client_msg_id="k2")
+    grouped = await client.post(
+        f"/groups/{group_id}/messages",
+        json={"body": "x", "client_msg_id": "k2"},
+        headers=alice.headers,
+    )
+    assert grouped.status_code == 409
+    assert grouped.json()["code"] == "client_msg_id_taken"

@@ -53,7 +53,8 @@ def _json(body: object, status: int = 200) -> Response:
     summary="Create a group (the caller is its owner)",
     responses={
         200: {"model": GroupCreated, "description": "A retry with the same `client_group_id`."},
-        **problem_responses("unauthorized", "user_not_found", "group_too_large"),
+        # group_not_found: a retry after the creator left the group it made.
+        **problem_responses("unauthorized", "user_not_found", "group_too_large", "group_not_found"),
     },
 )
 async def create(
@@ -118,18 +119,7 @@ async def list_members(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Members per page.")] = 100,
 ) -> Response:
-    await members.view(store.groups, group_id, device.user_id)  # 404 unless a member
-    rows = await store.groups.members(group_id, after, limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    from app.groups import render
-
-    return _json(
-        {
-            "members": [render.member(r) for r in rows],
-            "next_after": rows[-1].user_id if more else None,
-        }
-    )
+    return _json(await members.page(store.groups, group_id, device.user_id, after, limit))
 
 
 @router.post(
@@ -206,7 +196,11 @@ async def role(
     responses={
         200: {"model": SendOut, "description": "A retry with the same `client_msg_id`."},
         **problem_responses(
-            "unauthorized", "group_not_found", "body_too_large", "too_many_requests"
+            "unauthorized",
+            "group_not_found",
+            "body_too_large",
+            "too_many_requests",
+            "client_msg_id_taken",
         ),
     },
 )

@@ -55,7 +55,11 @@ _SENT_LINKS = {
             "first result, nothing sent again.",
         },
         **problem_responses(
-            "unauthorized", "recipient_not_found", "body_too_large", "too_many_requests"
+            "unauthorized",
+            "recipient_not_found",
+            "body_too_large",
+            "too_many_requests",
+            "client_msg_id_taken",
         ),
     },
 )

@@ -22,6 +22,7 @@ __all__ = [
     "Changed",
     "add_members",
     "create_group",
+    "page",
     "remove_member",
     "rename",
     "set_role",
@@ -143,6 +144,21 @@ async def view(store: GroupStore, group_id: str, user_id: str) -> dict[str, Any]
     if found is None:
         raise _not_found(group_id)
     return {"group": render.group(*found)}
+
+
+async def page(
+    store: GroupStore, group_id: str, user_id: str, after: str | None, limit: int
+) -> dict[str, Any]:
+    """A page of the members, by user id; for members only."""
+    if await store.view(group_id, user_id) is None:
+        raise _not_found(group_id)
+    rows = await store.members(group_id, after, limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "members": [render.member(r) for r in rows],
+        "next_after": rows[-1].user_id if more else None,
+    }
 
 
 async def rename(store: GroupStore, actor: str, group_id: str, title: str) -> Changed:

@@ -55,16 +55,9 @@ async def send(
         found = None if client_msg_id is None else await stored_send(store, sender, client_msg_id)
         if found is None:
             raise AppError(
-                422,
-                "validation_error",
+                409,
+                "client_msg_id_taken",
                 "client_msg_id is taken by a direct message of the sender",
-                errors=[
-                    {
-                        "loc": ["body", "client_msg_id"],
-                        "msg": "already used by a direct message",
-                        "type": "value_error",
-                    }
-                ],
             ) from None
         return found
     if sent is None:

@@ -139,7 +139,10 @@ async def existing_send(db: Database, sender: str, client_msg_id: str) -> SendRe
         row = (
             await conn.execute(
                 select(*MESSAGE_COLUMNS, Message.sender_version).where(
-                    Message.sender == sender, Message.client_msg_id == client_msg_id
+                    Message.sender == sender,
+                    Message.client_msg_id == client_msg_id,
+                    # A group message's key is not a direct send's (app.groups.messages).
+                    Message.group_id.is_(None),
                 )
             )
         ).first()
@@ -186,6 +189,12 @@ async def send_message(
             found = await existing_send(db, sender, client_msg_id)
             if found is not None:
                 return found
+            # The key is one of the sender's group messages: not a retry of this send.
+            raise AppError(
+                409,
+                "client_msg_id_taken",
+                "client_msg_id is taken by a group message of the sender",
+            ) from None
         raise
     if stored is None:
         raise AppError(404, "recipient_not_found", f"no user {recipient!r}")

@@ -245,6 +245,81 @@ class Direct:
                     break
         return [found[k] for k in sorted(found)]
 
+    def delete(self, user_id: str, path: str) -> None:
+        with self._http() as http:
+            response = http.delete(path, headers={"authorization": f"Bearer {self.token(user_id)}"})
+        response.raise_for_status()
+
+    def create_group(self, owner: str, title: str, members: list[str]) -> str:
+        body = {"title": title, "members": members}
+        group_id: str = self.post(owner, "/groups", body).json()["group"]["group_id"]
+        return group_id
+
+    def group_send(
+        self, sender: str, group_id: str, count: int = 1, prefix: str = "g"
+    ) -> list[int]:
+        ids = []
+        headers = {"authorization": f"Bearer {self.token(sender)}"}
+        with self._http() as http:
+            for n in range(count):
+                response = http.post(
+                    f"/groups/{group_id}/messages", json={"body": f"{prefix} {n}"}, headers=headers
+                )
+                response.raise_for_status()
+                ids.append(int(response.json()["message"]["id"]))
+        return ids
+
+    def group_log(self, member: str, group_id: str) -> list[dict[str, Any]]:
+        """Every event of the group a member may read (from the event that added them)."""
+        events: list[dict[str, Any]] = []
+        after = ""
+        while True:
+            page = self.get(member, f"/groups/{group_id}/events?limit=1000{after}")
+            events.extend(page["events"])
+            if not page["has_more"]:
+                return events
+            after = f"&after_seq={page['next_after_seq']}"
+
+    def group_messages(self, member: str, group_id: str) -> list[dict[str, Any]]:
+        """The group's messages as the member sees them, from the group log (the truth; a
+        recall clears the logged message too), in the shape of the adapter's `state`."""
+        found = {}
+        for event in self.group_log(member, group_id):
+            if event["kind"] == "message":
+                m = event["data"]
+                found[m["id"]] = {
+                    "id": m["id"],
+                    "group_id": group_id,
+                    "seq": event["seq"],
+                    "from": m["from"],
+                    "body": m["body"],
+                    "client_msg_id": m["client_msg_id"],
+                    "recalled_at": m["recalled_at"],
+                }
+        return [found[k] for k in sorted(found)]
+
+    def group_view(self, member: str, group_id: str) -> dict[str, Any]:
+        """The group's details and members as a member sees them: the adapter's `groups`
+        item, but for `pending` (the server has no notion of it)."""
+        group = self.get(member, f"/groups/{group_id}")["group"]
+        members: dict[str, str] = {}
+        after = ""
+        while True:
+            page = self.get(member, f"/groups/{group_id}/members?limit=1000{after}")
+            members.update({m["user_id"]: m["role"] for m in page["members"]})
+            if page["next_after"] is None:
+                break
+            after = f"&after={page['next_after']}"
+        return {
+            "group_id": group_id,
+            "title": group["title"],
+            "owner": group["owner"],
+            "role": members[member],
+            "seq": group["latest_seq"],
+            "read_seq": group["read_seq"],
+            "members": dict(sorted(members.items())),
+        }
+
     def forget_tokens(self) -> None:
         self.tokens.clear()
 

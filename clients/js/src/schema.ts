@@ -2436,6 +2436,7 @@ export interface operations {
              * @description Problem details; `code` is one of:
              *
              *     - `user_not_found`: No user has this id.
+             *     - `group_not_found`: No such group, or the caller is not a member.
              */
             404: {
                 headers: {
@@ -3409,6 +3410,19 @@ export interface operations {
             /**
              * @description Problem details; `code` is one of:
              *
+             *     - `client_msg_id_taken`: The sender used this client_msg_id for a send of the other kind (direct or group).
+             */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
              *     - `body_too_large`: The message body is over the configured byte limit.
              *     - `request_too_large`: The request body is over the configured byte limit.
              */
@@ -3899,6 +3913,19 @@ export interface operations {
              *     - `recipient_not_found`: The recipient does not exist.
              */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /**
+             * @description Problem details; `code` is one of:
+             *
+             *     - `client_msg_id_taken`: The sender used this client_msg_id for a send of the other kind (direct or group).
+             */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

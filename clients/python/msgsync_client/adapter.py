@@ -82,6 +82,8 @@ class Adapter:
                 "state": item.state.value,
                 "message_id": item.message_id,
             }
+        if cmd in _GROUP_COMMANDS:
+            return await _GROUP_COMMANDS[cmd](client, request)
         if cmd == "resume_outbox":
             return {"outbox": [i.to_json() for i in await client.resume_outbox()]}
         if cmd == "sync":
@@ -140,6 +142,33 @@ class Adapter:
                     "recalled_at": m.recalled_at,
                 }
                 for m in store.messages()
+                if m.group_id is None
+            ],
+            "group_messages": [
+                {
+                    "id": m.id,
+                    "group_id": m.group_id,
+                    "seq": m.seq,
+                    "from": m.sender,
+                    "body": m.body,
+                    "client_msg_id": m.client_msg_id,
+                    "recalled_at": m.recalled_at,
+                }
+                for m in store.messages()
+                if m.group_id is not None
+            ],
+            "groups": [
+                {
+                    "group_id": g.group_id,
+                    "title": g.title,
+                    "owner": g.owner,
+                    "role": g.role,
+                    "seq": g.seq,
+                    "read_seq": g.read_seq,
+                    "pending": g.pending_news or g.stale,
+                    "members": dict(sorted(g.members.items())),
+                }
+                for g in store.groups()
             ],
             "applied": [list(a) for a in store.applied()],
             "reads": [
@@ -149,6 +178,59 @@ class Adapter:
             "outbox": [i.to_json() for i in store.outbox()],
             "gaps": store.gaps(),
         }
+
+
+async def _create_group(client: Client, request: dict[str, Any]) -> dict[str, Any]:
+    members = [str(u) for u in request.get("members") or []]
+    group = await client.create_group(str(request["title"]), members)
+    return {
+        "group_id": group.group_id,
+        "title": group.title,
+        "owner": group.owner,
+        "member_count": group.member_count,
+    }
+
+
+async def _group_send(client: Client, request: dict[str, Any]) -> dict[str, Any]:
+    item = await client.send_group_message(str(request["group_id"]), str(request["body"]))
+    if item.state is OutboxState.FAILED:
+        raise MsgsyncError(f"send failed: {item.error}", "send_failed")
+    return {
+        "client_msg_id": item.client_msg_id,
+        "state": item.state.value,
+        "message_id": item.message_id,
+    }
+
+
+async def _add_members(client: Client, request: dict[str, Any]) -> dict[str, Any]:
+    user_ids = [str(u) for u in request["user_ids"]]
+    group = await client.add_members(str(request["group_id"]), user_ids)
+    return {"member_count": group.member_count}
+
+
+async def _remove_member(client: Client, request: dict[str, Any]) -> dict[str, Any]:
+    await client.remove_member(str(request["group_id"]), str(request["user_id"]))
+    return {}
+
+
+async def _leave_group(client: Client, request: dict[str, Any]) -> dict[str, Any]:
+    await client.leave_group(str(request["group_id"]))
+    return {}
+
+
+async def _read_group(client: Client, request: dict[str, Any]) -> dict[str, Any]:
+    read_seq = await client.read_group(str(request["group_id"]), int(request["up_to_seq"]))
+    return {"read_seq": read_seq}
+
+
+_GROUP_COMMANDS = {
+    "create_group": _create_group,
+    "group_send": _group_send,
+    "add_members": _add_members,
+    "remove_member": _remove_member,
+    "leave_group": _leave_group,
+    "read_group": _read_group,
+}
 
 
 async def _serve() -> None:

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from msgsync_client.errors import ApiError, SinceAhead, Unauthorized
-from msgsync_client.models import Message, Page
+from msgsync_client.models import (
+    Conversation,
+    EventsPage,
+    Group,
+    GroupMember,
+    Message,
+    Page,
+)
 
 __all__ = ["Api", "Transient"]
 
@@ -138,6 +146,94 @@ class Api:
     async def mark_read(self, peer: str, up_to_message_id: int) -> None:
         body = {"up_to_message_id": up_to_message_id}
         await self._call("POST", f"/conversations/{peer}/read", json=body)
+
+    async def conversations(
+        self, limit: int = 20, before: str | None = None
+    ) -> tuple[list[Conversation], str | None]:
+        """Direct chats and groups together, newest activity first; the cursor of the next
+        page (None at the end)."""
+        params: dict[str, Any] = {"limit": limit}
+        if before is not None:
+            params["before"] = before
+        data = (await self._call("GET", "/conversations", params=params)).json()
+        cursor = data.get("next_before")
+        items = [Conversation.from_json(c) for c in data["conversations"]]
+        return items, None if cursor is None else str(cursor)
+
+    # -- groups ----------------------------------------------------------------------------
+
+    async def create_group(
+        self, title: str, members: list[str], client_group_id: str
+    ) -> tuple[Group, int]:
+        """Idempotent on `client_group_id`: a retry answers the group the first call made."""
+        body = {"title": title, "members": members, "client_group_id": client_group_id}
+        data = (await self._call("POST", "/groups", json=body)).json()
+        return Group.from_json(data["group"]), int(data.get("version") or 0)
+
+    async def get_group(self, group_id: str) -> Group:
+        data = (await self._call("GET", f"/groups/{_seg(group_id)}")).json()
+        return Group.from_json(data["group"])
+
+    async def rename_group(self, group_id: str, title: str) -> Group:
+        path = f"/groups/{_seg(group_id)}"
+        data = (await self._call("PATCH", path, json={"title": title})).json()
+        return Group.from_json(data["group"])
+
+    async def group_members(
+        self, group_id: str, after: str | None = None, limit: int = 100
+    ) -> tuple[list[GroupMember], str | None]:
+        """One page of members by user id, and the `after` of the next page (None: done)."""
+        params: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            params["after"] = after
+        path = f"/groups/{_seg(group_id)}/members"
+        data = (await self._call("GET", path, params=params)).json()
+        cursor = data.get("next_after")
+        members = [GroupMember.from_json(m) for m in data["members"]]
+        return members, None if cursor is None else str(cursor)
+
+    async def add_members(self, group_id: str, user_ids: list[str]) -> Group:
+        path = f"/groups/{_seg(group_id)}/members"
+        data = (await self._call("POST", path, json={"user_ids": user_ids})).json()
+        return Group.from_json(data["group"])
+
+    async def remove_member(self, group_id: str, user_id: str) -> None:
+        """Remove another member (admins and the owner), or leave (oneself)."""
+        await self._call("DELETE", f"/groups/{_seg(group_id)}/members/{_seg(user_id)}")
+
+    async def set_role(self, group_id: str, user_id: str, role: str) -> str:
+        path = f"/groups/{_seg(group_id)}/members/{_seg(user_id)}"
+        data = (await self._call("PATCH", path, json={"role": role})).json()
+        return str(data["role"])
+
+    async def send_group_message(
+        self, group_id: str, body: str, client_msg_id: str
+    ) -> tuple[Message, int]:
+        payload = {"body": body, "client_msg_id": client_msg_id}
+        path = f"/groups/{_seg(group_id)}/messages"
+        data = (await self._call("POST", path, json=payload)).json()
+        return Message.from_json(data["message"]), int(data["version"])
+
+    async def group_events(
+        self, group_id: str, after_seq: int | None = None, limit: int = 100
+    ) -> EventsPage:
+        """The group log above `after_seq` (default: from the event that added the caller)."""
+        params: dict[str, Any] = {"limit": limit}
+        if after_seq is not None:
+            params["after_seq"] = after_seq
+        path = f"/groups/{_seg(group_id)}/events"
+        response = await self._call("GET", path, params=params)
+        return EventsPage.from_json(group_id, _loads(response.content))
+
+    async def read_group(self, group_id: str, up_to_seq: int) -> int:
+        path = f"/groups/{_seg(group_id)}/read"
+        data = (await self._call("POST", path, json={"up_to_seq": up_to_seq})).json()
+        return int(data["read_seq"])
+
+
+def _seg(value: str) -> str:
+    """A path segment: ids are opaque to the client, so quote whatever they hold."""
+    return quote(value, safe="")
 
 
 def _problem(response: httpx.Response) -> ApiError:

@@ -1,4 +1,4 @@
-"""`msgsync-client`: log in, send, tail and read history from the command line."""
+"""`msgsync-client`: log in, send, tail, read history and use groups from the command line."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import httpx
 from msgsync_client.api import Transient
 from msgsync_client.client import Client, Handlers, Options
 from msgsync_client.errors import ApiError, MsgsyncError, NotLoggedIn, Unauthorized, Unavailable
-from msgsync_client.models import Message, OutboxState, ReadReceipt, Recall
+from msgsync_client.models import GroupEvent, Message, OutboxState, ReadReceipt, Recall
 from msgsync_client.sqlite_store import SqliteStore
 
 __all__ = ["build_parser", "main"]
@@ -49,13 +49,38 @@ class Printer:
         print(json.dumps(record) if self.as_json else text, flush=True)
 
     def message(self, m: Message) -> None:
-        arrow = f"{m.sender} -> {m.recipient}"
+        where = f"group {m.group_id}" if m.group_id is not None else m.recipient
+        arrow = f"{m.sender} -> {where}"
         body = "(recalled)" if m.recalled_at else m.body
         self._out({"kind": "message", **m.to_json()}, f"[{m.created_at}] #{m.id} {arrow}: {body}")
 
     def recall(self, r: Recall) -> None:
-        record = {"kind": "recall", "message_id": r.message_id, "from": r.sender, "to": r.recipient}
+        record: dict[str, object] = {
+            "kind": "recall",
+            "message_id": r.message_id,
+            "from": r.sender,
+            "to": r.recipient,
+        }
+        if r.group_id is not None:
+            record["group_id"] = r.group_id
         self._out(record, f"#{r.message_id} was recalled by {r.sender}")
+
+    def group_event(self, e: GroupEvent) -> None:
+        record: dict[str, object] = {
+            "kind": "group",
+            "group_id": e.group_id,
+            "event": {"seq": e.seq, "kind": e.kind, "actor": e.actor, "data": e.data},
+        }
+        user = e.data.get("user_id")
+        text = {
+            "created": f"{e.actor} created group {e.group_id} ({e.data.get('title')})",
+            "member_added": f"{e.actor} added {user} to group {e.group_id}",
+            "member_removed": f"{e.actor} removed {user} from group {e.group_id}",
+            "member_left": f"{user} left group {e.group_id}",
+            "title_changed": f"{e.actor} renamed group {e.group_id} to {e.data.get('title')}",
+            "role_changed": f"{user} is now {e.data.get('role')} of group {e.group_id}",
+        }.get(e.kind, f"group {e.group_id}: {e.kind}")
+        self._out(record, text)
 
     def read(self, r: ReadReceipt) -> None:
         record = {
@@ -182,6 +207,7 @@ async def _tail(args: argparse.Namespace) -> int:
             on_recall=printer.recall,
             on_read=printer.read,
             on_gap=lambda _page: printer.gap(),
+            on_group_event=printer.group_event,
         )
         if args.once:
             await client.catch_up()
@@ -210,6 +236,109 @@ async def _history(args: argparse.Namespace) -> int:
         for message in reversed(messages):  # the server pages newest first; read oldest first
             printer.message(message)
     return 0
+
+
+async def _group_create(args: argparse.Namespace) -> int:
+    async with _client(args, Options(send_attempts=5)) as client:
+        group = await client.create_group(args.title, args.members)
+    print(f"created group {group.group_id} ({group.title}) with {group.member_count} members")
+    return 0
+
+
+async def _group_send(args: argparse.Namespace) -> int:
+    async with _client(args, Options(send_attempts=5)) as client:
+        await client.resume_outbox()
+        item = await client.send_group_message(args.group, args.text)
+    if item.state is OutboxState.SENT:
+        print(f"sent #{item.message_id} to group {args.group}")
+        return 0
+    print(f"msgsync-client: send failed ({item.error}); it is kept in the outbox", file=sys.stderr)
+    return 1
+
+
+async def _group_members(args: argparse.Namespace) -> int:
+    async with _client(args, Options(send_attempts=5)) as client:
+        members = await client.all_group_members(args.group)
+    for member in members:
+        if args.json:
+            print(json.dumps({"user_id": member.user_id, "role": member.role}))
+        else:
+            print(f"{member.user_id} ({member.role})")
+    return 0
+
+
+async def _group_add(args: argparse.Namespace) -> int:
+    async with _client(args, Options(send_attempts=5)) as client:
+        group = await client.add_members(args.group, args.users)
+    print(f"group {group.group_id} has {group.member_count} members")
+    return 0
+
+
+async def _group_remove(args: argparse.Namespace) -> int:
+    async with _client(args, Options(send_attempts=5)) as client:
+        await client.remove_member(args.group, args.user)
+    print(f"removed {args.user} from group {args.group}")
+    return 0
+
+
+async def _group_leave(args: argparse.Namespace) -> int:
+    async with _client(args, Options(send_attempts=5)) as client:
+        await client.leave_group(args.group)
+    print(f"left group {args.group}")
+    return 0
+
+
+async def _group_list(args: argparse.Namespace) -> int:
+    """The user's groups, as the server lists them among the conversations."""
+    async with _client(args, Options(send_attempts=5)) as client:
+        before: str | None = None
+        while True:
+            page, before = await client.conversations(100, before)
+            for line in page:
+                if line.kind != "group":
+                    continue
+                if args.json:
+                    record = {
+                        "group_id": line.group_id,
+                        "title": line.title,
+                        "unread_count": line.unread_count,
+                    }
+                    print(json.dumps(record))
+                else:
+                    print(f"{line.group_id} {line.title} ({line.unread_count} unread)")
+            if before is None:
+                return 0
+
+
+def _add_group_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    group = commands.add_parser("group", help="group conversations")
+    actions = group.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a group, you as its owner")
+    create.add_argument("title")
+    create.add_argument("members", nargs="*", help="user ids to add")
+    create.set_defaults(run=_group_create)
+    send = actions.add_parser("send", help="send a message to a group")
+    send.add_argument("group")
+    send.add_argument("text")
+    send.set_defaults(run=_group_send)
+    members = actions.add_parser("members", help="a group's members and their roles")
+    members.add_argument("group")
+    members.add_argument("--json", action="store_true")
+    members.set_defaults(run=_group_members)
+    add = actions.add_parser("add", help="add members (admins and the owner)")
+    add.add_argument("group")
+    add.add_argument("users", nargs="+")
+    add.set_defaults(run=_group_add)
+    remove = actions.add_parser("remove", help="remove a member (admins and the owner)")
+    remove.add_argument("group")
+    remove.add_argument("user")
+    remove.set_defaults(run=_group_remove)
+    leave = actions.add_parser("leave", help="leave a group")
+    leave.add_argument("group")
+    leave.set_defaults(run=_group_leave)
+    listing = actions.add_parser("list", help="your groups that have messages, newest first")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=_group_list)
 
 
 async def _logout(args: argparse.Namespace) -> int:
@@ -271,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", type=_limit, default=50)
     history.add_argument("--json", action="store_true")
     history.set_defaults(run=_history)
+    _add_group_commands(commands)
     logout = commands.add_parser("logout", help="end the session and delete its local data")
     logout.set_defaults(run=_logout)
     return parser

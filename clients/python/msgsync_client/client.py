@@ -1,18 +1,21 @@
-"""The async client: session, outbox, and the sync loop (apply, persist, then ack)."""
+"""The async client: session, outbox, groups, and the sync loop (apply, persist, then ack)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import TypeVar
 
 import httpx
 
 from msgsync_client.acker import Acker
 from msgsync_client.api import Api, Transient
 from msgsync_client.backoff import Backoff
+from msgsync_client.changes import Applied, Change, plan_drop, plan_refresh
 from msgsync_client.errors import (
     ApiError,
     MsgsyncError,
@@ -22,6 +25,12 @@ from msgsync_client.errors import (
     Unavailable,
 )
 from msgsync_client.models import (
+    Conversation,
+    EventsPage,
+    Group,
+    GroupEvent,
+    GroupMember,
+    GroupRead,
     Message,
     OutboxItem,
     OutboxState,
@@ -59,6 +68,10 @@ class Handlers:
     on_gap: Callable[[Page], None] | None = None  # history_fallback: operations were pruned
     on_reset: Callable[[int], None] | None = None  # since_ahead recovery started
     on_outbox: Callable[[OutboxItem], None] | None = None
+    # A group's membership, title or role changed (messages and recalls of groups come to
+    # on_message and on_recall, with their group_id).
+    on_group_event: Callable[[GroupEvent], None] | None = None
+    on_group_read: Callable[[GroupRead], None] | None = None
 
 
 @dataclass
@@ -72,6 +85,9 @@ class SyncResult:
     messages: list[Message] = field(default_factory=list)
     recalls: list[Recall] = field(default_factory=list)
     reads: list[ReadReceipt] = field(default_factory=list)
+    group_events: list[GroupEvent] = field(default_factory=list)
+    group_reads: list[GroupRead] = field(default_factory=list)
+    log_pages: int = 0  # pages of group logs read (group_news, gaps in a group's events)
 
 
 @dataclass(frozen=True)
@@ -81,7 +97,9 @@ class Gap:
     next_since: int
 
 
-Event = Message | Recall | ReadReceipt | Gap
+Event = Message | Recall | ReadReceipt | GroupEvent | GroupRead | Gap
+
+T = TypeVar("T")
 
 
 class Client:
@@ -185,11 +203,13 @@ class Client:
 
     # -- outbox ----------------------------------------------------------------------------
 
-    def enqueue(self, to: str, body: str) -> OutboxItem:
+    def enqueue(self, to: str, body: str, *, group_id: str | None = None) -> OutboxItem:
         """Store the send with its client_msg_id before any attempt: a retry after a crash or
-        a lost answer reuses the id, and the server answers the first result."""
+        a lost answer reuses the id, and the server answers the first result. With
+        `group_id`, a message to that group (`to` is then ignored)."""
         self.session  # noqa: B018
-        item = OutboxItem(uuid.uuid4().hex, to, body, OutboxState.PENDING)
+        to = "" if group_id is not None else to
+        item = OutboxItem(uuid.uuid4().hex, to, body, OutboxState.PENDING, group_id=group_id)
         self.store.add_outbox(item)
         self._outbox_changed(item)
         return item
@@ -200,7 +220,12 @@ class Client:
         error = "unavailable"
         for _ in range(self.options.send_attempts):
             try:
-                message, _version = await self.api.send(item.to, item.body, item.client_msg_id)
+                if item.group_id is not None:
+                    message, _version = await self.api.send_group_message(
+                        item.group_id, item.body, item.client_msg_id
+                    )
+                else:
+                    message, _version = await self.api.send(item.to, item.body, item.client_msg_id)
             except Transient as exc:
                 log.info("send %s: %s; retrying", item.client_msg_id, exc)
                 await asyncio.sleep(backoff.next_delay(exc.retry_after))
@@ -227,6 +252,11 @@ class Client:
     async def send(self, to: str, body: str) -> OutboxItem:
         return await self.deliver(self.enqueue(to, body))
 
+    async def send_group_message(self, group_id: str, body: str) -> OutboxItem:
+        """A message to a group, through the outbox like a direct send (same retries, same
+        idempotency by client_msg_id)."""
+        return await self.deliver(self.enqueue("", body, group_id=group_id))
+
     async def resume_outbox(self) -> list[OutboxItem]:
         """Deliver the sends a previous process left pending, oldest first."""
         for item in self.store.outbox():
@@ -237,6 +267,83 @@ class Client:
     def _outbox_changed(self, item: OutboxItem) -> None:
         if self.handlers.on_outbox:
             self.handlers.on_outbox(item)
+
+    # -- groups ----------------------------------------------------------------------------
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        """An idempotent call, retried on no answer, 5xx and 429 like a send."""
+        backoff = self._backoff()
+        for attempt in range(1, self.options.send_attempts + 1):
+            try:
+                return await call()
+            except Transient as exc:
+                if attempt == self.options.send_attempts:
+                    raise Unavailable(f"failed {attempt} times: {exc}") from exc
+                await asyncio.sleep(backoff.next_delay(exc.retry_after))
+        raise AssertionError("unreachable")
+
+    async def create_group(
+        self, title: str, members: list[str] | None = None, client_group_id: str | None = None
+    ) -> Group:
+        """Create a group with the user as owner. Retried safely: every attempt carries the
+        same client_group_id, so a lost answer does not make a second group. The group
+        reaches the store through the stream (its `created` event) at the next sync."""
+        self.session  # noqa: B018
+        key = client_group_id or uuid.uuid4().hex
+        group, _version = await self._retrying(
+            lambda: self.api.create_group(title, list(members or []), key)
+        )
+        return group
+
+    async def get_group(self, group_id: str) -> Group:
+        return await self._retrying(lambda: self.api.get_group(group_id))
+
+    async def rename_group(self, group_id: str, title: str) -> Group:
+        return await self._retrying(lambda: self.api.rename_group(group_id, title))
+
+    async def group_members(
+        self, group_id: str, after: str | None = None, limit: int = 100
+    ) -> tuple[list[GroupMember], str | None]:
+        """One page of members by user id, and the `after` of the next (None at the end)."""
+        return await self._retrying(lambda: self.api.group_members(group_id, after, limit))
+
+    async def all_group_members(self, group_id: str) -> list[GroupMember]:
+        members: list[GroupMember] = []
+        after: str | None = None
+        while True:
+            page, after = await self.group_members(group_id, after, 1000)
+            members.extend(page)
+            if after is None or not page:
+                return members
+
+    async def add_members(self, group_id: str, user_ids: list[str]) -> Group:
+        return await self._retrying(lambda: self.api.add_members(group_id, user_ids))
+
+    async def remove_member(self, group_id: str, user_id: str) -> None:
+        await self._retrying(lambda: self.api.remove_member(group_id, user_id))
+
+    async def leave_group(self, group_id: str) -> None:
+        await self.remove_member(group_id, self.session.user_id)
+
+    async def set_role(self, group_id: str, user_id: str, role: str) -> str:
+        return await self._retrying(lambda: self.api.set_role(group_id, user_id, role))
+
+    async def group_events(
+        self, group_id: str, after_seq: int | None = None, limit: int = 100
+    ) -> EventsPage:
+        """A page of the group's log (history), without touching the store."""
+        return await self._retrying(lambda: self.api.group_events(group_id, after_seq, limit))
+
+    async def read_group(self, group_id: str, up_to_seq: int) -> int:
+        """Move the user's read cursor in the group (never back); the other devices of the
+        user learn it through their stream. Returns the cursor."""
+        return await self._retrying(lambda: self.api.read_group(group_id, up_to_seq))
+
+    async def conversations(
+        self, limit: int = 20, before: str | None = None
+    ) -> tuple[list[Conversation], str | None]:
+        """The server's conversation list: direct chats and groups, newest activity first."""
+        return await self._retrying(lambda: self.api.conversations(limit, before))
 
     # -- sync ------------------------------------------------------------------------------
 
@@ -313,10 +420,92 @@ class Client:
         result.cursor = cursor
         result.latest_version = page.latest_version
         result.history_fallback |= page.history_fallback
+        self._collect(applied, result)
+        self._dispatch(page, applied)
+        await self.sync_groups(result, generation)
+
+    def _collect(self, applied: Applied, result: SyncResult) -> None:
         result.messages.extend(applied.messages)
         result.recalls.extend(applied.recalls)
         result.reads.extend(applied.reads)
-        self._dispatch(page, applied.messages, applied.recalls, applied.reads)
+        result.group_events.extend(applied.group_events)
+        result.group_reads.extend(applied.group_reads)
+
+    async def sync_groups(
+        self, result: SyncResult | None = None, generation: int | None = None
+    ) -> None:
+        """Bring the store's groups up to date after a page: for each group with news (a
+        `group_news` entry, or a gap in its events) read its log from the group's `seq`
+        until `has_more` is false, each log page applied with its new position in one
+        local transaction; then fetch the details of each group first seen through an
+        event (title, members). What is pending is kept in the store with the page that
+        announced it, so a crash before or during these reads loses nothing: the next sync
+        does them. A group that answers 404 (the user left or was removed) is dropped."""
+        result = result if result is not None else SyncResult()
+        generation = self._generation if generation is None else generation
+        for state in self.store.groups_to_sync():
+            if state.pending_news:
+                await self._read_log(state.group_id, result, generation)
+            current = self.store.group(state.group_id)
+            if current is not None and current.stale:
+                await self._refresh(state.group_id, generation)
+
+    async def _read_log(self, group_id: str, result: SyncResult, generation: int) -> None:
+        while True:
+            state = self.store.group(group_id)
+            if state is None or not state.pending_news:
+                return
+            after = state.seq if state.seq > 0 else None  # 0: from the event that added us
+            try:
+                page = await self._retrying_forever(
+                    partial(self.api.group_events, group_id, after, self.options.page_limit)
+                )
+            except ApiError as exc:
+                if exc.status == 404:
+                    await self._commit(plan_drop(group_id), generation)
+                    return
+                raise
+            async with self._applying:
+                if generation != self._generation:
+                    raise NotLoggedIn()
+                applied = await asyncio.to_thread(self.store.apply_events, group_id, page)
+            result.log_pages += 1
+            self._collect(applied, result)
+            self._dispatch(None, applied)
+            if not page.has_more:
+                return
+
+    async def _refresh(self, group_id: str, generation: int) -> None:
+        try:
+            group = await self._retrying_forever(lambda: self.api.get_group(group_id))
+            members = await self._retrying_forever(lambda: self.all_group_members(group_id))
+        except ApiError as exc:
+            if exc.status == 404:
+                await self._commit(plan_drop(group_id), generation)
+                return
+            raise
+        change = plan_refresh(self.store.group(group_id), self.session.user_id, group, members)
+        await self._commit(change, generation)
+
+    async def _commit(self, change: Change, generation: int) -> None:
+        async with self._applying:
+            if generation != self._generation:
+                raise NotLoggedIn()
+            await asyncio.to_thread(self.store.commit, change)
+
+    async def _retrying_forever(self, call: Callable[[], Awaitable[T]]) -> T:
+        """A read of the sync, retried like the stream's own reads."""
+        backoff = self._backoff()
+        attempts = 0
+        while True:
+            try:
+                return await call()
+            except Transient as exc:
+                attempts += 1
+                limit = self.options.sync_attempts
+                if limit is not None and attempts >= limit:
+                    raise Unavailable(f"sync failed {attempts} times: {exc}") from exc
+                await asyncio.sleep(backoff.next_delay(exc.retry_after))
 
     def _recover(self, exc: SinceAhead) -> None:
         """The server is behind our cursor: it was restored from an older backup. Versions
@@ -335,25 +524,25 @@ class Client:
         if self.handlers.on_reset:
             self.handlers.on_reset(exc.latest_version)
 
-    def _dispatch(
-        self,
-        page: Page,
-        messages: list[Message],
-        recalls: list[Recall],
-        reads: list[ReadReceipt],
-    ) -> None:
+    def _dispatch(self, page: Page | None, applied: Applied) -> None:
         h = self.handlers
-        if page.history_fallback and h.on_gap:
+        if page is not None and page.history_fallback and h.on_gap:
             h.on_gap(page)
-        for m in messages:
+        for m in applied.messages:
             if h.on_message:
                 h.on_message(m)
-        for r in recalls:
+        for r in applied.recalls:
             if h.on_recall:
                 h.on_recall(r)
-        for receipt in reads:
+        for receipt in applied.reads:
             if h.on_read:
                 h.on_read(receipt)
+        for event in applied.group_events:
+            if h.on_group_event:
+                h.on_group_event(event)
+        for read in applied.group_reads:
+            if h.on_group_read:
+                h.on_group_read(read)
 
     async def catch_up(self, max_pages: int | None = None) -> SyncResult:
         """Sync without waiting until the server says there is no more (has_more false)."""
@@ -398,7 +587,13 @@ class Client:
             has_more = page.has_more
             if page.history_fallback:
                 yield Gap(page.next_since)
-            changes: list[Event] = [*result.messages, *result.recalls, *result.reads]
+            changes: list[Event] = [
+                *result.messages,
+                *result.recalls,
+                *result.reads,
+                *result.group_events,
+                *result.group_reads,
+            ]
             for event in changes:
                 yield event
 

@@ -10,7 +10,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from msgsync_client.client import Client, Handlers, Options, SyncResult
-from msgsync_client.models import Message, OutboxItem, Session
+from msgsync_client.models import Group, GroupMember, Message, OutboxItem, Session
 from msgsync_client.store import Store
 
 __all__ = ["SyncClient"]
@@ -57,6 +57,24 @@ class SyncClient:
 
     def history(self, peer: str, limit: int = 50) -> list[Message]:
         return self._run(self.client.api.history(peer, limit))[0]
+
+    def create_group(self, title: str, members: list[str] | None = None) -> Group:
+        return self._run(self.client.create_group(title, members))
+
+    def send_group_message(self, group_id: str, body: str) -> OutboxItem:
+        return self._run(self.client.send_group_message(group_id, body))
+
+    def group_members(self, group_id: str) -> list[GroupMember]:
+        return self._run(self.client.all_group_members(group_id))
+
+    def add_members(self, group_id: str, user_ids: list[str]) -> Group:
+        return self._run(self.client.add_members(group_id, user_ids))
+
+    def leave_group(self, group_id: str) -> None:
+        self._run(self.client.leave_group(group_id))
+
+    def read_group(self, group_id: str, up_to_seq: int) -> int:
+        return self._run(self.client.read_group(group_id, up_to_seq))
 
     def close(self) -> None:
         try:

@@ -10,21 +10,41 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from msgsync_client.models import Message, OutboxItem, OutboxState, Page, ReadReceipt, Session
-from msgsync_client.store import Applied, read_of, recall_of
+from msgsync_client.changes import Applied, Change, plan_events, plan_page
+from msgsync_client.models import (
+    EventsPage,
+    GroupState,
+    Message,
+    OutboxItem,
+    OutboxState,
+    Page,
+    ReadReceipt,
+    Session,
+)
 
 __all__ = ["SqliteStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY, sender TEXT NOT NULL, recipient TEXT NOT NULL, peer TEXT NOT NULL,
-    body TEXT NOT NULL, client_msg_id TEXT, created_at TEXT NOT NULL, recalled_at TEXT
+    id INTEGER PRIMARY KEY, sender TEXT NOT NULL, recipient TEXT, peer TEXT,
+    body TEXT NOT NULL, client_msg_id TEXT, created_at TEXT NOT NULL, recalled_at TEXT,
+    group_id TEXT, seq INTEGER
 );
 CREATE INDEX IF NOT EXISTS messages_peer ON messages (peer, id);
+CREATE INDEX IF NOT EXISTS messages_group ON messages (group_id, id);
 CREATE TABLE IF NOT EXISTS reads (
     reader TEXT NOT NULL, peer TEXT NOT NULL, up_to_message_id INTEGER NOT NULL,
     PRIMARY KEY (reader, peer)
+);
+CREATE TABLE IF NOT EXISTS groups (
+    group_id TEXT PRIMARY KEY, title TEXT NOT NULL, owner TEXT, role TEXT,
+    seq INTEGER NOT NULL, news_seq INTEGER NOT NULL, read_seq INTEGER NOT NULL,
+    stale INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS group_members (
+    group_id TEXT NOT NULL, user_id TEXT NOT NULL, role TEXT NOT NULL,
+    PRIMARY KEY (group_id, user_id)
 );
 CREATE TABLE IF NOT EXISTS applied (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, version INTEGER NOT NULL, kind TEXT NOT NULL
@@ -32,9 +52,30 @@ CREATE TABLE IF NOT EXISTS applied (
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, client_msg_id TEXT NOT NULL UNIQUE,
     recipient TEXT NOT NULL, body TEXT NOT NULL, state TEXT NOT NULL,
-    message_id INTEGER, error TEXT
+    message_id INTEGER, error TEXT, group_id TEXT
 );
 """
+# The file's layout version (PRAGMA user_version). 1: groups. A file of version 0 (written
+# before groups) is upgraded in place when opened.
+_VERSION = 1
+_UPGRADE_FROM_0 = """
+ALTER TABLE messages RENAME TO messages_v0;
+DROP INDEX IF EXISTS messages_peer;
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY, sender TEXT NOT NULL, recipient TEXT, peer TEXT,
+    body TEXT NOT NULL, client_msg_id TEXT, created_at TEXT NOT NULL, recalled_at TEXT,
+    group_id TEXT, seq INTEGER
+);
+INSERT INTO messages (id, sender, recipient, peer, body, client_msg_id, created_at, recalled_at)
+    SELECT id, sender, recipient, peer, body, client_msg_id, created_at, recalled_at
+    FROM messages_v0;
+DROP TABLE messages_v0;
+ALTER TABLE outbox ADD COLUMN group_id TEXT;
+"""
+_MESSAGE_COLUMNS = (
+    "id, sender, recipient, body, client_msg_id, created_at, recalled_at, group_id, seq"
+)
+_STREAM_TABLES = ("messages", "reads", "groups", "group_members", "applied")
 
 
 class SqliteStore:
@@ -60,10 +101,15 @@ class SqliteStore:
         # A logout deletes a user's messages from a file that may stay on a shared computer:
         # overwrite what is deleted instead of leaving it in free pages.
         self._db.execute("PRAGMA secure_delete=ON")
-        with self._transaction():
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    self._db.execute(statement)
+        with self._transaction() as db:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            existing = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'"
+            ).fetchone()
+            if existing and version < 1:
+                _run(db, _UPGRADE_FROM_0)
+            _run(db, _SCHEMA)
+            db.execute(f"PRAGMA user_version = {_VERSION}")  # a constant
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -121,57 +167,79 @@ class SqliteStore:
         return int(self._get("gaps") or 0)
 
     def apply_page(self, page: Page) -> Applied:
-        applied = Applied()
+        # Planned inside the transaction: another process on this file (a CLI `send`
+        # beside a running `tail`) cannot change what the plan read before it is written.
         with self._transaction() as db:
-            cursor = self.cursor()
-            user = self._get("user_id") or ""
-            log: list[tuple[int, str]] = []
-            for entry in page.entries:
-                if entry.version <= cursor:
-                    continue  # each version once, even if a page repeats one
-                log.append((entry.version, entry.kind))
-                if entry.kind == "message":
-                    applied.messages.append(Message.from_json(entry.data))
-                elif entry.kind == "recall":
-                    applied.recalls.append(recall_of(entry))
-                elif entry.kind == "read":
-                    applied.reads.append(read_of(entry))
-                cursor = entry.version
-            applied.count = len(log)
-            # Batched by kind, which keeps the result of applying in version order: a recall
-            # always comes after its message, and receipts only ever move forward (max).
-            db.executemany("INSERT INTO applied (version, kind) VALUES (?, ?)", log)
-            db.executemany(
-                "INSERT OR REPLACE INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        m.id,
-                        m.sender,
-                        m.recipient,
-                        m.peer_of(user),
-                        m.body,
-                        m.client_msg_id,
-                        m.created_at,
-                        m.recalled_at,
-                    )
-                    for m in applied.messages
-                ],
-            )
-            db.executemany(
-                "UPDATE messages SET body = '', recalled_at = ? WHERE id = ?",
-                [(r.recalled_at, r.message_id) for r in applied.recalls],
-            )
-            db.executemany(
-                "INSERT INTO reads VALUES (?, ?, ?) ON CONFLICT (reader, peer) DO UPDATE"
-                " SET up_to_message_id = max(up_to_message_id, excluded.up_to_message_id)",
-                [(r.reader, r.peer, r.up_to_message_id) for r in applied.reads],
-            )
-            self._put(db, "acked", str(self.acked()))
-            self._before_cursor(page)
-            self._put(db, "cursor", str(max(cursor, page.next_since)))
-            if page.history_fallback:
-                self._put(db, "gaps", str(self.gaps() + 1))
+            change, applied = plan_page(self, self._get("user_id") or "", page)
+            self._write(db, change, page)
         return applied
+
+    def apply_events(self, group_id: str, page: EventsPage) -> Applied:
+        with self._transaction() as db:
+            change, applied = plan_events(self, self._get("user_id") or "", group_id, page)
+            self._write(db, change)
+        return applied
+
+    def commit(self, change: Change) -> None:
+        with self._transaction() as db:
+            self._write(db, change)
+
+    def _write(self, db: sqlite3.Connection, change: Change, page: Page | None = None) -> None:
+        for group_id in change.dropped_groups:
+            for table in ("messages", "group_members", "groups"):
+                db.execute(f"DELETE FROM {table} WHERE group_id = ?", (group_id,))  # fixed names
+        user = self._get("user_id") or ""
+        db.executemany(
+            "INSERT OR REPLACE INTO messages (peer, " + _MESSAGE_COLUMNS + ")"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    m.peer_of(user),
+                    m.id,
+                    m.sender,
+                    m.recipient,
+                    m.body,
+                    m.client_msg_id,
+                    m.created_at,
+                    m.recalled_at,
+                    m.group_id,
+                    m.seq,
+                )
+                for m in change.messages.values()
+            ],
+        )
+        # Recalls after the messages, which keeps the result of applying in version order:
+        # a recall always comes after its message; receipts only ever move forward (max).
+        db.executemany(
+            "UPDATE messages SET body = '', recalled_at = ? WHERE id = ?",
+            [(r.recalled_at, r.message_id) for r in change.recalls],
+        )
+        db.executemany(
+            "INSERT INTO reads VALUES (?, ?, ?) ON CONFLICT (reader, peer) DO UPDATE"
+            " SET up_to_message_id = max(up_to_message_id, excluded.up_to_message_id)",
+            [(r.reader, r.peer, r.up_to_message_id) for r in change.reads.values()],
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO groups VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (g.group_id, g.title, g.owner, g.role, g.seq, g.news_seq, g.read_seq, g.stale)
+                for g in change.groups.values()
+            ],
+        )
+        for group_id in change.members_changed:
+            db.execute("DELETE FROM group_members WHERE group_id = ?", (group_id,))
+            db.executemany(
+                "INSERT INTO group_members VALUES (?, ?, ?)",
+                [(group_id, u, r) for u, r in change.groups[group_id].members.items()],
+            )
+        db.executemany("INSERT INTO applied (version, kind) VALUES (?, ?)", change.applied)
+        self._put(db, "acked", str(self.acked()))
+        if page is not None:
+            self._before_cursor(page)
+        if change.cursor is not None:
+            self._put(db, "cursor", str(change.cursor))
+        if change.gap:
+            self._put(db, "gaps", str(self.gaps() + 1))
 
     def _before_cursor(self, page: Page) -> None:
         """Called inside apply_page's transaction, after the entries and before the cursor:
@@ -179,7 +247,7 @@ class SqliteStore:
 
     def reset_stream(self) -> None:
         with self._transaction() as db:
-            for table in ("messages", "reads", "applied"):
+            for table in _STREAM_TABLES:
                 db.execute(f"DELETE FROM {table}")  # fixed table names
             self._put(db, "cursor", "0")
             self._put(db, "acked", "0")
@@ -187,7 +255,7 @@ class SqliteStore:
 
     def clear(self) -> None:
         with self._transaction() as db:
-            for table in ("state", "messages", "reads", "applied", "outbox"):
+            for table in ("state", *_STREAM_TABLES, "outbox"):
                 db.execute(f"DELETE FROM {table}")  # fixed table names
             self._acked = 0
         # The WAL still holds the pages as they were before the delete: copy the cleared
@@ -199,8 +267,9 @@ class SqliteStore:
     def add_outbox(self, item: OutboxItem) -> None:
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO outbox (client_msg_id, recipient, body, state, message_id, error)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO outbox"
+                " (client_msg_id, recipient, body, state, message_id, error, group_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     item.client_msg_id,
                     item.to,
@@ -208,6 +277,7 @@ class SqliteStore:
                     item.state.value,
                     item.message_id,
                     item.error,
+                    item.group_id,
                 ),
             )
 
@@ -220,18 +290,52 @@ class SqliteStore:
 
     def outbox(self) -> list[OutboxItem]:
         rows = self._rows(
-            "SELECT client_msg_id, recipient, body, state, message_id, error FROM outbox"
-            " ORDER BY seq"
+            "SELECT client_msg_id, recipient, body, state, message_id, error, group_id"
+            " FROM outbox ORDER BY seq"
         )
-        return [OutboxItem(r[0], r[1], r[2], OutboxState(r[3]), r[4], r[5]) for r in rows]
+        return [OutboxItem(r[0], r[1], r[2], OutboxState(r[3]), r[4], r[5], r[6]) for r in rows]
 
-    def messages(self, peer: str | None = None) -> list[Message]:
-        columns = "id, sender, recipient, body, client_msg_id, created_at, recalled_at"
-        if peer is None:
-            rows = self._rows(f"SELECT {columns} FROM messages ORDER BY id")
-        else:
-            rows = self._rows(f"SELECT {columns} FROM messages WHERE peer = ? ORDER BY id", (peer,))
-        return [Message(*row) for row in rows]
+    def messages(self, peer: str | None = None, group_id: str | None = None) -> list[Message]:
+        where, params = [], []
+        if peer is not None:
+            where.append("peer = ?")
+            params.append(peer)
+        if group_id is not None:
+            where.append("group_id = ?")
+            params.append(group_id)
+        condition = f" WHERE {' AND '.join(where)}" if where else ""
+        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages{condition} ORDER BY id"
+        return [Message(*row) for row in self._rows(sql, tuple(params))]
+
+    def group(self, group_id: str) -> GroupState | None:
+        found = self._groups("WHERE group_id = ?", (group_id,))
+        return found[0] if found else None
+
+    def groups(self) -> list[GroupState]:
+        return self._groups("", ())
+
+    def groups_to_sync(self) -> list[GroupState]:
+        return self._groups(
+            "WHERE group_id IN (SELECT group_id FROM groups WHERE news_seq > seq OR stale)", ()
+        )
+
+    def _groups(self, where: str, params: tuple[object, ...]) -> list[GroupState]:
+        with self._lock:
+            rows = self._rows(
+                "SELECT group_id, title, owner, role, seq, news_seq, read_seq, stale"
+                f" FROM groups {where} ORDER BY group_id",
+                params,
+            )
+            members: dict[str, dict[str, str]] = {}
+            for group_id, user_id, role in self._rows(
+                f"SELECT group_id, user_id, role FROM group_members {where} ORDER BY user_id",
+                params,
+            ):
+                members.setdefault(group_id, {})[user_id] = role
+        return [
+            GroupState(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7]), members.get(r[0], {}))
+            for r in rows
+        ]
 
     def reads(self) -> list[ReadReceipt]:
         rows = self._rows("SELECT reader, peer, up_to_message_id FROM reads ORDER BY reader, peer")
@@ -247,3 +351,9 @@ class SqliteStore:
                 with self._transaction() as db:
                     self._put(db, "acked", str(self._acked))
             self._db.close()
+
+
+def _run(db: sqlite3.Connection, script: str) -> None:
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)

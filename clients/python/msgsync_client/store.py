@@ -6,31 +6,22 @@ nor re-applies an entry (see docs/client-algorithm.md)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Protocol
 
+from msgsync_client.changes import Applied, Change, plan_events, plan_page
 from msgsync_client.models import (
-    Entry,
+    EventsPage,
+    GroupState,
     Message,
     OutboxItem,
     OutboxState,
     Page,
     ReadReceipt,
-    Recall,
     Session,
 )
 
 __all__ = ["Applied", "MemoryStore", "Store"]
-
-
-@dataclass
-class Applied:
-    """What one page changed, for the app's callbacks (after the local commit)."""
-
-    messages: list[Message] = field(default_factory=list)
-    recalls: list[Recall] = field(default_factory=list)
-    reads: list[ReadReceipt] = field(default_factory=list)
-    count: int = 0
 
 
 class Store(Protocol):
@@ -44,39 +35,54 @@ class Store(Protocol):
     def apply_page(self, page: Page) -> Applied:
         """Apply the entries above the cursor, in version order, and store
         `page.next_since` as the cursor (and count a gap for a history_fallback page), all
-        in one local transaction."""
+        in one local transaction (see changes.plan_page)."""
+        ...
+
+    def apply_events(self, group_id: str, page: EventsPage) -> Applied:
+        """Apply a page of the group's log read from its `seq`, and its new position, in one
+        local transaction (see changes.plan_events)."""
+        ...
+
+    def commit(self, change: Change) -> None:
+        """Write a change in one local transaction (in the order Change documents)."""
         ...
 
     def reset_stream(self) -> None:
-        """since_ahead recovery: forget the stream (messages, receipts, the applied log) and
-        set the cursor to 0, in one transaction; the outbox and the session stay."""
+        """since_ahead recovery: forget the stream (messages, receipts, groups, the applied
+        log) and set the cursor to 0, in one transaction; the outbox and the session stay."""
         ...
 
     def clear(self) -> None:
         """Logout, or a login by another account: forget everything the store holds (the
-        session and its token, the stream, the cursor, the read receipts, the outbox, the
-        counters) in one transaction. A crash leaves the old store or an empty one, never a
-        cursor without its stream or an outbox without its user."""
+        session and its token, the stream, the cursor, the read receipts, the groups, the
+        outbox, the counters) in one transaction. A crash leaves the old store or an empty
+        one, never a cursor without its stream or an outbox without its user."""
         ...
 
     def add_outbox(self, item: OutboxItem) -> None: ...
     def update_outbox(self, item: OutboxItem) -> None: ...
     def outbox(self) -> list[OutboxItem]: ...
-    def messages(self, peer: str | None = None) -> list[Message]: ...
+    def messages(self, peer: str | None = None, group_id: str | None = None) -> list[Message]:
+        """Messages by id: all of them, a direct conversation's (`peer`) or a group's."""
+        ...
+
     def reads(self) -> list[ReadReceipt]: ...
+    def group(self, group_id: str) -> GroupState | None: ...
+    def groups(self) -> list[GroupState]:
+        """The user's groups known here, by group id."""
+        ...
+
+    def groups_to_sync(self) -> list[GroupState]:
+        """The groups with news to read from their log, or details to fetch (stale)."""
+        ...
+
     def applied(self) -> list[tuple[int, str]]: ...
     def close(self) -> None: ...
 
 
-def recall_of(entry: Entry) -> Recall:
-    # A recall takes effect at its entry's time: the server writes both in one transaction.
-    data = entry.data
-    return Recall(int(data["message_id"]), str(data["from"]), str(data["to"]), entry.created_at)
-
-
-def read_of(entry: Entry) -> ReadReceipt:
-    data = entry.data
-    return ReadReceipt(str(data["reader"]), str(data["peer"]), int(data["up_to_message_id"]))
+def user_of(store: Store) -> str:
+    session = store.session()
+    return session.user_id if session else ""
 
 
 class MemoryStore:
@@ -89,6 +95,7 @@ class MemoryStore:
         self._gaps = 0
         self._messages: dict[int, Message] = {}
         self._reads: dict[tuple[str, str], ReadReceipt] = {}
+        self._groups: dict[str, GroupState] = {}
         self._applied: list[tuple[int, str]] = []
         self._outbox: dict[str, OutboxItem] = {}
 
@@ -111,39 +118,40 @@ class MemoryStore:
         return self._gaps
 
     def apply_page(self, page: Page) -> Applied:
-        applied = Applied()
-        for entry in page.entries:
-            # Each version once, even if a server (or a retry) repeats one.
-            if entry.version <= self._cursor:
-                continue
-            self._applied.append((entry.version, entry.kind))
-            applied.count += 1
-            if entry.kind == "message":
-                message = Message.from_json(entry.data)
-                self._messages[message.id] = message
-                applied.messages.append(message)
-            elif entry.kind == "recall":
-                recall = recall_of(entry)
-                old = self._messages.get(recall.message_id)
-                if old is not None:
-                    self._messages[old.id] = replace(old, body="", recalled_at=recall.recalled_at)
-                applied.recalls.append(recall)
-            elif entry.kind == "read":
-                receipt = read_of(entry)
-                key = (receipt.reader, receipt.peer)
-                current = self._reads.get(key)
-                if current is None or current.up_to_message_id < receipt.up_to_message_id:
-                    self._reads[key] = receipt
-                applied.reads.append(receipt)
-            self._cursor = entry.version
-        self._cursor = max(self._cursor, page.next_since)
-        if page.history_fallback:
-            self._gaps += 1
+        change, applied = plan_page(self, user_of(self), page)
+        self.commit(change)
         return applied
+
+    def apply_events(self, group_id: str, page: EventsPage) -> Applied:
+        change, applied = plan_events(self, user_of(self), group_id, page)
+        self.commit(change)
+        return applied
+
+    def commit(self, change: Change) -> None:
+        for group_id in change.dropped_groups:
+            self._groups.pop(group_id, None)
+            for message_id in [i for i, m in self._messages.items() if m.group_id == group_id]:
+                del self._messages[message_id]
+        self._messages.update(change.messages)
+        for recall in change.recalls:
+            old = self._messages.get(recall.message_id)
+            if old is not None:
+                self._messages[old.id] = replace(old, body="", recalled_at=recall.recalled_at)
+        for key, receipt in change.reads.items():
+            current = self._reads.get(key)
+            if current is None or current.up_to_message_id < receipt.up_to_message_id:
+                self._reads[key] = receipt
+        self._groups.update(change.groups)
+        self._applied.extend(change.applied)
+        if change.cursor is not None:
+            self._cursor = change.cursor
+        if change.gap:
+            self._gaps += 1
 
     def reset_stream(self) -> None:
         self._messages.clear()
         self._reads.clear()
+        self._groups.clear()
         self._applied.clear()
         self._cursor = 0
         self._acked = 0
@@ -163,14 +171,26 @@ class MemoryStore:
     def outbox(self) -> list[OutboxItem]:
         return list(self._outbox.values())
 
-    def messages(self, peer: str | None = None) -> list[Message]:
-        user = self._session.user_id if self._session else ""
+    def messages(self, peer: str | None = None, group_id: str | None = None) -> list[Message]:
+        user = user_of(self)
         return [
-            m for _, m in sorted(self._messages.items()) if peer is None or m.peer_of(user) == peer
+            m
+            for _, m in sorted(self._messages.items())
+            if (peer is None or m.peer_of(user) == peer)
+            and (group_id is None or m.group_id == group_id)
         ]
 
     def reads(self) -> list[ReadReceipt]:
         return [r for _, r in sorted(self._reads.items())]
+
+    def group(self, group_id: str) -> GroupState | None:
+        return self._groups.get(group_id)
+
+    def groups(self) -> list[GroupState]:
+        return [g for _, g in sorted(self._groups.items())]
+
+    def groups_to_sync(self) -> list[GroupState]:
+        return [g for g in self.groups() if g.pending_news or g.stale]
 
     def applied(self) -> list[tuple[int, str]]:
         return list(self._applied)

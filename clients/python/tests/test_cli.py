@@ -149,6 +149,14 @@ def test_the_blocking_facade(server_url: str) -> None:
         result = a.catch_up()
         assert [m.body for m in result.messages] == ["from a script"]
         assert [m.id for m in a.history(bob)] == [item.message_id]
+        group = a.create_group("Scripted", [bob])
+        sent = a.send_group_message(group.group_id, "to the group")
+        assert sent.state.value == "sent"
+        roles = {m.user_id: m.role for m in a.group_members(group.group_id)}
+        assert roles == {alice: "owner", bob: "member"}
+        result = a.catch_up()
+        assert [m.body for m in result.messages] == ["to the group"]
+        assert a.client.store.group(group.group_id) is not None
 
 
 def test_logout_deletes_the_profile_even_when_the_server_cannot_be_told(
@@ -165,3 +173,53 @@ def test_logout_deletes_the_profile_even_when_the_server_cannot_be_told(
     assert f"logged out {alice}" in out.stdout
     assert "the server could not be told" in out.stderr
     assert list(home.iterdir()) == []
+
+
+def test_groups_from_the_shell(server_url: str, tmp_path: Path) -> None:
+    alice, bob, carol = (new_user(server_url, p) for p in ("alice", "bob", "carol"))
+    a_home, b_home = tmp_path / "a", tmp_path / "b"
+    assert run(a_home, "--server", server_url, "login", alice).returncode == 0
+    assert run(b_home, "--server", server_url, "login", bob).returncode == 0
+
+    created = run(a_home, "group", "create", "Shell trip", bob)
+    assert created.returncode == 0, created.stderr
+    words = created.stdout.split()
+    assert words[:2] == ["created", "group"]
+    assert created.stdout.rstrip().endswith("(Shell trip) with 2 members")
+    group_id = words[2]
+
+    sent = run(b_home, "group", "send", group_id, "hello group")
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.startswith("sent #")
+    added = run(a_home, "group", "add", group_id, carol)
+    assert added.stdout.strip() == f"group {group_id} has 3 members"
+
+    members = run(b_home, "group", "members", group_id, "--json")
+    assert members.returncode == 0, members.stderr
+    assert [json.loads(line) for line in members.stdout.splitlines()] == sorted(
+        [
+            {"user_id": alice, "role": "owner"},
+            {"user_id": bob, "role": "member"},
+            {"user_id": carol, "role": "member"},
+        ],
+        key=lambda m: m["user_id"],
+    )
+
+    tail = run(a_home, "tail", "--once", "--json")
+    assert tail.returncode == 0, tail.stderr
+    records = [json.loads(line) for line in tail.stdout.splitlines()]
+    # Callbacks come in version order within a kind: messages, then group events.
+    assert [(r["kind"], r.get("body"), r.get("event", {}).get("kind")) for r in records] == [
+        ("message", "hello group", None),
+        ("group", None, "created"),
+        ("group", None, "member_added"),
+    ]
+    assert records[0]["group_id"] == group_id
+
+    listed = run(a_home, "group", "list")  # bob's message is unread for alice
+    assert listed.stdout.strip() == f"{group_id} Shell trip (1 unread)"
+
+    assert run(b_home, "group", "leave", group_id).returncode == 0
+    refused = run(b_home, "group", "send", group_id, "still here?")
+    assert refused.returncode == 1
+    assert "group_not_found" in refused.stderr
