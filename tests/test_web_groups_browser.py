@@ -6,11 +6,12 @@ list shows the group among the direct chats with the right unread count."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.browser import chromium, require_chromium
+from tests.browser import SCREENSHOT_DIR, chromium, require_chromium
 from tests.conftest import migrated_pg_database
 from tests.factories import PASSWORD, new_user_id
 from tests.server import Server, running_server
@@ -66,6 +67,11 @@ def log_in(browser: Browser, server: Server, user_id: str) -> tuple[BrowserConte
     expect(page.get_by_role("status")).to_have_text("Online")
     assert errors == []
     return context, page
+
+
+def screenshot(page: Page, name: str) -> None:
+    if SCREENSHOT_DIR:
+        page.screenshot(path=str(Path(SCREENSHOT_DIR) / f"web-{name}.png"))
 
 
 def send(page: Page, text: str) -> None:
@@ -135,6 +141,7 @@ def test_an_offline_member_catches_up_once_in_order_with_sender_names(
     expect(c.get_by_role("heading", name=TITLE)).to_be_visible()
     expect(c.locator("#messages li .body")).to_have_text(texts)  # each once, in order
     expect(c.locator("#messages li .sender")).to_have_text([sender for _, sender, _ in talk])
+    screenshot(c, "group-caught-up")
     # Opened is read: the badge goes, on this device and in the server's count.
     expect(c.locator("#conversations button[data-group] .unread")).to_have_count(0)
     login = httpx.post(f"{server.url}/login", json={"user_id": carol, "password": PASSWORD})
@@ -165,6 +172,7 @@ def test_an_offline_member_catches_up_once_in_order_with_sender_names(
     expect(a.locator("#members li")).to_have_count(3)
     expect(a.locator(f'#members li[data-user="{alice}"] .role')).to_have_text("owner")
     expect(a.get_by_label("Add member")).to_be_visible()
+    screenshot(a, "group-members")
     b.get_by_role("button", name="Members").click()
     b.get_by_role("button", name="Leave group").click()
     expect(b.locator("#conversations button[data-group]")).to_have_count(0)
