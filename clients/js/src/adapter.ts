@@ -5,14 +5,21 @@ import { createInterface } from "node:readline";
 import { Client, type Options } from "./client.js";
 import { MsgsyncError } from "./errors.js";
 import { FileStore } from "./file-store.js";
-import type { OutboxItem } from "./types.js";
+import { type OutboxItem, groupOf } from "./types.js";
 
 class BadRequest extends Error {}
 
 type Json = Record<string, unknown>;
 
 function outboxJson(i: OutboxItem): Json {
-  return { client_msg_id: i.client_msg_id, to: i.to, body: i.body, state: i.state, message_id: i.message_id };
+  const record: Json = { client_msg_id: i.client_msg_id, to: i.to, body: i.body, state: i.state, message_id: i.message_id };
+  if (i.group_id) record["group_id"] = i.group_id;
+  return record;
+}
+
+function sent(item: OutboxItem): Json {
+  if (item.state === "failed") throw new MsgsyncError(`send failed: ${item.error}`, "send_failed");
+  return { client_msg_id: item.client_msg_id, state: item.state, message_id: item.message_id };
 }
 
 const OPTION_NAMES: Record<string, keyof Options> = {
@@ -42,10 +49,28 @@ class Adapter {
       }
       case "logout":
         return { server_confirmed: await client.logout() };
-      case "send": {
-        const item = await client.send(str(req, "to"), str(req, "body"));
-        if (item.state === "failed") throw new MsgsyncError(`send failed: ${item.error}`, "send_failed");
-        return { client_msg_id: item.client_msg_id, state: item.state, message_id: item.message_id };
+      case "send":
+        return sent(await client.send(str(req, "to"), str(req, "body")));
+      case "create_group": {
+        const group = await client.createGroup(str(req, "title"), strings(req, "members", true));
+        return { group_id: group.group_id, title: group.title, owner: group.owner, member_count: group.member_count };
+      }
+      case "group_send":
+        return sent(await client.sendGroup(str(req, "group_id"), str(req, "body")));
+      case "add_members": {
+        const group = await client.addMembers(str(req, "group_id"), strings(req, "user_ids"));
+        return { member_count: group.member_count };
+      }
+      case "remove_member":
+        await client.removeMember(str(req, "group_id"), str(req, "user_id"));
+        return {};
+      case "leave_group":
+        await client.leaveGroup(str(req, "group_id"));
+        return {};
+      case "read_group": {
+        const upTo = req["up_to_seq"];
+        if (typeof upTo !== "number") throw new BadRequest("up_to_seq: a number is required");
+        return { read_seq: await client.readGroup(str(req, "group_id"), upTo) };
       }
       case "resume_outbox":
         return { outbox: (await client.resumeOutbox()).map(outboxJson) };
@@ -109,6 +134,18 @@ function str(req: Json, name: string): string {
   return value;
 }
 
+function strings(req: Json, name: string, optional = false): string[] {
+  const value = req[name];
+  if (optional && (value === undefined || value === null)) return [];
+  if (!Array.isArray(value) || !value.every((v) => typeof v === "string")) {
+    throw new BadRequest(`${name}: a list of strings is required`);
+  }
+  return value as string[];
+}
+
+const byKey = <T>(record: Record<string, T>): Record<string, T> =>
+  Object.fromEntries(Object.entries(record).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+
 function state(client: Client): Json {
   const store = client.store;
   const s = store.session; // null after a logout: what is left must be nothing
@@ -117,13 +154,38 @@ function state(client: Client): Json {
     device_id: s?.device_id ?? null,
     cursor: store.cursor,
     acked: store.acked,
-    messages: store.messages().map((m) => ({
-      id: m.id,
-      from: m.from,
-      to: m.to,
-      body: m.body,
-      client_msg_id: m.client_msg_id,
-      recalled_at: m.recalled_at,
+    messages: store
+      .messages()
+      .filter((m) => groupOf(m) === null)
+      .map((m) => ({
+        id: m.id,
+        from: m.from,
+        to: m.to,
+        body: m.body,
+        client_msg_id: m.client_msg_id,
+        recalled_at: m.recalled_at,
+      })),
+    group_messages: store
+      .messages()
+      .filter((m) => groupOf(m) !== null)
+      .map((m) => ({
+        id: m.id,
+        group_id: m.group_id,
+        seq: m.seq,
+        from: m.from,
+        body: m.body,
+        client_msg_id: m.client_msg_id,
+        recalled_at: m.recalled_at,
+      })),
+    groups: store.groups().map((g) => ({
+      group_id: g.group_id,
+      title: g.title ?? "",
+      owner: g.owner,
+      role: g.role,
+      seq: g.seq,
+      read_seq: g.read_seq,
+      pending: g.news > g.seq || g.stale,
+      members: byKey(g.members),
     })),
     applied: store.applied(),
     reads: store.reads(),

@@ -3,10 +3,17 @@ import { ApiError, SinceAhead, Transient, Unauthorized } from "./errors.js";
 import type {
   AckOut,
   ConversationsPage,
+  CreateGroupOut,
+  GroupEventsPage,
+  GroupMembersPage,
+  GroupOut,
+  GroupReadOut,
+  GroupRole,
   HistoryPage,
   LoginOut,
   Message,
   ReadOut,
+  RoleOut,
   SendOut,
   SyncPage,
 } from "./types.js";
@@ -136,7 +143,58 @@ export class Api {
       json: { up_to_message_id: upToMessageId },
     });
   }
+
+  // -- groups ----------------------------------------------------------------------------
+
+  /** 201 for a new group; a retry with the same `clientGroupId` answers the same group. */
+  createGroup(title: string, members: string[], clientGroupId: string): Promise<CreateGroupOut> {
+    return this.call("POST", "/groups", { json: { title, members, client_group_id: clientGroupId } });
+  }
+
+  getGroup(groupId: string): Promise<GroupOut> {
+    return this.call("GET", groupPath(groupId));
+  }
+
+  renameGroup(groupId: string, title: string): Promise<GroupOut> {
+    return this.call("PATCH", groupPath(groupId), { json: { title } });
+  }
+
+  groupMembers(groupId: string, after: string | null = null, limit = 100): Promise<GroupMembersPage> {
+    const query: Record<string, string | number> = { limit };
+    if (after !== null) query["after"] = after;
+    return this.call("GET", `${groupPath(groupId)}/members`, { query });
+  }
+
+  addMembers(groupId: string, userIds: string[]): Promise<GroupOut> {
+    return this.call("POST", `${groupPath(groupId)}/members`, { json: { user_ids: userIds } });
+  }
+
+  /** Remove a member; removing oneself is leaving. */
+  removeMember(groupId: string, userId: string): Promise<void> {
+    return this.call("DELETE", `${groupPath(groupId)}/members/${encodeURIComponent(userId)}`);
+  }
+
+  setRole(groupId: string, userId: string, role: Exclude<GroupRole, "owner">): Promise<RoleOut> {
+    return this.call("PATCH", `${groupPath(groupId)}/members/${encodeURIComponent(userId)}`, { json: { role } });
+  }
+
+  sendGroupMessage(groupId: string, body: string, clientMsgId: string): Promise<SendOut> {
+    return this.call("POST", `${groupPath(groupId)}/messages`, { json: { body, client_msg_id: clientMsgId } });
+  }
+
+  /** The group's log after `afterSeq` (null: from where this user joined). */
+  groupEvents(groupId: string, afterSeq: number | null = null, limit = 100): Promise<GroupEventsPage> {
+    const query: Record<string, number> = { limit };
+    if (afterSeq !== null) query["after_seq"] = afterSeq;
+    return this.call("GET", `${groupPath(groupId)}/events`, { query });
+  }
+
+  readGroup(groupId: string, upToSeq: number): Promise<GroupReadOut> {
+    return this.call("POST", `${groupPath(groupId)}/read`, { json: { up_to_seq: upToSeq } });
+  }
 }
+
+const groupPath = (groupId: string): string => `/groups/${encodeURIComponent(groupId)}`;
 
 async function problem(response: Response): Promise<ApiError> {
   let body: Record<string, unknown> = {};

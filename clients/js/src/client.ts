@@ -12,8 +12,22 @@ import {
   Unauthorized,
   Unavailable,
 } from "./errors.js";
-import type { BeforeCommit, Store } from "./store.js";
-import type { Message, OutboxItem, ReadReceipt, Recall, Session, SyncPage } from "./types.js";
+import type { Applied, BeforeCommit, Store } from "./store.js";
+import type {
+  Group,
+  GroupEventsPage,
+  GroupMember,
+  GroupMembersPage,
+  GroupRole,
+  GroupState,
+  Message,
+  OutboxItem,
+  ReadReceipt,
+  Recall,
+  RoleOut,
+  Session,
+  SyncPage,
+} from "./types.js";
 
 export interface Options {
   pageLimit: number; // the server's maximum by default: a catch-up takes the fewest trips
@@ -42,6 +56,8 @@ export interface Handlers {
   onMessages?: (messages: Message[]) => void;
   onRecalls?: (recalls: Recall[]) => void;
   onReads?: (reads: ReadReceipt[]) => void;
+  /** Groups joined, left, renamed, read, or with new details: their ids. */
+  onGroups?: (groupIds: string[]) => void;
   onGap?: (page: SyncPage) => void; // history_fallback: operations were pruned
   onReset?: (latestVersion: number) => void; // since_ahead recovery started
   onOutbox?: (item: OutboxItem) => void;
@@ -51,6 +67,8 @@ export interface Handlers {
 
 export interface SyncResult {
   pages: number;
+  /** Pages of group logs read (on group_news, or to fill a gap). */
+  groupPages: number;
   applied: number;
   cursor: number;
   historyFallback: boolean;
@@ -168,10 +186,20 @@ export class Client {
   /** Store the send with its client_msg_id before any attempt: a retry after a crash or a
    * lost answer reuses the id, and the server answers with the first result. */
   async enqueue(to: string, body: string): Promise<OutboxItem> {
+    return this.enqueueItem(to, null, body);
+  }
+
+  /** As enqueue(), for a message to a group. */
+  async enqueueGroup(groupId: string, body: string): Promise<OutboxItem> {
+    return this.enqueueItem(null, groupId, body);
+  }
+
+  private async enqueueItem(to: string | null, groupId: string | null, body: string): Promise<OutboxItem> {
     void this.session;
     const item: OutboxItem = {
       client_msg_id: newId(),
       to,
+      group_id: groupId,
       body,
       state: "pending",
       message_id: null,
@@ -197,7 +225,11 @@ export class Client {
     for (let attempt = 0; attempt < this.options.sendAttempts; attempt++) {
       if (generation !== this.generation) throw new NotLoggedIn();
       try {
-        const out = await this.api.send(item.to, item.body, item.client_msg_id);
+        const groupId = item.group_id ?? null;
+        const out =
+          groupId !== null
+            ? await this.api.sendGroupMessage(groupId, item.body, item.client_msg_id)
+            : await this.api.send(item.to ?? "", item.body, item.client_msg_id);
         return await store({ ...item, state: "sent", message_id: out.message.id, error: null });
       } catch (exc) {
         if (exc instanceof Transient) {
@@ -221,6 +253,12 @@ export class Client {
     return this.deliver(await this.enqueue(to, body));
   }
 
+  /** Send to a group through the outbox: retried with the same client_msg_id, so the
+   * group gets it once. */
+  async sendGroup(groupId: string, body: string): Promise<OutboxItem> {
+    return this.deliver(await this.enqueueGroup(groupId, body));
+  }
+
   private queue: Promise<unknown> = Promise.resolve();
 
   /** Store the send now and deliver it after every send queued before it: the recipient
@@ -228,7 +266,15 @@ export class Client {
    * so sends in parallel could land in any order). Resolves with the stored item; the
    * outcome arrives through onOutbox. */
   async post(to: string, body: string): Promise<OutboxItem> {
-    const item = await this.enqueue(to, body);
+    return this.queueDelivery(await this.enqueue(to, body));
+  }
+
+  /** As post(), to a group (one queue for all: what is written is delivered in order). */
+  async postGroup(groupId: string, body: string): Promise<OutboxItem> {
+    return this.queueDelivery(await this.enqueueGroup(groupId, body));
+  }
+
+  private queueDelivery(item: OutboxItem): OutboxItem {
     this.queue = this.queue.then(() => this.deliver(item)).catch(() => undefined);
     return item;
   }
@@ -305,6 +351,8 @@ export class Client {
     // Logged out while the page was written: the clear queued after it removes it; the app
     // and the acker must not hear of it.
     if (generation !== this.generation) throw ended();
+    // Acked once the page is here: what it signalled of groups is stored with it (a
+    // group's news), so the server may prune it before the logs are read.
     this.acker.applied(this.store.cursor, applied.count);
     r.pages += 1;
     r.applied += applied.count;
@@ -312,12 +360,109 @@ export class Client {
     r.latestVersion = page.latest_version;
     r.historyFallback ||= page.history_fallback;
     // The app hears of changes after the commit, never before.
+    if (page.history_fallback) this.handlers.onGap?.(page);
+    this.tell(applied);
+    await this.followGroups(generation, r, stop);
+    return page;
+  }
+
+  private tell(applied: Applied): void {
     const h = this.handlers;
-    if (page.history_fallback) h.onGap?.(page);
     if (applied.messages.length) h.onMessages?.(applied.messages);
     if (applied.recalls.length) h.onRecalls?.(applied.recalls);
     if (applied.reads.length) h.onReads?.(applied.reads);
-    return page;
+    if (applied.groups.length) h.onGroups?.(applied.groups);
+  }
+
+  /** Catch up on the groups the stream pointed at: read each group's log from its position
+   * up to the news (group_news, or a gap in the stream), then fetch the details of groups
+   * new here or changed. A failure leaves the news stored: the next page tries again. */
+  private async followGroups(generation: number, r: SyncResult, stop?: AbortSignal): Promise<void> {
+    const each = async (pick: (g: GroupState) => boolean, follow: (id: string) => Promise<void>) => {
+      for (const group of this.store.groups().filter(pick)) {
+        try {
+          await follow(group.group_id);
+        } catch (exc) {
+          if (!(exc instanceof GroupSkipped)) throw exc;
+        }
+      }
+    };
+    await each((g) => g.news > g.seq, (id) => this.readGroupLog(id, generation, r, stop));
+    await each((g) => g.stale, (id) => this.refreshGroup(id, generation, stop));
+  }
+
+  /** This user is not in the group (any more): forget it here. */
+  private async forgetGroup(groupId: string, generation: number): Promise<void> {
+    if (generation !== this.generation) throw new NotLoggedIn();
+    await this.store.dropGroup(groupId);
+    this.handlers.onGroups?.([groupId]);
+  }
+
+  /** Read a group's log from this device's position until has_more is false, each page
+   * stored with the new position in one local transaction (a crash in between reads that
+   * page again). */
+  private async readGroupLog(groupId: string, generation: number, r: SyncResult, stop?: AbortSignal): Promise<void> {
+    for (;;) {
+      const group = this.store.group(groupId);
+      if (!group || group.news <= group.seq) return;
+      const after = group.seq > 0 ? group.seq : null; // null: from where this user joined
+      const page = await this.whileSession(generation, stop, () =>
+        this.api.groupEvents(groupId, after, this.options.pageLimit),
+      );
+      if (page === null) return this.forgetGroup(groupId, generation);
+      if (generation !== this.generation) throw new NotLoggedIn();
+      const applied = await this.store.applyGroupEvents(groupId, page);
+      if (generation !== this.generation) throw new NotLoggedIn();
+      r.groupPages += 1;
+      this.tell(applied);
+      if (!page.has_more) return;
+    }
+  }
+
+  /** Fetch a group's details and its whole member list (a group first heard of through an
+   * event that does not name them all). */
+  private async refreshGroup(groupId: string, generation: number, stop?: AbortSignal): Promise<void> {
+    const out = await this.whileSession(generation, stop, () => this.api.getGroup(groupId));
+    if (out === null) return this.forgetGroup(groupId, generation);
+    const members: GroupMember[] = [];
+    let after: string | null = null;
+    do {
+      const from: string | null = after;
+      const page: GroupMembersPage | null = await this.whileSession(generation, stop, () =>
+        this.api.groupMembers(groupId, from, 1000),
+      );
+      if (page === null) return this.forgetGroup(groupId, generation);
+      members.push(...page.members);
+      after = page.next_after;
+    } while (after !== null);
+    if (generation !== this.generation) throw new NotLoggedIn();
+    await this.store.refreshGroup(out.group, members);
+    this.handlers.onGroups?.([groupId]);
+  }
+
+  /** A group call of the sync loop: retried while it fails for want of a server, as a
+   * sync is. A 404 group_not_found means this user is not in the group: it is forgotten
+   * here and null is answered. Another refusal is left for the next page (thrown away, so
+   * one group cannot stop the stream). */
+  private async whileSession<T>(generation: number, stop: AbortSignal | undefined, call: () => Promise<T>): Promise<T | null> {
+    const backoff = this.backoff();
+    let attempts = 0;
+    for (;;) {
+      if (generation !== this.generation) throw new NotLoggedIn();
+      if (stop?.aborted) throw new Stopped();
+      try {
+        return await call();
+      } catch (exc) {
+        if (exc instanceof ApiError && exc.code === "group_not_found") return null;
+        if (exc instanceof Unauthorized || !(exc instanceof Transient || exc instanceof ApiError)) throw exc;
+        if (exc instanceof ApiError) throw new GroupSkipped();
+        attempts += 1;
+        if (this.options.syncAttempts !== null && attempts >= this.options.syncAttempts) {
+          throw new Unavailable(`group read failed ${attempts} times: ${exc.message}`);
+        }
+        await sleep(backoff.nextDelay(exc.retryAfter), this.wakeup.signal);
+      }
+    }
   }
 
   /** The server is behind our cursor: it was restored from an older backup. Versions above
@@ -376,6 +521,125 @@ export class Client {
     return this.api.history(peer, limit, beforeId);
   }
 
+  // -- groups ----------------------------------------------------------------------------
+
+  /** Call the server, retrying while it cannot be reached (every group call here is safe to
+   * repeat: a create and a send carry their idempotency key). */
+  private async retrying<T>(call: () => Promise<T>): Promise<T> {
+    const backoff = this.backoff();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await call();
+      } catch (exc) {
+        if (!(exc instanceof Transient) || attempt >= this.options.sendAttempts) throw exc;
+        await sleep(backoff.nextDelay(exc.retryAfter), this.wakeup.signal);
+      }
+    }
+  }
+
+  /** A 404 group_not_found: this user is not in the group (any more); forget it here too. */
+  private async groupCall<T>(groupId: string, call: () => Promise<T>): Promise<T> {
+    const generation = this.generation;
+    try {
+      return await this.retrying(call);
+    } catch (exc) {
+      if (exc instanceof ApiError && exc.code === "group_not_found" && generation === this.generation) {
+        await this.store.dropGroup(groupId);
+        this.handlers.onGroups?.([groupId]);
+      }
+      throw exc;
+    }
+  }
+
+  /** Create a group with this user as owner. One client_group_id for all attempts: a retry
+   * after a lost answer gets the same group, never a second one. */
+  async createGroup(title: string, members: string[] = []): Promise<Group> {
+    void this.session;
+    const generation = this.generation;
+    const clientGroupId = newId();
+    const out = await this.retrying(() => this.api.createGroup(title, members, clientGroupId));
+    if (generation !== this.generation) throw new NotLoggedIn();
+    await this.store.saveGroup(out.group);
+    this.handlers.onGroups?.([out.group.group_id]);
+    return out.group;
+  }
+
+  async getGroup(groupId: string): Promise<Group> {
+    const generation = this.generation;
+    const out = await this.groupCall(groupId, () => this.api.getGroup(groupId));
+    if (generation !== this.generation) throw new NotLoggedIn();
+    await this.store.saveGroup(out.group);
+    this.handlers.onGroups?.([groupId]);
+    return out.group;
+  }
+
+  /** Admins and the owner; the new title reaches every member's devices as an event. */
+  async renameGroup(groupId: string, title: string): Promise<Group> {
+    return (await this.groupCall(groupId, () => this.api.renameGroup(groupId, title))).group;
+  }
+
+  /** One page of members, by user id, after `after`. */
+  groupMembers(groupId: string, after: string | null = null, limit = 100): Promise<GroupMembersPage> {
+    return this.groupCall(groupId, () => this.api.groupMembers(groupId, after, limit));
+  }
+
+  /** Every member, page after page. */
+  async allGroupMembers(groupId: string): Promise<GroupMember[]> {
+    const members: GroupMember[] = [];
+    let after: string | null = null;
+    do {
+      const page: GroupMembersPage = await this.groupMembers(groupId, after, 1000);
+      members.push(...page.members);
+      after = page.next_after;
+    } while (after !== null);
+    return members;
+  }
+
+  /** Admins and the owner; members already in are ignored. */
+  async addMembers(groupId: string, userIds: string[]): Promise<Group> {
+    return (await this.groupCall(groupId, () => this.api.addMembers(groupId, userIds))).group;
+  }
+
+  /** Admins and the owner remove a member (never the owner); removing oneself is leaving. */
+  async removeMember(groupId: string, userId: string): Promise<void> {
+    if (userId === this.session.user_id) return this.leaveGroup(groupId);
+    await this.groupCall(groupId, () => this.api.removeMember(groupId, userId));
+  }
+
+  /** Leave the group and forget it here. Leaving a group one is not in (a retry after a lost
+   * answer) is done already. */
+  async leaveGroup(groupId: string): Promise<void> {
+    const me = this.session.user_id;
+    try {
+      await this.groupCall(groupId, () => this.api.removeMember(groupId, me));
+    } catch (exc) {
+      if (!(exc instanceof ApiError && exc.code === "group_not_found")) throw exc;
+    }
+    await this.store.dropGroup(groupId);
+    this.handlers.onGroups?.([groupId]);
+  }
+
+  /** The owner only. */
+  setRole(groupId: string, userId: string, role: Exclude<GroupRole, "owner">): Promise<RoleOut> {
+    return this.groupCall(groupId, () => this.api.setRole(groupId, userId, role));
+  }
+
+  /** The group's log, as the server has it (the sync loop reads it itself on news). */
+  groupEvents(groupId: string, afterSeq: number | null = null, limit = 100): Promise<GroupEventsPage> {
+    return this.groupCall(groupId, () => this.api.groupEvents(groupId, afterSeq, limit));
+  }
+
+  /** Move this user's read cursor in the group (never back); stored here at once, the
+   * other devices learn it from their stream. */
+  async readGroup(groupId: string, upToSeq: number): Promise<number> {
+    const generation = this.generation;
+    const out = await this.groupCall(groupId, () => this.api.readGroup(groupId, upToSeq));
+    if (generation !== this.generation) throw new NotLoggedIn();
+    await this.store.setGroupRead(groupId, out.read_seq);
+    this.handlers.onGroups?.([groupId]);
+    return out.read_seq;
+  }
+
   /** Stop the acker (with a final ack of what is waiting, unless `finalAck` is false). */
   async close(finalAck = true): Promise<void> {
     if (this.ackerInstance) {
@@ -388,6 +652,10 @@ export class Client {
 
 class Stopped extends Error {}
 
+/** A group call the server refused for another reason than the session or the
+ * membership: that group waits for the next page, the others go on. */
+class GroupSkipped extends Error {}
+
 function emptyResult(): SyncResult {
-  return { pages: 0, applied: 0, cursor: 0, historyFallback: false, recovered: false, latestVersion: 0 };
+  return { pages: 0, groupPages: 0, applied: 0, cursor: 0, historyFallback: false, recovered: false, latestVersion: 0 };
 }

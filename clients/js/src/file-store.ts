@@ -4,7 +4,7 @@
  * "msgsync-client/file-store"); browsers use IndexedDbStore. */
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { type Change, Store, applyChange, emptyState, readKey, type StoreState } from "./store.js";
-import type { Message, OutboxItem, ReadReceipt, Session } from "./types.js";
+import type { GroupState, Message, OutboxItem, ReadReceipt, Session } from "./types.js";
 
 interface Snapshot {
   session: Session | null;
@@ -13,6 +13,7 @@ interface Snapshot {
   gaps: number;
   messages: Message[];
   reads: ReadReceipt[];
+  groups?: GroupState[]; // absent in a file written before groups
   applied: [number, string][];
   outbox: OutboxItem[];
 }
@@ -59,6 +60,7 @@ function cloneState(s: StoreState): StoreState {
     ...s,
     messages: new Map(s.messages),
     reads: new Map(s.reads),
+    groups: new Map(s.groups),
     applied: [...s.applied],
     outbox: new Map(s.outbox),
   };
@@ -72,6 +74,7 @@ function toSnapshot(s: StoreState): Snapshot {
     gaps: s.gaps,
     messages: [...s.messages.values()],
     reads: [...s.reads.values()],
+    groups: [...s.groups.values()],
     applied: s.applied,
     outbox: [...s.outbox.values()],
   };
@@ -85,6 +88,7 @@ function fromSnapshot(snap: Snapshot): StoreState {
   state.gaps = snap.gaps;
   for (const m of snap.messages) state.messages.set(m.id, m);
   for (const r of snap.reads) state.reads.set(readKey(r.reader, r.peer), r);
+  for (const g of snap.groups ?? []) state.groups.set(g.group_id, g);
   state.applied = snap.applied;
   for (const o of snap.outbox) state.outbox.set(o.client_msg_id, o);
   return state;

@@ -2,10 +2,11 @@
  * page's entries and its cursor are stored together or not at all (a closed tab or a
  * crash mid-page leaves the previous cursor, and the page is fetched again). */
 import { type Change, Store, emptyState, readKey } from "./store.js";
-import type { Message, OutboxItem, ReadReceipt, Session } from "./types.js";
+import type { GroupState, Message, OutboxItem, ReadReceipt, Session } from "./types.js";
 
-const VERSION = 1;
-const STORES = ["meta", "messages", "reads", "applied", "outbox"] as const;
+// 2: groups. A database of version 1 gains the store; what it holds stays.
+const VERSION = 2;
+const STORES = ["meta", "messages", "reads", "groups", "applied", "outbox"] as const;
 
 function done(tx: IDBTransaction): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -41,13 +42,16 @@ export class IndexedDbStore extends Store {
     options: { keepLog?: boolean } = {},
   ): Promise<IndexedDbStore> {
     const req = factory.open(name, VERSION);
-    req.onupgradeneeded = () => {
+    req.onupgradeneeded = (event) => {
       const db = req.result;
-      db.createObjectStore("meta");
-      db.createObjectStore("messages", { keyPath: "id" });
-      db.createObjectStore("reads");
-      db.createObjectStore("applied", { autoIncrement: true });
-      db.createObjectStore("outbox", { keyPath: "seq", autoIncrement: true });
+      if (event.oldVersion < 1) {
+        db.createObjectStore("meta");
+        db.createObjectStore("messages", { keyPath: "id" });
+        db.createObjectStore("reads");
+        db.createObjectStore("applied", { autoIncrement: true });
+        db.createObjectStore("outbox", { keyPath: "seq", autoIncrement: true });
+      }
+      if (event.oldVersion < 2) db.createObjectStore("groups", { keyPath: "group_id" });
     };
     const db = await request(req);
     const store = new IndexedDbStore(db);
@@ -58,10 +62,11 @@ export class IndexedDbStore extends Store {
 
   private async load(): Promise<void> {
     const tx = this.db.transaction([...STORES], "readonly");
-    const [meta, messages, reads, applied, outbox] = await Promise.all([
+    const [meta, messages, reads, groups, applied, outbox] = await Promise.all([
       request(tx.objectStore("meta").get("meta") as IDBRequest<Meta | undefined>),
       request(tx.objectStore("messages").getAll() as IDBRequest<Message[]>),
       request(tx.objectStore("reads").getAll() as IDBRequest<ReadReceipt[]>),
+      request(tx.objectStore("groups").getAll() as IDBRequest<GroupState[]>),
       request(tx.objectStore("applied").getAll() as IDBRequest<[number, string][]>),
       request(tx.objectStore("outbox").getAll() as IDBRequest<(OutboxItem & { seq: number })[]>),
     ]);
@@ -74,6 +79,7 @@ export class IndexedDbStore extends Store {
     }
     for (const m of messages) s.messages.set(m.id, m);
     for (const r of reads) s.reads.set(readKey(r.reader, r.peer), r);
+    for (const g of groups) s.groups.set(g.group_id, g);
     s.applied = applied;
     for (const o of outbox.sort((a, b) => a.seq - b.seq)) {
       const { seq: _seq, ...item } = o;
@@ -93,6 +99,7 @@ export class IndexedDbStore extends Store {
     if (change.resetStream) {
       tx.objectStore("messages").clear();
       tx.objectStore("reads").clear();
+      tx.objectStore("groups").clear();
       tx.objectStore("applied").clear();
     }
     if (change.meta || change.clear) {
@@ -106,9 +113,13 @@ export class IndexedDbStore extends Store {
       tx.objectStore("meta").put(meta, "meta");
     }
     const messages = tx.objectStore("messages");
+    for (const id of change.dropMessages ?? []) messages.delete(id);
     for (const m of change.messages ?? []) messages.put(m);
     const reads = tx.objectStore("reads");
     for (const r of change.reads ?? []) reads.put(r, readKey(r.reader, r.peer));
+    const groups = tx.objectStore("groups");
+    for (const id of change.dropGroups ?? []) groups.delete(id);
+    for (const g of change.groups ?? []) groups.put(g);
     const applied = tx.objectStore("applied");
     for (const a of change.applied ?? []) applied.add(a);
     const outbox = tx.objectStore("outbox");

@@ -192,7 +192,7 @@ function accounts(streams: Record<string, Message[]>, logout: "ok" | "503" | "un
   return { calls, fetchImpl, gates };
 }
 const message = (id: number, from: string, to: string): Message =>
-  ({ id, from, to, body: `${from} to ${to} #${id}`, client_msg_id: null, created_at: "t", recalled_at: null });
+  ({ id, from, to, body: `${from} to ${to} #${id}`, client_msg_id: null, created_at: "t", recalled_at: null, group_id: null, seq: null });
 const fast = { backoffBase: 0.001, backoffCap: 0.002, sendAttempts: 2 };
 
 for (const logout of ["ok", "503", "unreachable"] as const) {

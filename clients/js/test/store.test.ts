@@ -12,7 +12,7 @@ import type { Entry, Message, SyncPage } from "../src/types.js";
 const T = "2026-11-27T10:00:00Z";
 
 function msg(id: number, from = "alice", to = "bob", body = `m${id}`): Message {
-  return { id, from, to, body, client_msg_id: null, created_at: T, recalled_at: null };
+  return { id, from, to, body, client_msg_id: null, created_at: T, recalled_at: null, group_id: null, seq: null };
 }
 // Entry is a union discriminated on kind: the helper builds any pairing (an unknown kind too).
 function entry(version: number, kind: Entry["kind"], data: Entry["data"]): Entry {

@@ -10,16 +10,19 @@ import {
   Api,
   ApiError,
   Client,
+  type GroupState,
   IndexedDbStore,
   type Message,
   type OutboxItem,
   Transient,
   Unauthorized,
+  groupOf,
 } from "../src/index.js";
 
 const PAGE = 50; // messages shown per "page" of a conversation
 const DB = "msgsync"; // the IndexedDB database: the whole local state of the signed-in user
 const OPEN_KEY = "msgsync.open"; // localStorage: the conversation to reopen after a reload
+const GROUP_PREFIX = "group:"; // in OPEN_KEY: a group (a user id holds no colon)
 const REMOVED = "removed"; // a failed send the user removed (kept out of the outbox's view)
 // The server's rule for user ids (app/schemas.py), checked here to say it in words.
 const USER_ID = /^[a-z0-9][a-z0-9._-]{0,63}$/;
@@ -44,10 +47,22 @@ const ui = {
   newChat: $<HTMLFormElement>("new-chat"),
   peerInput: $<HTMLInputElement>("peer-input"),
   peerError: $("peer-error"),
+  newGroupToggle: $<HTMLButtonElement>("new-group-toggle"),
+  newGroup: $<HTMLFormElement>("new-group"),
+  groupTitle: $<HTMLInputElement>("group-title"),
+  groupMembers: $<HTMLInputElement>("group-members"),
+  groupError: $("group-error"),
   conversations: $("conversations"),
   back: $<HTMLButtonElement>("back"),
   peerTitle: $("peer-title"),
   peerNote: $("peer-note"),
+  membersToggle: $<HTMLButtonElement>("members-toggle"),
+  membersPanel: $("members-panel"),
+  members: $("members"),
+  addMember: $<HTMLFormElement>("add-member"),
+  memberInput: $<HTMLInputElement>("member-input"),
+  memberError: $("member-error"),
+  leave: $<HTMLButtonElement>("leave"),
   older: $<HTMLButtonElement>("older"),
   messages: $("messages"),
   composer: $<HTMLFormElement>("composer"),
@@ -61,7 +76,8 @@ let running: Promise<void> = Promise.resolve();
 let online = navigator.onLine;
 // The signed-in user's view state, all of it forgotten at logout (reset()).
 let peer: string | null = null;
-let shown = PAGE; // how many of the open conversation's newest messages are shown
+let group: string | null = null; // the open group (peer and group: one of them at most)
+const markedGroupRead = new Map<string, number>();let shown = PAGE; // how many of the open conversation's newest messages are shown
 const older = new Map<string, Map<number, Message>>(); // history fetched beyond the store
 const olderDone = new Set<string>(); // peers whose whole history is here
 const olderKnown = new Map<string, boolean>(); // does the server hold messages older than ours?
@@ -77,7 +93,8 @@ const serverUnread = new Map<string, { count: number; lastId: number }>();
 function reset(): void {
   peer = null;
   shown = PAGE;
-  for (const m of [older, olderKnown, markedRead, recallErrors, serverUnread]) m.clear();
+  group = null;
+  for (const m of [older, olderKnown, markedRead, markedGroupRead, recallErrors, serverUnread]) m.clear();
   olderDone.clear();
   confirming.clear();
 }
@@ -117,9 +134,25 @@ function loginProblem(exc: unknown): string {
 
 function sendProblem(o: OutboxItem): string {
   if (o.error === "body_too_large") return "This message is too long.";
+  if (o.error === "group_not_found") return "You are no longer in this group.";
   if (o.error === "recipient_not_found") return `There is no user named ${o.to}.`;
   if (o.error === "unavailable") return "The server could not be reached.";
   return "The server did not accept this message.";
+}
+
+function groupProblem(exc: unknown): string {
+  if (exc instanceof ApiError) {
+    if (exc.code === "user_not_found") {
+      const who = exc.body["user_id"];
+      return typeof who === "string" ? `There is no user named ${who}.` : "One of these users does not exist.";
+    }
+    if (exc.code === "not_group_admin") return "Only the group's admins can do this.";
+    if (exc.code === "group_too_large") return "The group would have too many members.";
+    if (exc.code === "group_not_found") return "You are no longer in this group.";
+    if (exc.code === "validation_error") return "This cannot be used as a group title or member list.";
+  }
+  if (noConnection(exc)) return "The server cannot be reached. Check your connection and try again.";
+  return "Something went wrong. Try again.";
 }
 
 function recallProblem(exc: unknown): string {
@@ -178,8 +211,8 @@ async function refreshUnread(): Promise<void> {
     const page = await c.conversations(200);
     if (c !== client) return;
     for (const x of page.conversations) {
-      if (!x.peer) continue; // groups are not shown here yet
-      serverUnread.set(x.peer, { count: x.unread_count, lastId: x.last_message.id });
+      // A group's count is exact here: its log fills what the stream lost.
+      if (x.peer) serverUnread.set(x.peer, { count: x.unread_count, lastId: x.last_message.id });
     }
     draw();
   } catch {
@@ -205,53 +238,97 @@ function span(className: string, text: string): HTMLSpanElement {
   return el;
 }
 
+function groupUnread(g: GroupState, messages: Message[]): number {
+  const upTo = Math.max(g.read_seq, markedGroupRead.get(g.group_id) ?? 0);
+  return messages.filter((m) => m.from !== me() && (m.seq ?? 0) > upTo && m.recalled_at === null).length;
+}
+
+const groupName = (g: GroupState | undefined): string => g?.title ?? "Group";
+
+/** One row of the conversation list: a direct chat or a group. */
+interface Row {
+  key: string;
+  name: string;
+  last: Message | undefined;
+  unread: number;
+  current: boolean;
+  open: () => void;
+  data: [string, string];
+  preview: (last: Message) => string;
+}
+
+function conversationButton(row: Row): HTMLLIElement {
+  const li = document.createElement("li");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.dataset[row.data[0]] = row.data[1];
+  if (row.current) button.setAttribute("aria-current", "true");
+  const last = row.last;
+  const top = document.createElement("span");
+  top.className = "top";
+  top.append(span("name", row.name));
+  if (last) {
+    const time = document.createElement("time");
+    time.dateTime = last.created_at;
+    time.textContent = when(last.created_at, true);
+    top.append(time);
+  }
+  const bottom = document.createElement("span");
+  bottom.className = "bottom";
+  const text = !last ? "New conversation" : last.recalled_at ? "Message recalled" : last.body;
+  bottom.append(span("preview", last && !last.recalled_at ? row.preview(last) : text));
+  if (row.unread > 0) {
+    const badge = span("unread", String(row.unread));
+    badge.setAttribute("aria-label", `${row.unread} unread`);
+    bottom.append(badge);
+  }
+  button.append(top, bottom);
+  button.addEventListener("click", row.open);
+  li.append(button);
+  return li;
+}
+
 function drawConversations(): void {
   const s = store;
   if (!s) return;
   const byPeer = new Map<string, Message[]>();
   for (const m of s.messages()) {
-    if (m.to === null) continue; // a group message: groups are not shown here yet
+    if (groupOf(m) !== null || m.to === null) continue;
     const p = m.from === me() ? m.to : m.from;
     let list = byPeer.get(p);
     if (!list) byPeer.set(p, (list = []));
     list.push(m);
   }
   if (peer && !byPeer.has(peer)) byPeer.set(peer, []);
-  const peers = [...byPeer.entries()].sort(([, a], [, b]) => (b.at(-1)?.id ?? Infinity) - (a.at(-1)?.id ?? Infinity));
+  const rows: Row[] = [...byPeer.entries()].map(([p, list]) => ({
+    key: p,
+    name: p,
+    last: list.at(-1),
+    unread: unread(s, p, list),
+    current: p === peer,
+    open: () => open(p),
+    data: ["peer", p],
+    preview: (last) => (last.from === me() ? `You: ${last.body}` : last.body),
+  }));
+  for (const g of s.groups()) {
+    const list = s.groupMessages(g.group_id);
+    rows.push({
+      key: GROUP_PREFIX + g.group_id,
+      name: groupName(g),
+      last: list.at(-1),
+      unread: groupUnread(g, list),
+      current: g.group_id === group,
+      open: () => openGroup(g.group_id),
+      data: ["group", g.group_id],
+      preview: (last) => `${last.from === me() ? "You" : last.from}: ${last.body}`,
+    });
+  }
+  // Newest activity first (message ids grow with time across the service); a conversation
+  // without messages yet, just opened or created, on top.
+  rows.sort((a, b) => (b.last?.id ?? Infinity) - (a.last?.id ?? Infinity));
   let total = 0;
-  const items = peers.map(([p, list]) => {
-    const li = document.createElement("li");
-    const button = document.createElement("button");
-    button.type = "button";
-    button.dataset["peer"] = p;
-    if (p === peer) button.setAttribute("aria-current", "true");
-    const last = list.at(-1);
-    const top = document.createElement("span");
-    top.className = "top";
-    top.append(span("name", p));
-    if (last) {
-      const time = document.createElement("time");
-      time.dateTime = last.created_at;
-      time.textContent = when(last.created_at, true);
-      top.append(time);
-    }
-    const bottom = document.createElement("span");
-    bottom.className = "bottom";
-    const text = !last ? "New conversation" : last.recalled_at ? "Message recalled" : last.body;
-    bottom.append(span("preview", last && last.from === me() ? `You: ${text}` : text));
-    const count = unread(s, p, list);
-    total += count;
-    if (count > 0) {
-      const badge = span("unread", String(count));
-      badge.setAttribute("aria-label", `${count} unread`);
-      bottom.append(badge);
-    }
-    button.append(top, bottom);
-    button.addEventListener("click", () => open(p));
-    li.append(button);
-    return li;
-  });
-  ui.conversations.replaceChildren(...items);
+  for (const row of rows) total += row.unread;
+  ui.conversations.replaceChildren(...rows.map(conversationButton));
   document.title = total > 0 ? `(${total}) msgsync` : "msgsync";
 }
 
@@ -262,6 +339,7 @@ function conversationMessages(p: string): Message[] {
 }
 
 function drawMessages(): void {
+  if (group !== null) return drawGroup(group);
   const s = store;
   if (!peer || !s) return;
   const all = conversationMessages(peer);
@@ -272,7 +350,7 @@ function drawMessages(): void {
   const peerRead = s.read(peer, me())?.up_to_message_id ?? 0;
   const atBottom = ui.messages.scrollTop + ui.messages.clientHeight >= ui.messages.scrollHeight - 8;
   const items = visible.map((m) => messageItem(m, peerRead));
-  const pending = s.outbox().filter((o) => o.to === peer && o.state !== "sent" && o.error !== REMOVED);
+  const pending = s.outbox().filter((o) => !o.group_id && o.to === peer && o.state !== "sent" && o.error !== REMOVED);
   for (const o of pending) items.push(pendingItem(o));
   ui.messages.replaceChildren(...items);
   const missing = pending.some((o) => o.error === "recipient_not_found");
@@ -282,6 +360,47 @@ function drawMessages(): void {
       ? "No messages yet."
       : "";
   if (atBottom) ui.messages.scrollTop = ui.messages.scrollHeight;
+}
+
+function drawGroup(id: string): void {
+  const s = store;
+  if (!s) return;
+  const g = s.group(id);
+  if (!g) {
+    // Left, or removed by an admin: nothing of it stays.
+    closeConversation();
+    return;
+  }
+  ui.peerTitle.textContent = groupName(g);
+  // The whole history since joining is here (the stream, or the group's log): no paging.
+  ui.older.hidden = true;
+  const atBottom = ui.messages.scrollTop + ui.messages.clientHeight >= ui.messages.scrollHeight - 8;
+  const all = s.groupMessages(id);
+  const items = all.slice(Math.max(0, all.length - shown)).map((m) => messageItem(m, 0, true));
+  const pending = s.outbox().filter((o) => o.group_id === id && o.state !== "sent" && o.error !== REMOVED);
+  for (const o of pending) items.push(pendingItem(o));
+  ui.messages.replaceChildren(...items);
+  const count = g.member_count === null ? "" : g.member_count === 1 ? "1 member" : `${g.member_count} members`;
+  ui.peerNote.textContent = all.length === 0 && pending.length === 0 ? [count, "No messages yet."].filter(Boolean).join(" · ") : count;
+  drawMembers(g);
+  if (atBottom) ui.messages.scrollTop = ui.messages.scrollHeight;
+}
+
+/** The open group's members, from the store: kept by the group's events as they come. */
+function drawMembers(g: GroupState): void {
+  ui.membersToggle.setAttribute("aria-expanded", String(!ui.membersPanel.hidden));
+  if (ui.membersPanel.hidden) return;
+  const roles = Object.entries(g.members).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  ui.addMember.hidden = g.role === null || g.role === "member";
+  ui.members.replaceChildren(
+    ...roles.map(([user, role]) => {
+      const li = document.createElement("li");
+      li.dataset["user"] = user;
+      li.append(span("name", user === me() ? `${user} (you)` : user));
+      if (role !== "member") li.append(span("role", role));
+      return li;
+    }),
+  );
 }
 
 async function checkOlder(p: string, oldest: number): Promise<void> {
@@ -308,12 +427,13 @@ function button(text: string, onClick: () => void, label?: string): HTMLButtonEl
   return b;
 }
 
-function messageItem(m: Message, peerRead: number): HTMLLIElement {
+function messageItem(m: Message, peerRead: number, inGroup = false): HTMLLIElement {
   const li = document.createElement("li");
   li.dataset["id"] = String(m.id);
   const mine = m.from === me();
   li.className = mine ? "mine" : "theirs";
   if (m.recalled_at) li.classList.add("recalled");
+  if (inGroup && !mine) li.append(span("sender", m.from));
   const body = document.createElement("p");
   body.className = "body";
   body.textContent = m.recalled_at ? "Message recalled" : m.body;
@@ -325,14 +445,15 @@ function messageItem(m: Message, peerRead: number): HTMLLIElement {
   time.textContent = when(m.created_at);
   meta.append(time);
   if (mine) {
-    meta.append(span("receipt", m.id <= peerRead ? "Read" : "Sent"));
+    // In a group, "Read" would need every member's cursor: the list shows one per member.
+    if (!inGroup) meta.append(span("receipt", m.id <= peerRead ? "Read" : "Sent"));
     if (!m.recalled_at && confirming.has(m.id)) {
       const ask = document.createElement("div");
       ask.className = "confirm";
       ask.setAttribute("role", "group");
       ask.setAttribute("aria-label", "Confirm recall");
       ask.append(
-        span("question", "Recall for both of you?"),
+        span("question", inGroup ? "Recall for everyone?" : "Recall for both of you?"),
         button("Yes, recall", () => void recallMessage(m.id)),
         button("Keep", () => {
           confirming.delete(m.id);
@@ -394,12 +515,31 @@ function pendingItem(o: OutboxItem): HTMLLIElement {
 
 function open(p: string, focus = true): void {
   peer = p;
+  group = null;
   shown = PAGE;
   localStorage.setItem(OPEN_KEY, p);
+  showConversation(`Conversation with ${p}`, focus);
+}
+
+function openGroup(id: string, focus = true): void {
+  peer = null;
+  if (group !== id) ui.memberError.textContent = "";
+  group = id;
+  shown = PAGE;
+  localStorage.setItem(OPEN_KEY, GROUP_PREFIX + id);
+  showConversation(groupName(store?.group(id)), focus);
+  ui.membersToggle.hidden = false;
+  ui.leave.hidden = false;
+}
+
+function showConversation(title: string, focus: boolean): void {
   ui.chatView.classList.add("has-open");
-  ui.peerTitle.textContent = `Conversation with ${p}`;
+  ui.peerTitle.textContent = title;
   ui.composer.hidden = false;
   ui.peerError.textContent = "";
+  ui.membersToggle.hidden = true;
+  ui.membersPanel.hidden = true;
+  ui.leave.hidden = true;
   draw();
   requestAnimationFrame(() => {
     ui.messages.scrollTop = ui.messages.scrollHeight;
@@ -410,8 +550,12 @@ function open(p: string, focus = true): void {
 function closeConversation(): void {
   // The phone's back control: the list again. (The desktop shows both panes.)
   peer = null;
+  group = null;
   localStorage.removeItem(OPEN_KEY);
   ui.chatView.classList.remove("has-open");
+  ui.membersToggle.hidden = true;
+  ui.membersPanel.hidden = true;
+  ui.leave.hidden = true;
   ui.peerTitle.textContent = "No conversation open";
   ui.peerNote.textContent = "";
   ui.composer.hidden = true;
@@ -423,7 +567,9 @@ function closeConversation(): void {
 function markRead(): void {
   // Read receipts only for what the user can see: an open conversation in a visible tab.
   const c = client;
-  if (!c || !store || !peer || document.visibilityState !== "visible") return;
+  if (!c || !store || document.visibilityState !== "visible") return;
+  if (group !== null) return markGroupRead(c, store, group);
+  if (!peer) return;
   const last = store.messages(peer).filter((m) => m.from === peer).at(-1);
   if (!last) return;
   const current = Math.max(store.read(me(), peer)?.up_to_message_id ?? 0, markedRead.get(peer) ?? 0);
@@ -432,6 +578,19 @@ function markRead(): void {
   markedRead.set(p, last.id);
   c.markRead(p, last.id).catch((exc: unknown) => {
     markedRead.delete(p); // retried on the next draw
+    if (exc instanceof Unauthorized) void sessionEnded(c);
+  });
+}
+
+function markGroupRead(c: Client, s: IndexedDbStore, id: string): void {
+  const g = s.group(id);
+  const last = s.groupMessages(id).at(-1);
+  if (!g || typeof last?.seq !== "number") return;
+  const current = Math.max(g.read_seq, markedGroupRead.get(id) ?? 0);
+  if (last.seq <= current) return;
+  markedGroupRead.set(id, last.seq);
+  c.readGroup(id, last.seq).catch((exc: unknown) => {
+    markedGroupRead.delete(id); // retried on the next draw
     if (exc instanceof Unauthorized) void sessionEnded(c);
   });
 }
@@ -477,14 +636,85 @@ async function loadOlder(): Promise<void> {
 }
 
 async function sendMessage(): Promise<void> {
-  if (!client || !peer) return;
+  if (!client || (!peer && group === null)) return;
   const text = ui.body.value;
   if (!text.trim()) return;
   ui.body.value = "";
   // In the outbox (IndexedDB) before the first attempt, so a closed tab does not lose it;
   // delivered one at a time, in the order written.
-  await client.post(peer, text);
+  if (group !== null) await client.postGroup(group, text);
+  else if (peer) await client.post(peer, text);
   draw();
+}
+
+/** User ids typed in one field, separated by commas or spaces. */
+function userIds(text: string): string[] {
+  return [...new Set(text.split(/[\s,]+/).filter(Boolean))];
+}
+
+let creating = false;
+async function createGroup(): Promise<void> {
+  const c = client;
+  if (!c || creating) return;
+  const title = ui.groupTitle.value.trim();
+  const ids = userIds(ui.groupMembers.value).filter((id) => id !== me());
+  const bad = ids.find((id) => !USER_ID.test(id));
+  ui.groupError.textContent = !title
+    ? "Give the group a title."
+    : title.length > 200
+      ? "A title has at most 200 characters."
+      : bad !== undefined
+        ? `“${bad}” is not a user id.`
+        : "";
+  if (ui.groupError.textContent) return;
+  creating = true;
+  try {
+    const created = await c.createGroup(title, ids);
+    if (c !== client) return;
+    ui.groupTitle.value = "";
+    ui.groupMembers.value = "";
+    ui.newGroup.hidden = true;
+    ui.newGroupToggle.setAttribute("aria-expanded", "false");
+    openGroup(created.group_id);
+  } catch (exc) {
+    if (exc instanceof Unauthorized) return void sessionEnded(c);
+    ui.groupError.textContent = groupProblem(exc);
+  } finally {
+    creating = false;
+  }
+}
+
+async function addMember(): Promise<void> {
+  const c = client;
+  const id = group;
+  if (!c || id === null) return;
+  const ids = userIds(ui.memberInput.value);
+  const bad = ids.find((u) => !USER_ID.test(u));
+  ui.memberError.textContent = ids.length === 0 ? "Enter a user id." : bad !== undefined ? `“${bad}” is not a user id.` : "";
+  if (ui.memberError.textContent) return;
+  try {
+    await c.addMembers(id, ids); // the events come back through the stream, to every device
+    ui.memberInput.value = "";
+    if (id === group) ui.memberError.textContent = "";
+  } catch (exc) {
+    if (exc instanceof Unauthorized) return void sessionEnded(c);
+    if (id === group) ui.memberError.textContent = groupProblem(exc);
+  }
+}
+
+async function leaveGroup(): Promise<void> {
+  const c = client;
+  const id = group;
+  if (!c || id === null) return;
+  try {
+    await c.leaveGroup(id); // forgotten here too: the view closes
+    closeConversation();
+  } catch (exc) {
+    if (exc instanceof Unauthorized) return void sessionEnded(c);
+    ui.memberError.textContent = groupProblem(exc);
+    ui.membersPanel.hidden = false;
+    draw();
+  }
 }
 
 async function retry(o: OutboxItem): Promise<void> {
@@ -571,7 +801,8 @@ function start(c: Client, s: IndexedDbStore): void {
   ui.who.textContent = `Signed in as ${s.session?.user_id ?? ""}`;
   setStatus(online ? "connecting" : "offline");
   const reopen = localStorage.getItem(OPEN_KEY);
-  if (reopen) open(reopen, false);
+  if (reopen?.startsWith(GROUP_PREFIX)) openGroup(reopen.slice(GROUP_PREFIX.length), false);
+  else if (reopen) open(reopen, false);
   else closeConversation();
   const controller = new AbortController();
   loop = controller;
@@ -599,6 +830,7 @@ function makeClient(s: IndexedDbStore, server: string): Client {
     onMessages: draw,
     onRecalls: draw,
     onReads: draw,
+    onGroups: draw,
     onReset: draw,
     onGap: () => void refreshUnread(),
     onOutbox: draw,
@@ -718,6 +950,24 @@ async function main(): Promise<void> {
     void chatWith();
   });
   ui.peerInput.addEventListener("input", () => (ui.peerError.textContent = ""));
+  ui.newGroupToggle.addEventListener("click", () => {
+    ui.newGroup.hidden = !ui.newGroup.hidden;
+    ui.newGroupToggle.setAttribute("aria-expanded", String(!ui.newGroup.hidden));
+    if (!ui.newGroup.hidden) ui.groupTitle.focus();
+  });
+  ui.newGroup.addEventListener("submit", (e) => {
+    e.preventDefault();
+    void createGroup();
+  });
+  ui.membersToggle.addEventListener("click", () => {
+    ui.membersPanel.hidden = !ui.membersPanel.hidden;
+    draw();
+  });
+  ui.addMember.addEventListener("submit", (e) => {
+    e.preventDefault();
+    void addMember();
+  });
+  ui.leave.addEventListener("click", () => void leaveGroup());
   ui.back.addEventListener("click", closeConversation);
   ui.older.addEventListener("click", () => void loadOlder());
   ui.composer.addEventListener("submit", (e) => {
