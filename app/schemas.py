@@ -461,6 +461,10 @@ class RecallData(BaseModel):
     from_: str = Field(alias="from", description="The sender, who recalled it.")
     to: str | None = Field(description="The recipient; null for a group message.")
     group_id: str | None = Field(default=None, description="The group of a group message.")
+    seq: int | None = Field(
+        default=None,
+        description="For a group message: the seq of the recall's event in the group log.",
+    )
 
 
 class ReadData(BaseModel):

@@ -94,7 +94,8 @@ WITH ev AS (
     SELECT bumped.user_id, bumped.latest_version, %(entry_kind)s, ev.created_at,
            CAST(%(message_id)s AS bigint),
            coalesce(
-               CAST(%(entry)s AS text),
+               -- A recall entry names the event's seq: the member's log position moves past it.
+               CAST(CAST(%(entry)s AS jsonb) || jsonb_build_object('seq', ev.seq) AS text),
                CAST(json_build_object(
                    'group_id', ev.group_id,
                    'event', json_build_object(

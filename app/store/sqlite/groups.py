@@ -96,6 +96,14 @@ class _Work:
         self._session = session
         self._transaction = transaction
         self.group_id = ""
+        # One clock reading per unit of work, as PostgreSQL's now() is the transaction's
+        # start: a recall's recalled_at and its entry's created_at are the same instant.
+        self._moment: datetime | None = None
+
+    def _clock(self) -> datetime:
+        if self._moment is None:
+            self._moment = _now()
+        return self._moment
 
     async def lock(self, group_id: str) -> GroupRow | None:
         self.group_id = group_id
@@ -121,7 +129,7 @@ class _Work:
                         latest_seq=0,
                         member_count=0,
                         large=False,
-                        created_at=_now(),
+                        created_at=self._clock(),
                     )
                     .returning(*_GROUP)
                 )
@@ -211,7 +219,7 @@ class _Work:
             .returning(Group.latest_seq)
         )
         assert seq is not None
-        now = _now()
+        now = self._clock()
         await session.execute(
             insert(GroupEvent).values(
                 group_id=self.group_id,
@@ -228,7 +236,8 @@ class _Work:
             event = {"seq": seq, "kind": kind, "created_at": _stamp(now), "actor": actor}
             payload = orjson.dumps({"group_id": self.group_id, "event": {**event, "data": data}})
         else:
-            payload = orjson.dumps(entry)
+            # A recall entry names the event's seq: the member's log position moves past it.
+            payload = orjson.dumps({**entry, "seq": seq})
         if versions:
             await session.execute(
                 insert(InboxEntry),
@@ -243,7 +252,7 @@ class _Work:
         return Appended(seq, now, versions)
 
     async def recall(self, message_id: int) -> datetime | None:
-        now = _now()
+        now = self._clock()
         done = await self._session.scalar(
             update(Message)
             .where(Message.id == message_id, Message.recalled_at.is_(None))
@@ -260,7 +269,7 @@ class _Work:
         )
 
     async def now(self) -> datetime:
-        return _now()
+        return self._clock()
 
     async def rollback(self) -> None:
         await self._transaction.rollback()
