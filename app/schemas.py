@@ -349,6 +349,7 @@ class SyncPage(BaseModel):
                     "entries": [
                         {
                             "version": 7,
+                            "id": "3f0c9a5e1b7d4c2a8e6f0b1d2c3a4e5f",
                             "kind": "message",
                             "created_at": "2026-11-27T15:35:00.123456Z",
                             "data": _MESSAGE_EXAMPLE,
