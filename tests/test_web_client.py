@@ -573,23 +573,25 @@ def test_the_client_is_served_with_safe_headers(server: Server) -> None:
 def rewrite_history(database_url: str, user_id: str, version: int, body: str) -> None:
     """What a promoted replica that missed a commit leaves: the user's version `version` and
     its message id now name another message (a new entry, with a new entry id)."""
-    with psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn:
-        with conn.transaction():
-            row = conn.execute(
-                "DELETE FROM inbox WHERE user_id = %s AND version = %s"
-                " RETURNING kind, created_at, message_id, data",
-                (user_id, version),
-            ).fetchone()
-            assert row is not None
-            kind, created_at, message_id, data = row
-            message = json.loads(data)
-            message["body"] = body
-            conn.execute(
-                "INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)"
-                " VALUES (%s, %s, %s, %s, %s, %s)",
-                (user_id, version, kind, created_at, message_id, json.dumps(message)),
-            )
-            conn.execute("UPDATE messages SET body = %s WHERE id = %s", (body, message_id))
+    with (
+        psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn,
+        conn.transaction(),
+    ):
+        row = conn.execute(
+            "DELETE FROM inbox WHERE user_id = %s AND version = %s"
+            " RETURNING kind, created_at, message_id, data",
+            (user_id, version),
+        ).fetchone()
+        assert row is not None
+        kind, created_at, message_id, data = row
+        message = json.loads(data)
+        message["body"] = body
+        conn.execute(
+            "INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            (user_id, version, kind, created_at, message_id, json.dumps(message)),
+        )
+        conn.execute("UPDATE messages SET body = %s WHERE id = %s", (body, message_id))
 
 
 @pytest.mark.parametrize("layout", ["desktop"])
