@@ -172,9 +172,11 @@ async def test_a_woken_long_poll_reads_the_primary(
     replica_reads: list[int] = []
     fetch = pg_inbox._from_replica
 
-    async def counted(replica: Any, user_id: str, since: int, limit: int) -> Any:
+    async def counted(
+        replica: Any, user_id: str, since: int, limit: int, since_id: str | None
+    ) -> Any:
         replica_reads.append(since)
-        return await fetch(replica, user_id, since, limit)
+        return await fetch(replica, user_id, since, limit, since_id)
 
     monkeypatch.setattr(pg_inbox, "_from_replica", counted)
     alice, bob = await register(client), await register(client)

@@ -5,6 +5,7 @@ that tells the truth, recall with an in-page confirmation, the tab title's unrea
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -567,3 +568,66 @@ def test_the_client_is_served_with_safe_headers(server: Server) -> None:
         assert answer.headers["x-content-type-options"] == "nosniff", path
         assert answer.headers["referrer-policy"] == "no-referrer", path
         assert "frame-ancestors 'none'" in answer.headers["content-security-policy"], path
+
+
+def rewrite_history(database_url: str, user_id: str, version: int, body: str) -> None:
+    """What a promoted replica that missed commits leaves: the user's entries from `version`
+    on are other writes now (new entry ids), and the message at `version` is another one
+    under the same version and message id. (The page's own read receipts, written while it
+    shows the messages, are among the rewritten entries, as a failover would lose them.)"""
+    with (
+        psycopg.connect(database_url.replace("+psycopg", ""), autocommit=True) as conn,
+        conn.transaction(),
+    ):
+        # No change of the user commits meanwhile (each takes this row's lock first): the
+        # rewritten entries are the whole tail, as a failover leaves it.
+        conn.execute("SELECT 1 FROM users WHERE user_id = %s FOR UPDATE", (user_id,))
+        rows = conn.execute(
+            "DELETE FROM inbox WHERE user_id = %s AND version >= %s"
+            " RETURNING version, kind, created_at, message_id, data",
+            (user_id, version),
+        ).fetchall()
+        for at, kind, created_at, message_id, data in sorted(rows):
+            if at == version:
+                message = json.loads(data)
+                message["body"] = body
+                data = json.dumps(message)
+                conn.execute("UPDATE messages SET body = %s WHERE id = %s", (body, message_id))
+            conn.execute(
+                "INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)"
+                " VALUES (%s, %s, %s, %s, %s, %s)",
+                (user_id, at, kind, created_at, message_id, data),
+            )
+
+
+@pytest.mark.parametrize("layout", ["desktop"])
+def test_a_rewritten_history_is_replaced_on_the_page(
+    device: Device, server: Server, database: str
+) -> None:
+    """The server's history is rewritten under an open page (a failover lost a message and
+    gave its version and id to another): at the next change the page shows exactly the
+    server's messages, never the one that vanished."""
+    alice, _ = create_user(server, "alice")
+    bob, bob_h = create_user(server, "bob")
+    post(server, bob_h, alice, "kept")
+    post(server, bob_h, alice, "vanished")
+    asked: list[str] = []
+    device.page.on("request", lambda r: asked.append(r.url) if "/sync" in r.url else None)
+    device.goto()
+    device.login(alice)
+    device.logged_in(alice)
+    device.open_listed(bob)
+    bodies = device.page.locator("#messages li .body")
+    expect(bodies).to_have_text(["kept", "vanished"])
+    rewrite_history(database, alice, 2, "after the failover")
+    post(server, bob_h, alice, "news")  # wakes the page's long-poll
+    try:
+        expect(bodies).to_have_text(["kept", "after the failover", "news"])
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nsyncs asked: {asked}") from None
+    assert "vanished" not in device.page.locator("body").inner_text()
+    # Told by the 409 to the cursor's since_id, then synced again from 0.
+    assert any("since_id=" in url for url in asked), asked
+    assert any("since=0&" in url for url in asked[1:]), asked
+    # The browser logs the 409 as a failed resource; nothing else went wrong.
+    assert [e for e in device.errors if "409 (Conflict)" not in e] == []

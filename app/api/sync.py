@@ -96,7 +96,9 @@ async def send(
                 },
             },
         },
-        **problem_responses("unauthorized", "since_ahead", "limit_out_of_range"),
+        **problem_responses(
+            "unauthorized", "since_ahead", "history_rewritten", "limit_out_of_range"
+        ),
     },
 )
 async def sync_since(

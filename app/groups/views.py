@@ -3,6 +3,7 @@ groups' news at the end of a pruned range of the stream (the sync fallback)."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from typing import Any
 
@@ -46,6 +47,15 @@ async def conversations(
     }
 
 
+def _news_id(user_id: str, floor: int, group_id: str, seq: int) -> str:
+    """The entry id of a news entry made at a sync below the floor: the same on every
+    re-read of that range, and never a drawn id (hex) nor a history id (`h`). The floor's
+    version is never checked against `since_id` (at or below the floor), so its only duty
+    is to be an id."""
+    key = "\x1f".join((user_id, str(floor), group_id, str(seq)))
+    return "n" + hashlib.sha256(key.encode()).hexdigest()[:31]
+
+
 async def with_group_news(store: GroupStore, user_id: str, page: Page) -> Page:
     """At the end of a pruned range, a `group_news` entry for each of the user's groups:
     their events in that range were pruned from the stream with it, so the client reads
@@ -63,6 +73,7 @@ async def with_group_news(store: GroupStore, user_id: str, page: Page) -> Page:
             "group_news",
             utcnow(),
             orjson.dumps({"group_id": group_id, "seq": seq}).decode(),
+            _news_id(user_id, floor, group_id, seq),
         )
         for group_id, seq in groups
     ]

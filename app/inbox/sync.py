@@ -83,7 +83,13 @@ async def send_message(
 
 
 async def fetch_since(
-    db: Database, user_id: str, since: int, limit: int, *, primary: bool = False
+    db: Database,
+    user_id: str,
+    since: int,
+    limit: int,
+    *,
+    since_id: str | None = None,
+    primary: bool = False,
 ) -> Page:
     """Everything newer than `since`, oldest first, at most `limit` entries, read in one
     snapshot (app.store.inbox.InboxStore.read_page).
@@ -92,7 +98,9 @@ async def fetch_since(
     woken by a commit on the primary, which a replica may not have replayed yet; asking it
     first would add its replay lag, or a round trip, to every wake-up.
     """
-    return await open_store(db).inbox.read_page(user_id, since, limit, primary=primary)
+    return await open_store(db).inbox.read_page(
+        user_id, since, limit, since_id=since_id, primary=primary
+    )
 
 
 def render_page(page: Page) -> bytes:
@@ -102,6 +110,7 @@ def render_page(page: Page) -> bytes:
             "entries": [
                 {
                     "version": entry.version,
+                    "id": entry.id,
                     "kind": entry.kind,
                     "created_at": format_time(entry.created_at),
                     "data": orjson.Fragment(entry.data),

@@ -102,7 +102,7 @@ class LongPolls:
                 position = query.since
                 if position is None:
                     position = await device_cursor(self._db, device.device_id)
-                page = await self._read(device.user_id, position, limit)
+                page = await self._read(device.user_id, position, limit, query.since_id)
             while (
                 waiter is not None
                 and not page.entries
@@ -135,7 +135,11 @@ class LongPolls:
                 # replayed it yet, and its lag would add to the wake-up's latency.
                 waiter.rearm()
                 async with self._reads:
-                    page = await self._read(device.user_id, position, limit, primary=True)
+                    # The woken read checks `since_id` too: a failover during the wait can
+                    # have rewritten the history the device stands on.
+                    page = await self._read(
+                        device.user_id, position, limit, query.since_id, primary=True
+                    )
         finally:
             if watcher is not None:
                 WAITING.dec()
@@ -149,9 +153,17 @@ class LongPolls:
         return render_page(page)
 
     async def _read(
-        self, user_id: str, position: int, limit: int, *, primary: bool = False
+        self,
+        user_id: str,
+        position: int,
+        limit: int,
+        since_id: str | None,
+        *,
+        primary: bool = False,
     ) -> Page:
-        page = await fetch_since(self._db, user_id, position, limit, primary=primary)
+        page = await fetch_since(
+            self._db, user_id, position, limit, since_id=since_id, primary=primary
+        )
         # At the end of a pruned range: the groups' news for it (app.groups.views).
         return await with_group_news(open_store(self._db).groups, user_id, page)
 

@@ -9,6 +9,8 @@ V is still in flight, so a page read never skips an entry.
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.db.models import InboxEntry, Message, User
 from app.errors import AppError
-from app.inbox.messages import MESSAGE_COLUMNS, message_row_data
+from app.inbox.messages import MESSAGE_COLUMNS, format_time, message_row_data
 
 if TYPE_CHECKING:
     from app.db.engine import Database
@@ -32,7 +34,9 @@ __all__ = [
     "Page",
     "Sent",
     "check_since",
+    "entry_id_text",
     "find_send",
+    "history_entry_id",
     "read_page_in_transaction",
 ]
 
@@ -67,6 +71,13 @@ class FetchedEntry:
     kind: str
     created_at: datetime
     data: str  # the entry's JSON payload, as stored
+    id: str  # the entry id of the contract (see entry_id_text)
+
+
+def entry_id_text(value: uuid.UUID | str) -> str:
+    """An inbox row's entry id as clients see it: 32 lowercase hex digits. The drivers hand
+    a UUID (PostgreSQL's uuid, SQLAlchemy's Uuid) or, on raw SQLite, the stored hex."""
+    return value.hex if isinstance(value, uuid.UUID) else value.replace("-", "").lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +92,40 @@ class Page:
     pruned_through: int | None = None
 
 
-def check_since(since: int, latest: int) -> None:
+def check_since(
+    since: int,
+    since_id: str | None,
+    latest: int,
+    floor: int,
+    stored_id: uuid.UUID | str | None,
+) -> None:
+    """Whether the client's cursor still names the server's history; every page read
+    calls this with what it read in the page's snapshot.
+
+    409 since_ahead: the user's history ends before `since` (a restore, a promoted replica
+    that missed commits). 409 history_rewritten: the entry the client saw at `since` (its
+    id is `since_id`) is not the one stored there now: the versions it has seen were handed
+    to other changes. At or below the floor the entry is gone, so there is nothing to
+    compare (`stored_id` None): the check is skipped.
+    """
     if since > latest:
         raise AppError(
             409,
             "since_ahead",
             f"since={since} is ahead of the latest version {latest}",
+            latest_version=latest,
+        )
+    if (
+        since_id is not None
+        and since > floor
+        and stored_id is not None
+        and entry_id_text(stored_id) != since_id
+    ):
+        raise AppError(
+            409,
+            "history_rewritten",
+            f"the entry at version {since} is not the one with id {since_id}: "
+            "the history was rewritten (a restore or a failover); sync again from 0",
             latest_version=latest,
         )
 
@@ -104,13 +143,21 @@ class InboxStore(Protocol):
         ...
 
     async def read_page(
-        self, user_id: str, since: int, limit: int, *, primary: bool = False
+        self,
+        user_id: str,
+        since: int,
+        limit: int,
+        *,
+        since_id: str | None = None,
+        primary: bool = False,
     ) -> Page:
         """Everything newer than `since`, oldest first, at most `limit` entries, in one
         snapshot (floor, latest version and entries together: a retention run committing
         between reads must not make the page skip entries). Below the floor, the messages
         from the history index, then the store from the floor on (`history_fallback`).
-        `primary`: never from a replica (a woken long-poll). 409 since_ahead past latest."""
+        `primary`: never from a replica (a woken long-poll). 409 since_ahead past latest;
+        409 history_rewritten when the entry at `since` is not the one `since_id` names
+        (check_since, in the same snapshot)."""
         ...
 
     async def bump_versions(self, session: AsyncSession, user_ids: Iterable[str]) -> dict[str, int]:
@@ -127,7 +174,11 @@ class InboxStore(Protocol):
 
 
 async def read_page_in_transaction(
-    sessions: async_sessionmaker[AsyncSession], user_id: str, since: int, limit: int
+    sessions: async_sessionmaker[AsyncSession],
+    user_id: str,
+    since: int,
+    limit: int,
+    since_id: str | None = None,
 ) -> Page:
     """read_page as a read-only transaction of separate statements, the same on every
     database: SQLite's only path, and PostgreSQL's below the floor (the history fallback)."""
@@ -138,7 +189,14 @@ async def read_page_in_transaction(
             )
         ).one()
         latest, floor = user.latest_version, user.floor_version
-        check_since(since, latest)
+        stored_id = None
+        if since_id is not None and floor < since <= latest:
+            stored_id = await session.scalar(
+                select(InboxEntry.entry_id).where(
+                    InboxEntry.user_id == user_id, InboxEntry.version == since
+                )
+            )
+        check_since(since, since_id, latest, floor, stored_id)
         entries: list[FetchedEntry] = []
         fallback = since < floor
         position = since
@@ -150,12 +208,18 @@ async def read_page_in_transaction(
                 position = floor
         if len(entries) < limit and position >= floor:
             rows = await session.execute(
-                select(InboxEntry.version, InboxEntry.kind, InboxEntry.created_at, InboxEntry.data)
+                select(
+                    InboxEntry.version,
+                    InboxEntry.kind,
+                    InboxEntry.created_at,
+                    InboxEntry.data,
+                    InboxEntry.entry_id,
+                )
                 .where(InboxEntry.user_id == user_id, InboxEntry.version > position)
                 .order_by(InboxEntry.version)
                 .limit(limit - len(entries))
             )
-            entries.extend(FetchedEntry(*row) for row in rows)
+            entries.extend(FetchedEntry(v, k, c, d, entry_id_text(i)) for v, k, c, d, i in rows)
     next_since = max(entries[-1].version if entries else position, position)
     pruned_through = floor if fallback and position == floor else None
     return Page(entries, next_since, latest, next_since < latest, fallback, pruned_through)
@@ -185,7 +249,34 @@ async def _from_history(
 
 def _history_entry(row: Row[Any]) -> FetchedEntry:
     data = orjson.dumps(message_row_data(row)).decode()
-    return FetchedEntry(row.version, "message", row.created_at, data)
+    return FetchedEntry(
+        row.version, "message", row.created_at, data, history_entry_id(row, row.version)
+    )
+
+
+def history_entry_id(row: Any, version: int) -> str:
+    """The id of an entry served from the index table below the floor.
+
+    Its inbox row is gone, and with it the id drawn for it: this one is derived from what
+    the message row holds for good (the same on every re-read, recalled or not), and starts
+    with `h`, which no drawn id (hex) does. A restore or a failover that gives the message
+    id and version to another message gives it another sender, recipient or creation time
+    to the microsecond, hence another id. The check of `since_id` never compares against
+    it (it is skipped at or below the floor); should a restore lower the floor under a
+    cursor that stands on such an entry, the inbox entry there has a drawn id, so the
+    client is sent back to 0: a 409 that may be needless, never one that is missed.
+    """
+    key = "\x1f".join(
+        (
+            str(row.id),
+            str(version),
+            row.sender,
+            row.recipient or "",
+            format_time(row.created_at),
+            row.client_msg_id or "",
+        )
+    )
+    return "h" + hashlib.sha256(key.encode()).hexdigest()[:31]
 
 
 async def find_send(db: Database, sender: str, client_msg_id: str) -> Sent | None:

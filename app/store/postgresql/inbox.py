@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.engine import Database
 from app.db.replicas import Replica
+from app.errors import AppError
 from app.inbox.messages import message_data
 from app.store.inbox import (
     FetchedEntry,
@@ -21,6 +22,7 @@ from app.store.inbox import (
     Page,
     Sent,
     check_since,
+    entry_id_text,
     find_send,
     read_page_in_transaction,
 )
@@ -32,6 +34,7 @@ _SQL = load("inbox.sql")
 _SEND = _SQL["send_message"]
 _SEND_MARKING_PUSHERS = _SQL["send_message_marking_pushers"]
 _PAGE = _SQL["read_page"]
+_PAGE_CHECKED = _SQL["read_page_checked"]
 _BUMP = _SQL["bump_versions"]
 _ACKS = _SQL["advance_cursors"]
 
@@ -97,25 +100,33 @@ class PostgresInbox:
         return await find_send(self._db, sender, client_msg_id)
 
     async def read_page(
-        self, user_id: str, since: int, limit: int, *, primary: bool = False
+        self,
+        user_id: str,
+        since: int,
+        limit: int,
+        *,
+        since_id: str | None = None,
+        primary: bool = False,
     ) -> Page:
         # The common case in one statement (one snapshot, one round trip), on the driver:
         # SQLAlchemy's row objects made a page of 1000 entries slower than the
         # two-statement transaction. Replicas first, unless the primary is asked for.
         replica = None if primary else self._db.replicas.pick()
         if replica is not None:
-            page = await _from_replica(replica, user_id, since, limit)
+            page = await _from_replica(replica, user_id, since, limit, since_id)
             if page is not None:
                 return page
         params = {"user_id": user_id, "since": since, "limit": limit}
         async with self._db.driver() as driver:
-            cursor = await driver.execute(_PAGE, params)
+            cursor = await driver.execute(_page_statement(since_id), params)
             rows = await cursor.fetchall()
         latest, floor = rows[0][0], rows[0][1]
-        check_since(since, latest)
+        check_since(since, since_id, latest, floor, rows[0][2])
         if since < floor:
-            return await read_page_in_transaction(self._db.read_sessions, user_id, since, limit)
-        found = [FetchedEntry(v, k, c, d) for _, _, v, k, c, d in rows if v is not None]
+            return await read_page_in_transaction(
+                self._db.read_sessions, user_id, since, limit, since_id
+            )
+        found = _entries(rows)
         next_since = found[-1].version if found else since
         return Page(found, next_since, latest, next_since < latest, False)
 
@@ -132,7 +143,21 @@ class PostgresInbox:
             return {device: (acked, latest) for device, acked, latest in await cursor.fetchall()}
 
 
-async def _from_replica(replica: Replica, user_id: str, since: int, limit: int) -> Page | None:
+def _page_statement(since_id: str | None) -> str:
+    return _PAGE if since_id is None else _PAGE_CHECKED
+
+
+def _entries(rows: Sequence[Any]) -> list[FetchedEntry]:
+    return [
+        FetchedEntry(v, k, c, d, entry_id_text(i))
+        for _, _, _, v, k, c, d, i in rows
+        if v is not None
+    ]
+
+
+async def _from_replica(
+    replica: Replica, user_id: str, since: int, limit: int, since_id: str | None
+) -> Page | None:
     """The page from a replica, or None when only the primary can answer it right.
 
     A replica's inbox for a user is a gap-free prefix of the primary's, so a page with
@@ -140,12 +165,13 @@ async def _from_replica(replica: Replica, user_id: str, since: int, limit: int) 
     The primary answers instead when the replica has nothing new (the client may have
     been woken for a version not yet replayed: a long-poll must not go back to sleep),
     when `since` is ahead of what it has (never a false 409 since_ahead), when the user is
-    not replicated yet, and below the floor (the history fallback reads the primary).
+    not replicated yet, below the floor (the history fallback reads the primary), and when
+    the entry at `since` is not the client's (the primary says whether that is a 409).
     """
     params = {"user_id": user_id, "since": since, "limit": limit}
     try:
         async with replica.driver() as driver:
-            cursor = await driver.execute(_PAGE, params)
+            cursor = await driver.execute(_page_statement(since_id), params)
             rows: list[Any] = await cursor.fetchall()
     except (psycopg.Error, sqlalchemy.exc.SQLAlchemyError):
         # Down or failing: skipped until its next check finds it well; the primary answers.
@@ -154,7 +180,11 @@ async def _from_replica(replica: Replica, user_id: str, since: int, limit: int) 
     if not rows:
         return None
     latest, floor = rows[0][0], rows[0][1]
-    found = [FetchedEntry(v, k, c, d) for _, _, v, k, c, d in rows if v is not None]
+    found = _entries(rows)
     if since > latest or since < floor or not found:
+        return None
+    try:
+        check_since(since, since_id, latest, floor, rows[0][2])
+    except AppError:
         return None
     return Page(found, found[-1].version, latest, found[-1].version < latest, False)

@@ -122,10 +122,27 @@ SELECT id, sender_version, stamp.text FROM message, stamp
 -- name: read_page
 -- The user's counters and a page of entries, in one statement and one snapshot. The outer
 -- join gives one row with no entry columns when nothing is newer than `since`.
-SELECT u.latest_version, u.floor_version, e.version, e.kind, e.created_at, e.data
+SELECT u.latest_version, u.floor_version, NULL AS since_entry,
+       e.version, e.kind, e.created_at, e.data, e.entry_id
 FROM users AS u
 LEFT JOIN LATERAL (
-    SELECT version, kind, created_at, data FROM inbox
+    SELECT version, kind, created_at, data, entry_id FROM inbox
+    WHERE inbox.user_id = u.user_id AND inbox.version > %(since)s
+    ORDER BY version
+    LIMIT %(limit)s
+) AS e ON true
+WHERE u.user_id = %(user_id)s
+
+-- name: read_page_checked
+-- read_page for a client that sends `since_id`: also the id of the entry at `since`, in the
+-- same snapshot (one more primary-key probe), which check_since compares with `since_id`.
+SELECT u.latest_version, u.floor_version,
+       (SELECT entry_id FROM inbox AS s
+        WHERE s.user_id = u.user_id AND s.version = %(since)s) AS since_entry,
+       e.version, e.kind, e.created_at, e.data, e.entry_id
+FROM users AS u
+LEFT JOIN LATERAL (
+    SELECT version, kind, created_at, data, entry_id FROM inbox
     WHERE inbox.user_id = u.user_id AND inbox.version > %(since)s
     ORDER BY version
     LIMIT %(limit)s

@@ -113,10 +113,18 @@ class SqliteInbox:
         return await find_send(self._db, sender, client_msg_id)
 
     async def read_page(
-        self, user_id: str, since: int, limit: int, *, primary: bool = False
+        self,
+        user_id: str,
+        since: int,
+        limit: int,
+        *,
+        since_id: str | None = None,
+        primary: bool = False,
     ) -> Page:
         # A deferred transaction is one snapshot in WAL; there are no replicas.
-        return await read_page_in_transaction(self._db.read_sessions, user_id, since, limit)
+        return await read_page_in_transaction(
+            self._db.read_sessions, user_id, since, limit, since_id
+        )
 
     async def bump_versions(self, session: AsyncSession, user_ids: Iterable[str]) -> dict[str, int]:
         # The transaction holds SQLite's one write lock from its BEGIN IMMEDIATE.

@@ -77,7 +77,8 @@ let online = navigator.onLine;
 // The signed-in user's view state, all of it forgotten at logout (reset()).
 let peer: string | null = null;
 let group: string | null = null; // the open group (peer and group: one of them at most)
-const markedGroupRead = new Map<string, number>();let shown = PAGE; // how many of the open conversation's newest messages are shown
+const markedGroupRead = new Map<string, number>();
+let shown = PAGE; // how many of the open conversation's newest messages are shown
 const older = new Map<string, Map<number, Message>>(); // history fetched beyond the store
 const olderDone = new Set<string>(); // peers whose whole history is here
 const olderKnown = new Map<string, boolean>(); // does the server hold messages older than ours?
@@ -97,6 +98,18 @@ function reset(): void {
   for (const m of [older, olderKnown, markedRead, markedGroupRead, recallErrors, serverUnread]) m.clear();
   olderDone.clear();
   confirming.clear();
+}
+
+/** The server's history went back or was rewritten (a restore, a failover): the SDK forgot
+ * the stream and syncs again from 0. What this page fetched or derived from the old history
+ * goes too: history pages fetched beyond the store may hold messages the server no longer
+ * has, and message ids may name other messages now. The open conversation stays open. */
+function historyChanged(): void {
+  for (const m of [older, olderKnown, markedRead, markedGroupRead, recallErrors, serverUnread]) m.clear();
+  olderDone.clear();
+  confirming.clear();
+  draw();
+  void refreshUnread();
 }
 
 // Tabs of one browser share the database: a logout in one ends the session in all.
@@ -831,7 +844,7 @@ function makeClient(s: IndexedDbStore, server: string): Client {
     onRecalls: draw,
     onReads: draw,
     onGroups: draw,
-    onReset: draw,
+    onReset: historyChanged,
     onGap: () => void refreshUnread(),
     onOutbox: draw,
     onStatus: (state) => {

@@ -3,6 +3,8 @@
 from msgsync_client.client import Client, Event, Gap, Handlers, Options, SyncResult
 from msgsync_client.errors import (
     ApiError,
+    HistoryChanged,
+    HistoryRewritten,
     MsgsyncError,
     NotLoggedIn,
     SinceAhead,
@@ -45,6 +47,8 @@ __all__ = [
     "GroupRead",
     "GroupState",
     "Handlers",
+    "HistoryChanged",
+    "HistoryRewritten",
     "MemoryStore",
     "Message",
     "MsgsyncError",

@@ -70,6 +70,8 @@ class Change:
     dropped_groups: set[str] = field(default_factory=set)
     applied: list[tuple[int, str]] = field(default_factory=list)
     cursor: int | None = None  # None: the stream's cursor stays
+    # The id of the entry at `cursor` (sent as `since_id`), written with it; None: unknown.
+    cursor_id: str | None = None
     gap: bool = False
 
 
@@ -77,6 +79,7 @@ class StoreView(Protocol):
     """What planning reads from a store."""
 
     def cursor(self) -> int: ...
+    def cursor_id(self) -> str | None: ...
     def group(self, group_id: str) -> GroupState | None: ...
 
 
@@ -317,6 +320,9 @@ def plan_page(store: StoreView, user_id: str, page: Page) -> tuple[Change, Appli
         cursor = entry.version
     # next_since may jump past the last entry (a pruned range of operations only): store it.
     planner.change.cursor = max(cursor, page.next_since)
+    # The id goes with the cursor: the page's when it moved the cursor, else the one held.
+    before = store.cursor()
+    planner.change.cursor_id = page.cursor_id if page.next_since > before else store.cursor_id()
     planner.change.gap = page.history_fallback
     return planner.change, planner.applied
 

@@ -154,6 +154,9 @@ class SqliteStore:
     def cursor(self) -> int:
         return int(self._get("cursor") or 0)
 
+    def cursor_id(self) -> str | None:
+        return self._get("cursor_id")
+
     def acked(self) -> int:
         return max(int(self._get("acked") or 0), self._acked)
 
@@ -238,6 +241,7 @@ class SqliteStore:
             self._before_cursor(page)
         if change.cursor is not None:
             self._put(db, "cursor", str(change.cursor))
+            self._put(db, "cursor_id", change.cursor_id)
         if change.gap:
             self._put(db, "gaps", str(self.gaps() + 1))
 
@@ -250,6 +254,7 @@ class SqliteStore:
             for table in _STREAM_TABLES:
                 db.execute(f"DELETE FROM {table}")  # fixed table names
             self._put(db, "cursor", "0")
+            self._put(db, "cursor_id", None)
             self._put(db, "acked", "0")
             self._acked = 0
 

@@ -28,13 +28,18 @@ class Store(Protocol):
     def session(self) -> Session | None: ...
     def set_session(self, session: Session | None) -> None: ...
     def cursor(self) -> int: ...
+    def cursor_id(self) -> str | None:
+        """The id of the entry at the cursor (sent as `since_id`), None when unknown."""
+        ...
+
     def acked(self) -> int: ...
     def set_acked(self, version: int) -> None: ...
     def gaps(self) -> int: ...
 
     def apply_page(self, page: Page) -> Applied:
         """Apply the entries above the cursor, in version order, and store
-        `page.next_since` as the cursor (and count a gap for a history_fallback page), all
+        `page.next_since` as the cursor with the id of the entry there (`since_id`; and
+        count a gap for a history_fallback page), all
         in one local transaction (see changes.plan_page)."""
         ...
 
@@ -48,8 +53,9 @@ class Store(Protocol):
         ...
 
     def reset_stream(self) -> None:
-        """since_ahead recovery: forget the stream (messages, receipts, groups, the applied
-        log) and set the cursor to 0, in one transaction; the outbox and the session stay."""
+        """since_ahead / history_rewritten recovery: forget the stream (messages, receipts,
+        groups, the applied log) and set the cursor to 0 (with no entry id), in one
+        transaction; the outbox and the session stay."""
         ...
 
     def clear(self) -> None:
@@ -91,6 +97,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._session: Session | None = None
         self._cursor = 0
+        self._cursor_id: str | None = None
         self._acked = 0
         self._gaps = 0
         self._messages: dict[int, Message] = {}
@@ -107,6 +114,9 @@ class MemoryStore:
 
     def cursor(self) -> int:
         return self._cursor
+
+    def cursor_id(self) -> str | None:
+        return self._cursor_id
 
     def acked(self) -> int:
         return self._acked
@@ -145,6 +155,7 @@ class MemoryStore:
         self._applied.extend(change.applied)
         if change.cursor is not None:
             self._cursor = change.cursor
+            self._cursor_id = change.cursor_id
         if change.gap:
             self._gaps += 1
 
@@ -154,6 +165,7 @@ class MemoryStore:
         self._groups.clear()
         self._applied.clear()
         self._cursor = 0
+        self._cursor_id = None
         self._acked = 0
 
     def clear(self) -> None:
