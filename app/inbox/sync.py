@@ -408,7 +408,8 @@ async def fetch_since(
     if not db.is_sqlite:
         replica = None if primary else db.replicas.pick()
         if replica is not None:
-            page = await _fetch_from_replica(replica, user_id, since, limit)
+            written = db.replicas.written(user_id)
+            page = await _fetch_from_replica(replica, user_id, since, limit, written)
             if page is not None:
                 return page
         page = await _fetch_in_one_statement(db, user_id, since, limit)
@@ -510,7 +511,7 @@ async def _fetch_in_one_statement(
 
 
 async def _fetch_from_replica(
-    replica: Replica, user_id: str, since: int, limit: int
+    replica: Replica, user_id: str, since: int, limit: int, written: int = 0
 ) -> Page | None:
     """The page from a replica, or None when only the primary can answer it right.
 
@@ -519,7 +520,8 @@ async def _fetch_from_replica(
     The primary answers instead when the replica has nothing new (the client may have
     been woken for a version not yet replayed: a long-poll must not go back to sleep),
     when `since` is ahead of what it has (never a false 409 since_ahead), when the user is
-    not replicated yet, and below the floor (the history fallback reads the primary).
+    not replicated yet, below the floor (the history fallback reads the primary), and when
+    it has not replayed the user's own last write (`written`, see Replicas.wrote).
     """
     params = {"user_id": user_id, "since": since, "limit": limit}
     try:
@@ -534,7 +536,7 @@ async def _fetch_from_replica(
         return None
     latest, floor = rows[0][0], rows[0][1]
     found = [FetchedEntry(v, k, c, d) for _, _, v, k, c, d in rows if v is not None]
-    if since > latest or since < floor or not found:
+    if since > latest or since < floor or not found or latest < written:
         return None
     return Page(found, found[-1].version, latest, found[-1].version < latest, False)
 
