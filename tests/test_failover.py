@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +56,7 @@ class Storm:
     answers: list[Answer] = field(default_factory=list)
     sending: bool = True
     kill_now: asyncio.Event = field(default_factory=asyncio.Event)
+    kill_after: int = KILL_AFTER  # acknowledged sends before kill_now is set
 
     async def call(
         self, method: str, path: str, device: Device, **kwargs: Any
@@ -77,7 +80,7 @@ class Storm:
                 response = await self.call("POST", "/messages", sender, json=body)
                 if response is not None and response.status_code in (200, 201):
                     self.acknowledged[(sender.user_id, f"c{i}")] = response.json()
-                    if len(self.acknowledged) >= KILL_AFTER:
+                    if len(self.acknowledged) >= self.kill_after:
                         self.kill_now.set()
                     break
                 assert response is None or response.status_code in RETRYABLE, response.text
@@ -104,6 +107,7 @@ class Holder:
     entries: dict[int, dict[str, Any]] = field(default_factory=dict)
     since: int = 0
     told: list[str] = field(default_factory=list)  # the 409 codes it was answered
+    seen: set[tuple[int, str]] = field(default_factory=set)  # every (version, data) held
     silently_changed: list[int] = field(default_factory=list)
 
     @property
@@ -117,6 +121,7 @@ class Holder:
             if held is not None and held != entry:
                 self.silently_changed.append(entry["version"])
             self.entries[entry["version"]] = entry
+            self.seen.add((entry["version"], json.dumps(entry["data"], sort_keys=True)))
         self.since = page["next_since"]
 
     def forget(self, code: str) -> None:
@@ -161,7 +166,9 @@ def kill_the_primary_when(cluster: Formation, ready: threading.Event, outage: li
 
 
 async def storm_through_a_failover(
-    cluster: Formation, url: str, before_kill: Any = None
+    cluster: Formation,
+    url: str,
+    before_kill: Callable[[Storm], Awaitable[None]] | None = None,
 ) -> tuple[Storm, list[Holder], Outage]:
     with running_server(url, workers=2) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
@@ -178,7 +185,7 @@ async def storm_through_a_failover(
             async def trigger() -> None:
                 await storm.kill_now.wait()
                 if before_kill is not None:
-                    await asyncio.to_thread(before_kill)
+                    await before_kill(storm)
                 ready.set()
 
             polls = [asyncio.create_task(long_poll(storm, h)) for h in holders]
@@ -258,3 +265,63 @@ async def test_no_acknowledged_send_is_lost_across_a_synchronous_failover(
         assert holder.silently_changed == []
         held = {v: e["data"] for v, e in holder.entries.items()}
         assert held == inbox[holder.device.user_id]
+
+
+@pytest.fixture
+def asynchronous() -> Iterator[tuple[Formation, str]]:
+    """The formation with msgsync's commits not waiting for the standby, as an operator who
+    trades durability for latency sets it."""
+    with formation(FAST) as cluster:
+        url = cluster.uri()
+        with cluster.primary().connect() as conn:
+            conn.execute("ALTER DATABASE msgsync SET synchronous_commit = local")
+        migrated = msgsync("migrate", url)
+        assert migrated.returncode == 0, migrated.stderr
+        yield cluster, url
+
+
+def stall_the_standby(cluster: Formation) -> None:
+    """The primary stops streaming WAL to the standby (its WAL sender frozen): the standby
+    falls behind by every commit from now on, as a slow network or disk would leave it."""
+    with cluster.primary().connect() as conn:
+        row = conn.execute("SELECT pid FROM pg_stat_replication").fetchone()
+    assert row is not None, "no standby streams"
+    os.kill(row[0], signal.SIGSTOP)
+
+
+async def test_clients_are_told_when_an_asynchronous_failover_rewrote_their_history(
+    asynchronous: tuple[Formation, str],
+) -> None:
+    cluster, url = asynchronous
+
+    async def stall_then_send_more(storm: Storm) -> None:
+        await asyncio.to_thread(stall_the_standby, cluster)
+        storm.kill_now.clear()
+        storm.kill_after = len(storm.acknowledged) + SENDERS * 4
+        await storm.kill_now.wait()
+
+    storm, holders, outage = await storm_through_a_failover(cluster, url, stall_then_send_more)
+    print(report(storm, outage))
+    messages, inbox = database_state(cluster)
+
+    # The standby missed acknowledged sends: what this test is about.
+    stored = {(sender, cmid): (mid, body) for mid, sender, cmid, body, _, _ in messages}
+    lost = [
+        key
+        for key, answer in storm.acknowledged.items()
+        if stored.get(key) != (answer["message"]["id"], answer["message"]["body"])
+    ]
+    assert lost, "the stalled standby missed nothing"
+    assert Counter(body for _, _, _, body, _, _ in messages).most_common(1)[0][1] == 1
+
+    for holder in holders:
+        # Never another entry under a version it held, unless told to start again first.
+        assert holder.silently_changed == []
+        stored_now = inbox.get(holder.device.user_id, {})
+        now = {(v, json.dumps(data, sort_keys=True)) for v, data in stored_now.items()}
+        if holder.seen - now:  # it had seen history the new primary does not have
+            assert holder.told, holder.device.user_id
+            assert set(holder.told) <= {"history_rewritten", "since_ahead"}
+        # And it ends with exactly what the database holds.
+        held = {v: e["data"] for v, e in holder.entries.items()}
+        assert held == stored_now
