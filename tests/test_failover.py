@@ -46,6 +46,7 @@ class Answer:
     at: float  # monotonic, when it came
     status: int | None  # None: no HTTP answer (connection refused, reset, timed out)
     seconds: float
+    path: str
 
 
 @dataclass
@@ -68,7 +69,7 @@ class Storm:
             response = None
         now = time.monotonic()
         status = None if response is None else response.status_code
-        self.answers.append(Answer(now, status, now - started))
+        self.answers.append(Answer(now, status, now - started, path))
         return response
 
     async def sender(self, sender: Device, number: int) -> None:
