@@ -72,6 +72,11 @@ CODES: dict[str, ErrorCode] = {
     "since_ahead": ErrorCode(
         409, "`since` is ahead of the user's latest version (given as `latest_version`)."
     ),
+    "history_rewritten": ErrorCode(
+        409,
+        "The entry at `since` is not the one `since_id` names: the server's history was "
+        "rewritten (a restore, a failover); sync again from 0 (`latest_version` given).",
+    ),
     "ack_ahead": ErrorCode(
         409, "The acked version is ahead of the user's latest (given as `latest_version`)."
     ),
@@ -173,7 +178,8 @@ class Problem(BaseModel):
     )
     latest_version: Annotated[int, Field(ge=0)] | SkipJsonSchema[None] = Field(
         default=None,
-        description="For `since_ahead` and `ack_ahead`: the user's latest version.",
+        description="For `since_ahead`, `history_rewritten` and `ack_ahead`: the user's "
+        "latest version.",
         json_schema_extra=_no_default,
     )
 

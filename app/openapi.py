@@ -113,7 +113,7 @@ def _example(code: str) -> dict[str, Any]:
         "detail": entry.meaning,
         "code": code,
     }
-    if code in {"since_ahead", "ack_ahead"}:
+    if code in {"since_ahead", "history_rewritten", "ack_ahead"}:
         example["latest_version"] = 1
     if code == "validation_error":
         example["errors"] = [

@@ -9,6 +9,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, S
 from pydantic_core import PydanticCustomError
 
 __all__ = [
+    "ENTRY_ID_PATTERN",
     "MAX_ID",
     "NO_NUL",
     "USER_ID_PATTERN",
@@ -95,6 +96,8 @@ JsonInteger = BeforeValidator(_json_integer)
 # the nearest double) for a version. tests/test_openapi.py holds every integer to that.
 Version = Annotated[int, Field(ge=0, le=MAX_ID, examples=[7]), JsonInteger]
 MessageId = Annotated[int, Field(ge=1, le=MAX_ID, examples=[42]), JsonInteger]
+# Entry ids are opaque to clients; these are the characters the server may use in them.
+ENTRY_ID_PATTERN = r"^[A-Za-z0-9_-]+$"
 
 
 class _In(BaseModel):
@@ -290,6 +293,15 @@ class _Entry(BaseModel):
     """The fields every entry has; each kind below narrows `kind` and `data`."""
 
     version: Version = Field(description="The user's version that the change took.")
+    id: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=ENTRY_ID_PATTERN,
+        description="Opaque, unique to this entry write: two different entries never share "
+        "one, even across a failover or a restore. Send it back as `since_id` with "
+        "`since` = this entry's version.",
+        examples=["3f0c9a5e1b7d4c2a8e6f0b1d2c3a4e5f"],
+    )
     kind: str
     created_at: datetime = Field(description="When the change was stored.")
     data: Any
@@ -337,6 +349,7 @@ class SyncPage(BaseModel):
                     "entries": [
                         {
                             "version": 7,
+                            "id": "3f0c9a5e1b7d4c2a8e6f0b1d2c3a4e5f",
                             "kind": "message",
                             "created_at": "2026-11-27T15:35:00.123456Z",
                             "data": _MESSAGE_EXAMPLE,

@@ -8,8 +8,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
+from alembic import command
 from app.config import Settings
 from app.db.migrations import alembic_config, downgrade_to_base, upgrade_to_head
 from app.db.models import Base
@@ -53,3 +54,47 @@ def test_sqlite_round_trip_without_drift(tmp_path: Path) -> None:
 @pytest.mark.parametrize("table", ["users", "devices", "messages", "inbox", "conversations"])
 def test_every_table_is_migrated(table: str) -> None:
     assert table in Base.metadata.tables
+
+
+def _entries_get_their_own_ids(url: str) -> None:
+    """Entries stored before the entry-id migration each get an id of their own, and rows
+    written afterwards (by statements that do not name the column) get fresh ones."""
+    config = alembic_config(url)
+    command.upgrade(config, "3f9c2b7e1d40")
+    engine = create_engine(Settings(database_url=url).database_url.replace("+aiosqlite", ""))
+    insert_entry = text(
+        "INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)"
+        " VALUES ('ann', :version, 'read', CURRENT_TIMESTAMP, NULL, '{}')"
+    )
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO users (user_id, password_hash, latest_version, floor_version,"
+                    " created_at)"
+                    " VALUES ('ann', 'x', 3, 0, CURRENT_TIMESTAMP)"
+                )
+            )
+            for version in (1, 2, 3):
+                conn.execute(insert_entry, {"version": version})
+        upgrade_to_head(url)
+        with engine.begin() as conn:
+            conn.execute(insert_entry, {"version": 4})
+            ids = conn.execute(text("SELECT entry_id FROM inbox")).scalars().all()
+    finally:
+        engine.dispose()
+    assert len(ids) == 4
+    assert all(ids)
+    assert len({str(i).replace("-", "") for i in ids}) == 4
+
+
+def test_postgresql_entries_get_ids(pg_admin_url: str) -> None:
+    url = create_pg_database(pg_admin_url)
+    try:
+        _entries_get_their_own_ids(url)
+    finally:
+        drop_pg_database(pg_admin_url, url)
+
+
+def test_sqlite_entries_get_ids(tmp_path: Path) -> None:
+    _entries_get_their_own_ids(Settings(database_url=f"sqlite:///{tmp_path / 'm.db'}").database_url)

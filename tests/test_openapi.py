@@ -87,7 +87,7 @@ def test_each_operation_documents_the_errors_it_can_answer(document: dict[str, A
     assert codes("sendMessage", "404") == {"recipient_not_found"}
     assert codes("sendMessage", "413") == {"body_too_large", "request_too_large"}
     assert codes("recallMessage", "403") == {"not_sender"}
-    assert codes("sync", "409") == {"since_ahead"}
+    assert codes("sync", "409") == {"since_ahead", "history_rewritten"}
     assert codes("sync", "422") == {"validation_error", "limit_out_of_range"}
     assert codes("ack", "409") == {"ack_ahead"}
     assert codes("createUser", "409") == {"user_exists"}
@@ -280,7 +280,7 @@ def test_entry_is_a_union_discriminated_on_kind(document: dict[str, Any]) -> Non
         properties = schemas[name]["properties"]
         assert properties["kind"]["const"] == kind
         assert properties["data"]["$ref"] == f"#/components/schemas/{data[kind]}"
-        assert set(schemas[name]["required"]) == {"version", "kind", "created_at", "data"}
+        assert set(schemas[name]["required"]) == {"version", "id", "kind", "created_at", "data"}
     assert schemas["SyncPage"]["properties"]["entries"]["items"] == {
         "$ref": "#/components/schemas/Entry"
     }

@@ -13,7 +13,7 @@ from app.inbox import sync
 from app.inbox.acks import acknowledge
 from app.inbox.send import deliver
 from app.openapi import problem_responses
-from app.schemas import MAX_ID, AckIn, AckOut, SendIn, SendOut, SyncPage
+from app.schemas import ENTRY_ID_PATTERN, MAX_ID, AckIn, AckOut, SendIn, SendOut, SyncPage
 
 router = APIRouter()
 
@@ -94,7 +94,9 @@ async def send(
                 },
             },
         },
-        **problem_responses("unauthorized", "since_ahead", "limit_out_of_range"),
+        **problem_responses(
+            "unauthorized", "since_ahead", "history_rewritten", "limit_out_of_range"
+        ),
     },
 )
 async def sync_since(
@@ -110,6 +112,18 @@ async def sync_since(
             le=MAX_ID,
             description="The last version the device has seen (`next_since` of its previous "
             "page); absent: the device's ack cursor. Above the latest version: 409.",
+        ),
+    ] = None,
+    since_id: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=64,
+            pattern=ENTRY_ID_PATTERN,
+            description="The `id` of the entry at `since`, as the device received it. When "
+            "that entry is still stored and is another one now (the server's history was "
+            "rewritten by a restore or a failover), 409 `history_rewritten`. Not checked "
+            "at or below the floor (pruned entries); absent: not checked.",
         ),
     ] = None,
     limit: Annotated[
@@ -152,8 +166,8 @@ async def sync_since(
         else:
             ticket.waiter.rearm()
         ticket.user_id, ticket.device_id = device.user_id, device.device_id
-        ticket.position, ticket.limit = position, limit
-    page = await sync.fetch_since(db, device.user_id, position, limit)
+        ticket.position, ticket.limit, ticket.since_id = position, limit, since_id
+    page = await sync.fetch_since(db, device.user_id, position, limit, since_id=since_id)
     # The device has these entries now: it is not to be pushed for them (app.push.pushers).
     request.app.state.seen.saw(device.device_id, page.next_since)
     if ticket is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,10 +20,13 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    Uuid,
     false,
     text,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
@@ -61,6 +65,24 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         moment: datetime = value
         return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+class new_entry_id(FunctionElement[Any]):
+    """A fresh random 128-bit entry id, drawn by the database for each row it inserts, so
+    that every statement writing inbox entries gets one without naming the column."""
+
+    inherit_cache = True
+
+
+@compiles(new_entry_id, "postgresql")
+def _new_entry_id_postgresql(element: new_entry_id, compiler: Any, **kw: Any) -> str:
+    return "gen_random_uuid()"
+
+
+@compiles(new_entry_id, "sqlite")
+def _new_entry_id_sqlite(element: new_entry_id, compiler: Any, **kw: Any) -> str:
+    # SQLAlchemy's Uuid is CHAR(32) of hex on SQLite.
+    return "(lower(hex(randomblob(16))))"
 
 
 class Base(DeclarativeBase):
@@ -148,6 +170,10 @@ class InboxEntry(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     message_id: Mapped[int | None] = mapped_column(BigInteger)
     data: Mapped[str] = mapped_column(Text)
+    # Unique to this entry write (the sync contract's entry `id`): when a restore or the
+    # promotion of a replica that missed commits hands (user, version) to another change,
+    # the new row has another id, which is how GET /sync?since_id= tells the client.
+    entry_id: Mapped[uuid.UUID] = mapped_column(Uuid(), server_default=new_entry_id())
 
 
 class Conversation(Base):

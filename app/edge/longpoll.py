@@ -35,7 +35,7 @@ TICKET = "msgsync.longpoll"
 class Ticket:
     """What the endpoint tells the waiting layer about its (validated, authorised) read."""
 
-    __slots__ = ("device_id", "empty", "limit", "position", "user_id", "waiter")
+    __slots__ = ("device_id", "empty", "limit", "position", "since_id", "user_id", "waiter")
 
     def __init__(self) -> None:
         self.waiter: Waiter | None = None  # subscribed by the endpoint, before its read
@@ -44,6 +44,7 @@ class Ticket:
         self.device_id = ""
         self.position = 0
         self.limit = 0
+        self.since_id: str | None = None
 
 
 def requested_timeout(query_string: bytes) -> float:
@@ -123,11 +124,19 @@ class LongPoll:
                 # replayed it yet, and its lag would add to the wake-up's latency.
                 ticket.waiter.rearm()
                 try:
+                    # The woken read checks `since_id` too: a failover during the wait can
+                    # have rewritten the history the device stands on.
                     page = await fetch_since(
-                        state.db, ticket.user_id, ticket.position, ticket.limit, primary=True
+                        state.db,
+                        ticket.user_id,
+                        ticket.position,
+                        ticket.limit,
+                        since_id=ticket.since_id,
+                        primary=True,
                     )
                 except Exception:
-                    # Let the application answer the failure as it answers any other.
+                    # Let the application answer the failure as it answers any other (a
+                    # 409 too: the application's read finds it again).
                     await self._read(scope, ticket, send, loop.time(), notifier)
                     return
                 if (

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,6 +27,7 @@ __all__ = [
     "Page",
     "SendResult",
     "bump_versions",
+    "check_since",
     "device_cursor",
     "existing_send",
     "fetch_since",
@@ -383,6 +386,13 @@ class FetchedEntry:
     kind: str
     created_at: datetime
     data: str  # the entry's JSON payload, as stored
+    id: str  # the entry id of the contract (see entry_id_text)
+
+
+def entry_id_text(value: uuid.UUID | str) -> str:
+    """An inbox row's entry id as clients see it: 32 lowercase hex digits. The drivers hand
+    a UUID (PostgreSQL's uuid, SQLAlchemy's Uuid) or, on raw SQLite, the stored hex."""
+    return value.hex if isinstance(value, uuid.UUID) else value.replace("-", "").lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,12 +405,19 @@ class Page:
 
 
 async def fetch_since(
-    db: Database, user_id: str, since: int, limit: int, *, primary: bool = False
+    db: Database,
+    user_id: str,
+    since: int,
+    limit: int,
+    *,
+    since_id: str | None = None,
+    primary: bool = False,
 ) -> Page:
     """Everything newer than `since`, oldest first, at most `limit` entries.
 
-    The floor, the latest version and the entries are read in one snapshot: otherwise a
-    retention run committing between the reads could make the page skip entries.
+    The floor, the latest version, the entry at `since` (checked against `since_id`, see
+    check_since) and the entries are read in one snapshot: otherwise a retention run
+    committing between the reads could make the page skip entries.
     `primary`: read the primary even when a replica serves. A woken long-poll does: it was
     woken by a commit on the primary, which a replica may not have replayed yet; asking it
     first would add its replay lag, or a round trip, to every wake-up.
@@ -409,10 +426,10 @@ async def fetch_since(
         replica = None if primary else db.replicas.pick()
         if replica is not None:
             written = db.replicas.written(user_id)
-            page = await _fetch_from_replica(replica, user_id, since, limit, written)
+            page = await _fetch_from_replica(replica, user_id, since, limit, since_id, written)
             if page is not None:
                 return page
-        page = await _fetch_in_one_statement(db, user_id, since, limit)
+        page = await _fetch_in_one_statement(db, user_id, since, limit, since_id)
         if page is not None:
             return page
     async with db.read_sessions() as session, session.begin():
@@ -422,7 +439,14 @@ async def fetch_since(
             )
         ).one()
         latest, floor = user.latest_version, user.floor_version
-        _check_since(since, latest)
+        stored_id = None
+        if since_id is not None and floor < since <= latest:
+            stored_id = await session.scalar(
+                select(InboxEntry.entry_id).where(
+                    InboxEntry.user_id == user_id, InboxEntry.version == since
+                )
+            )
+        check_since(since, since_id, latest, floor, stored_id)
         entries: list[FetchedEntry] = []
         fallback = since < floor
         position = since
@@ -434,12 +458,18 @@ async def fetch_since(
                 position = floor
         if len(entries) < limit and position >= floor:
             rows = await session.execute(
-                select(InboxEntry.version, InboxEntry.kind, InboxEntry.created_at, InboxEntry.data)
+                select(
+                    InboxEntry.version,
+                    InboxEntry.kind,
+                    InboxEntry.created_at,
+                    InboxEntry.data,
+                    InboxEntry.entry_id,
+                )
                 .where(InboxEntry.user_id == user_id, InboxEntry.version > position)
                 .order_by(InboxEntry.version)
                 .limit(limit - len(entries))
             )
-            entries.extend(FetchedEntry(*row) for row in rows)
+            entries.extend(FetchedEntry(v, k, c, d, entry_id_text(i)) for v, k, c, d, i in rows)
     next_since = max(entries[-1].version if entries else position, position)
     return Page(entries, next_since, latest, next_since < latest, fallback)
 
@@ -451,6 +481,7 @@ def render_page(page: Page) -> bytes:
             "entries": [
                 {
                     "version": entry.version,
+                    "id": entry.id,
                     "kind": entry.kind,
                     "created_at": format_time(entry.created_at),
                     "data": orjson.Fragment(entry.data),
@@ -465,7 +496,22 @@ def render_page(page: Page) -> bytes:
     )
 
 
-def _check_since(since: int, latest: int) -> None:
+def check_since(
+    since: int,
+    since_id: str | None,
+    latest: int,
+    floor: int,
+    stored_id: uuid.UUID | str | None,
+) -> None:
+    """Whether the client's cursor still names the server's history; every page read
+    calls this with what it read in the page's snapshot.
+
+    409 since_ahead: the user's history ends before `since` (a restore, a promoted replica
+    that missed commits). 409 history_rewritten: the entry the client saw at `since` (its
+    id is `since_id`) is not the one stored there now: the versions it has seen were handed
+    to other changes. At or below the floor the entry is gone, so there is nothing to
+    compare (`stored_id` None): the check is skipped.
+    """
     if since > latest:
         raise AppError(
             409,
@@ -473,25 +519,60 @@ def _check_since(since: int, latest: int) -> None:
             f"since={since} is ahead of the latest version {latest}",
             latest_version=latest,
         )
+    if (
+        since_id is not None
+        and since > floor
+        and stored_id is not None
+        and entry_id_text(stored_id) != since_id
+    ):
+        raise AppError(
+            409,
+            "history_rewritten",
+            f"the entry at version {since} is not the one with id {since_id}: "
+            "the history was rewritten (a restore or a failover); sync again from 0",
+            latest_version=latest,
+        )
 
 
 # The user's counters and a page of entries, in one statement and one snapshot. The outer
 # join gives one row with no entry columns when nothing is newer than `since`.
 _PAGE_SQL = """
-SELECT u.latest_version, u.floor_version, e.version, e.kind, e.created_at, e.data
+SELECT u.latest_version, u.floor_version, NULL AS since_entry,
+       e.version, e.kind, e.created_at, e.data, e.entry_id
 FROM users AS u
 LEFT JOIN LATERAL (
-    SELECT version, kind, created_at, data FROM inbox
+    SELECT version, kind, created_at, data, entry_id FROM inbox
     WHERE inbox.user_id = u.user_id AND inbox.version > %(since)s
     ORDER BY version
     LIMIT %(limit)s
 ) AS e ON true
 WHERE u.user_id = %(user_id)s
 """
+# With `since_id`: also the id of the entry at `since`, in the same snapshot (one more
+# primary-key probe, only for clients that send it).
+_CHECKED_PAGE_SQL = _PAGE_SQL.replace(
+    "NULL AS since_entry",
+    "(SELECT entry_id FROM inbox AS s\n"
+    "        WHERE s.user_id = u.user_id AND s.version = %(since)s) AS since_entry",
+    1,
+)
+assert _CHECKED_PAGE_SQL != _PAGE_SQL
+
+
+def _page_statement(since_id: str | None) -> str:
+    return _PAGE_SQL if since_id is None else _CHECKED_PAGE_SQL
+
+
+def _entries(rows: Sequence[Any]) -> list[FetchedEntry]:
+    return [
+        FetchedEntry(v, k, c, d, entry_id_text(i))
+        for _, _, _, v, k, c, d, i in rows
+        if v is not None
+    ]
 
 
 async def _fetch_in_one_statement(
-    db: Database, user_id: str, since: int, limit: int
+    db: Database, user_id: str, since: int, limit: int, since_id: str | None
 ) -> Page | None:
     """The common case on PostgreSQL: the user's counters and the entries in one statement
     (one snapshot, one round trip), on the driver: SQLAlchemy's row objects made a page of
@@ -499,19 +580,24 @@ async def _fetch_in_one_statement(
     None when `since` is below the floor: the caller then takes the fallback path."""
     params = {"user_id": user_id, "since": since, "limit": limit}
     async with db.driver() as driver:
-        cursor = await driver.execute(_PAGE_SQL, params)
+        cursor = await driver.execute(_page_statement(since_id), params)
         rows = await cursor.fetchall()
     latest, floor = rows[0][0], rows[0][1]
-    _check_since(since, latest)
+    check_since(since, since_id, latest, floor, rows[0][2])
     if since < floor:
         return None
-    found = [FetchedEntry(v, k, c, d) for _, _, v, k, c, d in rows if v is not None]
+    found = _entries(rows)
     next_since = found[-1].version if found else since
     return Page(found, next_since, latest, next_since < latest, False)
 
 
 async def _fetch_from_replica(
-    replica: Replica, user_id: str, since: int, limit: int, written: int = 0
+    replica: Replica,
+    user_id: str,
+    since: int,
+    limit: int,
+    since_id: str | None,
+    written: int = 0,
 ) -> Page | None:
     """The page from a replica, or None when only the primary can answer it right.
 
@@ -521,12 +607,13 @@ async def _fetch_from_replica(
     been woken for a version not yet replayed: a long-poll must not go back to sleep),
     when `since` is ahead of what it has (never a false 409 since_ahead), when the user is
     not replicated yet, below the floor (the history fallback reads the primary), and when
-    it has not replayed the user's own last write (`written`, see Replicas.wrote).
+    the entry at `since` is not the client's (the primary says whether that is a 409), and
+    when it has not replayed the user's own last write (`written`, see Replicas.wrote).
     """
     params = {"user_id": user_id, "since": since, "limit": limit}
     try:
         async with replica.driver() as driver:
-            cursor = await driver.execute(_PAGE_SQL, params)
+            cursor = await driver.execute(_page_statement(since_id), params)
             rows = await cursor.fetchall()
     except (psycopg.Error, sqlalchemy.exc.SQLAlchemyError):
         # Down or failing: skipped until its next check finds it well; the primary answers.
@@ -535,8 +622,12 @@ async def _fetch_from_replica(
     if not rows:
         return None
     latest, floor = rows[0][0], rows[0][1]
-    found = [FetchedEntry(v, k, c, d) for _, _, v, k, c, d in rows if v is not None]
+    found = _entries(rows)
     if since > latest or since < floor or not found or latest < written:
+        return None
+    try:
+        check_since(since, since_id, latest, floor, rows[0][2])
+    except AppError:
         return None
     return Page(found, found[-1].version, latest, found[-1].version < latest, False)
 
@@ -563,7 +654,34 @@ async def _from_history(
 
 def _history_entry(row: Row[Any]) -> FetchedEntry:
     data = orjson.dumps(message_row_data(row)).decode()
-    return FetchedEntry(row.version, "message", row.created_at, data)
+    return FetchedEntry(
+        row.version, "message", row.created_at, data, history_entry_id(row, row.version)
+    )
+
+
+def history_entry_id(row: Any, version: int) -> str:
+    """The id of an entry served from the index table below the floor.
+
+    Its inbox row is gone, and with it the id drawn for it: this one is derived from what
+    the message row holds for good (the same on every re-read, recalled or not), and starts
+    with `h`, which no drawn id (hex) does. A restore or a failover that gives the message
+    id and version to another message gives it another sender, recipient or creation time
+    to the microsecond, hence another id. The check of `since_id` never compares against
+    it (it is skipped at or below the floor); should a restore lower the floor under a
+    cursor that stands on such an entry, the inbox entry there has a drawn id, so the
+    client is sent back to 0: a 409 that may be needless, never one that is missed.
+    """
+    key = "\x1f".join(
+        (
+            str(row.id),
+            str(version),
+            row.sender,
+            row.recipient,
+            format_time(row.created_at),
+            row.client_msg_id or "",
+        )
+    )
+    return "h" + hashlib.sha256(key.encode()).hexdigest()[:31]
 
 
 async def device_cursor(db: Database, device_id: str) -> int:

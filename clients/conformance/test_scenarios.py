@@ -200,6 +200,52 @@ def test_since_ahead_after_a_restore_recovers_without_loss_or_duplicates(
     assert state["messages"] == truth
 
 
+def test_history_rewritten_after_a_restore_keeps_nothing_the_server_lost(
+    own_server: Backend, adapters: Start, proxy: FaultProxy, direct: Direct, tmp_path: Path
+) -> None:
+    """The database is restored from a backup taken before the device's last sync, and the
+    server has since handed the same versions (and message ids) to *more* new messages than
+    were lost: the cursor is not ahead, so only the cursor entry's id tells. The device ends
+    with exactly the server's history: nothing that vanished is kept, nothing duplicated."""
+    server = own_server
+    alice, bob = direct.user("alice"), direct.user("bob")
+    direct.send(bob, alice, 5, prefix="before backup")
+    sdk = device(adapters, proxy, tmp_path / "a", alice)  # its device survives the restore
+    assert sdk.call("sync")["cursor"] == 5
+    server.stop()
+    backup = server.copy_database()
+    proxy.upstream = server.start()
+    vanished = direct.send(bob, alice, 5, prefix="lost in the restore")
+    assert sdk.call("sync")["cursor"] == 10
+
+    server.stop()
+    proxy.upstream = server.start(backup)  # restored: the server is back at version 5
+    direct.forget_tokens()
+    after = direct.send(bob, alice, 7, prefix="after the restore")  # versions 6..12
+    assert after[:5] == vanished  # the same message ids, now other messages
+    first = len(proxy.requests("GET", "/sync"))
+    result = sdk.call("sync")
+    assert result["recovered"] is True
+    syncs = proxy.requests("GET", "/sync")[first:]
+    asked = parse_qs(syncs[0].query)
+    assert asked["since"] == ["10"]
+    assert asked.get("since_id"), "the cursor's entry id was not sent"
+    assert syncs[0].status == 409
+    assert parse_qs(syncs[1].query)["since"] == ["0"]
+    state = sdk.call("state")
+    assert state["cursor"] == 12
+    assert_each_version_once(state, 12)
+    truth = direct.messages(alice, [bob])
+    assert [m["body"] for m in truth] == [f"before backup {n}" for n in range(5)] + [
+        f"after the restore {n}" for n in range(7)
+    ]
+    assert state["messages"] == truth
+    # Followed from here on as usual: the next sync is served, no second recovery.
+    direct.send(bob, alice, 1, prefix="later")
+    assert sdk.call("sync")["recovered"] is False
+    assert sdk.call("state")["messages"] == direct.messages(alice, [bob])
+
+
 def test_history_fallback_after_retention_keeps_every_message(
     adapters: Start, proxy: FaultProxy, direct: Direct, server: Backend, tmp_path: Path
 ) -> None:

@@ -1,5 +1,5 @@
 /** The HTTP API, one attempt per call: retrying is the caller's policy (backoff.ts). */
-import { ApiError, SinceAhead, Transient, Unauthorized } from "./errors.js";
+import { ApiError, HistoryRewritten, SinceAhead, Transient, Unauthorized } from "./errors.js";
 import type {
   AckOut,
   ConversationsPage,
@@ -106,8 +106,17 @@ export class Api {
     return this.call("POST", "/messages", { json: { to, body, client_msg_id: clientMsgId } });
   }
 
-  sync(since: number, limit: number, timeout: number, signal?: AbortSignal): Promise<SyncPage> {
-    const query = { since, limit, timeout };
+  /** `sinceId`: the id of the entry at `since` (the server answers 409 history_rewritten
+   * when that entry is another one now); not sent with `since` 0. */
+  sync(
+    since: number,
+    limit: number,
+    timeout: number,
+    signal?: AbortSignal,
+    sinceId: string | null = null,
+  ): Promise<SyncPage> {
+    const query: Record<string, number | string> = { since, limit, timeout };
+    if (sinceId !== null && since > 0) query["since_id"] = sinceId;
     return signal ? this.call("GET", "/sync", { query, signal }) : this.call("GET", "/sync", { query });
   }
 
@@ -153,6 +162,9 @@ async function problem(response: Response): Promise<ApiError> {
   if (response.status === 401) return new Unauthorized(401, code, detail, body);
   if (response.status === 409 && code === "since_ahead") {
     return new SinceAhead(409, code, detail, body);
+  }
+  if (response.status === 409 && code === "history_rewritten") {
+    return new HistoryRewritten(409, code, detail, body);
   }
   return new ApiError(response.status, code, detail, body);
 }

@@ -7,7 +7,7 @@ import {
   ApiError,
   MsgsyncError,
   NotLoggedIn,
-  SinceAhead,
+  HistoryChanged,
   Transient,
   Unauthorized,
   Unavailable,
@@ -43,7 +43,9 @@ export interface Handlers {
   onRecalls?: (recalls: Recall[]) => void;
   onReads?: (reads: ReadReceipt[]) => void;
   onGap?: (page: SyncPage) => void; // history_fallback: operations were pruned
-  onReset?: (latestVersion: number) => void; // since_ahead recovery started
+  /** The server's history went back or was rewritten (409 since_ahead, history_rewritten):
+   * the stream was forgotten and syncs again from 0; called with the server's latest. */
+  onReset?: (latestVersion: number) => void;
   onOutbox?: (item: OutboxItem) => void;
   /** The connection's state: "online" after an answer, "offline" after a failed attempt. */
   onStatus?: (status: "online" | "offline") => void;
@@ -253,7 +255,12 @@ export class Client {
     return this.ackerInstance;
   }
 
-  private async fetchPage(since: number, timeout: number, stop?: AbortSignal): Promise<SyncPage> {
+  private async fetchPage(
+    since: number,
+    sinceId: string | null,
+    timeout: number,
+    stop?: AbortSignal,
+  ): Promise<SyncPage> {
     const backoff = this.backoff();
     let attempts = 0;
     for (;;) {
@@ -261,7 +268,7 @@ export class Client {
       if (stop?.aborted) throw new Stopped();
       const wakeup = this.wakeup;
       try {
-        const page = await this.api.sync(since, this.options.pageLimit, timeout, wakeup.signal);
+        const page = await this.api.sync(since, this.options.pageLimit, timeout, wakeup.signal, sinceId);
         this.handlers.onStatus?.("online");
         return page;
       } catch (exc) {
@@ -281,7 +288,7 @@ export class Client {
   }
 
   /** One step of the loop: fetch from the stored cursor, apply and persist, then tell the
-   * acker. since_ahead runs the recovery and fetches again from 0. */
+   * acker. since_ahead and history_rewritten run the recovery and fetch again from 0. */
   async syncPage(timeout = 0, result?: SyncResult, stop?: AbortSignal): Promise<SyncPage> {
     const r = result ?? emptyResult();
     void this.session;
@@ -289,13 +296,15 @@ export class Client {
     const ended = () => (stop?.aborted ? new Stopped() : new NotLoggedIn());
     let page: SyncPage;
     try {
-      page = await this.fetchPage(this.store.cursor, timeout, stop);
+      // The id of the entry at the cursor goes with it: the server answers 409
+      // history_rewritten when that entry is another one now.
+      page = await this.fetchPage(this.store.cursor, this.store.cursorId, timeout, stop);
     } catch (exc) {
-      if (!(exc instanceof SinceAhead)) throw exc;
+      if (!(exc instanceof HistoryChanged)) throw exc;
       if (generation !== this.generation) throw ended();
       await this.recover(exc);
       r.recovered = true;
-      page = await this.fetchPage(0, timeout, stop);
+      page = await this.fetchPage(0, null, timeout, stop);
     }
     // Fetched for a session that logout (or a new login) has ended: applying it would put
     // that user's entries back into a cleared store. Checked in the same turn as the store
@@ -320,11 +329,14 @@ export class Client {
     return page;
   }
 
-  /** The server is behind our cursor: it was restored from an older backup. Versions above
-   * its latest will be reused for other changes, and even ours below it may differ, so no
-   * local version can be trusted: forget the stream and sync again from 0 (messages are
-   * keyed by id, so nothing is duplicated; the outbox stays). */
-  private async recover(exc: SinceAhead): Promise<void> {
+  /** The server no longer has the history we saw: it is behind our cursor (since_ahead), or
+   * the entry at our cursor is another one (history_rewritten): a restore from an older
+   * backup, or a promoted replica that missed commits. Versions and message ids we have seen
+   * may name other changes now, so no local version can be trusted (restarting from
+   * latest_version would keep messages the server no longer has): forget the stream and
+   * sync again from 0, which returns every message the server still has (the outbox
+   * stays). */
+  private async recover(exc: HistoryChanged): Promise<void> {
     await this.store.resetStream();
     this.acker.reset();
     this.handlers.onReset?.(exc.latestVersion);

@@ -25,13 +25,21 @@ export class ApiError extends MsgsyncError {
 /** 401: the session is over; nothing more is sent with its token. */
 export class Unauthorized extends ApiError {}
 
-/** 409 since_ahead: the server's stream ends before our cursor (restored from a backup). */
-export class SinceAhead extends ApiError {
+/** 409: the server no longer has the history this device has seen (a restored backup, a
+ * promoted replica that missed commits). The client forgets its stream and syncs from 0. */
+export class HistoryChanged extends ApiError {
   get latestVersion(): number {
     const value = this.body["latest_version"];
     return typeof value === "number" ? value : 0;
   }
 }
+
+/** 409 since_ahead: the server's stream ends before our cursor. */
+export class SinceAhead extends HistoryChanged {}
+
+/** 409 history_rewritten: the entry at our cursor (named by `since_id`) is another one on
+ * the server now: versions we have seen were handed to other changes. */
+export class HistoryRewritten extends HistoryChanged {}
 
 /** A failure worth retrying: no answer (network), or 5xx / 429 with its Retry-After. */
 export class Transient extends MsgsyncError {

@@ -9,6 +9,7 @@ import type { Message, OutboxItem, ReadReceipt, Session } from "./types.js";
 interface Snapshot {
   session: Session | null;
   cursor: number;
+  cursorId?: string | null; // absent in a file written before entry ids
   acked: number;
   gaps: number;
   messages: Message[];
@@ -68,6 +69,7 @@ function toSnapshot(s: StoreState): Snapshot {
   return {
     session: s.session,
     cursor: s.cursor,
+    cursorId: s.cursorId,
     acked: s.acked,
     gaps: s.gaps,
     messages: [...s.messages.values()],
@@ -81,6 +83,7 @@ function fromSnapshot(snap: Snapshot): StoreState {
   const state = emptyState();
   state.session = snap.session;
   state.cursor = snap.cursor;
+  state.cursorId = snap.cursorId ?? null;
   state.acked = snap.acked;
   state.gaps = snap.gaps;
   for (const m of snap.messages) state.messages.set(m.id, m);

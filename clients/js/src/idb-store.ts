@@ -25,6 +25,7 @@ function request<T>(req: IDBRequest<T>): Promise<T> {
 interface Meta {
   session: Session | null;
   cursor: number;
+  cursorId?: string | null; // absent in a store written before entry ids
   acked: number;
   gaps: number;
 }
@@ -69,6 +70,7 @@ export class IndexedDbStore extends Store {
     if (meta) {
       s.session = meta.session;
       s.cursor = meta.cursor;
+      s.cursorId = meta.cursorId ?? null;
       s.acked = meta.acked;
       s.gaps = meta.gaps;
     }
@@ -100,6 +102,7 @@ export class IndexedDbStore extends Store {
       const meta: Meta = {
         session: change.meta?.session !== undefined ? change.meta.session : s.session,
         cursor: change.meta?.cursor ?? s.cursor,
+        cursorId: change.meta?.cursorId !== undefined ? change.meta.cursorId : s.cursorId,
         acked: change.meta?.acked ?? s.acked,
         gaps: change.meta?.gaps ?? s.gaps,
       };

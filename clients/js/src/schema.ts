@@ -579,6 +579,12 @@ export interface components {
             /** @description The message as stored when the entry was written. */
             data: components["schemas"]["MessageOut"];
             /**
+             * Id
+             * @description Opaque, unique to this entry write: two different entries never share one, even across a failover or a restore. Send it back as `since_id` with `since` = this entry's version.
+             * @example 3f0c9a5e1b7d4c2a8e6f0b1d2c3a4e5f
+             */
+            id: string;
+            /**
              * @description `message`. (enum property replaced by openapi-typescript)
              * @enum {string}
              */
@@ -698,7 +704,7 @@ export interface components {
             errors?: components["schemas"]["ValidationIssue"][];
             /**
              * Latest Version
-             * @description For `since_ahead` and `ack_ahead`: the user's latest version.
+             * @description For `since_ahead`, `history_rewritten` and `ack_ahead`: the user's latest version.
              */
             latest_version?: number;
             /**
@@ -868,6 +874,12 @@ export interface components {
             /** @description The reader, the conversation and the new cursor. */
             data: components["schemas"]["ReadData"];
             /**
+             * Id
+             * @description Opaque, unique to this entry write: two different entries never share one, even across a failover or a restore. Send it back as `since_id` with `since` = this entry's version.
+             * @example 3f0c9a5e1b7d4c2a8e6f0b1d2c3a4e5f
+             */
+            id: string;
+            /**
              * @description `read`. (enum property replaced by openapi-typescript)
              * @enum {string}
              */
@@ -957,6 +969,12 @@ export interface components {
             created_at: string;
             /** @description The recalled message and its parties. */
             data: components["schemas"]["RecallData"];
+            /**
+             * Id
+             * @description Opaque, unique to this entry write: two different entries never share one, even across a failover or a restore. Send it back as `since_id` with `since` = this entry's version.
+             * @example 3f0c9a5e1b7d4c2a8e6f0b1d2c3a4e5f
+             */
+            id: string;
             /**
              * @description `recall`. (enum property replaced by openapi-typescript)
              * @enum {string}
@@ -1068,6 +1086,7 @@ export interface components {
          *             "recalled_at": null,
          *             "to": "bob"
          *           },
+         *           "id": "3f0c9a5e1b7d4c2a8e6f0b1d2c3a4e5f",
          *           "kind": "message",
          *           "version": 7
          *         }
@@ -2824,6 +2843,8 @@ export interface operations {
             query?: {
                 /** @description The last version the device has seen (`next_since` of its previous page); absent: the device's ack cursor. Above the latest version: 409. */
                 since?: number;
+                /** @description The `id` of the entry at `since`, as the device received it. When that entry is still stored and is another one now (the server's history was rewritten by a restore or a failover), 409 `history_rewritten`. Not checked at or below the floor (pruned entries); absent: not checked. */
+                since_id?: string;
                 /** @description Entries per page: 1 to MSGSYNC_SYNC_MAX_LIMIT (1000 by default; above it, 422 `limit_out_of_range`); absent: MSGSYNC_SYNC_DEFAULT_LIMIT (100). */
                 limit?: number;
                 /** @description Seconds to wait when nothing is newer than `since` (a long-poll); the answer comes as soon as a change commits. Longer waits are cut to the server's maximum (MSGSYNC_MAX_TIMEOUT, 60 s by default: `x-clamped-to`). 0: answer at once. */
@@ -2863,6 +2884,7 @@ export interface operations {
              * @description Problem details; `code` is one of:
              *
              *     - `since_ahead`: `since` is ahead of the user's latest version (given as `latest_version`).
+             *     - `history_rewritten`: The entry at `since` is not the one `since_id` names: the server's history was rewritten (a restore, a failover); sync again from 0 (`latest_version` given).
              */
             409: {
                 headers: {

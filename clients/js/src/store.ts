@@ -10,6 +10,8 @@ import type { Entry, Message, OutboxItem, ReadReceipt, Recall, Session, SyncPage
 export interface StoreState {
   session: Session | null;
   cursor: number;
+  /** The id of the entry at the cursor, sent as `since_id` (null when unknown). */
+  cursorId: string | null;
   acked: number;
   gaps: number;
   messages: Map<number, Message>;
@@ -25,6 +27,7 @@ export function emptyState(): StoreState {
   return {
     session: null,
     cursor: 0,
+    cursorId: null,
     acked: 0,
     gaps: 0,
     messages: new Map(),
@@ -39,9 +42,15 @@ export interface Change {
   /** Forget everything first: the session, the counters, the stream and the outbox (logout,
    * or a login by another account). */
   clear?: boolean;
-  /** Forget the stream first (since_ahead recovery). */
+  /** Forget the stream first (since_ahead / history_rewritten recovery). */
   resetStream?: boolean;
-  meta?: { session?: Session | null; cursor?: number; acked?: number; gaps?: number };
+  meta?: {
+    session?: Session | null;
+    cursor?: number;
+    cursorId?: string | null;
+    acked?: number;
+    gaps?: number;
+  };
   messages?: Message[];
   reads?: ReadReceipt[];
   applied?: [number, string][];
@@ -77,6 +86,9 @@ export abstract class Store {
   }
   get cursor(): number {
     return this.state.cursor;
+  }
+  get cursorId(): string | null {
+    return this.state.cursorId;
   }
   get acked(): number {
     return this.state.acked;
@@ -133,10 +145,11 @@ export abstract class Store {
   putOutbox(item: OutboxItem): Promise<void> {
     return this.commit({ outbox: [item] });
   }
-  /** since_ahead recovery: forget the stream (messages, receipts, the applied log) and set
-   * the cursor to 0, in one transaction; the outbox and the session stay. */
+  /** since_ahead / history_rewritten recovery: forget the stream (messages, receipts, the
+   * applied log) and set the cursor to 0, in one transaction; the outbox and the session
+   * stay. */
   resetStream(): Promise<void> {
-    return this.commit({ resetStream: true, meta: { cursor: 0, acked: 0 } });
+    return this.commit({ resetStream: true, meta: { cursor: 0, cursorId: null, acked: 0 } });
   }
   /** Logout, or a login by another account: forget everything the store holds (the session
    * and its token, the stream, the cursor, the read receipts, the outbox, the counters) in
@@ -153,6 +166,13 @@ export abstract class Store {
     await this.commit(change);
     return applied;
   }
+}
+
+/** The id of the entry at the page's `next_since` (the `since_id` to send with it), or
+ * null when the page does not end on an entry. */
+export function cursorIdOf(page: SyncPage): string | null {
+  const last = page.entries[page.entries.length - 1];
+  return last !== undefined && last.version === page.next_since ? (last.id ?? null) : null;
 }
 
 /** Compute a page's change without touching `state`. */
@@ -172,8 +192,11 @@ export function planPage(state: StoreState, page: SyncPage): { change: Change; a
   }
   // next_since may jump past the last entry (a pruned range of operations only): store it.
   cursor = Math.max(cursor, page.next_since);
+  const meta: Change["meta"] = { cursor, gaps: state.gaps + (page.history_fallback ? 1 : 0) };
+  // The cursor moved: keep the id of the entry it stands on (none when it jumped past).
+  if (page.next_since > state.cursor) meta.cursorId = cursorIdOf(page);
   const change: Change = {
-    meta: { cursor, gaps: state.gaps + (page.history_fallback ? 1 : 0) },
+    meta,
     messages: [...messages.values()],
     reads: [...reads.values()],
     applied: log,
@@ -223,6 +246,7 @@ export function applyChange(state: StoreState, change: Change): void {
   const meta = change.meta ?? {};
   if (meta.session !== undefined) state.session = meta.session;
   if (meta.cursor !== undefined) state.cursor = meta.cursor;
+  if (meta.cursorId !== undefined) state.cursorId = meta.cursorId;
   if (meta.acked !== undefined) state.acked = meta.acked;
   if (meta.gaps !== undefined) state.gaps = meta.gaps;
   for (const m of change.messages ?? []) state.messages.set(m.id, m);

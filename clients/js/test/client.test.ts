@@ -108,6 +108,37 @@ test("since_ahead forgets the stream and syncs from 0; a 401 ends the session", 
   await client.close(false);
 });
 
+test("history_rewritten: the cursor's since_id is refused, the stream is forgotten and synced from 0", async () => {
+  const vanished: Message = { id: 7, from: "bob", to: "alice", body: "vanished", client_msg_id: null, created_at: "t", recalled_at: null };
+  const kept: Message = { ...vanished, body: "the server's message 7" };
+  const resets: number[] = [];
+  const { calls, fetchImpl } = server({
+    "GET /sync": (_b, n) => {
+      if (n === 1) return json(409, { code: "history_rewritten", latest_version: 3 });
+      return json(200, {
+        entries: [{ version: 1, id: "new1", kind: "message", created_at: "t", data: kept }],
+        next_since: 1, latest_version: 1, has_more: false, history_fallback: false,
+      });
+    },
+  });
+  const client = await loggedIn(fetchImpl);
+  client.handlers.onReset = (latest) => resets.push(latest);
+  await client.store.applyPage({
+    entries: [{ version: 2, id: "old2", kind: "message", created_at: "t", data: vanished }],
+    next_since: 2, latest_version: 2, has_more: false, history_fallback: false,
+  });
+  await client.store.putOutbox({ client_msg_id: "c", to: "bob", body: "unsent", state: "pending", message_id: null, error: null });
+  const result = await client.catchUp();
+  assert.equal(result.recovered, true);
+  assert.deepEqual(resets, [3]);
+  const asked = calls.map((c) => new URL(c.path, "http://s").searchParams);
+  assert.deepEqual(asked.map((q) => [q.get("since"), q.get("since_id")]), [["2", "old2"], ["0", null]]);
+  assert.deepEqual(client.store.messages().map((m) => m.body), ["the server's message 7"]);
+  assert.deepEqual([client.store.cursor, client.store.cursorId], [1, "new1"]);
+  assert.deepEqual(client.store.outbox().map((o) => o.state), ["pending"]);
+  await client.close(false);
+});
+
 test("post() delivers the outbox one send at a time, in the order written", async () => {
   let inFlight = 0;
   let most = 0;

@@ -16,7 +16,7 @@ function msg(id: number, from = "alice", to = "bob", body = `m${id}`): Message {
 }
 // Entry is a union discriminated on kind: the helper builds any pairing (an unknown kind too).
 function entry(version: number, kind: Entry["kind"], data: Entry["data"]): Entry {
-  return { version, kind, data, created_at: T } as Entry;
+  return { version, id: `e${version}`, kind, data, created_at: T } as Entry;
 }
 function page(entries: Entry[], next_since?: number, history_fallback = false): SyncPage {
   const last = entries.at(-1)?.version ?? 0;
@@ -53,6 +53,28 @@ for (const [name, make] of kinds) {
     const [first] = store.messages();
     assert.equal(first?.body, "");
     assert.equal(first?.recalled_at, T);
+  });
+
+  test(`${name}: the cursor keeps the id of its entry, across reopening; a reset forgets it`, async () => {
+    const { open } = await make();
+    const store = await open();
+    await store.setSession(session);
+    assert.equal(store.cursorId, null);
+    await store.applyPage(page([entry(1, "message", msg(1)), entry(2, "message", msg(2))]));
+    assert.equal(store.cursorId, "e2");
+    // An empty page at the same cursor (a long-poll's timeout) keeps it.
+    await store.applyPage(page([], 2));
+    assert.equal(store.cursorId, "e2");
+    if (name !== "memory") store.close();
+    const again = await open();
+    assert.deepEqual([again.cursor, again.cursorId], [2, "e2"]);
+    // next_since past the last entry: no entry to name, so none is sent.
+    await again.applyPage(page([entry(3, "message", msg(3))], 5));
+    assert.deepEqual([again.cursor, again.cursorId], [5, null]);
+    await again.applyPage(page([entry(6, "message", msg(6))]));
+    assert.equal(again.cursorId, "e6");
+    await again.resetStream();
+    assert.deepEqual([again.cursor, again.cursorId], [0, null]);
   });
 
   test(`${name}: receipts keep the highest, next_since jumps, unknown kinds pass, gaps count`, async () => {

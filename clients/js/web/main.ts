@@ -82,6 +82,18 @@ function reset(): void {
   confirming.clear();
 }
 
+/** The server's history went back or was rewritten (a restore, a failover): the SDK forgot
+ * the stream and syncs again from 0. What this page fetched or derived from the old history
+ * goes too: history pages fetched beyond the store may hold messages the server no longer
+ * has, and message ids may name other messages now. The open conversation stays open. */
+function historyChanged(): void {
+  for (const m of [older, olderKnown, markedRead, recallErrors, serverUnread]) m.clear();
+  olderDone.clear();
+  confirming.clear();
+  draw();
+  void refreshUnread();
+}
+
 // Tabs of one browser share the database: a logout in one ends the session in all.
 const tabs = "BroadcastChannel" in window ? new BroadcastChannel("msgsync") : null;
 
@@ -597,7 +609,7 @@ function makeClient(s: IndexedDbStore, server: string): Client {
     onMessages: draw,
     onRecalls: draw,
     onReads: draw,
-    onReset: draw,
+    onReset: historyChanged,
     onGap: () => void refreshUnread(),
     onOutbox: draw,
     onStatus: (state) => {

@@ -3,6 +3,8 @@
 from msgsync_client.client import Client, Event, Gap, Handlers, Options, SyncResult
 from msgsync_client.errors import (
     ApiError,
+    HistoryChanged,
+    HistoryRewritten,
     MsgsyncError,
     NotLoggedIn,
     SinceAhead,
@@ -31,6 +33,8 @@ __all__ = [
     "Event",
     "Gap",
     "Handlers",
+    "HistoryChanged",
+    "HistoryRewritten",
     "MemoryStore",
     "Message",
     "MsgsyncError",

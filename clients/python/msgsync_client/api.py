@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from msgsync_client.errors import ApiError, SinceAhead, Unauthorized
+from msgsync_client.errors import ApiError, HistoryRewritten, SinceAhead, Unauthorized
 from msgsync_client.models import Message, Page
 
 __all__ = ["Api", "Transient"]
@@ -111,10 +111,14 @@ class Api:
         data = (await self._call("POST", "/messages", json=payload)).json()
         return Message.from_json(data["message"]), int(data["version"])
 
-    async def sync(self, since: int | None, limit: int, timeout: float = 0) -> Page:
+    async def sync(
+        self, since: int | None, limit: int, timeout: float = 0, since_id: str | None = None
+    ) -> Page:
         params: dict[str, Any] = {"limit": limit, "timeout": timeout}
         if since is not None:
             params["since"] = since
+            if since_id is not None and since > 0:
+                params["since_id"] = since_id
         response = await self._call("GET", "/sync", params=params, read_timeout=timeout)
         return Page.from_json(_loads(response.content))
 
@@ -153,4 +157,6 @@ def _problem(response: httpx.Response) -> ApiError:
         return Unauthorized(401, code, detail, body)
     if response.status_code == 409 and code == "since_ahead":
         return SinceAhead(409, code, detail, body)
+    if response.status_code == 409 and code == "history_rewritten":
+        return HistoryRewritten(409, code, detail, body)
     return ApiError(response.status_code, code, detail, body)

@@ -15,9 +15,9 @@ from msgsync_client.api import Api, Transient
 from msgsync_client.backoff import Backoff
 from msgsync_client.errors import (
     ApiError,
+    HistoryChanged,
     MsgsyncError,
     NotLoggedIn,
-    SinceAhead,
     Unauthorized,
     Unavailable,
 )
@@ -57,7 +57,9 @@ class Handlers:
     on_recall: Callable[[Recall], None] | None = None
     on_read: Callable[[ReadReceipt], None] | None = None
     on_gap: Callable[[Page], None] | None = None  # history_fallback: operations were pruned
-    on_reset: Callable[[int], None] | None = None  # since_ahead recovery started
+    # The server's history went back or was rewritten (409 since_ahead, history_rewritten):
+    # the stream was forgotten and syncs again from 0; called with the server's latest.
+    on_reset: Callable[[int], None] | None = None
     on_outbox: Callable[[OutboxItem], None] | None = None
 
 
@@ -253,14 +255,14 @@ class Client:
             )
         return self._acker
 
-    async def _fetch(self, since: int, timeout: float) -> Page:
+    async def _fetch(self, since: int, since_id: str | None, timeout: float) -> Page:
         backoff = self._backoff()
         attempts = 0
         while True:
             if self.acker.error is not None:
                 raise self.acker.error
             try:
-                return await self.api.sync(since, self.options.page_limit, timeout)
+                return await self.api.sync(since, self.options.page_limit, timeout, since_id)
             except Transient as exc:
                 attempts += 1
                 if (
@@ -274,7 +276,8 @@ class Client:
 
     async def sync_page(self, timeout: float = 0, result: SyncResult | None = None) -> Page:
         """One step of the loop: fetch from the stored cursor, apply and persist, then let
-        the acker know. since_ahead runs the recovery and fetches again from 0."""
+        the acker know. since_ahead and history_rewritten run the recovery and fetch again
+        from 0."""
         result = result or SyncResult()
         generation = self._generation
         page = await self._fetch_from_cursor(timeout, result, generation)
@@ -284,13 +287,15 @@ class Client:
     async def _fetch_from_cursor(self, timeout: float, result: SyncResult, generation: int) -> Page:
         self.session  # noqa: B018 (raises NotLoggedIn)
         try:
-            return await self._fetch(self.store.cursor(), timeout)
-        except SinceAhead as exc:
+            # The id of the entry at the cursor goes with it: the server answers 409
+            # history_rewritten when that entry is another one now.
+            return await self._fetch(self.store.cursor(), self.store.cursor_id(), timeout)
+        except HistoryChanged as exc:
             if generation != self._generation:
                 raise NotLoggedIn() from exc  # the session it was asked for is over
             self._recover(exc)
             result.recovered = True
-            return await self._fetch(0, timeout)
+            return await self._fetch(0, None, timeout)
 
     async def _apply(self, page: Page, result: SyncResult, generation: int) -> None:
         async with self._applying:
@@ -318,16 +323,20 @@ class Client:
         result.reads.extend(applied.reads)
         self._dispatch(page, applied.messages, applied.recalls, applied.reads)
 
-    def _recover(self, exc: SinceAhead) -> None:
-        """The server is behind our cursor: it was restored from an older backup. Versions
-        above its latest will be reused for other changes, and even ours below it may differ
-        (changes made after the restore), so no local version can be trusted: forget the
-        stream and re-sync from 0, which returns every message the server still has (from
-        its index table where its offline store was pruned). Messages are keyed by id, so
-        nothing is duplicated; the outbox is kept and pending sends stay idempotent."""
+    def _recover(self, exc: HistoryChanged) -> None:
+        """The server no longer has the history we saw: it is behind our cursor
+        (since_ahead), or the entry at our cursor is another one (history_rewritten): it was
+        restored from an older backup, or a replica that missed commits was promoted.
+        Versions and message ids we have seen may name other changes now, and we cannot
+        tell which, so no local version can be trusted (restarting from `latest_version`
+        would keep messages the server no longer has): forget the stream and re-sync from
+        0, which returns every message the server still has (from its index table where its
+        offline store was pruned). The outbox is kept and pending sends stay idempotent."""
         log.warning(
-            "server is behind the local cursor (%s > %s): re-syncing from 0",
+            "the server's history changed under the local cursor %s (%s, latest %s): "
+            "re-syncing from 0",
             self.store.cursor(),
+            exc.code,
             exc.latest_version,
         )
         self.store.reset_stream()
@@ -366,7 +375,11 @@ class Client:
             # work while the disk does. Safe: the request depends only on next_since, and
             # the next page is applied only after this one committed (a failure here drops
             # the prefetched page; the stored cursor still says where to resume).
-            ahead = asyncio.create_task(self._fetch(page.next_since, 0)) if more else None
+            ahead = (
+                asyncio.create_task(self._fetch(page.next_since, page.cursor_id, 0))
+                if more
+                else None
+            )
             try:
                 await self._apply(page, result, generation)
             except BaseException:
@@ -377,7 +390,7 @@ class Client:
                 return result
             try:
                 page = await ahead
-            except SinceAhead:
+            except HistoryChanged:
                 page = await self._fetch_from_cursor(0, result, generation)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:

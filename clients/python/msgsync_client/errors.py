@@ -6,6 +6,8 @@ from typing import Any
 
 __all__ = [
     "ApiError",
+    "HistoryChanged",
+    "HistoryRewritten",
     "MsgsyncError",
     "NotLoggedIn",
     "SinceAhead",
@@ -39,12 +41,23 @@ class Unauthorized(ApiError):
     """401: the token is gone (logged out, device removed). The session is over."""
 
 
-class SinceAhead(ApiError):
-    """409 since_ahead: the server's stream is behind the local cursor (restored backup)."""
+class HistoryChanged(ApiError):
+    """409: the server no longer has the history this device has seen (a restored backup,
+    a promoted replica that missed commits). The client forgets its stream and syncs again
+    from 0."""
 
     @property
     def latest_version(self) -> int:
         return int(self.body.get("latest_version", 0))
+
+
+class SinceAhead(HistoryChanged):
+    """409 since_ahead: the server's stream is behind the local cursor."""
+
+
+class HistoryRewritten(HistoryChanged):
+    """409 history_rewritten: the entry at the local cursor is another one on the server now:
+    versions this device has seen were handed to other changes."""
 
 
 class Unavailable(MsgsyncError):

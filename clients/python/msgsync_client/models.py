@@ -86,10 +86,20 @@ class Entry:
     kind: str  # "message", "recall" or "read"; unknown kinds are kept and skipped
     created_at: str
     data: dict[str, Any]
+    # Unique to this entry write: sent back as `since_id`, it lets the server say when the
+    # history this device has seen was rewritten (None from a server that has no ids).
+    id: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Entry:
-        return cls(int(data["version"]), str(data["kind"]), str(data["created_at"]), data["data"])
+        entry_id = data.get("id")
+        return cls(
+            int(data["version"]),
+            str(data["kind"]),
+            str(data["created_at"]),
+            data["data"],
+            str(entry_id) if entry_id is not None else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,14 @@ class Page:
     latest_version: int
     has_more: bool
     history_fallback: bool
+
+    @property
+    def cursor_id(self) -> str | None:
+        """The id of the entry at `next_since`, when this page holds it (the `since_id` to
+        send with `since=next_since`); None when the cursor moved past the last entry."""
+        if self.entries and self.entries[-1].version == self.next_since:
+            return self.entries[-1].id
+        return None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Page:

@@ -108,6 +108,9 @@ class SqliteStore:
     def cursor(self) -> int:
         return int(self._get("cursor") or 0)
 
+    def cursor_id(self) -> str | None:
+        return self._get("cursor_id")
+
     def acked(self) -> int:
         return max(int(self._get("acked") or 0), self._acked)
 
@@ -123,7 +126,7 @@ class SqliteStore:
     def apply_page(self, page: Page) -> Applied:
         applied = Applied()
         with self._transaction() as db:
-            cursor = self.cursor()
+            cursor = before = self.cursor()
             user = self._get("user_id") or ""
             log: list[tuple[int, str]] = []
             for entry in page.entries:
@@ -169,6 +172,8 @@ class SqliteStore:
             self._put(db, "acked", str(self.acked()))
             self._before_cursor(page)
             self._put(db, "cursor", str(max(cursor, page.next_since)))
+            if page.next_since > before:
+                self._put(db, "cursor_id", page.cursor_id)
             if page.history_fallback:
                 self._put(db, "gaps", str(self.gaps() + 1))
         return applied
@@ -182,6 +187,7 @@ class SqliteStore:
             for table in ("messages", "reads", "applied"):
                 db.execute(f"DELETE FROM {table}")  # fixed table names
             self._put(db, "cursor", "0")
+            self._put(db, "cursor_id", None)
             self._put(db, "acked", "0")
             self._acked = 0
 

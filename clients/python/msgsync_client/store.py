@@ -37,19 +37,24 @@ class Store(Protocol):
     def session(self) -> Session | None: ...
     def set_session(self, session: Session | None) -> None: ...
     def cursor(self) -> int: ...
+    def cursor_id(self) -> str | None:
+        """The id of the entry at the cursor (sent as `since_id`), None when unknown."""
+        ...
+
     def acked(self) -> int: ...
     def set_acked(self, version: int) -> None: ...
     def gaps(self) -> int: ...
 
     def apply_page(self, page: Page) -> Applied:
         """Apply the entries above the cursor, in version order, and store
-        `page.next_since` as the cursor (and count a gap for a history_fallback page), all
-        in one local transaction."""
+        `page.next_since` as the cursor with the id of the entry there (`page.cursor_id`;
+        and count a gap for a history_fallback page), all in one local transaction."""
         ...
 
     def reset_stream(self) -> None:
-        """since_ahead recovery: forget the stream (messages, receipts, the applied log) and
-        set the cursor to 0, in one transaction; the outbox and the session stay."""
+        """since_ahead / history_rewritten recovery: forget the stream (messages, receipts,
+        the applied log) and set the cursor to 0, in one transaction; the outbox and the
+        session stay."""
         ...
 
     def clear(self) -> None:
@@ -85,6 +90,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._session: Session | None = None
         self._cursor = 0
+        self._cursor_id: str | None = None
         self._acked = 0
         self._gaps = 0
         self._messages: dict[int, Message] = {}
@@ -101,6 +107,9 @@ class MemoryStore:
     def cursor(self) -> int:
         return self._cursor
 
+    def cursor_id(self) -> str | None:
+        return self._cursor_id
+
     def acked(self) -> int:
         return self._acked
 
@@ -112,6 +121,7 @@ class MemoryStore:
 
     def apply_page(self, page: Page) -> Applied:
         applied = Applied()
+        before = self._cursor
         for entry in page.entries:
             # Each version once, even if a server (or a retry) repeats one.
             if entry.version <= self._cursor:
@@ -136,6 +146,8 @@ class MemoryStore:
                     self._reads[key] = receipt
                 applied.reads.append(receipt)
             self._cursor = entry.version
+        if page.next_since > before:
+            self._cursor_id = page.cursor_id
         self._cursor = max(self._cursor, page.next_since)
         if page.history_fallback:
             self._gaps += 1
@@ -146,6 +158,7 @@ class MemoryStore:
         self._reads.clear()
         self._applied.clear()
         self._cursor = 0
+        self._cursor_id = None
         self._acked = 0
 
     def clear(self) -> None:

@@ -12,6 +12,7 @@ from conftest import PASSWORD, new_user
 from msgsync_client import (
     Applied,
     Client,
+    Entry,
     Handlers,
     MemoryStore,
     Message,
@@ -41,6 +42,71 @@ async def test_a_store_ahead_of_the_server_recovers_without_duplicates(server_ur
         assert resets == [1]
         assert [m.id for m in store.messages()] == [sent.message_id]
         assert store.cursor() == 1
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_rewritten_history_is_dropped_and_synced_again_from_0(
+    server_url: str, tmp_path: Path, kind: str
+) -> None:
+    """The device saw, at version 2, a message the server no longer has (a replica that
+    missed it was promoted, and version 2 went to another message): the server answers
+    409 history_rewritten to the cursor's since_id, and the client ends with exactly the
+    server's history, nothing vanished kept."""
+    alice, bob = new_user(server_url, "alice"), new_user(server_url, "bob")
+    resets: list[int] = []
+    store: MemoryStore | SqliteStore = (
+        MemoryStore() if kind == "memory" else SqliteStore(tmp_path / "a.db")
+    )
+    async with Client(store, server_url, handlers=Handlers(on_reset=resets.append)) as a:
+        await a.login(alice, PASSWORD)
+        first = await a.send(bob, "one")
+        await a.catch_up()
+        assert store.cursor() == 1
+        assert store.cursor_id() is not None
+        second = await a.send(bob, "two")
+        third = await a.send(bob, "three")
+        # What the device had applied before the history was rewritten: version 2 held a
+        # message that is gone now, with an id that a later send was given again.
+        vanished = Message(third.message_id or 0, alice, bob, "vanished", None, "t", None)
+        entry = Entry(2, "message", "t", vanished.to_json(), "0123456789abcdef")
+        store.apply_page(Page([entry], 2, 2, False, False))
+        assert store.cursor_id() == "0123456789abcdef"
+        result = await a.catch_up()
+        assert result.recovered
+        assert resets == [3]
+        assert [(m.id, m.body) for m in store.messages()] == [
+            (first.message_id, "one"),
+            (second.message_id, "two"),
+            (third.message_id, "three"),
+        ]
+        assert store.cursor() == 3
+        assert [v for v, _ in store.applied()] == [1, 2, 3]
+        # The cursor's id is the server's now: the next sync is served, no further reset.
+        assert (await a.catch_up()).recovered is False
+        kept = store.cursor_id()
+    if kind == "sqlite":
+        reopened = SqliteStore(tmp_path / "a.db")
+        assert reopened.cursor_id() == kept is not None
+        reopened.reset_stream()
+        assert (reopened.cursor(), reopened.cursor_id()) == (0, None)
+        reopened.close()
+
+
+async def test_the_cursor_id_is_the_entry_at_the_cursor(server_url: str) -> None:
+    alice, bob = new_user(server_url, "alice"), new_user(server_url, "bob")
+    store = MemoryStore()
+    async with Client(store, server_url) as a:
+        await a.login(alice, PASSWORD)
+        await a.send(bob, "one")
+        page = await a.api.sync(0, 10)
+        await a.catch_up()
+        assert page.entries[-1].id is not None
+        assert store.cursor_id() == page.entries[-1].id
+        # A page that moves the cursor past its last entry leaves no id to check.
+        store.apply_page(Page([], 1, 1, False, False))
+        assert store.cursor_id() == page.entries[-1].id  # did not move
+        store.apply_page(Page([], 5, 5, False, False))
+        assert store.cursor_id() is None
 
 
 async def test_a_send_to_nobody_fails_and_says_why(server_url: str) -> None:
