@@ -82,7 +82,11 @@ async def retention_lock(db: Database, wait: bool = False) -> AsyncIterator[None
     # the lock is held for the whole run without a transaction (and a snapshot that holds
     # back vacuum) staying open.
     conn = await psycopg.AsyncConnection.connect(
-        libpq_url(db.settings.session_url), autocommit=True, application_name="msgsync-retention"
+        libpq_url(db.settings.session_url),
+        autocommit=True,
+        application_name="msgsync-retention",
+        # A dead primary fails the run within MSGSYNC_DATABASE_WAIT_SECONDS per host.
+        connect_timeout=db.settings.database_connect_timeout,
     )
     try:
         if wait:
