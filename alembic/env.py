@@ -51,8 +51,16 @@ def _configure(connection: Connection) -> None:
         context.run_migrations()
 
 
+# Each connection attempt of `msgsync migrate` (per host listed): a primary that died
+# without closing its connections (a dead machine, a stalled server) fails the migration
+# then, instead of holding it for as long as TCP keeps trying.
+CONNECT_TIMEOUT_SECONDS = 10
+
+
 async def _run_online() -> None:
-    engine = create_async_engine(_url(), poolclass=pool.NullPool)
+    url = _url()
+    options = {} if url.startswith("sqlite") else {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+    engine = create_async_engine(url, poolclass=pool.NullPool, connect_args=options)
     async with engine.connect() as connection:
         await connection.run_sync(_configure)
     await engine.dispose()

@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from app.testing import free_port
 from tests.conftest import create_pg_database, drop_pg_database
 from tests.factories import register, send
+from tests.proxy import stalling_proxy
 from tests.replication import Pair, streaming_pair
 from tests.server import running_server
 from tests.test_longpoll import poll
@@ -148,3 +149,14 @@ def test_an_unusable_url_is_one_line_at_start_up(command: str, url: str, says: s
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("msgsync: invalid setting MSGSYNC_DATABASE_URL: ")
     assert says in lines[0]
+
+
+def test_migrate_gives_up_on_a_database_that_stopped_answering(pg_admin_url: str) -> None:
+    """A primary that died without closing connections (here a proxy that accepts them and
+    never answers): `msgsync migrate` fails with an error instead of hanging."""
+    with stalling_proxy(pg_admin_url) as (proxy, url):
+        proxy.blackhole()
+        # The subprocess timeout is a guard against a hang, not a measurement.
+        done = msgsync("migrate", url, timeout=120)
+    assert done.returncode != 0
+    assert "timeout" in done.stderr.lower() or "timed out" in done.stderr.lower(), done.stderr

@@ -137,6 +137,36 @@ async def test_a_lagging_or_stopped_replica_is_skipped(pair: Pair) -> None:
             assert replicas.all[0].serving
 
 
+async def test_a_device_syncs_its_own_writes_even_from_a_lagging_replica(
+    pair: Pair, client: httpx.AsyncClient
+) -> None:
+    """Read your writes: after its own send or read receipt, a device's sync is never
+    answered by a replica that has not replayed it (the others' syncs still are)."""
+    alice, bob = await register(client), await register(client)
+    first = await send(client, alice, bob.user_id, "first")
+    await asyncio.to_thread(pair.wait_replayed)
+    pair.set_replay_paused(True)
+    try:
+        second = await send(client, alice, bob.user_id, "second")
+        # Alice's own send is in her next sync, though the replica lacks it...
+        assert await _bodies(client, alice, since=0) == ["first", "second"]
+        # ...while Bob, who wrote nothing, is still served the replica's shorter page.
+        assert await _bodies(client, bob, since=0) == ["first"]
+        # Bob's read receipt: his next sync has it (and Alice's second message with it).
+        read = await client.post(
+            f"/conversations/{alice.user_id}/read",
+            json={"up_to_message_id": second["message"]["id"]},
+            headers=bob.headers,
+        )
+        assert read.status_code == 200, read.text
+        page = await sync(client, bob, since=0)
+        assert [e["kind"] for e in page["entries"]] == ["message", "message", "read"]
+        assert page["entries"][-1]["version"] == read.json()["version"]
+        assert first["version"] == 1
+    finally:
+        pair.set_replay_paused(False)
+
+
 async def test_history_and_conversations_read_the_replica(
     pair: Pair, client: httpx.AsyncClient
 ) -> None:
@@ -172,11 +202,9 @@ async def test_a_woken_long_poll_reads_the_primary(
     replica_reads: list[int] = []
     fetch = pg_inbox._from_replica
 
-    async def counted(
-        replica: Any, user_id: str, since: int, limit: int, since_id: str | None
-    ) -> Any:
+    async def counted(replica: Any, user_id: str, since: int, limit: int, *rest: Any) -> Any:
         replica_reads.append(since)
-        return await fetch(replica, user_id, since, limit, since_id)
+        return await fetch(replica, user_id, since, limit, *rest)
 
     monkeypatch.setattr(pg_inbox, "_from_replica", counted)
     alice, bob = await register(client), await register(client)

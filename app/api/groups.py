@@ -239,6 +239,8 @@ async def send(
         )
     if sent.created:
         notifier.notify(sent.members)  # every member, after commit
+    # Read your writes: the sender's next sync does not read a replica behind this send.
+    store.db.replicas.wrote(device.user_id, sent.version)
     return Response(
         sent.body(), status_code=201 if sent.created else 200, media_type="application/json"
     )

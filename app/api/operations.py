@@ -79,4 +79,5 @@ async def read(
     result = await operations.mark_read(db, device.user_id, peer, body.up_to_message_id)
     if result.changed:
         notifier.notify((device.user_id, peer))
+        db.replicas.wrote(device.user_id, result.version)
     return ReadOut(peer=peer, read_up_to_id=result.read_up_to_id, version=result.version)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,6 +35,10 @@ log = logging.getLogger(__name__)
 
 # How often each process checks its replicas' recovery state and lag.
 CHECK_INTERVAL_SECONDS = 1.0
+
+# Users whose own latest write this process remembers (see Replicas.wrote). One forgotten
+# wrote long enough ago that any serving replica has replayed it.
+WRITERS_KEPT = 100_000
 
 # Lag in seconds: none when everything received is replayed and the WAL receiver streams;
 # else the age of the last replayed transaction. Not a replica (promoted, or the primary by
@@ -113,9 +118,27 @@ class Replicas:
         ]
         self._turn = itertools.count()
         self._checker: asyncio.Task[None] | None = None
+        self._written: OrderedDict[str, int] = OrderedDict()
 
     def __bool__(self) -> bool:
         return bool(self.all)
+
+    def wrote(self, user_id: str, version: int) -> None:
+        """The user's own write (a send, a read receipt) took their inbox to `version`: until
+        a replica has it, the user's syncs read the primary, so that a device never syncs
+        back to a moment before its own write (read your writes). Per process: a sync on
+        another worker or host may still read a replica that has not replayed it."""
+        if not self.all:
+            return
+        if version > self._written.get(user_id, 0):
+            self._written[user_id] = version
+        self._written.move_to_end(user_id)
+        if len(self._written) > WRITERS_KEPT:
+            self._written.popitem(last=False)
+
+    def written(self, user_id: str) -> int:
+        """The latest version this process wrote for the user's own write (0: none known)."""
+        return self._written.get(user_id, 0)
 
     def pick(self) -> Replica | None:
         """A serving replica, in turn; None when none serves (the primary reads)."""

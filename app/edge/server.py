@@ -61,6 +61,10 @@ def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
         # Long-polls are answered at SIGTERM (see notifier.close_on_signals); this bounds the
         # wait for any other request still in flight.
         timeout_graceful_shutdown=5,
+        # The supervisor restarts a worker that does not answer its ping in time (5 s by
+        # default). On a busy host a starting worker, still importing, took longer: every
+        # worker was killed and restarted in a loop and the server never became ready.
+        timeout_worker_healthcheck=30,
         # Thousands of idle devices reconnect at once after a deploy.
         backlog=4096,
         # A class with its settings bound, not a name: uvicorn calls it like a class, and

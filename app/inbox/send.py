@@ -48,6 +48,7 @@ async def deliver(
         )
     if result.created:
         notifier.notify((device.user_id, body.to))
+    db.replicas.wrote(device.user_id, result.version)
     content = orjson.dumps({"message": result.message, "version": result.version})
     return 201 if result.created else 200, content
 

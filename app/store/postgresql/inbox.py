@@ -113,7 +113,8 @@ class PostgresInbox:
         # two-statement transaction. Replicas first, unless the primary is asked for.
         replica = None if primary else self._db.replicas.pick()
         if replica is not None:
-            page = await _from_replica(replica, user_id, since, limit, since_id)
+            written = self._db.replicas.written(user_id)
+            page = await _from_replica(replica, user_id, since, limit, since_id, written)
             if page is not None:
                 return page
         params = {"user_id": user_id, "since": since, "limit": limit}
@@ -156,7 +157,12 @@ def _entries(rows: Sequence[Any]) -> list[FetchedEntry]:
 
 
 async def _from_replica(
-    replica: Replica, user_id: str, since: int, limit: int, since_id: str | None
+    replica: Replica,
+    user_id: str,
+    since: int,
+    limit: int,
+    since_id: str | None,
+    written: int = 0,
 ) -> Page | None:
     """The page from a replica, or None when only the primary can answer it right.
 
@@ -166,7 +172,8 @@ async def _from_replica(
     been woken for a version not yet replayed: a long-poll must not go back to sleep),
     when `since` is ahead of what it has (never a false 409 since_ahead), when the user is
     not replicated yet, below the floor (the history fallback reads the primary), and when
-    the entry at `since` is not the client's (the primary says whether that is a 409).
+    the entry at `since` is not the client's (the primary says whether that is a 409), and
+    when it has not replayed the user's own last write (`written`, see Replicas.wrote).
     """
     params = {"user_id": user_id, "since": since, "limit": limit}
     try:
@@ -181,7 +188,7 @@ async def _from_replica(
         return None
     latest, floor = rows[0][0], rows[0][1]
     found = _entries(rows)
-    if since > latest or since < floor or not found:
+    if since > latest or since < floor or not found or latest < written:
         return None
     try:
         check_since(since, since_id, latest, floor, rows[0][2])

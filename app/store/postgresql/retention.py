@@ -41,6 +41,8 @@ class PostgresRetention:
             libpq_url(self._db.settings.session_url),
             autocommit=True,
             application_name="msgsync-retention",
+            # A dead primary fails the run within MSGSYNC_DATABASE_WAIT_SECONDS per host.
+            connect_timeout=self._db.settings.database_connect_timeout,
         )
         try:
             if wait:
