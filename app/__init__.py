@@ -1,1 +1,1 @@
-"""msgsync: offline-message sync for a one-to-one messenger."""
+"""msgsync: offline-message sync for a messenger, one-to-one conversations and groups."""

@@ -141,7 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings,
         title="msgsync",
         version="0.1.0",
-        summary="Offline-message sync for a one-to-one messenger",
+        summary="Offline-message sync for a messenger: one-to-one conversations and groups",
         openapi_tags=TAGS,
         lifespan=lifespan,
         # Served by app.api.docs from packaged assets instead of a CDN.

@@ -170,7 +170,7 @@ def test_every_schema_and_field_is_described(document: dict[str, Any]) -> None:
 
 
 def test_descriptions_speak_of_the_product_only(document: dict[str, Any]) -> None:
-    """No internal module names (app.edge.longpoll and the like) in what clients read."""
+    """No internal module names (app.inbox.wait and the like) in what clients read."""
     text = str(document)
     assert re.findall(r"\bapp\.[a-z_]+", text) == []
     assert "../shared" not in text

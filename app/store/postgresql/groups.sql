@@ -198,7 +198,7 @@ FROM payload
 -- name: send_message_push
 -- send_message, and with push on the other members' pushers (never the sender's own) fall
 -- due push_wait after the first message of a delay window, as a direct send marks them
--- (app.inbox.sync _MARK_PUSHERS).
+-- (inbox.sql send_message_marking_pushers).
 WITH stamp AS (
     SELECT now() AS created_at,
            to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS text
