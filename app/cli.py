@@ -176,7 +176,8 @@ class _CommandsFormatter(argparse.HelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="msgsync",
-        description="msgsync: an offline-message sync server for a messenger (one-to-one and groups). "
+        description="msgsync: an offline-message sync server for a messenger (one-to-one and "
+        "groups). "
         "Phones and browsers fetch the messages they missed, wait for new ones and "
         "acknowledge what they stored, over an HTTP API.",
         epilog="Settings come from MSGSYNC_* environment variables or a .env file in the "

@@ -11,7 +11,7 @@ import pytest
 from fastapi import FastAPI
 
 from app.db.engine import Database
-from app.inbox import sync
+from app.inbox import sync, wait
 from app.main import create_app
 from tests.conftest import make_settings, over_backends
 from tests.factories import register, send, set_token_cache, sync_all
@@ -100,10 +100,11 @@ async def test_a_sync_that_fails_is_a_problem_long_poll_or_not(
 ) -> None:
     bob = await register(lenient_client)
 
-    async def failing(*args: object) -> None:
+    async def failing(*args: object, **kwargs: object) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(sync, "fetch_since", failing)
+    # The one sync path (app.inbox.wait) reads through the name it imported.
+    monkeypatch.setattr(wait, "fetch_since", failing)
     response = await lenient_client.get(
         "/sync", params={"since": 0, "timeout": timeout}, headers=bob.headers
     )
