@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Store", "open_store"]
 
+# Both implementations are imported with this package, never on a store's first opening:
+# what they bind at import (the host clock among it) is then the same whatever runs first.
+from app.store import postgresql, sqlite
+
 
 class Store:
     """The database as the domain sees it: one attribute per domain part."""
@@ -34,10 +38,7 @@ class Store:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.is_embedded = db.is_sqlite
-        if self.is_embedded:
-            from app.store import sqlite as implementation
-        else:
-            from app.store import postgresql as implementation  # type: ignore[no-redef]
+        implementation = sqlite if self.is_embedded else postgresql
         self.inbox: InboxStore = implementation.Inbox(db)
         self.accounts: AccountsStore = implementation.Accounts(db)
         self.push: PushStore = implementation.Push(db)
