@@ -3,7 +3,6 @@ groups' news at the end of a pruned range of the stream (the sync fallback)."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +14,7 @@ from app.groups import render
 from app.inbox import history
 from app.inbox.sync import FetchedEntry, Page
 from app.store.groups import GroupStore
+from app.store.inbox import derived_entry_id
 
 __all__ = ["conversations", "with_group_news"]
 
@@ -52,8 +52,7 @@ def _news_id(user_id: str, floor: int, group_id: str, seq: int) -> str:
     re-read of that range, and never a drawn id (hex) nor a history id (`h`). The floor's
     version is never checked against `since_id` (at or below the floor), so its only duty
     is to be an id."""
-    key = "\x1f".join((user_id, str(floor), group_id, str(seq)))
-    return "n" + hashlib.sha256(key.encode()).hexdigest()[:31]
+    return derived_entry_id("n", user_id, str(floor), group_id, str(seq))
 
 
 async def with_group_news(store: GroupStore, user_id: str, page: Page) -> Page:

@@ -34,6 +34,7 @@ __all__ = [
     "Page",
     "Sent",
     "check_since",
+    "derived_entry_id",
     "entry_id_text",
     "find_send",
     "history_entry_id",
@@ -254,6 +255,14 @@ def _history_entry(row: Row[Any]) -> FetchedEntry:
     )
 
 
+def derived_entry_id(prefix: str, *parts: str) -> str:
+    """The id of an entry that has no inbox row of its own to draw one (served from the
+    index table, or made at read time): 32 characters, the same for the same `parts` on
+    every re-read, starting with `prefix`, which no drawn id (hex) does."""
+    key = "\x1f".join(parts)
+    return prefix + hashlib.sha256(key.encode()).hexdigest()[:31]
+
+
 def history_entry_id(row: Any, version: int) -> str:
     """The id of an entry served from the index table below the floor.
 
@@ -266,17 +275,15 @@ def history_entry_id(row: Any, version: int) -> str:
     cursor that stands on such an entry, the inbox entry there has a drawn id, so the
     client is sent back to 0: a 409 that may be needless, never one that is missed.
     """
-    key = "\x1f".join(
-        (
-            str(row.id),
-            str(version),
-            row.sender,
-            row.recipient or "",
-            format_time(row.created_at),
-            row.client_msg_id or "",
-        )
+    return derived_entry_id(
+        "h",
+        str(row.id),
+        str(version),
+        row.sender,
+        row.recipient or "",
+        format_time(row.created_at),
+        row.client_msg_id or "",
     )
-    return "h" + hashlib.sha256(key.encode()).hexdigest()[:31]
 
 
 async def find_send(db: Database, sender: str, client_msg_id: str) -> Sent | None:
