@@ -46,6 +46,7 @@ class LongPolls:
         settings: Settings,
     ) -> None:
         self._db = db
+        self._groups = open_store(db).groups
         self._notifier = notifier
         self._tokens = tokens
         self._seen = seen
@@ -165,7 +166,7 @@ class LongPolls:
             self._db, user_id, position, limit, since_id=since_id, primary=primary
         )
         # At the end of a pruned range: the groups' news for it (app.groups.views).
-        return await with_group_news(open_store(self._db).groups, user_id, page)
+        return await with_group_news(self._groups, user_id, page)
 
     def _park(self, device_id: str, loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
         """Counts a long-poll among its device's waiting ones; ends the oldest when there
