@@ -21,6 +21,7 @@ TINY = [
     *("--w5-devices", "6", "--w5-users", "2", "--w5-acks", "4"),
     *("--w6-users", "3", "--w6-per-user", "8", "--w6-max-entries", "4", "--w6-w1-messages", "6"),
     *("--w8-sizes", "2,4", "--w8-users", "8", "--w8-messages", "10", "--w8-clients", "3"),
+    *("--w9-conversations", "30", "--w9-messages", "3", "--w9-calls", "3", "--w9-limit", "4"),
     *("--setup-concurrency", "4"),
 ]
 
@@ -49,9 +50,9 @@ def _check_throughput(workloads: dict[str, Any]) -> None:
 
 @pytest.mark.server
 def test_bench_on_its_own_postgresql_server(pg_admin_url: str, tmp_path: Path) -> None:
-    report = _bench(tmp_path, "--pg", pg_admin_url, "--only", "W1,W2,W3,W4,W5,W6,W8")
+    report = _bench(tmp_path, "--pg", pg_admin_url, "--only", "W1,W2,W3,W4,W5,W6,W8,W9")
     workloads = report["workloads"]
-    assert list(workloads) == ["W1", "W2", "W3", "W4", "W5", "W6", "W8"]
+    assert list(workloads) == ["W1", "W2", "W3", "W4", "W5", "W6", "W8", "W9"]
     sizes = workloads["W8"]["sizes"]
     assert [s["members"] for s in sizes] == [2, 4]
     for size in sizes:
@@ -68,16 +69,22 @@ def test_bench_on_its_own_postgresql_server(pg_admin_url: str, tmp_path: Path) -
     assert w6["deleted"] == 3 * 4
     assert w6["verified_messages"] >= 6
     assert {"deletions_per_s", "w1_alone", "w1_beside_job", "w1_p99_ratio"} <= w6.keys()
+    # W9 checked both pages against the database (the run fails otherwise).
+    w9 = workloads["W9"]
+    assert (w9["conversations"], w9["groups"], w9["later_page_after"]) == (30, 15, 15)
+    assert w9["unread_conversations"] > 0
+    assert w9["first_page"]["count"] == w9["later_page"]["count"] == 3
 
 
 @pytest.mark.server
 def test_bench_against_a_running_server(postgresql_url: str, tmp_path: Path) -> None:
     with running_server(postgresql_url) as server:
-        report = _bench(tmp_path, "--url", server.url, "--only", "W1,W2,W5,W6")
+        report = _bench(tmp_path, "--url", server.url, "--only", "W1,W2,W5,W6,W9")
     _check_throughput(report["workloads"])
     assert report["workloads"]["W6"] == {
         "skipped": "W6 needs direct database access: run it with --pg"
     }
+    assert "skipped" in report["workloads"]["W9"]
 
 
 def test_a_failed_run_exits_non_zero_and_says_why(

@@ -276,6 +276,36 @@ async def test_read_cursor_and_unread_counts_in_conversations(client: httpx.Asyn
     assert len(await sync_all(client, alice)) == before
 
 
+async def test_conversation_list_follows_each_group_s_newest_message(
+    client: httpx.AsyncClient,
+) -> None:
+    alice, bob, carol = [await register(client, name) for name in ("alice", "bob", "carol")]
+    older = (await _create(client, alice, [bob]))["group"]["group_id"]
+    newer = (await _create(client, alice, [bob]))["group"]["group_id"]
+    await _say(client, alice, older, "first")
+    await _say(client, alice, newer, "second")
+    await send(client, alice, bob.user_id, "direct")
+
+    async def listed(who: Device) -> list[tuple[str, str]]:
+        page = (await client.get("/conversations", headers=who.headers)).json()
+        return [(c["kind"], c["last_message"]["body"]) for c in page["conversations"]]
+
+    assert await listed(bob) == [("direct", "direct"), ("group", "second"), ("group", "first")]
+    # A send moves its group to the top of every member's list, the sender's too.
+    await _say(client, bob, older, "again")
+    expected = [("group", "again"), ("direct", "direct"), ("group", "second")]
+    assert await listed(bob) == expected
+    assert await listed(alice) == expected
+    # A member added later lists the group by its newest message at once; a group without
+    # a message is not listed.
+    added = await client.post(
+        f"/groups/{newer}/members", json={"user_ids": [carol.user_id]}, headers=alice.headers
+    )
+    assert added.status_code == 200, added.text
+    await _create(client, carol, [alice])
+    assert await listed(carol) == [("group", "second")]
+
+
 async def test_recall_of_a_group_message(client: httpx.AsyncClient) -> None:
     alice, bob = await register(client, "alice"), await register(client, "bob")
     group_id = (await _create(client, alice, [bob]))["group"]["group_id"]

@@ -78,6 +78,23 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
                 ),
             )
         ]
+    if name == "W9":
+        page_keys = ("p50_ms", "p95_ms", "p99_ms")
+        listed = [
+            (
+                "first page p50/p95/p99",
+                f"{_ms(r['first_page'], page_keys)} (limit {r['limit']}, {r['conversations']} "
+                f"conversations, {r['groups']} groups)",
+            )
+        ]
+        if "later_page" in r:
+            listed.append(
+                (
+                    f"page after {r['later_page_after']} p50/p95/p99",
+                    _ms(r["later_page"], page_keys),
+                )
+            )
+        return listed
     if name == "W7":
         burst = r["burst"]
         rows = [

@@ -20,6 +20,7 @@ import orjson
 import psycopg
 
 from app.bench.context import Context
+from app.bench.conversations import w9
 from app.bench.groups import w8
 from app.bench.longpoll import w3, w4
 from app.bench.options import Options
@@ -42,6 +43,7 @@ WORKLOADS: dict[str, Callable[[Context], Awaitable[dict[str, Any]]]] = {
     "W6": w6,
     "W7": w7,
     "W8": w8,
+    "W9": w9,
 }
 
 

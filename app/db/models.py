@@ -233,8 +233,9 @@ class GroupMember(Base):
     """A member of a group; the row goes when the member leaves or is removed."""
 
     __tablename__ = "group_members"
-    # A user's groups (conversation list, sync fallback), by newest message.
-    __table_args__ = (Index(None, "user_id"),)
+    # A user's groups (conversation list, sync fallback), by newest message: the list's
+    # first page reads a few index entries however many groups the user is in.
+    __table_args__ = (Index(None, "user_id", "last_message_id"),)
 
     group_id: Mapped[str] = mapped_column(
         ForeignKey("groups.group_id", ondelete="CASCADE"), primary_key=True
@@ -247,6 +248,11 @@ class GroupMember(Base):
     joined_seq: Mapped[int] = mapped_column(BigInteger)
     # The member's read cursor (a seq); never moves back.
     read_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The group's newest message (groups.last_message_id, 0 before the first), kept on the
+    # member's row so that a user's groups are ordered by an index: written with the
+    # member's entry when a message is fanned out, as a direct send writes both
+    # conversation rows.
+    last_message_id: Mapped[int | None] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class GroupEvent(Base):

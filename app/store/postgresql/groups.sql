@@ -48,8 +48,11 @@ ORDER BY user_id
 LIMIT %(limit)s
 
 -- name: add_members
-INSERT INTO group_members (group_id, user_id, role, joined_seq, read_seq)
-SELECT %(group_id)s, a.user_id, a.role, a.joined_seq, a.read_seq
+-- A new member's row takes the group's newest message: the group is listed by it at once.
+INSERT INTO group_members (group_id, user_id, role, joined_seq, read_seq, last_message_id)
+SELECT CAST(%(group_id)s AS text), a.user_id, a.role, a.joined_seq, a.read_seq,
+       coalesce((SELECT g.last_message_id FROM groups AS g
+                 WHERE g.group_id = CAST(%(group_id)s AS text)), 0)
 FROM unnest(CAST(%(user_ids)s AS text[]), CAST(%(roles)s AS text[]),
             CAST(%(joined)s AS bigint[]), CAST(%(read)s AS bigint[]))
      AS a(user_id, role, joined_seq, read_seq)
@@ -184,6 +187,11 @@ WITH stamp AS (
     UPDATE groups SET latest_seq = %(seq)s, last_message_id = payload.id
     FROM payload
     WHERE groups.group_id = %(group_id)s
+), listed AS (
+    -- The group moves to the top of every member's conversation list.
+    UPDATE group_members SET last_message_id = payload.id
+    FROM payload
+    WHERE group_members.group_id = %(group_id)s
 ), entries AS (
     -- One entry per member; the sender's is how the sender's other devices learn of it.
     INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
@@ -241,6 +249,10 @@ WITH stamp AS (
     UPDATE groups SET latest_seq = %(seq)s, last_message_id = payload.id
     FROM payload
     WHERE groups.group_id = %(group_id)s
+), listed AS (
+    UPDATE group_members SET last_message_id = payload.id
+    FROM payload
+    WHERE group_members.group_id = %(group_id)s
 ), entries AS (
     INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
     SELECT bumped.user_id, bumped.latest_version, 'message', stamp.created_at, payload.id,
@@ -288,22 +300,26 @@ RETURNING version
 
 -- name: conversations
 -- The user's groups with a message, newest first, each with its unread count: one
--- statement, one snapshot. The counts are taken for the page's rows only.
-SELECT c.*,
-       (SELECT count(*) FROM messages AS u
-        WHERE u.group_id = c.group_id AND u.seq > c.read_seq AND u.sender <> %(user_id)s
-          AND u.recalled_at IS NULL) AS unread
-FROM (
-    SELECT g.group_id, g.title, m.read_seq, msg.id, msg.sender, msg.body, msg.client_msg_id,
-           msg.created_at, msg.recalled_at, msg.seq
+-- statement, one snapshot. The page is taken from the user's member rows by their index
+-- (user_id, last_message_id), whatever the number of groups; the groups, last messages and
+-- unread counts are read for the page's rows only.
+WITH page AS MATERIALIZED (
+    SELECT m.group_id, m.read_seq, m.last_message_id
     FROM group_members AS m
-    JOIN groups AS g ON g.group_id = m.group_id
-    JOIN messages AS msg ON msg.id = g.last_message_id
-    WHERE m.user_id = %(user_id)s AND g.last_message_id < %(before)s
-    ORDER BY g.last_message_id DESC
+    WHERE m.user_id = %(user_id)s AND m.last_message_id > 0
+      AND m.last_message_id < %(before)s
+    ORDER BY m.last_message_id DESC
     LIMIT %(limit)s
-) AS c
-ORDER BY c.id DESC
+)
+SELECT g.group_id, g.title, page.read_seq, msg.id, msg.sender, msg.body, msg.client_msg_id,
+       msg.created_at, msg.recalled_at, msg.seq,
+       (SELECT count(*) FROM messages AS u
+        WHERE u.group_id = page.group_id AND u.seq > page.read_seq
+          AND u.sender <> %(user_id)s AND u.recalled_at IS NULL) AS unread
+FROM page
+JOIN groups AS g ON g.group_id = page.group_id
+JOIN messages AS msg ON msg.id = page.last_message_id
+ORDER BY page.last_message_id DESC
 
 -- name: groups_of
 SELECT g.group_id, g.latest_seq

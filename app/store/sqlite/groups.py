@@ -166,6 +166,10 @@ class _Work:
         return [MemberRow(*row) for row in rows]
 
     async def add_members(self, rows: Sequence[MemberRow]) -> None:
+        # A new member's row takes the group's newest message: the group is listed by it.
+        last = await self._session.scalar(
+            select(Group.last_message_id).where(Group.group_id == self.group_id)
+        )
         await self._session.execute(
             insert(GroupMember),
             [
@@ -175,6 +179,7 @@ class _Work:
                     "role": r.role,
                     "joined_seq": r.joined_seq,
                     "read_seq": r.read_seq,
+                    "last_message_id": last or 0,
                 }
                 for r in rows
             ],
@@ -399,6 +404,12 @@ class SqliteGroupStore:
                     .where(Group.group_id == group_id)
                     .values(latest_seq=seq, last_message_id=message_id)
                 )
+                # The group moves to the top of every member's conversation list.
+                await session.execute(
+                    update(GroupMember)
+                    .where(GroupMember.group_id == group_id)
+                    .values(last_message_id=message_id)
+                )
                 await session.execute(
                     insert(InboxEntry), _entries(versions, "message", now, message_id, data)
                 )
@@ -478,13 +489,13 @@ class SqliteGroupStore:
         stmt = (
             select(Group.title, GroupMember.read_seq, *_MESSAGE)
             .join(Group, Group.group_id == GroupMember.group_id)
-            .join(Message, Message.id == Group.last_message_id)
-            .where(GroupMember.user_id == user_id)
-            .order_by(Group.last_message_id.desc())
+            .join(Message, Message.id == GroupMember.last_message_id)
+            .where(GroupMember.user_id == user_id, GroupMember.last_message_id > 0)
+            .order_by(GroupMember.last_message_id.desc())
             .limit(limit)
         )
         if before is not None:
-            stmt = stmt.where(Group.last_message_id < before)
+            stmt = stmt.where(GroupMember.last_message_id < before)
         async with self._db.read_sessions() as session, session.begin():
             rows = list(await session.execute(stmt))
             items = []
