@@ -51,7 +51,6 @@ def _limit(what: str) -> Any:
 )
 async def conversations(
     device: CurrentDevice,
-    db: DbDep,
     store: StoreDep,
     settings: SettingsDep,
     limit: Annotated[int | None, _limit("Conversations")] = None,
@@ -65,7 +64,7 @@ async def conversations(
     ] = None,
 ) -> Response:
     page = await views.conversations(
-        db, store.groups, device.user_id, _checked_limit(limit, settings), before
+        store.inbox, store.groups, device.user_id, _checked_limit(limit, settings), before
     )
     return Response(orjson.dumps(page), media_type="application/json")
 

@@ -8,23 +8,21 @@ from typing import Any
 
 import orjson
 
-from app.db.engine import Database
 from app.db.models import utcnow
 from app.groups import render
-from app.inbox import history
 from app.inbox.sync import FetchedEntry, Page
 from app.store.groups import GroupStore
-from app.store.inbox import derived_entry_id
+from app.store.inbox import InboxStore, derived_entry_id
 
 __all__ = ["conversations", "with_group_news"]
 
 
 async def conversations(
-    db: Database, store: GroupStore, user_id: str, limit: int, before: int | None
+    inbox: InboxStore, store: GroupStore, user_id: str, limit: int, before: int | None
 ) -> dict[str, Any]:
     """Direct conversations and groups together, newest message first, keyset-paged on the
     last message's id (message ids are one sequence for both, so the two lists merge)."""
-    direct = await history.list_conversations(db, user_id, limit, before)
+    direct = await inbox.conversations(user_id, limit, before)
     groups = await store.conversations(user_id, before, limit + 1)
     items: list[dict[str, Any]] = list(direct["conversations"])
     items += [

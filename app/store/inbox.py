@@ -161,6 +161,12 @@ class InboxStore(Protocol):
         (check_since, in the same snapshot)."""
         ...
 
+    async def conversations(self, user_id: str, limit: int, before: int | None) -> dict[str, Any]:
+        """The user's direct conversations by newest message first, below `before` (a
+        last_message_id), each with its exact unread count, in one snapshot (on a replica
+        when one serves): {"conversations": [...], "next_before"}."""
+        ...
+
     async def bump_versions(self, session: AsyncSession, user_ids: Iterable[str]) -> dict[str, int]:
         """In `session`'s transaction: take the next version of each user that exists,
         under the lock rule (rows held to commit)."""

@@ -37,6 +37,9 @@ _PAGE = _SQL["read_page"]
 _PAGE_CHECKED = _SQL["read_page_checked"]
 _BUMP = _SQL["bump_versions"]
 _ACKS = _SQL["advance_cursors"]
+_CONVERSATIONS = _SQL["conversations"]
+# `before` when the caller gives none: above every message id (BIGINT).
+_TOP = 2**63 - 1
 
 # Every stored message payload starts with its id: {"id":123,"from":...}.
 _ID_HEAD = '{"id":'
@@ -130,6 +133,38 @@ class PostgresInbox:
         found = _entries(rows)
         next_since = found[-1].version if found else since
         return Page(found, next_since, latest, next_since < latest, False)
+
+    async def conversations(self, user_id: str, limit: int, before: int | None) -> dict[str, Any]:
+        # One statement on the driver: the SQLAlchemy transaction of two statements (the
+        # page, then the unread counts) cost the list most of its time.
+        params = {"user_id": user_id, "before": before or _TOP, "limit": limit + 1}
+        rows: list[Any] | None = None
+        replica = self._db.replicas.pick()
+        if replica is not None:
+            try:
+                async with replica.driver() as driver:
+                    cursor = await driver.execute(_CONVERSATIONS, params)
+                    rows = await cursor.fetchall()
+            except (psycopg.Error, sqlalchemy.exc.SQLAlchemyError):
+                # A replica never turns a read into an error: the primary answers.
+                replica.failed("connection lost")
+        if rows is None:
+            async with self._db.driver() as driver:
+                cursor = await driver.execute(_CONVERSATIONS, params)
+                rows = await cursor.fetchall()
+        page = rows[:limit]
+        return {
+            "conversations": [
+                {
+                    "kind": "direct",
+                    "peer": peer,
+                    "last_message": message_data(*message),
+                    "unread_count": unread,
+                }
+                for peer, *message, unread in page
+            ],
+            "next_before": page[-1][1] if len(rows) > limit else None,
+        }
 
     async def bump_versions(self, session: AsyncSession, user_ids: Iterable[str]) -> dict[str, int]:
         connection = await session.connection()

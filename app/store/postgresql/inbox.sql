@@ -179,3 +179,24 @@ WITH asked AS (
 )
 SELECT c.device_id, COALESCE(m.acked_version, c.acked_version), c.latest_version
 FROM current AS c LEFT JOIN moved AS m ON m.device_id = c.device_id
+
+-- name: conversations
+-- The user's direct conversations below `before` (a last message id), newest first, each
+-- with its last message and its unread count (the peer's messages above the user's read
+-- cursor, recalled ones not counted; none in notes to oneself): one statement, so one
+-- snapshot and one round trip. The page is taken first (conversations by
+-- (user_id, last_message_id)); messages are read for its rows only.
+SELECT c.peer, m.id, m.sender, m.recipient, m.body, m.client_msg_id, m.created_at,
+       m.recalled_at,
+       (SELECT count(*) FROM messages AS u
+        WHERE u.pair_lo = least(c.user_id, c.peer) AND u.pair_hi = greatest(c.user_id, c.peer)
+          AND u.id > c.read_up_to_id AND u.sender = c.peer AND c.peer <> c.user_id
+          AND u.recalled_at IS NULL) AS unread
+FROM (
+    SELECT user_id, peer, read_up_to_id, last_message_id FROM conversations
+    WHERE user_id = %(user_id)s AND last_message_id < %(before)s
+    ORDER BY last_message_id DESC
+    LIMIT %(limit)s
+) AS c
+JOIN messages AS m ON m.id = c.last_message_id
+ORDER BY c.last_message_id DESC

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
+from typing import Any
 
 import orjson
 from sqlalchemy import bindparam, insert, select, update
@@ -125,6 +126,11 @@ class SqliteInbox:
         return await read_page_in_transaction(
             self._db.read_sessions, user_id, since, limit, since_id
         )
+
+    async def conversations(self, user_id: str, limit: int, before: int | None) -> dict[str, Any]:
+        from app.inbox import history
+
+        return await history.list_conversations(self._db, user_id, limit, before)
 
     async def bump_versions(self, session: AsyncSession, user_ids: Iterable[str]) -> dict[str, int]:
         # The transaction holds SQLite's one write lock from its BEGIN IMMEDIATE.
