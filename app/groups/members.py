@@ -238,7 +238,7 @@ async def add_members(
         large = _large(settings, count)
         seq = row.latest_seq
         woken: set[str] = set(added)
-        if large:
+        if large and added:
             await work.lock_users(added, news=True)
             # The added hold news from the start (written below, once for the batch): the
             # batch's own events write them none, and later ones cost nothing until they
@@ -254,8 +254,7 @@ async def add_members(
                 )
                 seq = appended.seq
                 woken.update(appended.noticed)
-            if added:
-                await work.add_news(added, seq)
+            await work.add_news(added, seq)
         elif added:
             present = [m.user_id for m in await work.members()]
             everyone = sorted({*present, *added})

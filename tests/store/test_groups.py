@@ -40,9 +40,7 @@ async def _news(store: Store, user_id: str, group_id: str) -> list[int]:
 
 async def _large_group(store: Store, settings: Settings, size: int = 5) -> tuple[str, list[str]]:
     users = await add_users(store, size, "lg")
-    created = await members.create_group(
-        store.groups, settings, users[0], "Large", users[1:], None
-    )
+    created = await members.create_group(store.groups, settings, users[0], "Large", users[1:], None)
     group = created.body["group"]
     assert group["large"]
     return group["group_id"], users
