@@ -32,9 +32,36 @@ SELECT user_id FROM users WHERE user_id = ANY(CAST(%(user_ids)s AS text[]))
 ORDER BY user_id
 FOR UPDATE
 
+-- name: lock_users_news
+-- lock_users, and the users of the members holding no uncovered news (those the events of
+-- a large group write group_news to), all in the one user-id order. The partial index on
+-- news_seq IS NULL finds them without reading the other members.
+SELECT count(*) FROM (
+    SELECT u.user_id
+    FROM users AS u
+    JOIN (SELECT unnest(CAST(%(user_ids)s AS text[])) AS user_id
+          UNION
+          SELECT m.user_id FROM group_members AS m
+          WHERE m.group_id = %(group_id)s AND m.news_seq IS NULL) AS t
+      ON t.user_id = u.user_id
+    ORDER BY u.user_id
+    FOR UPDATE OF u
+) AS locked
+
 -- name: member
-SELECT user_id, role, joined_seq, read_seq FROM group_members
+SELECT user_id, role, joined_seq, read_seq, news_seq FROM group_members
 WHERE group_id = %(group_id)s AND user_id = %(user_id)s
+
+-- name: members_among
+SELECT user_id FROM group_members
+WHERE group_id = %(group_id)s AND user_id = ANY(CAST(%(user_ids)s AS text[]))
+
+-- name: heir
+-- The longest-standing admin, else member (ties by user id), other than the one leaving.
+SELECT user_id, role, joined_seq, read_seq, news_seq FROM group_members
+WHERE group_id = %(group_id)s AND user_id <> %(leaving)s AND role IN ('admin', 'member')
+ORDER BY role = 'member', joined_seq, user_id
+LIMIT 1
 
 -- name: members
 SELECT user_id, role, joined_seq, read_seq FROM group_members
@@ -48,14 +75,19 @@ ORDER BY user_id
 LIMIT %(limit)s
 
 -- name: add_members
--- A new member's row takes the group's newest message: the group is listed by it at once.
-INSERT INTO group_members (group_id, user_id, role, joined_seq, read_seq, last_message_id)
-SELECT CAST(%(group_id)s AS text), a.user_id, a.role, a.joined_seq, a.read_seq,
-       coalesce((SELECT g.last_message_id FROM groups AS g
-                 WHERE g.group_id = CAST(%(group_id)s AS text)), 0)
+-- With news, each holds news at its joined_seq (its group_news entry is written by
+-- add_news): the events of the transaction write it none. A new member's row takes the
+-- group's newest message, so the group is listed by it at once; none in a large group
+-- (its sends write no member row: the conversation list reads the group's).
+INSERT INTO group_members (group_id, user_id, role, joined_seq, read_seq, news_seq,
+                           last_message_id)
+SELECT g.group_id, a.user_id, a.role, a.joined_seq, a.read_seq,
+       CASE WHEN %(news)s THEN a.joined_seq END,
+       CASE WHEN NOT g.large THEN coalesce(g.last_message_id, 0) END
 FROM unnest(CAST(%(user_ids)s AS text[]), CAST(%(roles)s AS text[]),
             CAST(%(joined)s AS bigint[]), CAST(%(read)s AS bigint[]))
      AS a(user_id, role, joined_seq, read_seq)
+JOIN groups AS g ON g.group_id = %(group_id)s
 
 -- name: delete_member
 DELETE FROM group_members WHERE group_id = %(group_id)s AND user_id = %(user_id)s
@@ -65,14 +97,54 @@ UPDATE group_members SET role = %(role)s
 WHERE group_id = %(group_id)s AND user_id = %(user_id)s
 
 -- name: update_group
-UPDATE groups SET title = %(title)s, owner = %(owner)s, member_count = %(member_count)s
-WHERE group_id = %(group_id)s
+-- When the mode changes, so does what orders the group in its members' conversation lists:
+-- a small group's member rows hold its newest message, a large group's hold none (NULL:
+-- its sends write no member row, the list reads the group's row). `prior` is the row as
+-- this statement found it (every part of a statement sees the same snapshot).
+WITH prior AS (
+    SELECT large, last_message_id FROM groups WHERE group_id = %(group_id)s
+), changed AS (
+    UPDATE groups SET title = %(title)s, owner = %(owner)s, member_count = %(member_count)s,
+                      large = %(large)s
+    WHERE group_id = %(group_id)s
+)
+UPDATE group_members
+SET last_message_id = CASE WHEN NOT %(large)s THEN coalesce(prior.last_message_id, 0) END
+FROM prior
+WHERE group_members.group_id = %(group_id)s AND prior.large <> %(large)s
+
+-- name: add_news
+-- A group_news entry for each of these members (their users already locked by this
+-- transaction, in order), and their news_seq.
+WITH locked AS (
+    SELECT user_id FROM users WHERE user_id = ANY(CAST(%(user_ids)s AS text[]))
+    ORDER BY user_id
+    FOR UPDATE
+), bumped AS (
+    UPDATE users SET latest_version = users.latest_version + 1
+    FROM locked
+    WHERE users.user_id = locked.user_id
+    RETURNING users.user_id, users.latest_version
+), marked AS (
+    UPDATE group_members SET news_seq = %(seq)s
+    FROM bumped
+    WHERE group_members.group_id = %(group_id)s AND group_members.user_id = bumped.user_id
+), entries AS (
+    INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
+    SELECT bumped.user_id, bumped.latest_version, 'group_news', now(), NULL,
+           CAST(json_build_object('group_id', CAST(%(group_id)s AS text),
+                                  'seq', CAST(%(seq)s AS bigint)) AS text)
+    FROM bumped
+)
+SELECT user_id, latest_version FROM bumped
 
 -- name: append_event
 -- The group's next seq (its row is already locked by this transaction), the logged event,
 -- and one entry per recipient at the recipient's next version. The users' rows are locked
 -- here in user-id order (already held when the transaction called lock_users first).
 -- Without `entry` the entries are `group` entries: {"group_id", "event": GroupEvent}.
+-- With `news` (a large group), the other members holding no uncovered news are recipients
+-- too, of a group_news entry {"group_id", "seq"}, and hold news from this seq on.
 WITH ev AS (
     UPDATE groups SET latest_seq = latest_seq + 1
     WHERE group_id = %(group_id)s
@@ -84,19 +156,34 @@ WITH ev AS (
            CAST(%(message_id)s AS bigint), %(data)s
     FROM ev
 ), locked AS (
-    SELECT user_id FROM users WHERE user_id = ANY(CAST(%(recipients)s AS text[]))
-    ORDER BY user_id
-    FOR UPDATE
+    SELECT u.user_id, NOT (u.user_id = ANY(CAST(%(recipients)s AS text[]))) AS news
+    FROM users AS u
+    JOIN (SELECT unnest(CAST(%(recipients)s AS text[])) AS user_id
+          UNION
+          SELECT m.user_id FROM group_members AS m
+          WHERE %(news)s AND m.group_id = %(group_id)s AND m.news_seq IS NULL) AS t
+      ON t.user_id = u.user_id
+    ORDER BY u.user_id
+    FOR UPDATE OF u
 ), bumped AS (
     UPDATE users SET latest_version = users.latest_version + 1
     FROM locked
     WHERE users.user_id = locked.user_id
-    RETURNING users.user_id, users.latest_version
+    RETURNING users.user_id, users.latest_version, locked.news
+), noticed AS (
+    UPDATE group_members SET news_seq = ev.seq
+    FROM bumped, ev
+    WHERE bumped.news AND group_members.group_id = ev.group_id
+      AND group_members.user_id = bumped.user_id
 ), entries AS (
     INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
-    SELECT bumped.user_id, bumped.latest_version, %(entry_kind)s, ev.created_at,
-           CAST(%(message_id)s AS bigint),
-           coalesce(
+    SELECT bumped.user_id, bumped.latest_version,
+           CASE WHEN bumped.news THEN 'group_news' ELSE CAST(%(entry_kind)s AS text) END,
+           ev.created_at,
+           CASE WHEN bumped.news THEN NULL ELSE CAST(%(message_id)s AS bigint) END,
+           CASE WHEN bumped.news THEN
+               CAST(json_build_object('group_id', ev.group_id, 'seq', ev.seq) AS text)
+           ELSE coalesce(
                -- A recall entry names the event's seq: the member's log position moves past it.
                CAST(CAST(%(entry)s AS jsonb) || jsonb_build_object('seq', ev.seq) AS text),
                CAST(json_build_object(
@@ -105,9 +192,10 @@ WITH ev AS (
                        'seq', ev.seq, 'kind', CAST(%(kind)s AS text), 'created_at', ev.stamp,
                        'actor', CAST(%(actor)s AS text), 'data', CAST(%(data)s AS json))
                ) AS text))
+           END
     FROM bumped, ev
 )
-SELECT ev.seq, ev.created_at, bumped.user_id, bumped.latest_version
+SELECT ev.seq, ev.created_at, bumped.user_id, bumped.latest_version, bumped.news
 FROM ev LEFT JOIN bumped ON true
 
 -- name: recall_message
@@ -126,7 +214,7 @@ SELECT clock_timestamp()
 -- name: view
 SELECT g.group_id, g.title, g.owner, g.creator, g.client_group_id, g.latest_seq,
        g.member_count, g.large, g.created_at,
-       m.user_id, m.role, m.joined_seq, m.read_seq
+       m.user_id, m.role, m.joined_seq, m.read_seq, m.news_seq
 FROM groups AS g JOIN group_members AS m ON m.group_id = g.group_id
 WHERE g.group_id = %(group_id)s AND m.user_id = %(user_id)s
 
@@ -137,7 +225,17 @@ ORDER BY seq
 LIMIT %(limit)s
 
 -- name: lock_group_for_send
-SELECT latest_seq FROM groups WHERE group_id = %(group_id)s FOR UPDATE
+SELECT latest_seq, large FROM groups WHERE group_id = %(group_id)s FOR UPDATE
+
+-- name: cover_lock
+-- A share lock: it waits for an event in flight (each holds the row FOR UPDATE) and keeps
+-- the next one out until the cover commits; readers covering at once do not wait on each
+-- other.
+SELECT latest_seq FROM groups WHERE group_id = %(group_id)s FOR SHARE
+
+-- name: cover
+UPDATE group_members SET news_seq = NULL
+WHERE group_id = %(group_id)s AND user_id = %(user_id)s
 
 -- name: send_message
 -- A group message, after lock_group_for_send took the group's lock in this transaction.
@@ -270,6 +368,145 @@ SELECT payload.id, payload.sender_version, payload.data,
        (SELECT array_agg(user_id) FROM bumped)
 FROM payload
 
+-- name: send_large
+-- A message to a large group, after lock_group_for_send took the group's lock: logged once,
+-- no message entry. Only the members holding no uncovered news (the partial index) are
+-- locked, in user-id order, each getting a group_news entry and news_seq = seq; the sender
+-- is a member like any other. The message's sender_version is the sender's latest (its
+-- group_news entry's version when it got one).
+WITH stamp AS (
+    SELECT now() AS created_at,
+           to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS text
+), sender AS (
+    SELECT user_id FROM group_members
+    WHERE group_id = %(group_id)s AND user_id = %(sender)s
+), locked AS (
+    SELECT u.user_id
+    FROM group_members AS m JOIN users AS u ON u.user_id = m.user_id
+    WHERE m.group_id = %(group_id)s AND m.news_seq IS NULL AND EXISTS (SELECT 1 FROM sender)
+    ORDER BY u.user_id
+    FOR UPDATE OF u
+), bumped AS (
+    UPDATE users SET latest_version = users.latest_version + 1
+    FROM locked
+    WHERE users.user_id = locked.user_id
+    RETURNING users.user_id, users.latest_version
+), message AS (
+    INSERT INTO messages (sender, recipient, pair_lo, pair_hi, body, client_msg_id,
+                          sender_version, recipient_version, created_at, group_id, seq)
+    SELECT %(sender)s, NULL, NULL, NULL, %(body)s, %(client_msg_id)s,
+           coalesce((SELECT latest_version FROM bumped WHERE user_id = %(sender)s),
+                    (SELECT latest_version FROM users WHERE user_id = %(sender)s)),
+           NULL, stamp.created_at, %(group_id)s, %(seq)s
+    FROM sender, stamp
+    RETURNING id, sender_version
+), payload AS (
+    SELECT message.id, message.sender_version,
+           CAST(json_build_object(
+               'id', message.id, 'from', CAST(%(sender)s AS text), 'to', CAST(NULL AS text),
+               'body', CAST(%(body)s AS text), 'client_msg_id', CAST(%(client_msg_id)s AS text),
+               'created_at', stamp.text, 'recalled_at', CAST(NULL AS text),
+               'group_id', CAST(%(group_id)s AS text), 'seq', CAST(%(seq)s AS bigint)
+           ) AS text) AS data
+    FROM message, stamp
+), logged AS (
+    INSERT INTO group_events (group_id, seq, kind, actor, created_at, message_id, data)
+    SELECT %(group_id)s, %(seq)s, 'message', %(sender)s, stamp.created_at, payload.id,
+           payload.data
+    FROM payload, stamp
+), counted AS (
+    UPDATE groups SET latest_seq = %(seq)s, last_message_id = payload.id
+    FROM payload
+    WHERE groups.group_id = %(group_id)s
+), noticed AS (
+    UPDATE group_members SET news_seq = %(seq)s
+    FROM bumped
+    WHERE group_members.group_id = %(group_id)s AND group_members.user_id = bumped.user_id
+), entries AS (
+    INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
+    SELECT bumped.user_id, bumped.latest_version, 'group_news', stamp.created_at, NULL,
+           CAST(json_build_object('group_id', CAST(%(group_id)s AS text),
+                                  'seq', CAST(%(seq)s AS bigint)) AS text)
+    FROM bumped, stamp
+)
+SELECT payload.id, payload.sender_version, payload.data,
+       (SELECT array_agg(user_id) FROM bumped)
+FROM payload
+
+-- name: send_large_push
+-- A message to a large group, after lock_group_for_send took the group's lock: logged once,
+-- no message entry. Only the members holding no uncovered news (the partial index) are
+-- locked, in user-id order, each getting a group_news entry and news_seq = seq; the sender
+-- is a member like any other. The message's sender_version is the sender's latest (its
+-- group_news entry's version when it got one).
+-- With push on, the pushers of those who got an entry (never the sender's own) are marked
+-- due as send_message_push marks them.
+WITH stamp AS (
+    SELECT now() AS created_at,
+           to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS text
+), sender AS (
+    SELECT user_id FROM group_members
+    WHERE group_id = %(group_id)s AND user_id = %(sender)s
+), locked AS (
+    SELECT u.user_id
+    FROM group_members AS m JOIN users AS u ON u.user_id = m.user_id
+    WHERE m.group_id = %(group_id)s AND m.news_seq IS NULL AND EXISTS (SELECT 1 FROM sender)
+    ORDER BY u.user_id
+    FOR UPDATE OF u
+), bumped AS (
+    UPDATE users SET latest_version = users.latest_version + 1
+    FROM locked
+    WHERE users.user_id = locked.user_id
+    RETURNING users.user_id, users.latest_version
+), message AS (
+    INSERT INTO messages (sender, recipient, pair_lo, pair_hi, body, client_msg_id,
+                          sender_version, recipient_version, created_at, group_id, seq)
+    SELECT %(sender)s, NULL, NULL, NULL, %(body)s, %(client_msg_id)s,
+           coalesce((SELECT latest_version FROM bumped WHERE user_id = %(sender)s),
+                    (SELECT latest_version FROM users WHERE user_id = %(sender)s)),
+           NULL, stamp.created_at, %(group_id)s, %(seq)s
+    FROM sender, stamp
+    RETURNING id, sender_version
+), payload AS (
+    SELECT message.id, message.sender_version,
+           CAST(json_build_object(
+               'id', message.id, 'from', CAST(%(sender)s AS text), 'to', CAST(NULL AS text),
+               'body', CAST(%(body)s AS text), 'client_msg_id', CAST(%(client_msg_id)s AS text),
+               'created_at', stamp.text, 'recalled_at', CAST(NULL AS text),
+               'group_id', CAST(%(group_id)s AS text), 'seq', CAST(%(seq)s AS bigint)
+           ) AS text) AS data
+    FROM message, stamp
+), logged AS (
+    INSERT INTO group_events (group_id, seq, kind, actor, created_at, message_id, data)
+    SELECT %(group_id)s, %(seq)s, 'message', %(sender)s, stamp.created_at, payload.id,
+           payload.data
+    FROM payload, stamp
+), counted AS (
+    UPDATE groups SET latest_seq = %(seq)s, last_message_id = payload.id
+    FROM payload
+    WHERE groups.group_id = %(group_id)s
+), noticed AS (
+    UPDATE group_members SET news_seq = %(seq)s
+    FROM bumped
+    WHERE group_members.group_id = %(group_id)s AND group_members.user_id = bumped.user_id
+), entries AS (
+    INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
+    SELECT bumped.user_id, bumped.latest_version, 'group_news', stamp.created_at, NULL,
+           CAST(json_build_object('group_id', CAST(%(group_id)s AS text),
+                                  'seq', CAST(%(seq)s AS bigint)) AS text)
+    FROM bumped, stamp
+), marked AS (
+    UPDATE pushers
+    SET due_at = coalesce(pushers.due_at, stamp.created_at + %(push_wait)s * interval '1 second'),
+        news = pushers.news OR pushers.leased_until IS NOT NULL
+    FROM bumped, stamp
+    WHERE pushers.user_id = bumped.user_id AND bumped.user_id <> %(sender)s
+      AND (pushers.due_at IS NULL OR pushers.leased_until IS NOT NULL)
+)
+SELECT payload.id, payload.sender_version, payload.data,
+       (SELECT array_agg(user_id) FROM bumped)
+FROM payload
+
 -- name: existing_send
 SELECT id, sender_version, group_id FROM messages
 WHERE sender = %(sender)s AND client_msg_id = %(client_msg_id)s
@@ -300,15 +537,28 @@ RETURNING version
 
 -- name: conversations
 -- The user's groups with a message, newest first, each with its unread count: one
--- statement, one snapshot. The page is taken from the user's member rows by their index
--- (user_id, last_message_id), whatever the number of groups; the groups, last messages and
--- unread counts are read for the page's rows only.
+-- statement, one snapshot. The page is taken by the index (user_id, last_message_id) of
+-- the user's member rows, whatever the number of groups: a small group's row holds the
+-- group's newest message; a large group's holds none (NULL), its order is the group's
+-- row's (read for the user's large groups only). The groups, last messages and unread
+-- counts are read for the page's rows only.
 WITH page AS MATERIALIZED (
-    SELECT m.group_id, m.read_seq, m.last_message_id
-    FROM group_members AS m
-    WHERE m.user_id = %(user_id)s AND m.last_message_id > 0
-      AND m.last_message_id < %(before)s
-    ORDER BY m.last_message_id DESC
+    SELECT * FROM (
+        (SELECT m.group_id, m.read_seq, m.last_message_id
+         FROM group_members AS m
+         WHERE m.user_id = %(user_id)s AND m.last_message_id > 0
+           AND m.last_message_id < %(before)s
+         ORDER BY m.last_message_id DESC
+         LIMIT %(limit)s)
+        UNION ALL
+        (SELECT m.group_id, m.read_seq, g.last_message_id
+         FROM group_members AS m JOIN groups AS g ON g.group_id = m.group_id
+         WHERE m.user_id = %(user_id)s AND m.last_message_id IS NULL
+           AND g.last_message_id < %(before)s
+         ORDER BY g.last_message_id DESC
+         LIMIT %(limit)s)
+    ) AS both_modes
+    ORDER BY last_message_id DESC
     LIMIT %(limit)s
 )
 SELECT g.group_id, g.title, page.read_seq, msg.id, msg.sender, msg.body, msg.client_msg_id,
