@@ -21,6 +21,8 @@ TINY = [
     *("--w5-devices", "6", "--w5-users", "2", "--w5-acks", "4"),
     *("--w6-users", "3", "--w6-per-user", "8", "--w6-max-entries", "4", "--w6-w1-messages", "6"),
     *("--w8-sizes", "2,4", "--w8-users", "8", "--w8-messages", "10", "--w8-clients", "3"),
+    *("--w8-large-sizes", "6", "--w8-large-small", "3", "--w8-pollers", "2"),
+    *("--w8-large-senders", "2", "--w8-large-messages", "8", "--w8-stats-wait", "0"),
     *("--w9-conversations", "30", "--w9-messages", "3", "--w9-calls", "3", "--w9-limit", "4"),
     *("--setup-concurrency", "4"),
 ]
@@ -50,7 +52,9 @@ def _check_throughput(workloads: dict[str, Any]) -> None:
 
 @pytest.mark.server
 def test_bench_on_its_own_postgresql_server(pg_admin_url: str, tmp_path: Path) -> None:
-    report = _bench(tmp_path, "--pg", pg_admin_url, "--only", "W1,W2,W3,W4,W5,W6,W8,W9")
+    # A fan-out limit of 4: the group of 6 is large, the group of 3 fanned out.
+    only = ("--only", "W1,W2,W3,W4,W5,W6,W8,W9", "--group-fanout-limit", "4")
+    report = _bench(tmp_path, "--pg", pg_admin_url, *only)
     workloads = report["workloads"]
     assert list(workloads) == ["W1", "W2", "W3", "W4", "W5", "W6", "W8", "W9"]
     sizes = workloads["W8"]["sizes"]
@@ -59,6 +63,14 @@ def test_bench_on_its_own_postgresql_server(pg_admin_url: str, tmp_path: Path) -
         assert size["sends"] == 10
         assert size["verified_deliveries"] == 10 * size["members"]
         assert size["send_latency"]["count"] == 10
+    # The large sizes: every online member read every message once, in order (or the run
+    # fails), and the rows counted include each send's message and log event.
+    large = workloads["W8"]["large"]
+    assert [(s["members"], s["large"], s["online"]) for s in large] == [(3, False, 1), (6, True, 2)]
+    for size in large:
+        assert (size["sends"], size["lost"], size["duplicated"]) == (8, 0, 0)
+        assert size["everyone_read"]["count"] == 8
+        assert size["rows_per_send"] > 0
     _check_throughput(workloads)
     assert workloads["W3"]["wake_latency"]["count"] == 3
     w4 = workloads["W4"]

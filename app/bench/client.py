@@ -153,6 +153,17 @@ class Api:
         )
         return _check(response, 201, f"send {sender.user_id}->{group_id}")
 
+    async def group_events(
+        self, device: BenchDevice, group_id: str, after_seq: int, limit: int
+    ) -> Any:
+        response = await self._request(
+            "GET",
+            f"/groups/{group_id}/events",
+            params={"after_seq": str(after_seq), "limit": str(limit)},
+            headers=device.headers,
+        )
+        return _check(response, 200, f"events of {group_id} for {device.user_id}")
+
     async def sync(self, device: BenchDevice, **params: Any) -> tuple[Any, int]:
         """One page, and the size of the response body in bytes."""
         query = {key: str(value) for key, value in params.items()}

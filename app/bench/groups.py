@@ -16,6 +16,7 @@ from typing import Any
 
 from app.bench.client import Api, BenchDevice, Progress, bounded, open_api
 from app.bench.context import Context
+from app.bench.groups_large import w8_large
 from app.bench.stats import VerificationError, summarize, verify_gap_free
 
 __all__ = ["w8"]
@@ -125,4 +126,7 @@ async def w8(ctx: Context) -> dict[str, Any]:
     o = ctx.options
     connections = o.w8_clients + o.w8_users + o.setup_concurrency + 8
     async with open_api(ctx.url, connections, read_timeout=60) as api:
-        return {"sizes": [await _one_size(api, ctx, size) for size in o.w8_sizes]}
+        result: dict[str, Any] = {"sizes": [await _one_size(api, ctx, size) for size in o.w8_sizes]}
+    if o.w8_large_sizes or o.w8_large_small:
+        result["large"] = await w8_large(ctx)
+    return result

@@ -54,6 +54,14 @@ class Options:
     w8_messages: int = 1000
     w8_clients: int = 32
     w8_users: int = 400
+    w8_large_sizes: tuple[int, ...] = (1000, 10_000, 100_000)
+    w8_large_small: tuple[int, ...] = (200,)
+    w8_pollers: int = 1000
+    w8_large_senders: int = 8
+    w8_large_messages: int = 1000
+    w8_large_timeout: float = 60
+    w8_stats_wait: float = 11
+    group_fanout_limit: int | None = None
     w9_conversations: int = 10_000
     w9_group_share: float = 0.5
     w9_messages: int = 5
@@ -156,6 +164,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     w8.add_argument("--w8-messages", type=int, default=d.w8_messages, help="sends per size")
     w8.add_argument("--w8-clients", type=int, default=d.w8_clients, help="concurrent senders")
+    w8.add_argument(
+        "--w8-large-sizes",
+        type=_sizes_or_none,
+        default=d.w8_large_sizes,
+        help="one group of each size, members loaded in SQL (--pg only); '' for none",
+    )
+    w8.add_argument(
+        "--w8-large-small",
+        type=_sizes_or_none,
+        default=d.w8_large_small,
+        help="group sizes run like the large ones, to compare (a fanned-out one); '' for none",
+    )
+    w8.add_argument(
+        "--w8-pollers", type=int, default=d.w8_pollers, help="online members per large size"
+    )
+    w8.add_argument(
+        "--w8-large-senders",
+        type=int,
+        default=d.w8_large_senders,
+        help="concurrent senders into each large size's group",
+    )
+    w8.add_argument(
+        "--w8-large-messages", type=int, default=d.w8_large_messages, help="sends per large size"
+    )
+    w8.add_argument(
+        "--w8-large-timeout",
+        type=float,
+        default=d.w8_large_timeout,
+        help="seconds after the last send for every online member to have read everything",
+    )
+    w8.add_argument(
+        "--w8-stats-wait",
+        type=float,
+        default=d.w8_stats_wait,
+        help="seconds for PostgreSQL's table statistics to take in the writes (rows per "
+        "send): its backends report them at most every second, idle ones after 10 s",
+    )
+    w8.add_argument(
+        "--group-fanout-limit",
+        type=int,
+        help="MSGSYNC_GROUP_FANOUT_LIMIT of the bench's own server (--pg; default: the "
+        "server's own)",
+    )
     w9 = parser.add_argument_group("W9 conversation list (--pg only)")
     w9.add_argument(
         "--w9-conversations", type=int, default=d.w9_conversations, help="of the one user"
@@ -183,6 +234,10 @@ def _sizes(text: str) -> tuple[int, ...]:
     if not sizes or any(s < 2 for s in sizes):
         raise argparse.ArgumentTypeError("group sizes of 2 or more, comma-separated")
     return sizes
+
+
+def _sizes_or_none(text: str) -> tuple[int, ...]:
+    return _sizes(text) if text.strip() else ()
 
 
 def from_args(args: argparse.Namespace) -> Options:

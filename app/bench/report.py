@@ -58,6 +58,8 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
                 f"{_ms(r['w1_beside_job'], ('p99_ms',))} (x{ratio})",
             ),
         ]
+    if name == "W8" and "large" in r:
+        return _rows("W8", {"sizes": r["sizes"]}) + _large_rows(r["large"])
     if name == "W8":
         return [
             row
@@ -121,6 +123,30 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
             ]
         return rows
     return []
+
+
+def _large_rows(large: dict[str, Any] | list[dict[str, Any]]) -> list[tuple[str, str]]:
+    if isinstance(large, dict):
+        return [("large sizes", large.get("skipped", ""))]
+    rows = []
+    for size in large:
+        label = f"{size['members']} members ({'large' if size['large'] else 'fan-out'})"
+        rows += [
+            (
+                f"{label}: sends/s, send p50/p99",
+                f"{size['sends_per_s']:.0f}, {_ms(size['send_latency'], ('p50_ms', 'p99_ms'))} "
+                f"({size['sends']} sends, {size['senders']} senders)",
+            ),
+            (
+                f"{label}: all {size['online']} online read it p50/p99",
+                _ms(size["everyone_read"], ("p50_ms", "p99_ms")),
+            ),
+            (
+                f"{label}: rows written per send, lost / duplicated",
+                f"{size['rows_per_send']}, {size['lost']} / {size['duplicated']}",
+            ),
+        ]
+    return rows
 
 
 def _per(figure: str, by_role: dict[str, float] | None) -> list[tuple[str, str]]:

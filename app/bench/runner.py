@@ -109,9 +109,12 @@ def _run(options: Options) -> int:
                 "MSGSYNC_PUSH_GATEWAYS": f"http://127.0.0.1:{port}/",
                 "MSGSYNC_PUSH_DELAY_SECONDS": str(options.push_delay),
             }
+            limits = {}
+            if options.group_fanout_limit is not None:
+                limits["MSGSYNC_GROUP_FANOUT_LIMIT"] = str(options.group_fanout_limit)
             for workloads, push in _servers(options):
                 with managed_server(
-                    options.pg, options.workers, push_env if push else None
+                    options.pg, options.workers, {**limits, **(push_env if push else {})}
                 ) as server:
                     report["target"]["url"] = server.url
                     ctx = Context(
