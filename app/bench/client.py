@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -82,6 +83,10 @@ class Api:
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
+        # With retry_unavailable, a 503 is retried after a short pause, as a client does with
+        # `database_unavailable` ("retry shortly"), and counted; else it fails the run.
+        self.retry_unavailable = False
+        self.unavailable = 0
 
     async def _request(
         self,
@@ -93,7 +98,14 @@ class Api:
         headers: dict[str, str] | None = None,
     ) -> Reply:
         body = None if json is None else orjson.dumps(json)
-        return await self.pool.request(method, path, body=body, headers=headers, params=params)
+        pause = 0.05
+        while True:
+            reply = await self.pool.request(method, path, body=body, headers=headers, params=params)
+            if reply.status != 503 or not self.retry_unavailable:
+                return reply
+            self.unavailable += 1
+            await asyncio.sleep(pause * (0.5 + random.random()))
+            pause = min(pause * 2, 2.0)
 
     async def create_user(self, user_id: str) -> None:
         response = await self._request(
