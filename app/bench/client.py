@@ -84,9 +84,11 @@ class Api:
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
         # With retry_unavailable, a 503 is retried after a short pause, as a client does with
-        # `database_unavailable` ("retry shortly"), and counted; else it fails the run.
+        # `database_unavailable` ("retry shortly"), and so is a request unanswered within the
+        # read timeout; both are counted. Else either fails the run.
         self.retry_unavailable = False
         self.unavailable = 0
+        self.timed_out = 0
 
     async def _request(
         self,
@@ -100,7 +102,15 @@ class Api:
         body = None if json is None else orjson.dumps(json)
         pause = 0.05
         while True:
-            reply = await self.pool.request(method, path, body=body, headers=headers, params=params)
+            try:
+                reply = await self.pool.request(
+                    method, path, body=body, headers=headers, params=params
+                )
+            except TimeoutError:
+                if not self.retry_unavailable:
+                    raise
+                self.timed_out += 1
+                continue
             if reply.status != 503 or not self.retry_unavailable:
                 return reply
             self.unavailable += 1

@@ -13,7 +13,8 @@ they catch up (which covers their news), then `w8_large_senders` concurrent memb
 
 A request answered 503 (`database_unavailable`: the server's pool had no connection free
 in time) is retried after a short pause, as a client does, and counted: sends carry a
-client_msg_id, so a retried send is stored once. Figures: send latency, sends/s into the one
+client_msg_id, so a retried send is stored once. So is a request left unanswered past the
+client's read timeout (60 s). Figures: send latency, sends/s into the one
 group, the time from the start of a send until
 the last online member has read it, the database rows written per send (inserted, updated
 and deleted rows of every table, from pg_stat_user_tables, over the sends and the reads
@@ -285,7 +286,13 @@ async def w8_large(ctx: Context) -> dict[str, Any] | list[dict[str, Any]]:
     async with open_api(ctx.url, connections, read_timeout=60) as api:
         api.retry_unavailable = True
         for size, large in sizes:
-            refused = api.unavailable
+            refused, timed_out = api.unavailable, api.timed_out
             result = await _one(ctx, api, size, large)
-            results.append({**result, "unavailable_retried": api.unavailable - refused})
+            results.append(
+                {
+                    **result,
+                    "unavailable_retried": api.unavailable - refused,
+                    "timed_out_retried": api.timed_out - timed_out,
+                }
+            )
     return results

@@ -145,7 +145,10 @@ def _large_rows(large: dict[str, Any] | list[dict[str, Any]]) -> list[tuple[str,
                 f"{label}: rows written per send, lost / duplicated",
                 f"{size['rows_per_send']}, {size['lost']} / {size['duplicated']}",
             ),
-            (f"{label}: answers 503, retried", str(size["unavailable_retried"])),
+            (
+                f"{label}: retried: answers 503, timed out",
+                f"{size['unavailable_retried']}, {size['timed_out_retried']}",
+            ),
         ]
     return rows
 
