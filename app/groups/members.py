@@ -240,21 +240,18 @@ async def add_members(
         woken: set[str] = set(added)
         if large and added:
             await work.lock_users(added, news=True)
-            # The added hold news from the start (written below, once for the batch): the
-            # batch's own events write them none, and later ones cost nothing until they
-            # read. Their history starts at their own event (joined_seq).
-            await work.add_members(
-                [MemberRow(u, "member", seq + 1 + i, seq + 1 + i) for i, u in enumerate(added)],
-                news=True,
-            )
+            # Their history starts at their own event (joined_seq), which each gets in its
+            # stream (a device learns it joined): having every event up to it, each holds no
+            # news, and the next event (the batch's next member_added, or any later one)
+            # writes it one, at a seq above its position, so a client reads it.
             for user in added:
-                # The one added gets its event in its stream: a device learns it joined.
+                # Each joins at its own event: the batch's earlier events are not its news.
+                await work.add_members([MemberRow(user, "member", seq + 1, seq + 1)])
                 appended = await work.append_event(
                     "member_added", actor, {"user_id": user}, [user], news=True
                 )
                 seq = appended.seq
                 woken.update(appended.noticed)
-            await work.add_news(added, seq)
         elif added:
             present = [m.user_id for m in await work.members()]
             everyone = sorted({*present, *added})

@@ -151,13 +151,8 @@ class GroupWork(Protocol):
         """The longest-standing admin, else member, other than `leaving` (ties: by user
         id): one ordered query."""
 
-    async def add_members(self, rows: Sequence[MemberRow], *, news: bool = False) -> None:
-        """Insert member rows; with `news`, each holds news at its joined_seq at once
-        (events of the transaction write it no group_news; `add_news` writes its entry)."""
-
-    async def add_news(self, user_ids: Iterable[str], seq: int) -> dict[str, int]:
-        """A `group_news` entry `{"group_id", "seq"}` for each of these members at its next
-        version, and their news_seq = seq. The versions taken."""
+    async def add_members(self, rows: Sequence[MemberRow]) -> None:
+        """Insert member rows (holding no news)."""
 
     async def delete_member(self, user_id: str) -> None: ...
 

@@ -174,12 +174,14 @@ async def test_membership_in_a_large_group(store: Store, settings: Settings) -> 
     changed = await members.add_members(store.groups, settings, owner, group_id, [newcomer])
     assert changed.body["group"]["member_count"] == 6
     assert changed.woken == [newcomer]  # the others hold news already
-    # The one added gets its event directly, and news at once.
+    # The one added gets its event directly; having every event up to it, no news yet.
     stream = await _entries(store, newcomer)
-    assert [kind for kind, _ in stream] == ["group", "group_news"]
+    assert [kind for kind, _ in stream] == ["group"]
     assert stream[0][1]["event"]["kind"] == "member_added"
-    assert stream[1][1] == {"group_id": group_id, "seq": 3}
-    assert (await _send(store, group_id, owner, "and you")).members == []
+    assert await _news_seq(store, group_id, newcomer) is None
+    # The next event signals it (at a seq above its position), and it alone.
+    assert (await _send(store, group_id, owner, "and you")).members == [newcomer]
+    assert await _news(store, newcomer, group_id) == [4]
 
     removed = users[2]
     before = len(await _entries(store, removed))
@@ -205,11 +207,15 @@ async def test_bulk_add_locks_and_counts_without_reading_the_group(
     assert await store.groups.members(group_id, None, 1000) is not None
     log = await store.groups.events(group_id, 1, 1000)
     assert [e.kind for e in log] == ["member_added"] * 300
-    # Each added member: its own event, then one news entry for the batch.
-    stream = await _entries(store, batch[-1])
-    assert [kind for kind, _ in stream] == ["group", "group_news"]
-    assert stream[1][1]["seq"] == 301
+    # Each added member: its own event, then news from the batch's next event; the last
+    # one added has every event there is.
+    added = sorted(batch)
+    first = await _entries(store, added[0])
+    assert [kind for kind, _ in first] == ["group", "group_news"]
+    assert first[0][1]["event"]["seq"] == 2
+    assert first[1][1]["seq"] == 3
+    assert [kind for kind, _ in await _entries(store, added[-1])] == ["group"]
     # The existing members got one news entry for the whole batch.
     assert await _news(store, users[1], group_id) == [2]
     sent = await _send(store, group_id, users[3], "to 305")
-    assert sent.members == []
+    assert sent.members == [added[-1]]

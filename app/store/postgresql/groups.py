@@ -99,16 +99,9 @@ class _Work:
         rows = await self._all("heir", group_id=self.group_id, leaving=leaving)
         return _member(rows[0]) if rows else None
 
-    async def add_news(self, user_ids: Iterable[str], seq: int) -> dict[str, int]:
-        rows = await self._all(
-            "add_news", group_id=self.group_id, user_ids=sorted(set(user_ids)), seq=seq
-        )
-        return {row[0]: row[1] for row in rows}
-
-    async def add_members(self, rows: Sequence[MemberRow], *, news: bool = False) -> None:
+    async def add_members(self, rows: Sequence[MemberRow]) -> None:
         await self._all(
             "add_members",
-            news=news,
             group_id=self.group_id,
             user_ids=[r.user_id for r in rows],
             roles=[r.role for r in rows],

@@ -75,11 +75,8 @@ ORDER BY user_id
 LIMIT %(limit)s
 
 -- name: add_members
--- With news, each holds news at its joined_seq (its group_news entry is written by
--- add_news): the events of the transaction write it none.
-INSERT INTO group_members (group_id, user_id, role, joined_seq, read_seq, news_seq)
-SELECT %(group_id)s, a.user_id, a.role, a.joined_seq, a.read_seq,
-       CASE WHEN %(news)s THEN a.joined_seq END
+INSERT INTO group_members (group_id, user_id, role, joined_seq, read_seq)
+SELECT %(group_id)s, a.user_id, a.role, a.joined_seq, a.read_seq
 FROM unnest(CAST(%(user_ids)s AS text[]), CAST(%(roles)s AS text[]),
             CAST(%(joined)s AS bigint[]), CAST(%(read)s AS bigint[]))
      AS a(user_id, role, joined_seq, read_seq)
@@ -95,31 +92,6 @@ WHERE group_id = %(group_id)s AND user_id = %(user_id)s
 UPDATE groups SET title = %(title)s, owner = %(owner)s, member_count = %(member_count)s,
                   large = %(large)s
 WHERE group_id = %(group_id)s
-
--- name: add_news
--- A group_news entry for each of these members (their users already locked by this
--- transaction, in order), and their news_seq.
-WITH locked AS (
-    SELECT user_id FROM users WHERE user_id = ANY(CAST(%(user_ids)s AS text[]))
-    ORDER BY user_id
-    FOR UPDATE
-), bumped AS (
-    UPDATE users SET latest_version = users.latest_version + 1
-    FROM locked
-    WHERE users.user_id = locked.user_id
-    RETURNING users.user_id, users.latest_version
-), marked AS (
-    UPDATE group_members SET news_seq = %(seq)s
-    FROM bumped
-    WHERE group_members.group_id = %(group_id)s AND group_members.user_id = bumped.user_id
-), entries AS (
-    INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
-    SELECT bumped.user_id, bumped.latest_version, 'group_news', now(), NULL,
-           CAST(json_build_object('group_id', CAST(%(group_id)s AS text),
-                                  'seq', CAST(%(seq)s AS bigint)) AS text)
-    FROM bumped
-)
-SELECT user_id, latest_version FROM bumped
 
 -- name: append_event
 -- The group's next seq (its row is already locked by this transaction), the logged event,

@@ -224,7 +224,7 @@ class _Work:
         ).first()
         return MemberRow(*row) if row is not None else None
 
-    async def add_members(self, rows: Sequence[MemberRow], *, news: bool = False) -> None:
+    async def add_members(self, rows: Sequence[MemberRow]) -> None:
         await self._session.execute(
             insert(GroupMember),
             [
@@ -234,14 +234,10 @@ class _Work:
                     "role": r.role,
                     "joined_seq": r.joined_seq,
                     "read_seq": r.read_seq,
-                    "news_seq": r.joined_seq if news else None,
                 }
                 for r in rows
             ],
         )
-
-    async def add_news(self, user_ids: Iterable[str], seq: int) -> dict[str, int]:
-        return await _write_news(self._session, self.group_id, user_ids, seq, self._clock())
 
     async def delete_member(self, user_id: str) -> None:
         await self._session.execute(
