@@ -240,18 +240,13 @@ async def add_members(
         woken: set[str] = set(added)
         if large and added:
             await work.lock_users(added, news=True)
-            # Their history starts at their own event (joined_seq), which each gets in its
-            # stream (a device learns it joined): having every event up to it, each holds no
-            # news, and the next event (the batch's next member_added, or any later one)
-            # writes it one, at a seq above its position, so a client reads it.
-            for user in added:
-                # Each joins at its own event: the batch's earlier events are not its news.
-                await work.add_members([MemberRow(user, "member", seq + 1, seq + 1)])
-                appended = await work.append_event(
-                    "member_added", actor, {"user_id": user}, [user], news=True
-                )
-                seq = appended.seq
-                woken.update(appended.noticed)
+            # Each joins at its own event, which it gets in its stream (a device learns it
+            # joined); the next event (the batch's next member_added, or any later one)
+            # gives it news, at a seq above its position, so a client reads the log. (News
+            # at the seq it joined at would be at its position: never read, never covered,
+            # and no later event would signal it.)
+            woken.update(await work.add_large(actor, added, seq + 1))
+            seq += len(added)
         elif added:
             present = [m.user_id for m in await work.members()]
             everyone = sorted({*present, *added})

@@ -154,6 +154,14 @@ class GroupWork(Protocol):
     async def add_members(self, rows: Sequence[MemberRow]) -> None:
         """Insert member rows (holding no news)."""
 
+    async def add_large(self, actor: str, user_ids: Sequence[str], first_seq: int) -> list[str]:
+        """Add these users to a large group, one `member_added` event each (seqs from
+        `first_seq`, in the order given), set-based: each added gets its event as a `group`
+        entry and joins at it; each but the last holds news from the next event (a
+        `group_news` entry at that seq); the members holding no news get one at
+        `first_seq`. The users' rows are already locked (lock_users with news). Who among
+        the members got news."""
+
     async def delete_member(self, user_id: str) -> None: ...
 
     async def set_role(self, user_id: str, role: str) -> None: ...

@@ -115,6 +115,17 @@ class _Work:
     async def set_role(self, user_id: str, role: str) -> None:
         await self._all("set_role", group_id=self.group_id, user_id=user_id, role=role)
 
+    async def add_large(self, actor: str, user_ids: Sequence[str], first_seq: int) -> list[str]:
+        rows = await self._all(
+            "add_large",
+            group_id=self.group_id,
+            actor=actor,
+            user_ids=list(user_ids),
+            first=first_seq,
+            last=first_seq + len(user_ids) - 1,
+        )
+        return sorted(row[0] for row in rows)
+
     async def update_group(
         self, *, title: str, owner: str | None, member_count: int, large: bool
     ) -> None:

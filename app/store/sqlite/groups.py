@@ -253,6 +253,17 @@ class _Work:
             .values(role=role)
         )
 
+    async def add_large(self, actor: str, user_ids: Sequence[str], first_seq: int) -> list[str]:
+        noticed: set[str] = set()
+        for seq, user in enumerate(user_ids, start=first_seq):
+            await self.add_members([MemberRow(user, "member", seq, seq)])
+            appended = await self.append_event(
+                "member_added", actor, {"user_id": user}, [user], news=True
+            )
+            assert appended.seq == seq
+            noticed.update(appended.noticed)
+        return sorted(noticed - set(user_ids))
+
     async def update_group(
         self, *, title: str, owner: str | None, member_count: int, large: bool
     ) -> None:
