@@ -240,21 +240,13 @@ async def add_members(
         woken: set[str] = set(added)
         if large and added:
             await work.lock_users(added, news=True)
-            # The added hold news from the start (written below, once for the batch): the
-            # batch's own events write them none, and later ones cost nothing until they
-            # read. Their history starts at their own event (joined_seq).
-            await work.add_members(
-                [MemberRow(u, "member", seq + 1 + i, seq + 1 + i) for i, u in enumerate(added)],
-                news=True,
-            )
-            for user in added:
-                # The one added gets its event in its stream: a device learns it joined.
-                appended = await work.append_event(
-                    "member_added", actor, {"user_id": user}, [user], news=True
-                )
-                seq = appended.seq
-                woken.update(appended.noticed)
-            await work.add_news(added, seq)
+            # Each joins at its own event, which it gets in its stream (a device learns it
+            # joined); the next event (the batch's next member_added, or any later one)
+            # gives it news, at a seq above its position, so a client reads the log. (News
+            # at the seq it joined at would be at its position: never read, never covered,
+            # and no later event would signal it.)
+            woken.update(await work.add_large(actor, added, seq + 1))
+            seq += len(added)
         elif added:
             present = [m.user_id for m in await work.members()]
             everyone = sorted({*present, *added})

@@ -151,13 +151,16 @@ class GroupWork(Protocol):
         """The longest-standing admin, else member, other than `leaving` (ties: by user
         id): one ordered query."""
 
-    async def add_members(self, rows: Sequence[MemberRow], *, news: bool = False) -> None:
-        """Insert member rows; with `news`, each holds news at its joined_seq at once
-        (events of the transaction write it no group_news; `add_news` writes its entry)."""
+    async def add_members(self, rows: Sequence[MemberRow]) -> None:
+        """Insert member rows (holding no news)."""
 
-    async def add_news(self, user_ids: Iterable[str], seq: int) -> dict[str, int]:
-        """A `group_news` entry `{"group_id", "seq"}` for each of these members at its next
-        version, and their news_seq = seq. The versions taken."""
+    async def add_large(self, actor: str, user_ids: Sequence[str], first_seq: int) -> list[str]:
+        """Add these users to a large group, one `member_added` event each (seqs from
+        `first_seq`, in the order given), set-based: each added gets its event as a `group`
+        entry and joins at it; each but the last holds news from the next event (a
+        `group_news` entry at that seq); the members holding no news get one at
+        `first_seq`. The users' rows are already locked (lock_users with news). Who among
+        the members got news."""
 
     async def delete_member(self, user_id: str) -> None: ...
 

@@ -99,16 +99,9 @@ class _Work:
         rows = await self._all("heir", group_id=self.group_id, leaving=leaving)
         return _member(rows[0]) if rows else None
 
-    async def add_news(self, user_ids: Iterable[str], seq: int) -> dict[str, int]:
-        rows = await self._all(
-            "add_news", group_id=self.group_id, user_ids=sorted(set(user_ids)), seq=seq
-        )
-        return {row[0]: row[1] for row in rows}
-
-    async def add_members(self, rows: Sequence[MemberRow], *, news: bool = False) -> None:
+    async def add_members(self, rows: Sequence[MemberRow]) -> None:
         await self._all(
             "add_members",
-            news=news,
             group_id=self.group_id,
             user_ids=[r.user_id for r in rows],
             roles=[r.role for r in rows],
@@ -121,6 +114,17 @@ class _Work:
 
     async def set_role(self, user_id: str, role: str) -> None:
         await self._all("set_role", group_id=self.group_id, user_id=user_id, role=role)
+
+    async def add_large(self, actor: str, user_ids: Sequence[str], first_seq: int) -> list[str]:
+        rows = await self._all(
+            "add_large",
+            group_id=self.group_id,
+            actor=actor,
+            user_ids=list(user_ids),
+            first=first_seq,
+            last=first_seq + len(user_ids) - 1,
+        )
+        return sorted(row[0] for row in rows)
 
     async def update_group(
         self, *, title: str, owner: str | None, member_count: int, large: bool

@@ -75,14 +75,11 @@ ORDER BY user_id
 LIMIT %(limit)s
 
 -- name: add_members
--- With news, each holds news at its joined_seq (its group_news entry is written by
--- add_news): the events of the transaction write it none. A new member's row takes the
--- group's newest message, so the group is listed by it at once; none in a large group
--- (its sends write no member row: the conversation list reads the group's).
-INSERT INTO group_members (group_id, user_id, role, joined_seq, read_seq, news_seq,
-                           last_message_id)
+-- A new member's row takes the group's newest message, so the group is listed by it at
+-- once; none in a large group (its sends write no member row: the conversation list reads
+-- the group's).
+INSERT INTO group_members (group_id, user_id, role, joined_seq, read_seq, last_message_id)
 SELECT g.group_id, a.user_id, a.role, a.joined_seq, a.read_seq,
-       CASE WHEN %(news)s THEN a.joined_seq END,
        CASE WHEN NOT g.large THEN coalesce(g.last_message_id, 0) END
 FROM unnest(CAST(%(user_ids)s AS text[]), CAST(%(roles)s AS text[]),
             CAST(%(joined)s AS bigint[]), CAST(%(read)s AS bigint[]))
@@ -113,30 +110,78 @@ SET last_message_id = CASE WHEN NOT %(large)s THEN coalesce(prior.last_message_i
 FROM prior
 WHERE group_members.group_id = %(group_id)s AND prior.large <> %(large)s
 
--- name: add_news
--- A group_news entry for each of these members (their users already locked by this
--- transaction, in order), and their news_seq.
-WITH locked AS (
-    SELECT user_id FROM users WHERE user_id = ANY(CAST(%(user_ids)s AS text[]))
-    ORDER BY user_id
-    FOR UPDATE
+-- name: add_large
+-- Users added to a large group, one member_added event each (seqs first..last in the order
+-- given), in one statement: the rows, the logged events, each added user's `group` entry for
+-- its own event, and news: each added but the last holds news from the next event (a
+-- group_news entry at seq + 1, right after its own entry), the members holding none get
+-- one at `first`. The users' rows are already locked in order (lock_users_news); the
+-- members read here are those before the statement (the added are not among them).
+WITH a AS (
+    SELECT t.user_id, %(first)s + t.o - 1 AS seq
+    FROM unnest(CAST(%(user_ids)s AS text[])) WITH ORDINALITY AS t(user_id, o)
+), ev AS (
+    UPDATE groups SET latest_seq = %(last)s
+    WHERE group_id = %(group_id)s
+    RETURNING now() AS created_at,
+              to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS stamp
+), joined AS (
+    -- No newest message on a large group's member rows (NULL): the conversation list reads
+    -- the group's row.
+    INSERT INTO group_members (group_id, user_id, role, joined_seq, read_seq, news_seq,
+                               last_message_id)
+    SELECT %(group_id)s, a.user_id, 'member', a.seq, a.seq,
+           CASE WHEN a.seq < %(last)s THEN a.seq + 1 END, NULL
+    FROM a
+), logged AS (
+    INSERT INTO group_events (group_id, seq, kind, actor, created_at, message_id, data)
+    SELECT %(group_id)s, a.seq, 'member_added', %(actor)s, ev.created_at, CAST(NULL AS bigint),
+           CAST(json_build_object('user_id', a.user_id) AS text)
+    FROM a, ev
+), targets AS (
+    SELECT a.user_id, a.seq, false AS existing FROM a
+    UNION ALL
+    SELECT m.user_id, %(first)s, true FROM group_members AS m
+    WHERE m.group_id = %(group_id)s AND m.news_seq IS NULL
+), locked AS (
+    SELECT u.user_id, t.seq, t.existing
+    FROM users AS u JOIN targets AS t ON t.user_id = u.user_id
+    ORDER BY u.user_id
+    FOR UPDATE OF u
 ), bumped AS (
-    UPDATE users SET latest_version = users.latest_version + 1
+    UPDATE users SET latest_version = users.latest_version
+        + CASE WHEN NOT locked.existing AND locked.seq < %(last)s THEN 2 ELSE 1 END
     FROM locked
     WHERE users.user_id = locked.user_id
-    RETURNING users.user_id, users.latest_version
-), marked AS (
-    UPDATE group_members SET news_seq = %(seq)s
+    RETURNING users.user_id, users.latest_version, locked.seq, locked.existing
+), noticed AS (
+    UPDATE group_members SET news_seq = %(first)s
     FROM bumped
-    WHERE group_members.group_id = %(group_id)s AND group_members.user_id = bumped.user_id
+    WHERE bumped.existing AND group_members.group_id = %(group_id)s
+      AND group_members.user_id = bumped.user_id
 ), entries AS (
     INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
-    SELECT bumped.user_id, bumped.latest_version, 'group_news', now(), NULL,
-           CAST(json_build_object('group_id', CAST(%(group_id)s AS text),
-                                  'seq', CAST(%(seq)s AS bigint)) AS text)
-    FROM bumped
+    SELECT b.user_id, b.latest_version - CASE WHEN b.seq < %(last)s THEN 1 ELSE 0 END,
+           'group', ev.created_at, CAST(NULL AS bigint),
+           CAST(json_build_object(
+               'group_id', CAST(%(group_id)s AS text),
+               'event', json_build_object(
+                   'seq', b.seq, 'kind', 'member_added', 'created_at', ev.stamp,
+                   'actor', CAST(%(actor)s AS text),
+                   'data', json_build_object('user_id', b.user_id))
+           ) AS text)
+    FROM bumped AS b, ev
+    WHERE NOT b.existing
+    UNION ALL
+    SELECT b.user_id, b.latest_version, 'group_news', ev.created_at, CAST(NULL AS bigint),
+           CAST(json_build_object(
+               'group_id', CAST(%(group_id)s AS text),
+               'seq', CASE WHEN b.existing THEN b.seq ELSE b.seq + 1 END
+           ) AS text)
+    FROM bumped AS b, ev
+    WHERE b.existing OR b.seq < %(last)s
 )
-SELECT user_id, latest_version FROM bumped
+SELECT user_id FROM bumped WHERE existing
 
 -- name: append_event
 -- The group's next seq (its row is already locked by this transaction), the logged event,

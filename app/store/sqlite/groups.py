@@ -224,7 +224,7 @@ class _Work:
         ).first()
         return MemberRow(*row) if row is not None else None
 
-    async def add_members(self, rows: Sequence[MemberRow], *, news: bool = False) -> None:
+    async def add_members(self, rows: Sequence[MemberRow]) -> None:
         # A new member's row takes the group's newest message, so the group is listed by it;
         # none in a large group (its sends write no member row: the list reads the group's).
         large, last = (
@@ -243,14 +243,10 @@ class _Work:
                     "joined_seq": r.joined_seq,
                     "read_seq": r.read_seq,
                     "last_message_id": listed,
-                    "news_seq": r.joined_seq if news else None,
                 }
                 for r in rows
             ],
         )
-
-    async def add_news(self, user_ids: Iterable[str], seq: int) -> dict[str, int]:
-        return await _write_news(self._session, self.group_id, user_ids, seq, self._clock())
 
     async def delete_member(self, user_id: str) -> None:
         await self._session.execute(
@@ -265,6 +261,17 @@ class _Work:
             .where(GroupMember.group_id == self.group_id, GroupMember.user_id == user_id)
             .values(role=role)
         )
+
+    async def add_large(self, actor: str, user_ids: Sequence[str], first_seq: int) -> list[str]:
+        noticed: set[str] = set()
+        for seq, user in enumerate(user_ids, start=first_seq):
+            await self.add_members([MemberRow(user, "member", seq, seq)])
+            appended = await self.append_event(
+                "member_added", actor, {"user_id": user}, [user], news=True
+            )
+            assert appended.seq == seq
+            noticed.update(appended.noticed)
+        return sorted(noticed - set(user_ids))
 
     async def update_group(
         self, *, title: str, owner: str | None, member_count: int, large: bool
