@@ -245,6 +245,8 @@ async def test_conversation_list_orders_groups_in_either_mode(client: httpx.Asyn
     await _say(client, owner, growing, "growing 2")
     assert await listed(owner) == ["growing 2", "large 2", "small 1"]
     assert await listed(others[3]) == ["growing 2"]
+    await _add(client, owner, large, [others[3].user_id])  # a group that is large already
+    assert await listed(others[3]) == ["growing 2", "large 2"]
     await _remove(client, owner, growing, others[3].user_id)
     view = (await client.get(f"/groups/{growing}", headers=owner.headers)).json()
     assert not view["group"]["large"]

@@ -234,7 +234,9 @@ class _Work:
         ).one()
         listed = None if large else last or 0
         await self._session.execute(
-            insert(GroupMember),
+            # render_nulls: the ORM's bulk insert would leave a None out, and the column's
+            # default (0) would take its place.
+            insert(GroupMember).execution_options(render_nulls=True),
             [
                 {
                     "group_id": self.group_id,
