@@ -2,14 +2,14 @@
 
 Per size (`w8_large_sizes`, and `w8_large_small`, a fanned-out group to compare): one
 group of that many members, loaded in SQL as W7 loads its pushers (100,000 sign-ups through
-HTTP would measure Argon2 and the member API, not the sends). Every member has read the
-group up to its creation; a member of a large group that is not online holds a `group_news`
-entry no read has covered (as one who stopped reading does: later sends write it nothing).
-`w8_pollers` members are online: each long-polls its stream and follows the group exactly as
-a client must (DESIGN.md "Groups"): on each `group_news` entry it reads the log from its own
-last seq until `has_more` is false; in a small group the messages come as entries. First
-they catch up (which covers their news), then `w8_large_senders` concurrent members send
-`w8_large_messages` messages into the group.
+HTTP would measure Argon2 and the member API, not the sends). `w8_pollers` members are
+online, caught up to the group's creation: each long-polls its stream and follows the group
+exactly as docs/client-algorithm.md tells a client: on `group_news` news above its position
+it reads the log from its own last seq until `has_more` is false; in a small group the
+messages come as entries. A member of a large group who is not online holds a `group_news`
+entry no read has covered (as one who has not read since does: later sends write it
+nothing). Then `w8_large_senders` concurrent members send `w8_large_messages` messages into
+the group.
 
 A request answered 503 (`database_unavailable`: the server's pool had no connection free
 in time) is retried after a short pause, as a client does, and counted: sends carry a
@@ -41,10 +41,14 @@ from app.config import Settings
 __all__ = ["w8_large"]
 
 # Members m1..m<size>: the first `senders` send, the next `pollers` are online (both have a
-# device each); the group was created by m1 at seq 1 and none has anything unread.
+# device each); the group was created by m1 at seq 1. The online members have read the log
+# up to it (their devices' position is 1) and hold no news; in a large group every other
+# member holds news of seq 1 no read has covered (its group_news entry, version 1), as one
+# who has not read since does.
 _LOAD = """
 INSERT INTO users (user_id, password_hash, latest_version, floor_version, created_at)
-SELECT %(prefix)s || 'm' || g, 'not-a-login', CASE WHEN %(large)s THEN 1 ELSE 0 END, 0, now()
+SELECT %(prefix)s || 'm' || g, 'not-a-login',
+       CASE WHEN %(large)s AND g > %(online_to)s THEN 1 ELSE 0 END, 0, now()
 FROM generate_series(1, %(size)s) g;
 
 INSERT INTO devices (device_id, user_id, token_hash, name, acked_version, created_at,
@@ -62,19 +66,18 @@ INSERT INTO group_events (group_id, seq, kind, actor, created_at, message_id, da
 VALUES (%(prefix)s || 'g', 1, 'created', %(prefix)s || 'm1', now(), NULL,
         '{"title": "W8", "members": []}');
 
--- In a large group every member holds news of seq 1 (its group_news entry, version 1),
--- uncovered: the online members cover it when they first read the log.
 INSERT INTO group_members (group_id, user_id, role, joined_seq, read_seq, news_seq,
                            last_message_id)
 SELECT %(prefix)s || 'g', %(prefix)s || 'm' || g,
        CASE WHEN g = 1 THEN 'owner' ELSE 'member' END, 1, 1,
-       CASE WHEN %(large)s THEN 1 END, CASE WHEN NOT %(large)s THEN 0 END
+       CASE WHEN %(large)s AND g > %(online_to)s THEN 1 END,
+       CASE WHEN NOT %(large)s THEN 0 END
 FROM generate_series(1, %(size)s) g;
 
 INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
 SELECT %(prefix)s || 'm' || g, 1, 'group_news', now(), NULL,
        '{"group_id":"' || %(prefix)s || 'g","seq":1}'
-FROM generate_series(1, %(size)s) g
+FROM generate_series(%(online_to)s + 1, %(size)s) g
 WHERE %(large)s
 """
 
@@ -84,7 +87,13 @@ SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables
 
 
 def _load(database_url: str, prefix: str, size: int, devices: int, large: bool) -> None:
-    params = {"prefix": prefix, "size": size, "devices": devices, "large": large}
+    params = {
+        "prefix": prefix,
+        "size": size,
+        "devices": devices,
+        "online_to": devices,
+        "large": large,
+    }
     with psycopg.connect(database_url) as conn:
         for statement in _LOAD.split(";\n"):
             if statement.strip():
@@ -100,32 +109,51 @@ def _writes(database_url: str) -> dict[str, tuple[int, int, int]]:
 
 @dataclass
 class _Poller:
-    """An online member's device, following the group as a client must."""
+    """An online member's device, following the group as docs/client-algorithm.md tells a
+    client: a group_news entry raises the news mark; after each stream page, while the mark
+    is above the position, the log is read from the position until has_more is false."""
 
     api: Api
     device: BenchDevice
     group_id: str
     since: int = 0
-    position: int = 1  # the group's seq read up to: its creation, read before the run
-    seen: list[int] = field(default_factory=list)  # message ids, in the order seen
+    position: int = 1  # the group's seq applied up to: its creation, read before the run
+    news_seq: int = 0
+    seen: list[int] = field(default_factory=list)  # message ids, in the order shown
     seen_at: dict[int, float] = field(default_factory=dict)
+    after_gap: set[int] = field(default_factory=set)  # shown from the stream past a gap
     duplicated: int = 0
     log_reads: int = 0
     progress: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def _saw(self, seq: int, message_id: int | None, at: float) -> None:
-        if seq <= self.position:
-            # The log answered what this device had read: a client would drop it; counted.
+    def _show(self, message_id: int, at: float) -> None:
+        if message_id in self.seen_at:
             self.duplicated += 1
+            return
+        self.seen.append(message_id)
+        self.seen_at[message_id] = at
+        self.progress.set()
+
+    def _from_stream(self, seq: int, message_id: int, at: float) -> None:
+        if seq <= self.position:
+            return  # applied already, from the log
+        if seq == self.position + 1 and self.news_seq <= self.position:
+            self.position = seq
+        else:  # a gap below it: shown now, applied again in its place by the log read
+            self.news_seq = max(self.news_seq, seq)
+            self.after_gap.add(message_id)
+        self._show(message_id, at)
+
+    def _from_log(self, seq: int, message_id: int | None, at: float) -> None:
+        if seq <= self.position:
+            self.duplicated += 1  # the log answered below the position asked for
             return
         self.position = seq
         if message_id is not None:
-            if message_id in self.seen_at:
-                self.duplicated += 1
+            if message_id in self.after_gap:
+                self.after_gap.discard(message_id)  # the replay in its place, not a repeat
                 return
-            self.seen.append(message_id)
-            self.seen_at[message_id] = at
-        self.progress.set()
+            self._show(message_id, at)
 
     async def read_log(self) -> None:
         while True:
@@ -134,23 +162,22 @@ class _Poller:
             at = time.perf_counter()
             for event in page["events"]:
                 message = event["data"] if event["kind"] == "message" else None
-                self._saw(event["seq"], message["id"] if message else None, at)
+                self._from_log(event["seq"], message["id"] if message else None, at)
             if not page["has_more"]:
                 return
 
     async def step(self, timeout: float) -> None:
-        """One page of the stream (a long-poll when caught up), every entry applied."""
+        """One page of the stream (a long-poll when caught up), then the log if news."""
         page, _ = await self.api.sync(self.device, since=self.since, timeout=timeout, limit=1000)
         at = time.perf_counter()
-        news = False
         for entry in page["entries"]:
             data = entry["data"]
             if entry["kind"] == "group_news" and data["group_id"] == self.group_id:
-                news = True
+                self.news_seq = max(self.news_seq, data["seq"])
             elif entry["kind"] == "message" and data.get("group_id") == self.group_id:
-                self._saw(data["seq"], data["id"], at)
+                self._from_stream(data["seq"], data["id"], at)
         self.since = page["next_since"]
-        if news:
+        if self.news_seq > self.position:
             await self.read_log()
 
     async def follow(self, stop: asyncio.Event, timeout: float) -> None:
@@ -173,7 +200,7 @@ async def _one(ctx: Context, api: Api, size: int, large: bool) -> dict[str, Any]
     ]
     group_id = f"{prefix}g"
     online = [_Poller(api, d, group_id) for d in devices[senders:]]
-    # Caught up first: every online member reads its stream and the log to the end.
+    # Caught up first: every online member reads its stream (and the log, had it news).
     await asyncio.gather(*(p.step(0) for p in online))
     stop = asyncio.Event()
     timeout = 20.0
