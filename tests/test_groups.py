@@ -132,7 +132,7 @@ async def test_group_too_large(database_url: str, tmp_path: Any) -> None:
     from app.main import create_app
     from tests.conftest import make_settings
 
-    settings = make_settings(database_url, group_fanout_limit=3)
+    settings = make_settings(database_url, group_max_members=3)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

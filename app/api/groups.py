@@ -158,9 +158,10 @@ async def remove(
     user_id: UserPath,
     device: CurrentDevice,
     store: StoreDep,
+    settings: SettingsDep,
     notifier: NotifierDep,
 ) -> Response:
-    changed = await members.remove_member(store.groups, device.user_id, group_id, user_id)
+    changed = await members.remove_member(store.groups, settings, device.user_id, group_id, user_id)
     notifier.notify(changed.woken)
     return Response(status_code=204)
 

@@ -222,7 +222,8 @@ class Group(Base):
     client_group_id: Mapped[str | None] = mapped_column(String(128))
     latest_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     member_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    # Large groups (read from the log, not fanned out) are not built yet: always false.
+    # member_count > MSGSYNC_GROUP_FANOUT_LIMIT: events are read from the log, members
+    # learn of them through coalesced group_news entries (kept by every membership change).
     large: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # The newest message: orders groups among conversations (message ids are one sequence).
     last_message_id: Mapped[int | None] = mapped_column(BigInteger)
@@ -233,8 +234,19 @@ class GroupMember(Base):
     """A member of a group; the row goes when the member leaves or is removed."""
 
     __tablename__ = "group_members"
-    # A user's groups (conversation list, sync fallback), by newest message.
-    __table_args__ = (Index(None, "user_id"),)
+    __table_args__ = (
+        # A user's groups (conversation list, sync fallback), by newest message.
+        Index(None, "user_id"),
+        # An event of a large group finds the members who hold no uncovered news without
+        # reading the others (a group may have 100,000 members).
+        Index(
+            "ix_group_members_news_pending",
+            "group_id",
+            "user_id",
+            postgresql_where=text("news_seq IS NULL"),
+            sqlite_where=text("news_seq IS NULL"),
+        ),
+    )
 
     group_id: Mapped[str] = mapped_column(
         ForeignKey("groups.group_id", ondelete="CASCADE"), primary_key=True
@@ -247,6 +259,9 @@ class GroupMember(Base):
     joined_seq: Mapped[int] = mapped_column(BigInteger)
     # The member's read cursor (a seq); never moves back.
     read_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Large groups: the seq at which this member's group_news entry was written, while no
+    # read of the log has covered it (NULL: none uncovered, the next event writes one).
+    news_seq: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class GroupEvent(Base):

@@ -4,6 +4,15 @@ Every change runs in one GroupWork (app.store.groups): the group's lock first, t
 user concerned locked in user-id order before the first event (so that a change made of
 several events, such as adding many members, never takes a user's lock out of order), then
 member rows.
+
+A group is large while it has more than MSGSYNC_GROUP_FANOUT_LIMIT members; an event takes
+the mode the group has once the change is made (so the change that crosses the limit is the
+first event of the new mode). Small: the event is written to every member's stream. Large:
+to the member concerned alone (the one added, removed or leaving), and the others learn of
+it through group_news (`news=True`); nothing reads or locks every member. Switching loses
+nothing: a member who held news when the group became small reads the log as well as its
+entries (clients skip an event at or below their position), and a member whose news a read
+covered in small mode gets news again from the first large event.
 """
 
 from __future__ import annotations
@@ -41,8 +50,11 @@ class Changed:
 
 
 def group_limit(settings: Settings) -> int:
-    # Until large groups exist, a group may not outgrow write fan-out.
-    return min(settings.group_fanout_limit, settings.group_max_members)
+    return settings.group_max_members
+
+
+def _large(settings: Settings, member_count: int) -> bool:
+    return member_count > settings.group_fanout_limit
 
 
 def _too_large(limit: int) -> AppError:
@@ -91,6 +103,9 @@ async def create_group(
     everyone = sorted({creator, *members})
     if len(everyone) > group_limit(settings):
         raise _too_large(group_limit(settings))
+    # Every member is concerned by `created` (each is added by it), so each gets it, large
+    # or not; having every event so far, they hold no news (news_seq NULL).
+    large = _large(settings, len(everyone))
     try:
         async with store.work() as work:
             await _missing_users(work, everyone)
@@ -106,7 +121,9 @@ async def create_group(
             appended = await work.append_event(
                 "created", creator, {"title": title, "members": everyone}, everyone
             )
-            await work.update_group(title=title, owner=creator, member_count=len(everyone))
+            await work.update_group(
+                title=title, owner=creator, member_count=len(everyone), large=large
+            )
     except Conflict:
         # The same client_group_id committed while we worked: answer with the first group.
         assert client_group_id is not None
@@ -122,7 +139,7 @@ async def create_group(
         client_group_id,
         appended.seq,
         len(everyone),
-        False,
+        large,
         row.created_at,
     )
     me = MemberRow(creator, "owner", 1, 1)
@@ -161,52 +178,92 @@ async def page(
     }
 
 
+async def _to_everyone(
+    work: GroupWork,
+    large: bool,
+    kind: str,
+    actor: str,
+    data: dict[str, Any],
+    concerned: list[str],
+) -> list[str]:
+    """An event for every member: written to each (small), or to `concerned` alone with
+    group_news for the others (large). Who has news, to wake after commit."""
+    if large:
+        await work.lock_users(concerned, news=True)
+        appended = await work.append_event(kind, actor, data, concerned, news=True)
+        return sorted({*concerned, *appended.noticed})
+    everyone = sorted({*(m.user_id for m in await work.members()), *concerned})
+    await work.lock_users(everyone)
+    await work.append_event(kind, actor, data, everyone)
+    return everyone
+
+
 async def rename(store: GroupStore, actor: str, group_id: str, title: str) -> Changed:
     async with store.work() as work:
         row, me = await _locked_member(work, group_id, actor)
         _manager(me)
-        members = [m.user_id for m in await work.members()]
-        await work.lock_users(members)
-        appended = await work.append_event("title_changed", actor, {"title": title}, members)
-        await work.update_group(title=title, owner=row.owner, member_count=row.member_count)
+        woken = await _to_everyone(work, row.large, "title_changed", actor, {"title": title}, [])
+        await work.update_group(
+            title=title, owner=row.owner, member_count=row.member_count, large=row.large
+        )
     renamed = GroupRow(
         row.group_id,
         title,
         row.owner,
         row.creator,
         row.client_group_id,
-        appended.seq,
+        row.latest_seq + 1,
         row.member_count,
         row.large,
         row.created_at,
     )
-    return Changed({"group": render.group(renamed, me)}, members)
+    return Changed({"group": render.group(renamed, me)}, woken)
 
 
 async def add_members(
     store: GroupStore, settings: Settings, actor: str, group_id: str, user_ids: list[str]
 ) -> Changed:
+    """One `member_added` event per member added. Which of the ids are members already is
+    one query and the count is the group's counter: a batch of 1,000 into a group of
+    100,000 reads and locks the 1,000 (and, large, the members getting news), not the
+    group."""
     async with store.work() as work:
         row, me = await _locked_member(work, group_id, actor)
         _manager(me)
-        present = {m.user_id for m in await work.members()}
-        added = sorted(set(user_ids) - present)
-        if len(present) + len(added) > group_limit(settings):
+        added = sorted(set(user_ids) - await work.members_among(user_ids))
+        count = row.member_count + len(added)
+        if count > group_limit(settings):
             raise _too_large(group_limit(settings))
         await _missing_users(work, added)
-        everyone = sorted(present | set(added))
-        await work.lock_users(everyone)
+        large = _large(settings, count)
         seq = row.latest_seq
-        recipients = set(present)
-        for user in added:
-            # One event per member added; the one added gets it too, so a device learns
-            # it joined. The member's history starts at that event (joined_seq).
-            seq += 1
-            await work.add_members([MemberRow(user, "member", seq, seq)])
-            recipients.add(user)
-            appended = await work.append_event("member_added", actor, {"user_id": user}, recipients)
-            assert appended.seq == seq
-        await work.update_group(title=row.title, owner=row.owner, member_count=len(everyone))
+        woken: set[str] = set(added)
+        if large and added:
+            await work.lock_users(added, news=True)
+            # Each joins at its own event, which it gets in its stream (a device learns it
+            # joined); the next event (the batch's next member_added, or any later one)
+            # gives it news, at a seq above its position, so a client reads the log. (News
+            # at the seq it joined at would be at its position: never read, never covered,
+            # and no later event would signal it.)
+            woken.update(await work.add_large(actor, added, seq + 1))
+            seq += len(added)
+        elif added:
+            present = [m.user_id for m in await work.members()]
+            everyone = sorted({*present, *added})
+            await work.lock_users(everyone)
+            recipients = set(present)
+            woken.update(everyone)
+            for user in added:
+                # One event per member added; the one added gets it too, so a device learns
+                # it joined. The member's history starts at that event (joined_seq).
+                seq += 1
+                await work.add_members([MemberRow(user, "member", seq, seq)])
+                recipients.add(user)
+                appended = await work.append_event(
+                    "member_added", actor, {"user_id": user}, recipients
+                )
+                assert appended.seq == seq
+        await work.update_group(title=row.title, owner=row.owner, member_count=count, large=large)
     grown = GroupRow(
         row.group_id,
         row.title,
@@ -214,14 +271,16 @@ async def add_members(
         row.creator,
         row.client_group_id,
         seq,
-        len(everyone),
-        row.large,
+        count,
+        large,
         row.created_at,
     )
-    return Changed({"group": render.group(grown, me)}, everyone if added else [])
+    return Changed({"group": render.group(grown, me)}, sorted(woken) if added else [])
 
 
-async def remove_member(store: GroupStore, actor: str, group_id: str, user_id: str) -> Changed:
+async def remove_member(
+    store: GroupStore, settings: Settings, actor: str, group_id: str, user_id: str
+) -> Changed:
     """Leave (oneself) or remove another (the owner and admins; never the owner). When the
     owner leaves, the longest-standing admin, else member, becomes owner."""
     async with store.work() as work:
@@ -229,65 +288,64 @@ async def remove_member(store: GroupStore, actor: str, group_id: str, user_id: s
         leaving = user_id == actor
         if not leaving:
             _manager(me)
-        members = await work.members()
-        target = next((m for m in members if m.user_id == user_id), None)
+        target = me if leaving else await work.member(user_id)
         if target is None:
             return Changed({}, [])  # not (or no longer) a member: nothing to do
         if not leaving and target.role == "owner":
             raise AppError(403, "not_group_admin", "the owner cannot be removed")
-        everyone = [m.user_id for m in members]
-        await work.lock_users(everyone)
+        count = row.member_count - 1
+        large = _large(settings, count)
         # The one leaving or removed gets the event too, and nothing after it.
-        await work.append_event(
+        woken = await _to_everyone(
+            work,
+            large,
             "member_left" if leaving else "member_removed",
             actor,
             {"user_id": user_id},
-            everyone,
+            [user_id],
         )
         await work.delete_member(user_id)
-        remaining = [m for m in members if m.user_id != user_id]
         owner = row.owner
         if target.role == "owner":
-            heir = _heir(remaining)
+            heir = await work.heir(user_id)
             owner = heir.user_id if heir is not None else None
             if heir is not None:
-                await work.set_role(heir.user_id, "owner")
-                await work.append_event(
-                    "role_changed",
-                    actor,
-                    {"user_id": heir.user_id, "role": "owner"},
-                    [m.user_id for m in remaining],
+                woken = sorted(
+                    {
+                        *woken,
+                        *await _to_everyone(
+                            work,
+                            large,
+                            "role_changed",
+                            actor,
+                            {"user_id": heir.user_id, "role": "owner"},
+                            [],
+                        ),
+                    }
                 )
-        await work.update_group(title=row.title, owner=owner, member_count=len(remaining))
-    return Changed({}, everyone)
-
-
-def _heir(remaining: list[MemberRow]) -> MemberRow | None:
-    """The longest-standing admin, else the longest-standing member (ties: by user id)."""
-    for roles in ({"admin"}, {"member"}):
-        candidates = [m for m in remaining if m.role in roles]
-        if candidates:
-            return min(candidates, key=lambda m: (m.joined_seq, m.user_id))
-    return None
+                # After the event: the users' locks come before member rows'.
+                await work.set_role(heir.user_id, "owner")
+        await work.update_group(title=row.title, owner=owner, member_count=count, large=large)
+    return Changed({}, woken)
 
 
 async def set_role(
     store: GroupStore, actor: str, group_id: str, user_id: str, role: str
 ) -> Changed:
     async with store.work() as work:
-        _, me = await _locked_member(work, group_id, actor)
+        row, me = await _locked_member(work, group_id, actor)
         if me.role != "owner":
             raise AppError(403, "not_group_admin", "only the owner changes roles")
         if user_id == actor:
             raise AppError(403, "not_group_admin", "the owner hands the group over by leaving it")
-        members = await work.members()
-        target = next((m for m in members if m.user_id == user_id), None)
+        target = await work.member(user_id)
         if target is None:
             raise AppError(404, "user_not_found", f"{user_id!r} is not a member", user_id=user_id)
         if target.role == role:
             return Changed({"user_id": user_id, "role": role}, [])
-        everyone = [m.user_id for m in members]
-        await work.lock_users(everyone)
+        woken = await _to_everyone(
+            work, row.large, "role_changed", actor, {"user_id": user_id, "role": role}, []
+        )
+        # After the event: the users' locks come before member rows'.
         await work.set_role(user_id, role)
-        await work.append_event("role_changed", actor, {"user_id": user_id, "role": role}, everyone)
-    return Changed({"user_id": user_id, "role": role}, everyone)
+    return Changed({"user_id": user_id, "role": role}, woken)

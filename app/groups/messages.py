@@ -79,6 +79,11 @@ async def events(
     next_after = rows[-1].seq if rows else after
     # Events may have committed since the group was read: the latest is at least the last.
     latest = max(row.latest_seq, next_after)
+    if me.news_seq is not None and next_after >= latest:
+        # The read reached the end and the caller holds news: cover it, ordered against
+        # any event in flight. An event committed meanwhile keeps the news and is read next
+        # (has_more); one after the cover writes the caller a new group_news entry.
+        latest = max(latest, await store.cover(group_id, user_id, next_after))
     return {
         "events": [render.event(r) for r in rows],
         "next_after_seq": next_after,
@@ -125,7 +130,8 @@ async def recall(
     if found.recalled_at is not None:
         return Recalled(render.message(found), [])
     async with store.work() as work:
-        if await work.lock(found.group_id) is None or await work.member(user_id) is None:
+        row = await work.lock(found.group_id)
+        if row is None or await work.member(user_id) is None:
             raise AppError(404, "message_not_found", f"no message {message_id}")
         # The clock is read under the lock: a recall that waited is judged by when it acts.
         now = await work.now()
@@ -135,8 +141,9 @@ async def recall(
                 "recall_window_passed",
                 f"a message can be recalled only within {window_seconds} seconds of sending",
             )
-        members = [m.user_id for m in await work.members()]
-        await work.lock_users(members)
+        # Small: a recall entry for every member; large: group_news for those holding none.
+        members = [] if row.large else [m.user_id for m in await work.members()]
+        await work.lock_users(members, news=row.large)
         recalled_at = await work.recall(message_id)
         if recalled_at is None:
             # A concurrent recall committed first (it held this group's lock): a retry.
@@ -164,12 +171,13 @@ async def recall(
             "to": None,
             "group_id": found.group_id,
         }
-        await work.append_event(
+        appended = await work.append_event(
             "recall",
             user_id,
             {"message_id": message_id},
             members,
             message_id=message_id,
             entry=entry,
+            news=row.large,
         )
-    return Recalled(data, members)
+    return Recalled(data, [*members, *appended.noticed])

@@ -8,6 +8,13 @@ is what makes its `seq` gap-free and committed in order; the users' locks do the
 each member's versions, exactly as for a direct send.
 
 Reads (`GroupStore.view`, `members`, `events`, ...) take no lock.
+
+Large groups (app.groups.members): an event is logged once; the members who hold no
+uncovered `group_news` entry (`news_seq` NULL) get one, and the others nothing. Their
+users' rows are locked in the same order as any recipients'. A read of the log that reached
+the latest seq covers the reader's news (`GroupStore.cover`) under a share lock of the group
+row, so it is ordered against every event: an event either committed before the cover
+(and the read must reach it) or runs after it and finds the news covered, writing a new one.
 """
 
 from __future__ import annotations
@@ -56,6 +63,8 @@ class MemberRow:
     role: str
     joined_seq: int
     read_seq: int
+    # The seq of the member's uncovered group_news entry; None: it holds none.
+    news_seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +95,8 @@ class Appended:
     seq: int
     created_at: datetime
     versions: dict[str, int]
+    # Large groups: who got a group_news entry for it (not in `versions`).
+    noticed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +105,7 @@ class SentMessage:
 
     message: dict[str, Any]  # the contract's Message
     version: int  # the sender's version for it
-    members: list[str]  # who got an entry (empty for a retry)
+    members: list[str]  # who got an entry (empty for a retry); group_news in a large group
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,22 +133,42 @@ class GroupWork(Protocol):
     async def existing_users(self, user_ids: Iterable[str]) -> set[str]:
         """Which of these users exist."""
 
-    async def lock_users(self, user_ids: Iterable[str]) -> None:
+    async def lock_users(self, user_ids: Iterable[str], *, news: bool = False) -> None:
         """Lock these users' rows in user-id order, before any event of the transaction:
-        each event then bumps users already held, so the order holds across events."""
+        each event then bumps users already held, so the order holds across events. With
+        `news`, the users of the members who hold no uncovered news too (the ones a large
+        group's event will write to), all in one user-id order."""
 
     async def member(self, user_id: str) -> MemberRow | None: ...
 
     async def members(self) -> list[MemberRow]:
-        """Every member, by user id."""
+        """Every member, by user id (small groups: at most the fan-out limit)."""
 
-    async def add_members(self, rows: Sequence[MemberRow]) -> None: ...
+    async def members_among(self, user_ids: Iterable[str]) -> set[str]:
+        """Which of these users are members (one query, whatever the group's size)."""
+
+    async def heir(self, leaving: str) -> MemberRow | None:
+        """The longest-standing admin, else member, other than `leaving` (ties: by user
+        id): one ordered query."""
+
+    async def add_members(self, rows: Sequence[MemberRow]) -> None:
+        """Insert member rows (holding no news)."""
+
+    async def add_large(self, actor: str, user_ids: Sequence[str], first_seq: int) -> list[str]:
+        """Add these users to a large group, one `member_added` event each (seqs from
+        `first_seq`, in the order given), set-based: each added gets its event as a `group`
+        entry and joins at it; each but the last holds news from the next event (a
+        `group_news` entry at that seq); the members holding no news get one at
+        `first_seq`. The users' rows are already locked (lock_users with news). Who among
+        the members got news."""
 
     async def delete_member(self, user_id: str) -> None: ...
 
     async def set_role(self, user_id: str, role: str) -> None: ...
 
-    async def update_group(self, *, title: str, owner: str | None, member_count: int) -> None: ...
+    async def update_group(
+        self, *, title: str, owner: str | None, member_count: int, large: bool
+    ) -> None: ...
 
     async def append_event(
         self,
@@ -148,10 +179,13 @@ class GroupWork(Protocol):
         *,
         message_id: int | None = None,
         entry: dict[str, Any] | None = None,
+        news: bool = False,
     ) -> Appended:
         """The group's next seq for an event, logged, and one stream entry per recipient at
         its next version: a `group` entry (`{"group_id", "event"}`), or, with `entry`, a
-        `recall` entry holding `entry`."""
+        `recall` entry holding `entry`. With `news` (a large group), every other member who
+        holds no uncovered news gets a `group_news` entry `{"group_id", "seq"}` and
+        news_seq = seq; the members holding news get nothing."""
 
     async def recall(self, message_id: int) -> datetime | None:
         """Clear a group message's body at the database's time; None when it was already
@@ -191,9 +225,17 @@ class GroupStore(Protocol):
         """Store a group message in one transaction: the group's lock, then the members'
         rows in user-id order; the next seq, the message row, its logged event, one
         `message` entry per member (the sender's too) at each member's next version, and,
-        with push on, the other members' pushers marked due. None when the group does not
-        exist or the sender is not a member. A retry (same client_msg_id) is answered with
-        the stored message and no members."""
+        with push on, the other members' pushers marked due. In a large group, no `message`
+        entry: a `group_news` entry for each member holding no uncovered news (the sender
+        is one like any other), only their users locked, and `version` is the sender's
+        latest. None when the group does not exist or the sender is not a member. A retry
+        (same client_msg_id) is answered with the stored message and no members."""
+
+    async def cover(self, group_id: str, user_id: str, through_seq: int) -> int:
+        """A read of the log reached `through_seq`: under a share lock of the group's row
+        (it waits for an event in flight), read the committed latest seq and, only if it is
+        at most `through_seq`, clear the member's news (news_seq = NULL). The latest seq:
+        above `through_seq`, nothing was cleared and the reader reads on."""
 
     async def existing_send(self, sender: str, client_msg_id: str) -> tuple[MessageRow, int] | None:
         """The group message `sender` sent with this client_msg_id and the sender's version

@@ -36,7 +36,7 @@ def _group(row: Sequence[Any]) -> GroupRow:
 
 
 def _member(row: Sequence[Any]) -> MemberRow:
-    return MemberRow(*row[:4])
+    return MemberRow(*row[:5])
 
 
 class _Work:
@@ -74,8 +74,13 @@ class _Work:
         rows = await self._all("existing_users", user_ids=sorted(set(user_ids)))
         return {row[0] for row in rows}
 
-    async def lock_users(self, user_ids: Iterable[str]) -> None:
-        await self._all("lock_users", user_ids=sorted(set(user_ids)))
+    async def lock_users(self, user_ids: Iterable[str], *, news: bool = False) -> None:
+        if news:
+            await self._all(
+                "lock_users_news", group_id=self.group_id, user_ids=sorted(set(user_ids))
+            )
+        else:
+            await self._all("lock_users", user_ids=sorted(set(user_ids)))
 
     async def member(self, user_id: str) -> MemberRow | None:
         rows = await self._all("member", group_id=self.group_id, user_id=user_id)
@@ -83,6 +88,16 @@ class _Work:
 
     async def members(self) -> list[MemberRow]:
         return [_member(row) for row in await self._all("members", group_id=self.group_id)]
+
+    async def members_among(self, user_ids: Iterable[str]) -> set[str]:
+        rows = await self._all(
+            "members_among", group_id=self.group_id, user_ids=sorted(set(user_ids))
+        )
+        return {row[0] for row in rows}
+
+    async def heir(self, leaving: str) -> MemberRow | None:
+        rows = await self._all("heir", group_id=self.group_id, leaving=leaving)
+        return _member(rows[0]) if rows else None
 
     async def add_members(self, rows: Sequence[MemberRow]) -> None:
         await self._all(
@@ -100,13 +115,27 @@ class _Work:
     async def set_role(self, user_id: str, role: str) -> None:
         await self._all("set_role", group_id=self.group_id, user_id=user_id, role=role)
 
-    async def update_group(self, *, title: str, owner: str | None, member_count: int) -> None:
+    async def add_large(self, actor: str, user_ids: Sequence[str], first_seq: int) -> list[str]:
+        rows = await self._all(
+            "add_large",
+            group_id=self.group_id,
+            actor=actor,
+            user_ids=list(user_ids),
+            first=first_seq,
+            last=first_seq + len(user_ids) - 1,
+        )
+        return sorted(row[0] for row in rows)
+
+    async def update_group(
+        self, *, title: str, owner: str | None, member_count: int, large: bool
+    ) -> None:
         await self._all(
             "update_group",
             group_id=self.group_id,
             title=title,
             owner=owner,
             member_count=member_count,
+            large=large,
         )
 
     async def append_event(
@@ -118,6 +147,7 @@ class _Work:
         *,
         message_id: int | None = None,
         entry: dict[str, Any] | None = None,
+        news: bool = False,
     ) -> Appended:
         rows = await self._all(
             "append_event",
@@ -129,10 +159,12 @@ class _Work:
             message_id=message_id,
             entry_kind="group" if entry is None else "recall",
             entry=None if entry is None else orjson.dumps(entry).decode(),
+            news=news,
         )
         seq, created_at = rows[0][0], rows[0][1]
-        versions = {row[2]: row[3] for row in rows if row[2] is not None}
-        return Appended(seq, created_at, versions)
+        versions = {row[2]: row[3] for row in rows if row[2] is not None and not row[4]}
+        noticed = tuple(sorted(row[2] for row in rows if row[2] is not None and row[4]))
+        return Appended(seq, created_at, versions, noticed)
 
     async def recall(self, message_id: int) -> datetime | None:
         rows = await self._all("recall_message", message_id=message_id)
@@ -180,6 +212,17 @@ class PgGroupStore:
         rows = await self._all("view", group_id=group_id, user_id=user_id)
         return (_group(rows[0]), _member(rows[0][9:])) if rows else None
 
+    async def cover(self, group_id: str, user_id: str, through_seq: int) -> int:
+        async with self._db.driver() as conn, conn.transaction():
+            cursor = await conn.execute(SQL["cover_lock"], {"group_id": group_id})
+            row = await cursor.fetchone()
+            if row is None:
+                return through_seq
+            latest: int = row[0]
+            if latest <= through_seq:
+                await conn.execute(SQL["cover"], {"group_id": group_id, "user_id": user_id})
+            return latest
+
     async def members(self, group_id: str, after: str | None, limit: int) -> list[MemberRow]:
         rows = await self._all("members_page", group_id=group_id, after=after or "", limit=limit)
         return [_member(row) for row in rows]
@@ -202,9 +245,8 @@ class PgGroupStore:
             "body": body,
             "client_msg_id": client_msg_id,
         }
-        name = "send_message"
         if push_wait is not None:
-            name, params["push_wait"] = "send_message_push", push_wait
+            params["push_wait"] = push_wait
         try:
             async with self._db.driver() as conn, conn.transaction():
                 # The group's lock first: the seq is ours until commit.
@@ -213,13 +255,16 @@ class PgGroupStore:
                 if locked is None:
                     return None
                 params["seq"] = locked[0] + 1
+                name = "send_large" if locked[1] else "send_message"
+                if push_wait is not None:
+                    name += "_push"
                 cursor = await conn.execute(SQL[name], params)
                 row = await cursor.fetchone()
                 if row is None:  # not a member: nothing was written
                     return None
         except psycopg.errors.UniqueViolation as exc:
             raise Conflict(str(exc)) from exc
-        return SentMessage(orjson.loads(row[2]), row[1], list(row[3]))
+        return SentMessage(orjson.loads(row[2]), row[1], list(row[3] or []))
 
     async def existing_send(self, sender: str, client_msg_id: str) -> tuple[MessageRow, int] | None:
         rows = await self._all("existing_send", sender=sender, client_msg_id=client_msg_id)

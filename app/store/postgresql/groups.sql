@@ -32,9 +32,36 @@ SELECT user_id FROM users WHERE user_id = ANY(CAST(%(user_ids)s AS text[]))
 ORDER BY user_id
 FOR UPDATE
 
+-- name: lock_users_news
+-- lock_users, and the users of the members holding no uncovered news (those the events of
+-- a large group write group_news to), all in the one user-id order. The partial index on
+-- news_seq IS NULL finds them without reading the other members.
+SELECT count(*) FROM (
+    SELECT u.user_id
+    FROM users AS u
+    JOIN (SELECT unnest(CAST(%(user_ids)s AS text[])) AS user_id
+          UNION
+          SELECT m.user_id FROM group_members AS m
+          WHERE m.group_id = %(group_id)s AND m.news_seq IS NULL) AS t
+      ON t.user_id = u.user_id
+    ORDER BY u.user_id
+    FOR UPDATE OF u
+) AS locked
+
 -- name: member
-SELECT user_id, role, joined_seq, read_seq FROM group_members
+SELECT user_id, role, joined_seq, read_seq, news_seq FROM group_members
 WHERE group_id = %(group_id)s AND user_id = %(user_id)s
+
+-- name: members_among
+SELECT user_id FROM group_members
+WHERE group_id = %(group_id)s AND user_id = ANY(CAST(%(user_ids)s AS text[]))
+
+-- name: heir
+-- The longest-standing admin, else member (ties by user id), other than the one leaving.
+SELECT user_id, role, joined_seq, read_seq, news_seq FROM group_members
+WHERE group_id = %(group_id)s AND user_id <> %(leaving)s AND role IN ('admin', 'member')
+ORDER BY role = 'member', joined_seq, user_id
+LIMIT 1
 
 -- name: members
 SELECT user_id, role, joined_seq, read_seq FROM group_members
@@ -62,14 +89,87 @@ UPDATE group_members SET role = %(role)s
 WHERE group_id = %(group_id)s AND user_id = %(user_id)s
 
 -- name: update_group
-UPDATE groups SET title = %(title)s, owner = %(owner)s, member_count = %(member_count)s
+UPDATE groups SET title = %(title)s, owner = %(owner)s, member_count = %(member_count)s,
+                  large = %(large)s
 WHERE group_id = %(group_id)s
+
+-- name: add_large
+-- Users added to a large group, one member_added event each (seqs first..last in the order
+-- given), in one statement: the rows, the logged events, each added user's `group` entry for
+-- its own event, and news: each added but the last holds news from the next event (a
+-- group_news entry at seq + 1, right after its own entry), the members holding none get
+-- one at `first`. The users' rows are already locked in order (lock_users_news); the
+-- members read here are those before the statement (the added are not among them).
+WITH a AS (
+    SELECT t.user_id, %(first)s + t.o - 1 AS seq
+    FROM unnest(CAST(%(user_ids)s AS text[])) WITH ORDINALITY AS t(user_id, o)
+), ev AS (
+    UPDATE groups SET latest_seq = %(last)s
+    WHERE group_id = %(group_id)s
+    RETURNING now() AS created_at,
+              to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS stamp
+), joined AS (
+    INSERT INTO group_members (group_id, user_id, role, joined_seq, read_seq, news_seq)
+    SELECT %(group_id)s, a.user_id, 'member', a.seq, a.seq,
+           CASE WHEN a.seq < %(last)s THEN a.seq + 1 END
+    FROM a
+), logged AS (
+    INSERT INTO group_events (group_id, seq, kind, actor, created_at, message_id, data)
+    SELECT %(group_id)s, a.seq, 'member_added', %(actor)s, ev.created_at, CAST(NULL AS bigint),
+           CAST(json_build_object('user_id', a.user_id) AS text)
+    FROM a, ev
+), targets AS (
+    SELECT a.user_id, a.seq, false AS existing FROM a
+    UNION ALL
+    SELECT m.user_id, %(first)s, true FROM group_members AS m
+    WHERE m.group_id = %(group_id)s AND m.news_seq IS NULL
+), locked AS (
+    SELECT u.user_id, t.seq, t.existing
+    FROM users AS u JOIN targets AS t ON t.user_id = u.user_id
+    ORDER BY u.user_id
+    FOR UPDATE OF u
+), bumped AS (
+    UPDATE users SET latest_version = users.latest_version
+        + CASE WHEN NOT locked.existing AND locked.seq < %(last)s THEN 2 ELSE 1 END
+    FROM locked
+    WHERE users.user_id = locked.user_id
+    RETURNING users.user_id, users.latest_version, locked.seq, locked.existing
+), noticed AS (
+    UPDATE group_members SET news_seq = %(first)s
+    FROM bumped
+    WHERE bumped.existing AND group_members.group_id = %(group_id)s
+      AND group_members.user_id = bumped.user_id
+), entries AS (
+    INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
+    SELECT b.user_id, b.latest_version - CASE WHEN b.seq < %(last)s THEN 1 ELSE 0 END,
+           'group', ev.created_at, CAST(NULL AS bigint),
+           CAST(json_build_object(
+               'group_id', CAST(%(group_id)s AS text),
+               'event', json_build_object(
+                   'seq', b.seq, 'kind', 'member_added', 'created_at', ev.stamp,
+                   'actor', CAST(%(actor)s AS text),
+                   'data', json_build_object('user_id', b.user_id))
+           ) AS text)
+    FROM bumped AS b, ev
+    WHERE NOT b.existing
+    UNION ALL
+    SELECT b.user_id, b.latest_version, 'group_news', ev.created_at, CAST(NULL AS bigint),
+           CAST(json_build_object(
+               'group_id', CAST(%(group_id)s AS text),
+               'seq', CASE WHEN b.existing THEN b.seq ELSE b.seq + 1 END
+           ) AS text)
+    FROM bumped AS b, ev
+    WHERE b.existing OR b.seq < %(last)s
+)
+SELECT user_id FROM bumped WHERE existing
 
 -- name: append_event
 -- The group's next seq (its row is already locked by this transaction), the logged event,
 -- and one entry per recipient at the recipient's next version. The users' rows are locked
 -- here in user-id order (already held when the transaction called lock_users first).
 -- Without `entry` the entries are `group` entries: {"group_id", "event": GroupEvent}.
+-- With `news` (a large group), the other members holding no uncovered news are recipients
+-- too, of a group_news entry {"group_id", "seq"}, and hold news from this seq on.
 WITH ev AS (
     UPDATE groups SET latest_seq = latest_seq + 1
     WHERE group_id = %(group_id)s
@@ -81,19 +181,34 @@ WITH ev AS (
            CAST(%(message_id)s AS bigint), %(data)s
     FROM ev
 ), locked AS (
-    SELECT user_id FROM users WHERE user_id = ANY(CAST(%(recipients)s AS text[]))
-    ORDER BY user_id
-    FOR UPDATE
+    SELECT u.user_id, NOT (u.user_id = ANY(CAST(%(recipients)s AS text[]))) AS news
+    FROM users AS u
+    JOIN (SELECT unnest(CAST(%(recipients)s AS text[])) AS user_id
+          UNION
+          SELECT m.user_id FROM group_members AS m
+          WHERE %(news)s AND m.group_id = %(group_id)s AND m.news_seq IS NULL) AS t
+      ON t.user_id = u.user_id
+    ORDER BY u.user_id
+    FOR UPDATE OF u
 ), bumped AS (
     UPDATE users SET latest_version = users.latest_version + 1
     FROM locked
     WHERE users.user_id = locked.user_id
-    RETURNING users.user_id, users.latest_version
+    RETURNING users.user_id, users.latest_version, locked.news
+), noticed AS (
+    UPDATE group_members SET news_seq = ev.seq
+    FROM bumped, ev
+    WHERE bumped.news AND group_members.group_id = ev.group_id
+      AND group_members.user_id = bumped.user_id
 ), entries AS (
     INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
-    SELECT bumped.user_id, bumped.latest_version, %(entry_kind)s, ev.created_at,
-           CAST(%(message_id)s AS bigint),
-           coalesce(
+    SELECT bumped.user_id, bumped.latest_version,
+           CASE WHEN bumped.news THEN 'group_news' ELSE CAST(%(entry_kind)s AS text) END,
+           ev.created_at,
+           CASE WHEN bumped.news THEN NULL ELSE CAST(%(message_id)s AS bigint) END,
+           CASE WHEN bumped.news THEN
+               CAST(json_build_object('group_id', ev.group_id, 'seq', ev.seq) AS text)
+           ELSE coalesce(
                -- A recall entry names the event's seq: the member's log position moves past it.
                CAST(CAST(%(entry)s AS jsonb) || jsonb_build_object('seq', ev.seq) AS text),
                CAST(json_build_object(
@@ -102,9 +217,10 @@ WITH ev AS (
                        'seq', ev.seq, 'kind', CAST(%(kind)s AS text), 'created_at', ev.stamp,
                        'actor', CAST(%(actor)s AS text), 'data', CAST(%(data)s AS json))
                ) AS text))
+           END
     FROM bumped, ev
 )
-SELECT ev.seq, ev.created_at, bumped.user_id, bumped.latest_version
+SELECT ev.seq, ev.created_at, bumped.user_id, bumped.latest_version, bumped.news
 FROM ev LEFT JOIN bumped ON true
 
 -- name: recall_message
@@ -123,7 +239,7 @@ SELECT clock_timestamp()
 -- name: view
 SELECT g.group_id, g.title, g.owner, g.creator, g.client_group_id, g.latest_seq,
        g.member_count, g.large, g.created_at,
-       m.user_id, m.role, m.joined_seq, m.read_seq
+       m.user_id, m.role, m.joined_seq, m.read_seq, m.news_seq
 FROM groups AS g JOIN group_members AS m ON m.group_id = g.group_id
 WHERE g.group_id = %(group_id)s AND m.user_id = %(user_id)s
 
@@ -134,7 +250,17 @@ ORDER BY seq
 LIMIT %(limit)s
 
 -- name: lock_group_for_send
-SELECT latest_seq FROM groups WHERE group_id = %(group_id)s FOR UPDATE
+SELECT latest_seq, large FROM groups WHERE group_id = %(group_id)s FOR UPDATE
+
+-- name: cover_lock
+-- A share lock: it waits for an event in flight (each holds the row FOR UPDATE) and keeps
+-- the next one out until the cover commits; readers covering at once do not wait on each
+-- other.
+SELECT latest_seq FROM groups WHERE group_id = %(group_id)s FOR SHARE
+
+-- name: cover
+UPDATE group_members SET news_seq = NULL
+WHERE group_id = %(group_id)s AND user_id = %(user_id)s
 
 -- name: send_message
 -- A group message, after lock_group_for_send took the group's lock in this transaction.
@@ -251,6 +377,145 @@ WITH stamp AS (
     SET due_at = coalesce(pushers.due_at, stamp.created_at + %(push_wait)s * interval '1 second'),
         news = pushers.news OR pushers.leased_until IS NOT NULL
     FROM bumped, payload, stamp
+    WHERE pushers.user_id = bumped.user_id AND bumped.user_id <> %(sender)s
+      AND (pushers.due_at IS NULL OR pushers.leased_until IS NOT NULL)
+)
+SELECT payload.id, payload.sender_version, payload.data,
+       (SELECT array_agg(user_id) FROM bumped)
+FROM payload
+
+-- name: send_large
+-- A message to a large group, after lock_group_for_send took the group's lock: logged once,
+-- no message entry. Only the members holding no uncovered news (the partial index) are
+-- locked, in user-id order, each getting a group_news entry and news_seq = seq; the sender
+-- is a member like any other. The message's sender_version is the sender's latest (its
+-- group_news entry's version when it got one).
+WITH stamp AS (
+    SELECT now() AS created_at,
+           to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS text
+), sender AS (
+    SELECT user_id FROM group_members
+    WHERE group_id = %(group_id)s AND user_id = %(sender)s
+), locked AS (
+    SELECT u.user_id
+    FROM group_members AS m JOIN users AS u ON u.user_id = m.user_id
+    WHERE m.group_id = %(group_id)s AND m.news_seq IS NULL AND EXISTS (SELECT 1 FROM sender)
+    ORDER BY u.user_id
+    FOR UPDATE OF u
+), bumped AS (
+    UPDATE users SET latest_version = users.latest_version + 1
+    FROM locked
+    WHERE users.user_id = locked.user_id
+    RETURNING users.user_id, users.latest_version
+), message AS (
+    INSERT INTO messages (sender, recipient, pair_lo, pair_hi, body, client_msg_id,
+                          sender_version, recipient_version, created_at, group_id, seq)
+    SELECT %(sender)s, NULL, NULL, NULL, %(body)s, %(client_msg_id)s,
+           coalesce((SELECT latest_version FROM bumped WHERE user_id = %(sender)s),
+                    (SELECT latest_version FROM users WHERE user_id = %(sender)s)),
+           NULL, stamp.created_at, %(group_id)s, %(seq)s
+    FROM sender, stamp
+    RETURNING id, sender_version
+), payload AS (
+    SELECT message.id, message.sender_version,
+           CAST(json_build_object(
+               'id', message.id, 'from', CAST(%(sender)s AS text), 'to', CAST(NULL AS text),
+               'body', CAST(%(body)s AS text), 'client_msg_id', CAST(%(client_msg_id)s AS text),
+               'created_at', stamp.text, 'recalled_at', CAST(NULL AS text),
+               'group_id', CAST(%(group_id)s AS text), 'seq', CAST(%(seq)s AS bigint)
+           ) AS text) AS data
+    FROM message, stamp
+), logged AS (
+    INSERT INTO group_events (group_id, seq, kind, actor, created_at, message_id, data)
+    SELECT %(group_id)s, %(seq)s, 'message', %(sender)s, stamp.created_at, payload.id,
+           payload.data
+    FROM payload, stamp
+), counted AS (
+    UPDATE groups SET latest_seq = %(seq)s, last_message_id = payload.id
+    FROM payload
+    WHERE groups.group_id = %(group_id)s
+), noticed AS (
+    UPDATE group_members SET news_seq = %(seq)s
+    FROM bumped
+    WHERE group_members.group_id = %(group_id)s AND group_members.user_id = bumped.user_id
+), entries AS (
+    INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
+    SELECT bumped.user_id, bumped.latest_version, 'group_news', stamp.created_at, NULL,
+           CAST(json_build_object('group_id', CAST(%(group_id)s AS text),
+                                  'seq', CAST(%(seq)s AS bigint)) AS text)
+    FROM bumped, stamp
+)
+SELECT payload.id, payload.sender_version, payload.data,
+       (SELECT array_agg(user_id) FROM bumped)
+FROM payload
+
+-- name: send_large_push
+-- A message to a large group, after lock_group_for_send took the group's lock: logged once,
+-- no message entry. Only the members holding no uncovered news (the partial index) are
+-- locked, in user-id order, each getting a group_news entry and news_seq = seq; the sender
+-- is a member like any other. The message's sender_version is the sender's latest (its
+-- group_news entry's version when it got one).
+-- With push on, the pushers of those who got an entry (never the sender's own) are marked
+-- due as send_message_push marks them.
+WITH stamp AS (
+    SELECT now() AS created_at,
+           to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS text
+), sender AS (
+    SELECT user_id FROM group_members
+    WHERE group_id = %(group_id)s AND user_id = %(sender)s
+), locked AS (
+    SELECT u.user_id
+    FROM group_members AS m JOIN users AS u ON u.user_id = m.user_id
+    WHERE m.group_id = %(group_id)s AND m.news_seq IS NULL AND EXISTS (SELECT 1 FROM sender)
+    ORDER BY u.user_id
+    FOR UPDATE OF u
+), bumped AS (
+    UPDATE users SET latest_version = users.latest_version + 1
+    FROM locked
+    WHERE users.user_id = locked.user_id
+    RETURNING users.user_id, users.latest_version
+), message AS (
+    INSERT INTO messages (sender, recipient, pair_lo, pair_hi, body, client_msg_id,
+                          sender_version, recipient_version, created_at, group_id, seq)
+    SELECT %(sender)s, NULL, NULL, NULL, %(body)s, %(client_msg_id)s,
+           coalesce((SELECT latest_version FROM bumped WHERE user_id = %(sender)s),
+                    (SELECT latest_version FROM users WHERE user_id = %(sender)s)),
+           NULL, stamp.created_at, %(group_id)s, %(seq)s
+    FROM sender, stamp
+    RETURNING id, sender_version
+), payload AS (
+    SELECT message.id, message.sender_version,
+           CAST(json_build_object(
+               'id', message.id, 'from', CAST(%(sender)s AS text), 'to', CAST(NULL AS text),
+               'body', CAST(%(body)s AS text), 'client_msg_id', CAST(%(client_msg_id)s AS text),
+               'created_at', stamp.text, 'recalled_at', CAST(NULL AS text),
+               'group_id', CAST(%(group_id)s AS text), 'seq', CAST(%(seq)s AS bigint)
+           ) AS text) AS data
+    FROM message, stamp
+), logged AS (
+    INSERT INTO group_events (group_id, seq, kind, actor, created_at, message_id, data)
+    SELECT %(group_id)s, %(seq)s, 'message', %(sender)s, stamp.created_at, payload.id,
+           payload.data
+    FROM payload, stamp
+), counted AS (
+    UPDATE groups SET latest_seq = %(seq)s, last_message_id = payload.id
+    FROM payload
+    WHERE groups.group_id = %(group_id)s
+), noticed AS (
+    UPDATE group_members SET news_seq = %(seq)s
+    FROM bumped
+    WHERE group_members.group_id = %(group_id)s AND group_members.user_id = bumped.user_id
+), entries AS (
+    INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
+    SELECT bumped.user_id, bumped.latest_version, 'group_news', stamp.created_at, NULL,
+           CAST(json_build_object('group_id', CAST(%(group_id)s AS text),
+                                  'seq', CAST(%(seq)s AS bigint)) AS text)
+    FROM bumped, stamp
+), marked AS (
+    UPDATE pushers
+    SET due_at = coalesce(pushers.due_at, stamp.created_at + %(push_wait)s * interval '1 second'),
+        news = pushers.news OR pushers.leased_until IS NOT NULL
+    FROM bumped, stamp
     WHERE pushers.user_id = bumped.user_id AND bumped.user_id <> %(sender)s
       AND (pushers.due_at IS NULL OR pushers.leased_until IS NOT NULL)
 )

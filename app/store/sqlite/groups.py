@@ -41,6 +41,7 @@ _GROUP = (
     Group.created_at,
 )
 _MEMBER = (GroupMember.user_id, GroupMember.role, GroupMember.joined_seq, GroupMember.read_seq)
+_ME = (*_MEMBER, GroupMember.news_seq)
 _MESSAGE = (
     Message.id,
     Message.sender,
@@ -73,6 +74,40 @@ async def _bump(session: AsyncSession, user_ids: Iterable[str]) -> dict[str, int
         .returning(User.user_id, User.latest_version)
     )
     return {row.user_id: row.latest_version for row in rows}
+
+
+def _news_payload(group_id: str, seq: int) -> str:
+    return orjson.dumps({"group_id": group_id, "seq": seq}).decode()
+
+
+async def _write_news(
+    session: AsyncSession, group_id: str, user_ids: Iterable[str], seq: int, now: datetime
+) -> dict[str, int]:
+    """A group_news entry for each of these members at its next version; news_seq = seq."""
+    users = sorted(set(user_ids))
+    if not users:
+        return {}
+    await session.execute(
+        update(GroupMember)
+        .where(GroupMember.group_id == group_id, GroupMember.user_id.in_(users))
+        .values(news_seq=seq)
+    )
+    versions = await _bump(session, users)
+    await session.execute(
+        insert(InboxEntry),
+        _entries(versions, "group_news", now, None, _news_payload(group_id, seq)),
+    )
+    return versions
+
+
+async def _unnoticed(session: AsyncSession, group_id: str) -> list[str]:
+    """The members holding no uncovered news (the partial index on news_seq IS NULL)."""
+    rows = await session.scalars(
+        select(GroupMember.user_id).where(
+            GroupMember.group_id == group_id, GroupMember.news_seq.is_(None)
+        )
+    )
+    return list(rows)
 
 
 def _entries(
@@ -144,13 +179,13 @@ class _Work:
         )
         return set(rows)
 
-    async def lock_users(self, user_ids: Iterable[str]) -> None:
+    async def lock_users(self, user_ids: Iterable[str], *, news: bool = False) -> None:
         pass  # the transaction holds the database's one write lock already
 
     async def member(self, user_id: str) -> MemberRow | None:
         row = (
             await self._session.execute(
-                select(*_MEMBER).where(
+                select(*_ME).where(
                     GroupMember.group_id == self.group_id, GroupMember.user_id == user_id
                 )
             )
@@ -164,6 +199,30 @@ class _Work:
             .order_by(GroupMember.user_id)
         )
         return [MemberRow(*row) for row in rows]
+
+    async def members_among(self, user_ids: Iterable[str]) -> set[str]:
+        rows = await self._session.scalars(
+            select(GroupMember.user_id).where(
+                GroupMember.group_id == self.group_id,
+                GroupMember.user_id.in_(sorted(set(user_ids))),
+            )
+        )
+        return set(rows)
+
+    async def heir(self, leaving: str) -> MemberRow | None:
+        row = (
+            await self._session.execute(
+                select(*_ME)
+                .where(
+                    GroupMember.group_id == self.group_id,
+                    GroupMember.user_id != leaving,
+                    GroupMember.role.in_(("admin", "member")),
+                )
+                .order_by(GroupMember.role == "member", GroupMember.joined_seq, GroupMember.user_id)
+                .limit(1)
+            )
+        ).first()
+        return MemberRow(*row) if row is not None else None
 
     async def add_members(self, rows: Sequence[MemberRow]) -> None:
         await self._session.execute(
@@ -194,11 +253,24 @@ class _Work:
             .values(role=role)
         )
 
-    async def update_group(self, *, title: str, owner: str | None, member_count: int) -> None:
+    async def add_large(self, actor: str, user_ids: Sequence[str], first_seq: int) -> list[str]:
+        noticed: set[str] = set()
+        for seq, user in enumerate(user_ids, start=first_seq):
+            await self.add_members([MemberRow(user, "member", seq, seq)])
+            appended = await self.append_event(
+                "member_added", actor, {"user_id": user}, [user], news=True
+            )
+            assert appended.seq == seq
+            noticed.update(appended.noticed)
+        return sorted(noticed - set(user_ids))
+
+    async def update_group(
+        self, *, title: str, owner: str | None, member_count: int, large: bool
+    ) -> None:
         await self._session.execute(
             update(Group)
             .where(Group.group_id == self.group_id)
-            .values(title=title, owner=owner, member_count=member_count)
+            .values(title=title, owner=owner, member_count=member_count, large=large)
         )
 
     async def append_event(
@@ -210,6 +282,7 @@ class _Work:
         *,
         message_id: int | None = None,
         entry: dict[str, Any] | None = None,
+        news: bool = False,
     ) -> Appended:
         session = self._session
         seq = await session.scalar(
@@ -249,7 +322,12 @@ class _Work:
                     payload.decode(),
                 ),
             )
-        return Appended(seq, now, versions)
+        noticed: dict[str, int] = {}
+        if news:
+            direct = set(versions)
+            unnoticed = [u for u in await _unnoticed(session, self.group_id) if u not in direct]
+            noticed = await _write_news(session, self.group_id, unnoticed, seq, now)
+        return Appended(seq, now, versions, tuple(sorted(noticed)))
 
     async def recall(self, message_id: int) -> datetime | None:
         now = self._clock()
@@ -296,16 +374,31 @@ class SqliteGroupStore:
         async with self._db.read_sessions() as session:
             row = (
                 await session.execute(
-                    select(*_GROUP, *_MEMBER)
+                    select(*_GROUP, *_ME)
                     .join(GroupMember, GroupMember.group_id == Group.group_id)
                     .where(Group.group_id == group_id, GroupMember.user_id == user_id)
                 )
             ).first()
-        return (
-            (GroupRow(*row[:9]), MemberRow(row[9], row[10], row[11], row[12]))
-            if row is not None
-            else None
-        )
+        if row is None:
+            return None
+        return GroupRow(*row[:9]), MemberRow(row[9], row[10], row[11], row[12], row[13])
+
+    async def cover(self, group_id: str, user_id: str, through_seq: int) -> int:
+        # One write transaction (BEGIN IMMEDIATE): writers run one at a time, so no event
+        # commits between the latest seq read here and the news cleared.
+        async with self._db.session() as session, session.begin():
+            latest = await session.scalar(
+                select(Group.latest_seq).where(Group.group_id == group_id)
+            )
+            if latest is None:
+                return through_seq
+            if latest <= through_seq:
+                await session.execute(
+                    update(GroupMember)
+                    .where(GroupMember.group_id == group_id, GroupMember.user_id == user_id)
+                    .values(news_seq=None)
+                )
+            return latest
 
     async def members(self, group_id: str, after: str | None, limit: int) -> list[MemberRow]:
         async with self._db.read_sessions() as session:
@@ -343,27 +436,45 @@ class SqliteGroupStore:
     ) -> SentMessage | None:
         try:
             async with self._db.session() as session, session.begin() as transaction:
-                seq = await session.scalar(
-                    select(Group.latest_seq).where(Group.group_id == group_id)
-                )
-                members = list(
-                    await session.scalars(
-                        select(GroupMember.user_id).where(GroupMember.group_id == group_id)
+                group = (
+                    await session.execute(
+                        select(Group.latest_seq, Group.large).where(Group.group_id == group_id)
+                    )
+                ).first()
+                is_member = await session.scalar(
+                    select(GroupMember.user_id).where(
+                        GroupMember.group_id == group_id, GroupMember.user_id == sender
                     )
                 )
-                if seq is None or sender not in members:
+                if group is None or is_member is None:
                     await transaction.rollback()
                     return None
-                seq += 1
+                seq, large = group.latest_seq + 1, group.large
                 now = _now()
-                versions = await _bump(session, members)
+                if large:
+                    # Logged once: group_news for the members holding none (the sender is
+                    # one like any other); its version is the sender's latest.
+                    versions = await _write_news(
+                        session, group_id, await _unnoticed(session, group_id), seq, now
+                    )
+                else:
+                    members = await session.scalars(
+                        select(GroupMember.user_id).where(GroupMember.group_id == group_id)
+                    )
+                    versions = await _bump(session, members)
+                sender_version = versions.get(sender)
+                if sender_version is None:
+                    sender_version = await session.scalar(
+                        select(User.latest_version).where(User.user_id == sender)
+                    )
+                    assert sender_version is not None
                 message_id = await session.scalar(
                     insert(Message)
                     .values(
                         sender=sender,
                         body=body,
                         client_msg_id=client_msg_id,
-                        sender_version=versions[sender],
+                        sender_version=sender_version,
                         created_at=now,
                         group_id=group_id,
                         seq=seq,
@@ -399,9 +510,10 @@ class SqliteGroupStore:
                     .where(Group.group_id == group_id)
                     .values(latest_seq=seq, last_message_id=message_id)
                 )
-                await session.execute(
-                    insert(InboxEntry), _entries(versions, "message", now, message_id, data)
-                )
+                if not large:
+                    await session.execute(
+                        insert(InboxEntry), _entries(versions, "message", now, message_id, data)
+                    )
                 others = [user for user in versions if user != sender]
                 if push_wait is not None and others:
                     mine = Pusher.user_id.in_(others)
@@ -417,7 +529,7 @@ class SqliteGroupStore:
                     )
         except IntegrityError as exc:
             raise Conflict(str(exc)) from exc
-        return SentMessage(message, versions[sender], sorted(versions))
+        return SentMessage(message, sender_version, sorted(versions))
 
     async def existing_send(self, sender: str, client_msg_id: str) -> tuple[MessageRow, int] | None:
         async with self._db.read_sessions() as session:

@@ -1,0 +1,221 @@
+"""Large groups in the store, on both databases: group_news is coalesced, and a read that
+covers a member's news never leaves an event unsignalled, whatever commits between the read
+and its cover (DESIGN.md "Groups")."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+
+from app.config import Settings
+from app.groups import members, messages
+from app.store import Store
+from tests.conftest import make_settings
+from tests.store.conftest import add_users
+
+LIMIT = 3  # a small fan-out limit: a group of 5 is large
+
+
+@pytest.fixture
+def settings(store: Store) -> Settings:
+    return make_settings(store.db.settings.database_url, group_fanout_limit=LIMIT)
+
+
+async def _entries(store: Store, user_id: str) -> list[tuple[str, dict[str, Any]]]:
+    page = await store.inbox.read_page(user_id, 0, 10_000)
+    return [(e.kind, orjson.loads(e.data)) for e in page.entries]
+
+
+async def _news(store: Store, user_id: str, group_id: str) -> list[int]:
+    """The seqs of the user's group_news entries of this group, in stream order."""
+    return [
+        data["seq"]
+        for kind, data in await _entries(store, user_id)
+        if kind == "group_news" and data["group_id"] == group_id
+    ]
+
+
+async def _large_group(store: Store, settings: Settings, size: int = 5) -> tuple[str, list[str]]:
+    users = await add_users(store, size, "lg")
+    created = await members.create_group(store.groups, settings, users[0], "Large", users[1:], None)
+    group = created.body["group"]
+    assert group["large"]
+    return group["group_id"], users
+
+
+async def _send(store: Store, group_id: str, sender: str, body: str) -> Any:
+    sent = await store.groups.send(group_id, sender, body, None, None)
+    assert sent is not None
+    return sent
+
+
+async def _news_seq(store: Store, group_id: str, user_id: str) -> int | None:
+    found = await store.groups.view(group_id, user_id)
+    assert found is not None
+    return found[1].news_seq
+
+
+async def test_news_is_coalesced_until_a_read_covers_it(store: Store, settings: Settings) -> None:
+    group_id, (owner, reader, idle, *_) = await _large_group(store, settings)
+    first = await _send(store, group_id, owner, "one")
+    # Logged once; every member (the sender too) gets one group_news entry and no message.
+    assert first.message["seq"] == 2
+    assert sorted(first.members) == sorted(await _members(store, group_id))
+    for _ in range(4):
+        again = await _send(store, group_id, owner, "more")
+        assert again.members == []  # everyone holds news: a send writes no entry at all
+    for user in (owner, reader, idle):
+        assert await _news(store, user, group_id) == [2]
+        kinds = [kind for kind, _ in await _entries(store, user)]
+        assert kinds == ["group", "group_news"]  # `created`, then the one news entry
+    # The sender's version for its message is its group_news entry's, then its latest.
+    assert first.version == (await store.inbox.read_page(owner, 0, 100)).latest_version
+
+    # A read of the log to its end covers the reader's news: the next send signals it anew.
+    page = await messages.events(store.groups, group_id, reader, None, 100)
+    assert [e["seq"] for e in page["events"]] == [1, 2, 3, 4, 5, 6]
+    assert not page["has_more"]
+    assert await _news_seq(store, group_id, reader) is None
+    assert await _news_seq(store, group_id, idle) == 2
+    latest = await _send(store, group_id, owner, "after the read")
+    assert latest.members == [reader]
+    assert await _news(store, reader, group_id) == [2, 7]
+    assert await _news(store, idle, group_id) == [2]  # idle: still one entry for 6 events
+
+
+async def _members(store: Store, group_id: str) -> list[str]:
+    return [m.user_id for m in await store.groups.members(group_id, None, 1000)]
+
+
+async def test_a_read_that_stops_short_covers_nothing(store: Store, settings: Settings) -> None:
+    group_id, (owner, reader, *_) = await _large_group(store, settings)
+    for i in range(3):
+        await _send(store, group_id, owner, f"m{i}")
+    page = await messages.events(store.groups, group_id, reader, None, 2)
+    assert page["has_more"]
+    assert await _news_seq(store, group_id, reader) == 2
+    rest = await messages.events(store.groups, group_id, reader, page["next_after_seq"], 2)
+    assert [e["seq"] for e in rest["events"]] == [3, 4]
+    assert not rest["has_more"]
+    assert await _news_seq(store, group_id, reader) is None
+
+
+async def test_a_send_between_the_read_and_its_cover_keeps_the_news(
+    store: Store, settings: Settings
+) -> None:
+    """The reader read the log to seq L; an event commits (L + 1) before the reader covers
+    through L: the cover clears nothing and names L + 1, so the reader holds its news (it
+    reads on), and the send wrote it none (it held news)."""
+    group_id, (owner, reader, *_) = await _large_group(store, settings)
+    await _send(store, group_id, owner, "first")
+    found = await store.groups.view(group_id, reader)
+    assert found is not None
+    read = await store.groups.events(group_id, 0, 100)
+    through = read[-1].seq
+    assert through == found[0].latest_seq == 2
+    racing = await _send(store, group_id, owner, "between")
+    assert reader not in racing.members
+    assert await store.groups.cover(group_id, reader, through) == 3
+    assert await _news_seq(store, group_id, reader) == 2  # still held: nothing unsignalled
+    # Reading on to the new latest covers it; the next event signals the reader again.
+    assert await store.groups.cover(group_id, reader, 3) == 3
+    assert await _news_seq(store, group_id, reader) is None
+    assert reader in (await _send(store, group_id, owner, "next")).members
+
+
+async def test_a_cover_waits_for_an_event_in_flight(store: Store, settings: Settings) -> None:
+    """PostgreSQL: an event holds the group's row while it writes; a cover through the
+    latest seq the reader saw waits for it, then finds the new latest and clears nothing.
+    (SQLite runs writers one at a time: the interleaving cannot happen there.)"""
+    if store.db.settings.database_url.startswith("sqlite"):
+        pytest.skip("SQLite serialises writers: no event is in flight during a cover")
+    group_id, (owner, reader, *_) = await _large_group(store, settings)
+    await _send(store, group_id, owner, "first")
+    await messages.events(store.groups, group_id, reader, None, 100)  # covered
+    await _send(store, group_id, owner, "second")  # a new news entry: seq 3
+    assert await _news(store, reader, group_id) == [2, 3]
+    through = 3  # the reader has read the log to 3
+    async with store.groups.work() as work:
+        row = await work.lock(group_id)
+        assert row is not None
+        await work.lock_users([], news=True)
+        appended = await work.append_event("title_changed", owner, {"title": "x"}, [], news=True)
+        assert appended.seq == 4
+        assert reader not in appended.noticed  # it holds news (seq 3)
+        cover = asyncio.create_task(store.groups.cover(group_id, reader, through))
+        await _until_waiting_on_a_lock(store, cover)
+        assert not cover.done()  # it waits for the event to commit
+    assert await cover == 4
+    assert await _news_seq(store, group_id, reader) == 3
+
+
+async def _until_waiting_on_a_lock(store: Store, task: asyncio.Task[int]) -> None:
+    while not task.done():
+        async with store.db.driver() as conn:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND query LIKE '%%FOR SHARE%%'"
+                " AND datname = current_database()"
+            )
+            row = await cursor.fetchone()
+        if row is not None and row[0] > 0:
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_membership_in_a_large_group(store: Store, settings: Settings) -> None:
+    group_id, users = await _large_group(store, settings)
+    owner = users[0]
+    await _send(store, group_id, owner, "hi")  # every member now holds news at seq 2
+    (newcomer,) = await add_users(store, 1, "new")
+    changed = await members.add_members(store.groups, settings, owner, group_id, [newcomer])
+    assert changed.body["group"]["member_count"] == 6
+    assert changed.woken == [newcomer]  # the others hold news already
+    # The one added gets its event directly; having every event up to it, no news yet.
+    stream = await _entries(store, newcomer)
+    assert [kind for kind, _ in stream] == ["group"]
+    assert stream[0][1]["event"]["kind"] == "member_added"
+    assert await _news_seq(store, group_id, newcomer) is None
+    # The next event signals it (at a seq above its position), and it alone.
+    assert (await _send(store, group_id, owner, "and you")).members == [newcomer]
+    assert await _news(store, newcomer, group_id) == [4]
+
+    removed = users[2]
+    before = len(await _entries(store, removed))
+    await members.remove_member(store.groups, settings, owner, group_id, removed)
+    stream = await _entries(store, removed)
+    assert len(stream) == before + 1
+    assert stream[-1][1]["event"]["kind"] == "member_removed"
+    await _send(store, group_id, owner, "without them")
+    assert len(await _entries(store, removed)) == before + 1
+
+
+async def test_bulk_add_locks_and_counts_without_reading_the_group(
+    store: Store, settings: Settings
+) -> None:
+    group_id, users = await _large_group(store, settings)
+    batch = await add_users(store, 300, "bulk")
+    changed = await members.add_members(
+        store.groups, settings, users[0], group_id, [*batch, users[1]]
+    )
+    group = changed.body["group"]
+    assert group["member_count"] == 305
+    assert group["latest_seq"] == 301
+    assert await store.groups.members(group_id, None, 1000) is not None
+    log = await store.groups.events(group_id, 1, 1000)
+    assert [e.kind for e in log] == ["member_added"] * 300
+    # Each added member: its own event, then news from the batch's next event; the last
+    # one added has every event there is.
+    added = sorted(batch)
+    first = await _entries(store, added[0])
+    assert [kind for kind, _ in first] == ["group", "group_news"]
+    assert first[0][1]["event"]["seq"] == 2
+    assert first[1][1]["seq"] == 3
+    assert [kind for kind, _ in await _entries(store, added[-1])] == ["group"]
+    # The existing members got one news entry for the whole batch.
+    assert await _news(store, users[1], group_id) == [2]
+    sent = await _send(store, group_id, users[3], "to 305")
+    assert sent.members == [added[-1]]
