@@ -55,7 +55,8 @@ class Settings(BaseSettings):
     max_timeout: float = Field(default=60.0, ge=0, le=3600)
     recall_window_seconds: int = Field(default=24 * 3600, ge=0)
     # Groups up to this many members get every event written into each member's offline
-    # store (write fan-out); until large groups exist, no group grows past it.
+    # store (write fan-out); above it, up to group_max_members, an event is written once to
+    # the group's log and members get coalesced group_news entries (large groups).
     group_fanout_limit: int = Field(default=200, ge=1, le=100_000)
     group_max_members: int = Field(default=100_000, ge=1)
 

@@ -5,16 +5,19 @@ and its cover (DESIGN.md "Groups")."""
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 import orjson
 import pytest
+from sqlalchemy import select, update
 
 from app.config import Settings
+from app.db.models import Pusher
 from app.groups import members, messages
 from app.store import Store
 from tests.conftest import make_settings
-from tests.store.conftest import add_users
+from tests.store.conftest import add_device, add_pusher, add_users
 
 LIMIT = 3  # a small fan-out limit: a group of 5 is large
 
@@ -204,7 +207,6 @@ async def test_bulk_add_locks_and_counts_without_reading_the_group(
     group = changed.body["group"]
     assert group["member_count"] == 305
     assert group["latest_seq"] == 301
-    assert await store.groups.members(group_id, None, 1000) is not None
     log = await store.groups.events(group_id, 1, 1000)
     assert [e.kind for e in log] == ["member_added"] * 300
     # Each added member: its own event, then news from the batch's next event; the last
@@ -219,3 +221,39 @@ async def test_bulk_add_locks_and_counts_without_reading_the_group(
     assert await _news(store, users[1], group_id) == [2]
     sent = await _send(store, group_id, users[3], "to 305")
     assert sent.members == [added[-1]]
+
+
+async def test_a_send_marks_the_pushers_of_those_it_gave_news(
+    store: Store, settings: Settings
+) -> None:
+    group_id, (owner, reader, idle, *_) = await _large_group(store, settings)
+    pushers = {}
+    for user in (owner, reader, idle):
+        pushers[user] = await add_pusher(store, user, await add_device(store, user))
+    sent = await store.groups.send(group_id, owner, "one", None, 30.0)
+    assert sent is not None
+    due = await _due(store)
+    # Every member got news and is pushed, but the sender's own devices.
+    assert due[pushers[owner]] is None
+    assert due[pushers[reader]] is not None
+    assert due[pushers[idle]] is not None
+    await _settle(store)
+    # A member holding news gets no entry, so no push; one whose news a read covered does.
+    await messages.events(store.groups, group_id, reader, None, 100)
+    again = await store.groups.send(group_id, owner, "two", None, 30.0)
+    assert again is not None
+    assert again.members == [reader]
+    due = await _due(store)
+    assert due[pushers[reader]] is not None
+    assert due[pushers[idle]] is None
+
+
+async def _due(store: Store) -> dict[str, datetime | None]:
+    async with store.db.session() as session:
+        rows = await session.execute(select(Pusher.pushkey, Pusher.due_at))
+        return {row.pushkey: row.due_at for row in rows}
+
+
+async def _settle(store: Store) -> None:
+    async with store.db.session() as session, session.begin():
+        await session.execute(update(Pusher).values(due_at=None))
