@@ -65,17 +65,49 @@ async def _read_while_sending(url: str) -> None:
                 if finished and not page["entries"] and not page["has_more"]:
                     return
 
+        newcomers = [await register(client, "lgn") for _ in range(6)]
+
+        async def change_members() -> None:
+            # Membership events and direct messages cross the sends on the same users' rows.
+            for pair in (newcomers[:3], newcomers[3:]):
+                response = await client.post(
+                    f"/groups/{group_id}/members",
+                    json={"user_ids": [u.user_id for u in pair]},
+                    headers=owner.headers,
+                )
+                statuses.append(response.status_code)
+                for sender in senders[:2]:
+                    response = await client.post(
+                        "/messages",
+                        json={"to": pair[0].user_id, "body": "direct"},
+                        headers=sender.headers,
+                    )
+                    statuses.append(response.status_code)
+            response = await client.delete(
+                f"/groups/{group_id}/members/{newcomers[0].user_id}", headers=owner.headers
+            )
+            statuses.append(response.status_code)
+
         statuses: list[int] = []
         reading = asyncio.create_task(follow())
-        await asyncio.gather(*(_send_many(client, s, group_id, statuses) for s in senders))
+        await asyncio.gather(
+            change_members(), *(_send_many(client, s, group_id, statuses) for s in senders)
+        )
         done.set()
         await reading
-        assert set(statuses) == {201}
+        assert set(statuses) <= {200, 201, 204}, sorted(set(statuses))
         latest = (await client.get(f"/groups/{group_id}", headers=owner.headers)).json()["group"]
-        assert latest["latest_seq"] == 1 + SENDERS * PER_SENDER
+        assert latest["latest_seq"] == 1 + SENDERS * PER_SENDER + len(newcomers) + 1
         # Every event exactly once, in seq order: none unsignalled, none read twice.
         assert follower.seen[group_id] == list(range(1, latest["latest_seq"] + 1))
         assert follower.read[group_id] == list(range(2, latest["latest_seq"] + 1))
+        # Members added during the sends, following only now, see every event from theirs.
+        for newcomer in (newcomers[1], newcomers[5]):
+            view = await client.get(f"/groups/{group_id}", headers=newcomer.headers)
+            joined = view.json()["group"]["joined_seq"]
+            late = Follower(client, newcomer)
+            await late.catch_up()
+            assert late.seen[group_id] == list(range(joined, latest["latest_seq"] + 1))
         # Coalesced: fewer news entries than events (each covered read allows one more).
         assert 1 <= follower.news <= SENDERS * PER_SENDER
 
