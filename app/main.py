@@ -27,7 +27,6 @@ from app.api import (
 from app.api import sync as sync_api
 from app.config import Settings
 from app.db.engine import Database
-from app.db.migrations import upgrade_to_head
 from app.errors import install_error_handlers
 from app.inbox.acks import AckBatcher
 from app.inbox.rates import RateLimit
@@ -73,6 +72,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.migrates_at_start:
+            # Imported here: Alembic (and Mako, Pygments under it) is for the databases
+            # migrated at start, not for every process that serves PostgreSQL.
+            from app.db.migrations import upgrade_to_head
+
             # The embedded default must run on a bare machine: create and migrate the file.
             await to_thread.run_sync(upgrade_to_head, settings.database_url)
         db = Database(settings)

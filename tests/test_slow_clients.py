@@ -12,7 +12,8 @@ import pytest
 from tests.factories import register, send
 from tests.server import running_server
 
-pytestmark = pytest.mark.slow
+# The read deadlines are the edge's, before any storage: one backend.
+pytestmark = [pytest.mark.slow, pytest.mark.one_backend]
 
 DEADLINES = {"MSGSYNC_HEADER_TIMEOUT_SECONDS": "1", "MSGSYNC_BODY_TIMEOUT_SECONDS": "1"}
 # Far longer than the deadlines: a connection still open by then was not cut off.

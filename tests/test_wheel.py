@@ -132,14 +132,15 @@ def test_serve_on_sqlite_creates_and_migrates_its_file(installed: Installed) -> 
     )
     try:
         deadline = time.monotonic() + 60  # a guard against hanging, not a measurement
-        while True:
-            assert process.poll() is None, "msgsync serve exited"
-            assert time.monotonic() < deadline, "msgsync serve did not answer /healthz"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
+        with httpx.Client(timeout=1) as client:  # one client (and TLS context) for every try
+            while True:
+                assert process.poll() is None, "msgsync serve exited"
+                assert time.monotonic() < deadline, "msgsync serve did not answer /healthz"
+                try:
+                    if client.get(f"{url}/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.05)
         assert (installed.workdir / "msgsync.db").is_file()
         # The schema is there: a user can be created, and so a login.
         body = {"user_id": "first", "password": "first-contact"}
@@ -171,7 +172,10 @@ import httpx
 from app.testing import FAST_HASHING, running_server
 
 admin = sys.argv[1]
-with running_server(env=FAST_HASHING) as lite, running_server(admin_url=admin) as pg:
+with (
+    running_server(env=FAST_HASHING) as lite,
+    running_server(admin_url=admin, env=FAST_HASHING) as pg,
+):
     body = {"user_id": "wheel-user", "password": "wheel-password"}
     print(httpx.post(f"{lite.url}/users", json=body).status_code, lite.database_url[:10])
     print(httpx.post(f"{pg.url}/users", json=body).status_code, pg.database_url[:10])

@@ -48,6 +48,23 @@ def shared_server(backend_kind: str, tmp_path_factory: pytest.TempPathFactory) -
         yield server
 
 
+# Large groups (DESIGN.md "Groups") from the fourth member on: the scenarios about them
+# need only a handful of users.
+GROUP_FANOUT_LIMIT = 3
+
+
+@pytest.fixture(scope="module")
+def large_groups_server(
+    backend_kind: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Backend]:
+    """A server whose groups turn large past GROUP_FANOUT_LIMIT members."""
+    kind = backend_kind
+    env = {"MSGSYNC_GROUP_FANOUT_LIMIT": str(GROUP_FANOUT_LIMIT)}
+    with backend(kind, _admin_url(kind), tmp_path_factory.mktemp(kind), env) as server:
+        server.start()
+        yield server
+
+
 @pytest.fixture
 def own_server(backend_kind: str, tmp_path: Path) -> Iterator[Backend]:
     """A server for one scenario alone, which may stop, copy and restore its database."""
@@ -59,7 +76,12 @@ def own_server(backend_kind: str, tmp_path: Path) -> Iterator[Backend]:
 
 @pytest.fixture
 def server(request: pytest.FixtureRequest, backend_kind: str) -> Backend:
-    name = "own_server" if "own_server" in request.fixturenames else "shared_server"
+    if "own_server" in request.fixturenames:
+        name = "own_server"
+    elif "large_groups_server" in request.fixturenames:
+        name = "large_groups_server"
+    else:
+        name = "shared_server"
     found: Backend = request.getfixturevalue(name)
     return found
 

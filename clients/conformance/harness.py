@@ -14,7 +14,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -132,11 +132,13 @@ class Backend:
     workdir: Path
     url: str = ""
     server: Server | None = None
+    # Settings of this server beyond SERVER_ENV (e.g. a small group fan-out limit).
+    env: dict[str, str] = field(default_factory=dict)
 
     def start(self, database_url: str | None = None) -> str:
         if database_url is not None:
             self.database_url = database_url
-        self.server = start_server(self.database_url, env=SERVER_ENV)
+        self.server = start_server(self.database_url, env={**SERVER_ENV, **self.env})
         self.url = self.server.url
         return self.url
 
@@ -325,13 +327,15 @@ class Direct:
 
 
 @contextmanager
-def backend(kind: str, admin_url: str | None, workdir: Path) -> Iterator[Backend]:
+def backend(
+    kind: str, admin_url: str | None, workdir: Path, env: dict[str, str] | None = None
+) -> Iterator[Backend]:
     """A fresh database at the latest schema, dropped afterwards with every copy a scenario
-    made."""
+    made; `env`: the server's settings beyond SERVER_ENV."""
     if kind == "sqlite":
         url = f"sqlite:///{workdir / 'server.db'}"
         migrate(url)
-        server = Backend(kind, url, None, workdir)
+        server = Backend(kind, url, None, workdir, env=dict(env or {}))
         try:
             yield server
         finally:
@@ -339,7 +343,7 @@ def backend(kind: str, admin_url: str | None, workdir: Path) -> Iterator[Backend
         return
     assert admin_url is not None
     with fresh_database(admin_url, "msgsync_conf") as url:
-        server = Backend(kind, url, admin_url, workdir)
+        server = Backend(kind, url, admin_url, workdir, env=dict(env or {}))
         try:
             yield server
         finally:

@@ -29,6 +29,7 @@ class Fault:
     action: Action
     times: int = 1
     retry_after: int = 1
+    after: int = 0  # matching requests let through untouched before the fault applies
 
 
 @dataclass
@@ -107,6 +108,9 @@ class FaultProxy:
         with self._lock:
             for fault in self.faults:
                 if fault.method == method and path.startswith(fault.path) and fault.times > 0:
+                    if fault.after > 0:
+                        fault.after -= 1
+                        return None
                     fault.times -= 1
                     return fault
         return None

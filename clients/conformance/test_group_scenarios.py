@@ -21,6 +21,11 @@ def of_group(state: dict[str, Any], group_id: str) -> list[dict[str, Any]]:
     return [m for m in state["group_messages"] if m["group_id"] == group_id]
 
 
+def seq_of(message: dict[str, Any]) -> int:
+    seq: int = message["seq"]
+    return seq
+
+
 def test_concurrent_senders_in_a_group_each_member_gets_every_message_once(
     adapters: Start, proxy: FaultProxy, direct: Direct, tmp_path: Path
 ) -> None:
@@ -47,6 +52,8 @@ def test_concurrent_senders_in_a_group_each_member_gets_every_message_once(
         assert_each_version_once(state, len(state["applied"]))
         assert of_group(state, gid) == truth, user
         assert settled(state, gid) == direct.group_view(user, gid), user
+        # The app heard of each message once, in the group's order.
+        assert state["heard"] == [[gid, m["seq"]] for m in sorted(truth, key=seq_of)], user
         # Each member's own messages carry the client_msg_id it sent with.
         own = [m for m in of_group(state, gid) if m["from"] == user]
         assert len(own) == rounds

@@ -32,6 +32,8 @@ const OPTION_NAMES: Record<string, keyof Options> = {
 
 class Adapter {
   client: Client | null = null;
+  /** [group_id, seq] of each group message the SDK told the app of, in order. */
+  readonly heard: [string, number | null][] = [];
 
   private need(): Client {
     if (!this.client) throw new BadRequest("open first");
@@ -88,7 +90,7 @@ class Adapter {
       case "flush_acks":
         return { acked: await client.flushAcks() };
       case "state":
-        return state(client);
+        return { ...state(client), heard: [...this.heard] };
       case "close":
         await client.close();
         this.client = null;
@@ -111,6 +113,12 @@ class Adapter {
     }
     const store = FileStore.open(str(req, "store"));
     const client = new Client(store, str(req, "server"), options);
+    client.handlers.onMessages = (messages) => {
+      for (const m of messages) {
+        const groupId = groupOf(m);
+        if (groupId !== null) this.heard.push([groupId, m.seq ?? null]);
+      }
+    };
     const dieAfter = raw["die_after_applying_pages"];
     if (typeof dieAfter === "number") {
       // Test hook outside the SDK: die inside the page's transaction, after its entries are

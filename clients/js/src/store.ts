@@ -372,11 +372,15 @@ class Planner {
     if (g && g.read_seq < upToSeq) this.setGroup({ ...g, read_seq: upToSeq });
   }
 
-  /** A group_news entry: the log holds events up to `seq`, to be read from our position. */
+  /** A group_news entry (or an event the stream cannot apply yet): the log holds events up
+   * to `seq`, to be read from our position to its end. A read is due whatever `seq` says:
+   * the server counts its news as covered only once a read reaches the end of the log, and
+   * sends no other news of the group until then (around a mode switch the stream may carry
+   * an event and news of it). */
   news(groupId: string, seq: number): void {
     const g = this.group(groupId) ?? newGroup(groupId);
-    if (seq > g.seq && seq > g.news) this.setGroup({ ...g, news: seq });
-    else if (!this.group(groupId)) this.setGroup(g);
+    const news = Math.max(g.news, seq, g.seq + 1);
+    if (news !== g.news || !this.group(groupId)) this.setGroup({ ...g, news });
   }
 
   /** This user is no longer in the group: forget it and its messages. */
@@ -388,36 +392,36 @@ class Planner {
     if (!this.applied.groups.includes(groupId)) this.applied.groups.push(groupId);
   }
 
-  /** A group event, from this user's stream (`inOrder` false: it may follow a gap) or from
-   * the group's log (in order by contract). */
+  /** A group event, from this user's stream (`inOrder` false) or from the group's log read
+   * from our position (in order by contract). Each event is applied once, by seq: one at or
+   * below the position is skipped; from the stream, only the next one is applied, and only
+   * while no read of the log is due; any other (a gap: a pruned stream, a large group, a
+   * mode switch, where the same event may come both in the log and as an entry) waits for
+   * the log read, which applies it in its turn. */
   event(groupId: string, event: GroupEvent, inOrder: boolean): void {
     const data = event.data;
     const concernsMe = data["user_id"] === this.me;
     const joins = event.kind === "created" || (event.kind === "member_added" && concernsMe);
     let g = this.group(groupId);
-    if (!g) {
-      if (!joins && this.dropped.has(groupId)) return; // nothing of a group left
-      g = newGroup(groupId);
-    }
     if ((event.kind === "member_removed" || event.kind === "member_left") && concernsMe) {
       // Whatever the gap before it: the server sends nothing more of this group.
-      if (event.seq > g.seq) this.drop(groupId);
+      if (g && event.seq > g.seq) this.drop(groupId);
       return;
+    }
+    if (!g) {
+      if (!joins) {
+        if (!this.dropped.has(groupId)) this.news(groupId, event.seq); // its start is in the log
+        return; // else nothing of a group left
+      }
+      // The first event of this membership: the history shown starts here.
+      g = { ...newGroup(groupId), seq: event.seq - 1 };
     }
     if (event.seq <= g.seq) return; // applied before
-    let next = g;
-    if ((joins && g.seq === 0) || inOrder || event.seq === g.seq + 1) {
-      // In order; or where this user's history of the group starts (their joining).
-      next = { ...g, seq: event.seq };
-    } else {
-      // A gap (a pruned stream, a large group, a first event that is not our joining): the
-      // log is read from our position up to here. A message is shown at once (it is keyed
-      // by id, so reading it again changes nothing); any other effect waits for its turn.
-      next = { ...g, news: Math.max(g.news, event.seq) };
-      this.setGroup(next);
-      if (event.kind === "message") this.putMessage({ ...(event.data as unknown as Message), group_id: groupId, seq: event.seq });
+    if (!inOrder && (event.seq !== g.seq + 1 || g.news > g.seq)) {
+      this.news(groupId, event.seq);
       return;
     }
+    let next: GroupState = { ...g, seq: event.seq };
     if (next.news <= next.seq) next = { ...next, news: 0 };
     const user = typeof data["user_id"] === "string" ? data["user_id"] : "";
     const members = { ...next.members };
@@ -532,9 +536,10 @@ export function planGroupEvents(
   if (g) {
     // Past the last event when the page ends beyond it; up to date when there is no more.
     const seq = Math.max(g.seq, page.next_after_seq);
-    // More to read: the news stays (up to the log's latest), so a crash before the next page
-    // goes on from here; none: this read covered every signal so far.
-    const news = page.has_more ? Math.max(g.news, page.latest_seq) : 0;
+    // More to read: the read stays due (up to the log's latest at least), whatever the news
+    // said: only a read that reaches the end covers the news on the server, and a crash
+    // before the next page goes on from here. None: this read covered every signal so far.
+    const news = page.has_more ? Math.max(g.news, page.latest_seq, seq + 1) : 0;
     if (seq !== g.seq || news !== g.news) planner.setGroup({ ...g, seq, news });
   }
   return { change: planner.change(), applied: planner.applied };
@@ -557,13 +562,14 @@ function applyEntry(entry: Entry, planner: Planner): void {
     const groupId = data.group_id ?? null;
     // A recall takes effect at its entry's time: the server writes both in one transaction.
     const recall: Recall = { message_id: data.message_id, from: data.from, to: data.to ?? null, group_id: groupId, recalled_at: entry.created_at };
-    if (groupId !== null && !planner.group(groupId)) return; // a group this user left
-    planner.recall(recall);
     if (groupId !== null && typeof data.seq === "number") {
-      // The recall is an event of the group: it moves the position (or marks a gap).
+      // The recall is an event of the group: applied in its turn, once (see Planner.event).
       const event: GroupEvent = { seq: data.seq, kind: "recall", created_at: entry.created_at, actor: data.from, data: { message_id: data.message_id } };
       planner.event(groupId, event, false);
+      return;
     }
+    if (groupId !== null && !planner.group(groupId)) return; // a group this user left
+    planner.recall(recall);
   } else if (entry.kind === "read") {
     const data = entry.data as { reader: string; peer?: string; up_to_message_id?: number; group_id?: string; up_to_seq?: number };
     if (typeof data.group_id === "string") {

@@ -77,22 +77,23 @@ for (const [name, make] of kinds) {
     assert.equal(again.cursor, 8);
   });
 
-  test(`${name}: an event past a gap marks news and shows the message; the log fills the gap in order`, async () => {
+  test(`${name}: an event past a gap marks news and waits for the log, which fills the gap in order, each event once`, async () => {
     const { open } = make();
     const store = await open();
     await store.setSession(session);
     await store.applyPage(page([groupEntry(1, event(1, "created", { title: "A" })), messageEntry(2, gmsg(10, 2))]));
-    // Seq 3 and 4 are missing from the stream (pruned): 5 and 6 arrive.
-    await store.applyPage(page([
+    // Seq 3 and 4 are missing from the stream (pruned): 5 and 6 arrive, and wait for the
+    // log (applied now, they would be applied twice, or out of order).
+    const early = await store.applyPage(page([
       entry(3, "message", gmsg(14, 5)),
       groupEntry(4, event(6, "title_changed", { title: "C" })),
     ]));
+    assert.deepEqual([early.count, early.messages], [2, []]);
     let g = store.group(G);
-    assert.deepEqual([g?.seq, g?.news, g?.title], [2, 6, "A"]); // the title waits its turn
-    assert.deepEqual(store.groupMessages(G).map((m) => m.id), [10, 14]);
-    // The log from seq 2: a title, a message, the recall of a message shown above, then
-    // the events already seen.
-    await store.applyGroupEvents(G, {
+    assert.deepEqual([g?.seq, g?.news, g?.title], [2, 6, "A"]);
+    assert.deepEqual(store.groupMessages(G).map((m) => m.id), [10]);
+    // The log from seq 2: a title, a message, the events seen in the stream, a recall.
+    const filled = await store.applyGroupEvents(G, {
       events: [
         event(3, "title_changed", { title: "B" }),
         event(4, "message", gmsg(13, 4) as unknown as Record<string, unknown>),
@@ -102,6 +103,7 @@ for (const [name, make] of kinds) {
       ],
       next_after_seq: 7, latest_seq: 7, has_more: false,
     });
+    assert.deepEqual(filled.messages.map((m) => m.seq), [4, 5]);
     if (name !== "memory") store.close();
     const again = await open();
     g = again.group(G);
@@ -135,6 +137,51 @@ for (const [name, make] of kinds) {
     assert.deepEqual(again.groups(), []);
     if (name !== "memory") again.close();
     assert.deepEqual((await open()).groups(), []);
+  });
+
+  test(`${name}: a log read stays due until has_more is false, and every group_news asks for one`, async () => {
+    const { open } = make();
+    const store = await open();
+    await store.setSession(session);
+    await store.applyPage(page([groupEntry(1, event(1, "created", { title: "A", members: ["alice", "bob"] })), messageEntry(2, gmsg(10, 2))]));
+    // News of a seq applied already (around a mode switch): a read is due all the same.
+    await store.applyPage(page([entry(3, "group_news", { group_id: G, seq: 2 })]));
+    assert.ok((store.group(G)?.news ?? 0) > (store.group(G)?.seq ?? 0));
+    // The log has grown past the news: a page that says there is more keeps the read due.
+    await store.applyGroupEvents(G, { events: [event(3, "message", gmsg(11, 3) as unknown as Record<string, unknown>)], next_after_seq: 3, latest_seq: 4, has_more: true });
+    if (name !== "memory") store.close();
+    const again = await open(); // a crash between two pages of the log
+    let g = again.group(G);
+    assert.ok(g && g.news > g.seq && g.seq === 3);
+    await again.applyGroupEvents(G, { events: [event(4, "message", gmsg(12, 4) as unknown as Record<string, unknown>)], next_after_seq: 4, latest_seq: 4, has_more: false });
+    g = again.group(G);
+    assert.deepEqual([g?.seq, g?.news], [4, 0]);
+    assert.deepEqual(again.groupMessages(G).map((m) => m.id), [10, 11, 12]);
+  });
+
+  test(`${name}: an event both in the log and in the stream (a mode switch) is applied once, in either order`, async () => {
+    const { open } = make();
+    const store = await open();
+    await store.setSession(session);
+    const seen: number[] = [];
+    const heard = (a: { messages: Message[] }) => seen.push(...a.messages.map((m) => m.seq ?? 0));
+    const logged = (...seqs: number[]) => seqs.map((n) => event(n, "message", gmsg(100 + n, n) as unknown as Record<string, unknown>));
+    await store.applyPage(page([groupEntry(1, event(1, "created", { title: "A", members: ["alice", "bob"] }))]));
+    // Small: the stream, in order.
+    heard(await store.applyPage(page([messageEntry(2, gmsg(102, 2)), messageEntry(3, gmsg(103, 3))])));
+    // Large: news, and a log read that starts before the position.
+    heard(await store.applyPage(page([entry(4, "group_news", { group_id: G, seq: 5 })])));
+    heard(await store.applyGroupEvents(G, { events: logged(2, 3, 4), next_after_seq: 4, latest_seq: 5, has_more: true }));
+    // Small again before the read ended: the next event comes in the stream too, while a
+    // read is due; the log then brings it as well.
+    heard(await store.applyPage(page([messageEntry(5, gmsg(106, 6)), groupEntry(6, event(7, "member_added", { user_id: "carol" }))])));
+    heard(await store.applyGroupEvents(G, { events: [...logged(5, 6), event(7, "member_added", { user_id: "carol" })], next_after_seq: 7, latest_seq: 7, has_more: false }));
+    // The stream repeats what the log applied, then goes on in order.
+    heard(await store.applyPage(page([groupEntry(7, event(7, "member_added", { user_id: "carol" })), messageEntry(8, gmsg(108, 8))])));
+    assert.deepEqual(seen, [2, 3, 4, 5, 6, 8]);
+    const g = store.group(G);
+    assert.deepEqual([g?.seq, g?.news, g?.members], [8, 0, { alice: "owner", bob: "member", carol: "member" }]);
+    assert.deepEqual(store.groupMessages(G).map((m) => m.seq), [2, 3, 4, 5, 6, 8]);
   });
 }
 
@@ -243,9 +290,12 @@ test("group_news: the log is read from the group's position until has_more is fa
   assert.deepEqual(calls.filter((x) => x.path.startsWith("/groups/g1/members")).map((x) => new URL(x.path, "http://s").searchParams.get("after")), [null, "bob"]);
   assert.deepEqual(c.store.groupMessages(G).map((m) => m.seq), Array.from({ length: 24 }, (_, i) => i + 2));
   assert.deepEqual(heard, Array.from({ length: 24 }, (_, i) => 101 + i));
-  // News that the log has covered already: nothing more to read.
+  // News of a seq the log has passed already still asks for a read to the end (the server
+  // counts its news as covered only then): one page, nothing new in it.
   const second = await c.catchUp();
-  assert.equal(second.groupPages, 0);
+  assert.equal(second.groupPages, 1);
+  assert.equal(calls.filter((x) => x.path.startsWith("/groups/g1/events")).at(-1)?.path.includes("after_seq=25"), true);
+  assert.equal(heard.length, 24);
   await c.close();
 });
 
@@ -362,4 +412,47 @@ test("group_news entries sharing the floor's version each count (a sync below th
   });
   assert.deepEqual(store.groups().map((g) => [g.group_id, g.news, g.stale]), [[G, 4, true], ["g2", 9, true]]);
   assert.deepEqual(store.messages().map((m) => m.id), [1]);
+});
+
+test("a large group: every group_news is followed by a log read to its end; messages reach the app once, in seq order", async () => {
+  // The group switches to large after seq 3 and back to small at seq 9 (the member who
+  // left is named in the log); the log grows while the member reads it.
+  const events = log(12);
+  let latest = 3;
+  const visible = () => events.filter((e) => e.seq <= latest);
+  const { calls, fetchImpl } = server({
+    "GET /sync": (url) => {
+      const since = Number(url.searchParams.get("since"));
+      const stream: Entry[] = [
+        groupEntry(1, events[0] as GroupEvent),
+        messageEntry(2, gmsg(101, 2)),
+        messageEntry(3, gmsg(102, 3)),
+        entry(4, "group_news", { group_id: G, seq: 5 }),
+        entry(5, "group_news", { group_id: G, seq: 9 }),
+        messageEntry(6, gmsg(108, 9)), // the switch back: both in the log and in the stream
+        messageEntry(7, gmsg(109, 10)),
+      ];
+      const entries = stream.filter((e) => e.version > since).slice(0, 2);
+      const last = entries.at(-1)?.version ?? since;
+      latest = Math.min(12, [3, 3, 3, 6, 10, 10, 10][last - 1] ?? latest);
+      return json(200, { entries, next_since: last, latest_version: 7, has_more: last < 7, history_fallback: false });
+    },
+    "GET /groups/g1/events": (url, b, n) => eventsRoute(visible())(url, b, n),
+    "GET /groups/g1": () => json(200, { group: groupDetails({ latest_seq: latest, large: true }) }),
+    "GET /groups/g1/members": membersRoute,
+    "POST /ack": (_u, b) => json(200, { device_id: "d1", acked_version: b?.["version"] }),
+  });
+  const c = new Client(new MemoryStore(), "http://s", { ...fast, pageLimit: 2 }, {}, fetchImpl);
+  await c.store.setSession(session);
+  const heard: number[] = [];
+  c.handlers.onMessages = (ms) => heard.push(...ms.map((m) => m.seq ?? 0));
+  await c.catchUp();
+  assert.deepEqual(heard, [2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  assert.deepEqual(c.store.groupMessages(G).map((m) => m.seq), [2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  const g = c.store.group(G);
+  assert.deepEqual([g?.seq, g?.news], [10, 0]);
+  // Each read went on until has_more was false.
+  const reads = calls.filter((x) => x.path.startsWith("/groups/g1/events"));
+  assert.ok(reads.length >= 2);
+  await c.close();
 });

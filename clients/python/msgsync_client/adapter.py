@@ -14,9 +14,9 @@ import sys
 from typing import Any
 
 from msgsync_client.api import Transient
-from msgsync_client.client import Client, Options
+from msgsync_client.client import Client, Handlers, Options
 from msgsync_client.errors import MsgsyncError
-from msgsync_client.models import OutboxState, Page
+from msgsync_client.models import Message, OutboxState, Page
 from msgsync_client.sqlite_store import SqliteStore
 
 __all__ = ["main"]
@@ -55,6 +55,12 @@ class BadRequest(Exception):
 class Adapter:
     def __init__(self) -> None:
         self.client: Client | None = None
+        # [group_id, seq] of each group message the SDK told the app of, in order.
+        self.heard: list[list[Any]] = []
+
+    def _heard(self, message: Message) -> None:
+        if message.group_id is not None:
+            self.heard.append([message.group_id, message.seq])
 
     def _client(self) -> Client:
         if self.client is None:
@@ -98,7 +104,7 @@ class Adapter:
         if cmd == "flush_acks":
             return {"acked": await client.flush_acks()}
         if cmd == "state":
-            return self.state(client)
+            return {**self.state(client), "heard": list(self.heard)}
         if cmd == "close":
             await client.aclose()
             self.client = None
@@ -114,7 +120,8 @@ class Adapter:
         if "max_attempts" in raw:
             options.send_attempts = options.sync_attempts = int(raw["max_attempts"])
         store = _DyingStore(request["store"], die_after)
-        self.client = Client(store, request["server"], options)
+        handlers = Handlers(on_message=self._heard)
+        self.client = Client(store, request["server"], options, handlers)
         session = store.session()
         return {
             "logged_in": session is not None,

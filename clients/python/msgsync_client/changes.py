@@ -4,12 +4,18 @@ A page of the user's stream, or a page of a group's log, becomes one `Change`, w
 the store in one local transaction with the position it reaches (the stream's cursor, the
 group's `seq`), so that a crash leaves both or neither.
 
-Groups. A group's `seq` here means "every event up to it is applied". Events of a small
-group arrive in the stream in seq order; one that is not the next (the stream was pruned,
-or the event before it carried no seq) is applied at once but leaves `seq` where it is and
-raises `news_seq`, as a `group_news` entry does. While `news_seq > seq` the client reads the
-group's log from `seq` (see Client.sync_groups), which replays the events in order: an
-event at or below `seq` is never applied again, so membership changes cannot go back."""
+Groups. A group's `seq` here means "every event up to it is applied", and each event is
+applied once, by seq: only the next one (`seq + 1`) is applied, and one at or below `seq` is
+skipped, whether it comes from the stream or from the group's log. Events of a small group
+arrive in the stream in seq order. One that is not the next (the stream was pruned, the
+group is large or has just changed mode, so the same event may come both in the log and as
+an entry) is not applied from the stream: it raises `news_seq`, as a `group_news` entry
+does, and the log read applies it in its turn. While `news_seq > seq` a read of the log is
+due: the client reads it from `seq` until `has_more` is false (see Client.sync_groups), and
+meanwhile the stream's events of that group wait for the log too. Every `group_news` entry
+makes a read due, even one that names a seq already applied here: the server counts a news
+as covered only once a read reaches the group's end, and sends no other news of the group
+until then."""
 
 from __future__ import annotations
 
@@ -115,13 +121,13 @@ class _Planner:
             del self.change.messages[message_id]
 
     def announce(self, group_id: str, seq: int) -> GroupState:
-        """The group has events up to `seq` that are not all applied here: read its log."""
+        """The group has events up to `seq` that are not all applied here: a read of its log
+        to the end is due (at least one, whatever `seq` says)."""
         state = self.group(group_id)
         if state is None:
             # First heard of now (a pruned stream, or news): its details come from a refresh.
             state = GroupState(group_id)
-        if seq > state.news_seq:
-            state = replace(state, news_seq=seq)
+        state = replace(state, news_seq=max(state.news_seq, seq, state.seq + 1))
         self.put(state)
         return state
 
@@ -179,30 +185,35 @@ class _Planner:
 
     def stream_event(self, event: GroupEvent, message: Message | None = None) -> None:
         state = self.group(event.group_id)
-        joins = event.kind == "created" or (
-            event.kind == "member_added" and event.data.get("user_id") == self.me
-        )
+        mine = event.data.get("user_id") == self.me
+        if event.kind in _DEPARTURES and mine:
+            # Whatever came before it: the server sends nothing more of this group.
+            if state is not None and (event.seq <= 0 or event.seq > state.seq):
+                self.applied.group_events.append(event)
+                self.drop(event.group_id)
+            return
+        if event.seq <= 0:
+            # No seq (an older server): applied as it comes; the position cannot move.
+            if state is None:
+                state = self.announce(event.group_id, 0)
+            self.effect(event, message)
+            return
+        joins = event.kind == "created" or (event.kind == "member_added" and mine)
         if state is None and joins:
             # The first event of this membership: the history shown starts here.
             start = event.seq - 1
-            self.put(GroupState(event.group_id, seq=start, news_seq=start))
-            state = self.group(event.group_id)
-        if state is None:
-            if event.kind in _DEPARTURES and event.data.get("user_id") == self.me:
-                return  # gone already (dropped on a 404, or never known): nothing to keep
-            # An event of a group not known here (its joining event was pruned): apply it,
-            # and read the log up to it.
-            state = self.announce(event.group_id, event.seq)
-        if 0 < event.seq <= state.seq:
-            return  # applied already (through the log): never twice
+            state = GroupState(event.group_id, seq=start, news_seq=start)
+            self.put(state)
+        if state is None or state.pending_news or event.seq != state.seq + 1:
+            if state is None or event.seq > state.seq:
+                # Not the next (a gap, a large group, a read already due): the log read
+                # applies it in its turn, and it is applied there only.
+                self.announce(event.group_id, event.seq)
+            return  # at or below the position: applied already
         self.effect(event, message)
         after = self.group(event.group_id)
-        if after is None:
-            return  # the user left or was removed
-        if event.seq == after.seq + 1 and not after.pending_news:
+        if after is not None:
             self.put(replace(after, seq=event.seq, news_seq=max(after.news_seq, event.seq)))
-        else:
-            self.announce(event.group_id, event.seq)  # a gap below it: read the log
 
     # -- effects ---------------------------------------------------------------------------
 
@@ -343,7 +354,14 @@ def plan_events(
     state = planner.group(group_id)
     if state is not None:
         seq = max(state.seq, page.next_after_seq)
-        news = state.news_seq if page.has_more else min(state.news_seq, seq)
+        # More to read: the read stays due (up to the log's latest at least), whatever the
+        # news said, so the loop goes on until has_more is false (only a read that reaches
+        # the end covers the news on the server) and a crash before the next page resumes
+        # from here. None: the read reached the end.
+        if page.has_more:
+            news = max(state.news_seq, page.latest_seq, seq + 1)
+        else:
+            news = min(state.news_seq, seq)
         planner.put(replace(state, seq=seq, news_seq=news))
     return planner.change, planner.applied
 

@@ -123,17 +123,20 @@ def wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = READ
     """Until the server's /readyz answers 200 (its database reachable and migrated);
     ServerFailed if the process exits first or time runs out."""
     deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise ServerFailed(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise ServerFailed(f"server did not become ready in {timeout:.0f} s")
-        time.sleep(0.1)
+    # One client for every try: each httpx.get would build a client, and its TLS context,
+    # again, which costs more than the try itself.
+    with httpx.Client(timeout=1) as client:
+        while True:
+            if process.poll() is not None:
+                raise ServerFailed(f"server exited with {process.returncode}")
+            try:
+                if client.get(f"{url}/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise ServerFailed(f"server did not become ready in {timeout:.0f} s")
+            time.sleep(0.1)
 
 
 def stop_server(process: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:

@@ -100,12 +100,14 @@ def test_a_group_lives_through_its_events(store: Store) -> None:
 
 def test_a_gap_in_a_groups_events_is_filled_from_its_log_once(store: Store) -> None:
     store.apply_page(page(group_entry(1, event(1, "created", title="T")), group_message(2, 10, 2)))
-    # seq 3 and 4 never reached the stream (pruned): 5 is applied but the position stays.
-    store.apply_page(page(group_message(3, 50, 5)))
+    # seq 3 and 4 never reached the stream (pruned): 5 waits for the log, where it is
+    # applied in its turn (applying it now would apply it twice, or out of order).
+    early = store.apply_page(page(group_message(3, 50, 5)))
+    assert (early.count, early.messages) == (1, [])
     state = store.group(GROUP)
     assert state is not None
     assert (state.seq, state.news_seq, state.pending_news) == (2, 5, True)
-    assert [m.id for m in store.messages(group_id=GROUP)] == [10, 50]
+    assert [m.id for m in store.messages(group_id=GROUP)] == [10]
 
     applied = store.apply_events(
         GROUP,
@@ -262,3 +264,116 @@ def test_news_of_several_groups_at_one_version_is_all_applied(store: Store) -> N
         ("g3", 3),
     ]
     assert store.cursor() == 9
+
+
+def news(version: int, seq: int, group_id: str = GROUP) -> Entry:
+    return Entry(version, "group_news", T, {"group_id": group_id, "seq": seq})
+
+
+def seqs(applied: list[Any]) -> list[int]:
+    return [m.seq for m in applied]
+
+
+def test_a_log_read_goes_on_until_has_more_is_false_whatever_the_news_said(
+    store: Store,
+) -> None:
+    store.apply_page(page(group_entry(1, event(1, "created", title="T"))))
+    # The news names seq 2, but the log has grown since: its first page reaches past 2 and
+    # says there is more. Only a read that reaches the end covers the news on the server
+    # (no other news comes until then), so the read stays due.
+    store.apply_page(page(news(2, 2)))
+    store.apply_events(GROUP, log(message_event(10, 2), message_event(11, 3), has_more=True))
+    state = store.group(GROUP)
+    assert state is not None
+    assert (state.seq, state.pending_news) == (3, True)
+    assert [g.group_id for g in store.groups_to_sync()] == [GROUP]
+    store.apply_events(GROUP, log(message_event(12, 4)))
+    state = store.group(GROUP)
+    assert state is not None
+    assert (state.seq, state.pending_news) == (4, False)
+    assert [m.id for m in store.messages(group_id=GROUP)] == [10, 11, 12]
+
+
+def test_every_group_news_makes_a_read_due_even_one_behind_the_position(store: Store) -> None:
+    store.apply_page(
+        page(group_entry(1, event(1, "created", title="T", members=[ME])), group_message(2, 10, 2))
+    )
+    # Around a mode switch the stream may bring an event and news of it: the news still
+    # asks for a read, which the server counts as covering it.
+    store.apply_page(page(news(3, 2)))
+    assert [g.group_id for g in store.groups_to_sync()] == [GROUP]
+    store.apply_events(GROUP, EventsPage([], 2, 2, False))
+    state = store.group(GROUP)
+    assert state is not None
+    assert (state.seq, state.pending_news) == (2, False)
+    assert store.groups_to_sync() == []
+
+
+def test_an_event_from_the_log_and_from_the_stream_is_applied_once_in_either_order(
+    store: Store,
+) -> None:
+    seen: list[int] = []
+    created = store.apply_page(page(group_entry(1, event(1, "created", title="T"))))
+    assert created.group_events[0].seq == 1
+    # The stream first, in order (a small group)...
+    seen += seqs(store.apply_page(page(group_message(2, 10, 2), group_message(3, 11, 3))).messages)
+    # ...then the group turns large: news, and a log that starts before our position.
+    store.apply_page(page(news(4, 5)))
+    seen += seqs(
+        store.apply_events(
+            GROUP,
+            log(message_event(10, 2), message_event(11, 3), message_event(12, 4), has_more=True),
+        ).messages
+    )
+    # Back to small before the read ended: the next event comes in the stream too, past
+    # the position while a read is due; the log then brings it as well.
+    seen += seqs(store.apply_page(page(group_message(5, 14, 6))).messages)
+    seen += seqs(
+        store.apply_events(GROUP, log(message_event(13, 5), message_event(14, 6))).messages
+    )
+    # The stream repeats what the log applied, then goes on in order.
+    seen += seqs(store.apply_page(page(group_message(6, 14, 6), group_message(7, 15, 7))).messages)
+    assert seen == [2, 3, 4, 5, 6, 7]
+    assert [m.seq for m in store.messages(group_id=GROUP)] == [2, 3, 4, 5, 6, 7]
+    state = store.group(GROUP)
+    assert state is not None
+    assert (state.seq, state.pending_news) == (7, False)
+
+
+def test_membership_events_from_both_sides_are_applied_once(store: Store) -> None:
+    store.apply_page(page(group_entry(1, event(1, "created", title="T"))))
+    store.apply_page(page(news(2, 3)))
+    # The stream brings carol's arrival (the member concerned's entry, or a switch back to
+    # write fan-out) while the read is due: it waits for the log.
+    early = store.apply_page(page(group_entry(3, event(3, "member_added", user_id="carol"))))
+    assert early.group_events == []
+    events = store.apply_events(
+        GROUP,
+        log(
+            event(2, "member_added", user_id="bob"),
+            event(3, "member_added", user_id="carol"),
+        ),
+    ).group_events
+    assert [e.seq for e in events] == [2, 3]
+    late = store.apply_page(page(group_entry(4, event(3, "member_added", user_id="carol"))))
+    assert late.group_events == []
+    state = store.group(GROUP)
+    assert state is not None
+    assert state.members == {ME: "owner", "bob": "member", "carol": "member"}
+
+
+def test_sqlite_resumes_a_log_read_cut_by_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    first = SqliteStore(path)
+    first.set_session(Session("http://s", ME, "d1", "token"))
+    first.apply_page(page(group_entry(1, event(1, "created", title="T", members=[ME])), news(2, 4)))
+    first.apply_events(GROUP, log(message_event(10, 2), has_more=True))
+    first.close()  # the process dies before the next page of the log
+    again = SqliteStore(path)
+    (state,) = again.groups_to_sync()
+    assert (state.seq, state.pending_news) == (2, True)
+    applied = again.apply_events(GROUP, log(message_event(11, 3), message_event(12, 4)))
+    assert [m.id for m in applied.messages] == [11, 12]
+    assert [m.id for m in again.messages(group_id=GROUP)] == [10, 11, 12]
+    assert again.groups_to_sync() == []
+    again.close()

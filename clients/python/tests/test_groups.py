@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from msgsync_client import (
     SyncResult,
 )
 from msgsync_client.models import Entry
+from msgsync_client.testing import FAST_HASHING, NO_THROTTLE, running_server
 
 
 async def test_a_group_reaches_every_member_with_its_messages(server_url: str) -> None:
@@ -190,3 +192,49 @@ async def test_a_group_send_to_a_group_one_is_not_in_fails_and_says_why(server_u
         item = await b.send_group_message(group.group_id, "let me in")
         assert (item.state, item.error) == (OutboxState.FAILED, "group_not_found")
         assert item.group_id == group.group_id
+
+
+@pytest.fixture(scope="module")
+def large_groups_url() -> Iterator[str]:
+    """A server whose groups turn large from their fourth member."""
+    env = {**FAST_HASHING, **NO_THROTTLE, "MSGSYNC_GROUP_FANOUT_LIMIT": "3"}
+    with running_server(env=env) as server:
+        yield server.url
+
+
+async def test_a_large_group_is_followed_through_its_log_each_message_heard_once_in_order(
+    large_groups_url: str, tmp_path: Path
+) -> None:
+    url = large_groups_url
+    alice, bob, carol, dave = (new_user(url, p) for p in ("alice", "bob", "carol", "dave"))
+    heard: list[int | None] = []
+    reader = Client(
+        SqliteStore(tmp_path / "dave.db"),
+        url,
+        Options(page_limit=2),
+        Handlers(on_message=lambda m: heard.append(m.seq)),
+    )
+    async with Client(MemoryStore(), url) as a, Client(MemoryStore(), url) as b, reader as d:
+        await a.login(alice, PASSWORD)
+        await b.login(bob, PASSWORD)
+        await d.login(dave, PASSWORD)
+        group = await a.create_group("Large", [bob, carol, dave])
+        assert (await d.get_group(group.group_id)).large is True
+        await d.catch_up()
+        for n in range(3):
+            await a.send_group_message(group.group_id, f"a{n}")
+            await b.send_group_message(group.group_id, f"b{n}")
+        # The stream holds news, not messages: the log is read two events a page until
+        # has_more is false, past the seq the news named.
+        result = await d.catch_up()
+        assert result.log_pages >= 3
+        bodies = [m.body for m in d.store.messages(group_id=group.group_id)]
+        assert bodies == ["a0", "b0", "a1", "b1", "a2", "b2"]
+        assert heard == [2, 3, 4, 5, 6, 7]
+        state = d.store.group(group.group_id)
+        assert state is not None
+        assert (state.seq, state.pending_news) == (7, False)
+        # The read covered the news: the next message brings news again, and it is read.
+        await b.send_group_message(group.group_id, "b3")
+        await d.catch_up()
+        assert heard == [2, 3, 4, 5, 6, 7, 8]
