@@ -4,9 +4,9 @@ Per size (`w8_large_sizes`, and `w8_large_small`, a fanned-out group to compare)
 group of that many members, loaded in SQL as W7 loads its pushers (100,000 sign-ups through
 HTTP would measure Argon2 and the member API, not the sends). `w8_pollers` members are
 online, caught up to the group's creation: each long-polls its stream and follows the group
-exactly as docs/client-algorithm.md tells a client: on `group_news` news above its position
-it reads the log from its own last seq until `has_more` is false; in a small group the
-messages come as entries. A member of a large group who is not online holds a `group_news`
+exactly as docs/client-algorithm.md tells a client: on each `group_news` entry it reads the
+log from its own last seq until `has_more` is false; in a small group the messages come as
+entries. A member of a large group who is not online holds a `group_news`
 entry no read has covered (as one who has not read since does: later sends write it
 nothing). Then `w8_large_senders` concurrent members send `w8_large_messages` messages into
 the group.
@@ -110,23 +110,29 @@ def _writes(database_url: str) -> dict[str, tuple[int, int, int]]:
 @dataclass
 class _Poller:
     """An online member's device, following the group as docs/client-algorithm.md tells a
-    client: a group_news entry raises the news mark; after each stream page, while the mark
-    is above the position, the log is read from the position until has_more is false."""
+    client: a `group_news` entry (or a group event that cannot be applied in place) makes a
+    read due; after each stream page, while one is due, the log is read from the position
+    until has_more is false, each event above the position applied once, in seq order."""
 
     api: Api
     device: BenchDevice
     group_id: str
     since: int = 0
     position: int = 1  # the group's seq applied up to: its creation, read before the run
-    news_seq: int = 0
-    seen: list[int] = field(default_factory=list)  # message ids, in the order shown
+    news_seq: int = 0  # above the position: a read is due
+    seen: list[int] = field(default_factory=list)  # message ids, in the order applied
     seen_at: dict[int, float] = field(default_factory=dict)
-    after_gap: set[int] = field(default_factory=set)  # shown from the stream past a gap
     duplicated: int = 0
     log_reads: int = 0
     progress: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def _show(self, message_id: int, at: float) -> None:
+    def _apply(self, seq: int, message_id: int | None, at: float) -> None:
+        if seq <= self.position:
+            self.duplicated += 1  # answered again below the position: never applied twice
+            return
+        self.position = seq
+        if message_id is None:
+            return
         if message_id in self.seen_at:
             self.duplicated += 1
             return
@@ -138,22 +144,9 @@ class _Poller:
         if seq <= self.position:
             return  # applied already, from the log
         if seq == self.position + 1 and self.news_seq <= self.position:
-            self.position = seq
-        else:  # a gap below it: shown now, applied again in its place by the log read
-            self.news_seq = max(self.news_seq, seq)
-            self.after_gap.add(message_id)
-        self._show(message_id, at)
-
-    def _from_log(self, seq: int, message_id: int | None, at: float) -> None:
-        if seq <= self.position:
-            self.duplicated += 1  # the log answered below the position asked for
-            return
-        self.position = seq
-        if message_id is not None:
-            if message_id in self.after_gap:
-                self.after_gap.discard(message_id)  # the replay in its place, not a repeat
-                return
-            self._show(message_id, at)
+            self._apply(seq, message_id, at)
+        else:  # a gap or a read due: the log read applies it in its turn
+            self.news_seq = max(self.news_seq, seq, self.position + 1)
 
     async def read_log(self) -> None:
         while True:
@@ -162,9 +155,12 @@ class _Poller:
             at = time.perf_counter()
             for event in page["events"]:
                 message = event["data"] if event["kind"] == "message" else None
-                self._from_log(event["seq"], message["id"] if message else None, at)
+                self._apply(event["seq"], message["id"] if message else None, at)
+            self.position = max(self.position, page["next_after_seq"])
             if not page["has_more"]:
+                self.news_seq = min(self.news_seq, self.position)  # covered
                 return
+            self.news_seq = max(self.news_seq, page["latest_seq"], self.position + 1)
 
     async def step(self, timeout: float) -> None:
         """One page of the stream (a long-poll when caught up), then the log if news."""
@@ -173,7 +169,7 @@ class _Poller:
         for entry in page["entries"]:
             data = entry["data"]
             if entry["kind"] == "group_news" and data["group_id"] == self.group_id:
-                self.news_seq = max(self.news_seq, data["seq"])
+                self.news_seq = max(self.news_seq, data["seq"], self.position + 1)
             elif entry["kind"] == "message" and data.get("group_id") == self.group_id:
                 self._from_stream(data["seq"], data["id"], at)
         self.since = page["next_since"]
