@@ -69,12 +69,16 @@ async def test_a_thousand_idle_long_polls_through_nginx(nginx_url: str) -> None:
 
         loop = asyncio.get_running_loop()
         began = loop.time()
-        polls = [
-            asyncio.create_task(
-                waiting_client.get("/sync", params={"since": 0, "timeout": 60}, headers=d.headers)
+
+        async def poll(device: Device) -> tuple[httpx.Response, float]:
+            """The poll's answer and how long it was held."""
+            start = loop.time()
+            answer = await waiting_client.get(
+                "/sync", params={"since": 0, "timeout": 60}, headers=device.headers
             )
-            for d in devices
-        ]
+            return answer, loop.time() - start
+
+        polls = [asyncio.create_task(poll(d)) for d in devices]
         for _ in range(600):  # every long-poll parked on the server, within a minute
             if await _waiting(client) >= DEVICES:
                 break
@@ -93,7 +97,7 @@ async def test_a_thousand_idle_long_polls_through_nginx(nginx_url: str) -> None:
         ids = dict(zip(woken, sent, strict=True))
         async with asyncio.timeout(45):  # well inside their 60 s: woken, not timed out
             await asyncio.gather(*(polls[i] for i in woken))
-        early = [polls[i].result() for i in waiting if polls[i].done()]
+        early = [polls[i].result()[0] for i in waiting if polls[i].done()]
         # The others still wait.
         assert not early, (len(early), loop.time() - began, early[0].status_code, early[0].text)
 
@@ -101,9 +105,15 @@ async def test_a_thousand_idle_long_polls_through_nginx(nginx_url: str) -> None:
         ids |= dict(zip(waiting, sent, strict=True))
         async with asyncio.timeout(45):
             answers = await asyncio.gather(*polls)
-        statuses = sorted({a.status_code for a in answers})
+        statuses = sorted({a.status_code for a, _ in answers})
         assert statuses == [200], statuses  # no 502 or 504 from nginx
-        for i, answer in enumerate(answers):
+        for i, (answer, held) in enumerate(answers):
             entries = answer.json()["entries"]
+            if not entries:
+                # On a loaded machine a poll's 60 s can run out as its message arrives: it
+                # answers empty (never before its time), and the next sync has the message.
+                assert held >= 59, (i, held)
+                again = await client.get("/sync", params={"since": 0}, headers=devices[i].headers)
+                entries = again.json()["entries"]
             assert [(e["version"], e["data"]["id"]) for e in entries] == [(1, ids[i])]
             assert entries[0]["data"]["body"] == f"for {devices[i].user_id}"
