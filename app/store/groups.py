@@ -212,7 +212,10 @@ class GroupStore(Protocol):
 
     async def members(self, group_id: str, after: str | None, limit: int) -> list[MemberRow]: ...
 
-    async def events(self, group_id: str, after_seq: int, limit: int) -> list[EventRow]: ...
+    async def events(self, group_id: str, after_seq: int, limit: int) -> list[EventRow]:
+        """The log after `after_seq`, in seq order. Concurrent calls with the same arguments
+        in one process share one query (the members a message woke read the same page);
+        nothing is kept once it has answered, so no page predates its call."""
 
     async def send(
         self,

@@ -181,6 +181,18 @@ async def test_a_batch_of_covers_decides_each_reader_as_alone(
     )
 
 
+async def test_reads_of_one_page_at_once_share_it_and_keep_nothing(
+    store: Store, settings: Settings
+) -> None:
+    group_id, (owner, *_) = await _large_group(store, settings)
+    await _send(store, group_id, owner, "one")
+    pages = await asyncio.gather(*(store.groups.events(group_id, 0, 100) for _ in range(5)))
+    assert all([e.seq for e in page] == [1, 2] for page in pages)
+    await _send(store, group_id, owner, "two")
+    # Asked after the send committed: the page has it (no answer outlives its query).
+    assert [e.seq for e in await store.groups.events(group_id, 0, 100)] == [1, 2, 3]
+
+
 async def test_covers_arriving_during_a_cover_wait_and_go_together(
     store: Store, settings: Settings
 ) -> None:

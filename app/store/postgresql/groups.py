@@ -12,7 +12,7 @@ import orjson
 import psycopg
 
 from app.db.engine import Database
-from app.store.flight import GroupCommit
+from app.store.flight import GroupCommit, SingleFlight
 from app.store.groups import (
     Appended,
     Conflict,
@@ -192,6 +192,7 @@ class PgGroupStore:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._covers = GroupCommit(self.cover_batch)
+        self._reads: SingleFlight[tuple[str, int, int], list[EventRow]] = SingleFlight()
 
     @asynccontextmanager
     async def work(self) -> AsyncIterator[_Work]:
@@ -235,6 +236,11 @@ class PgGroupStore:
         return [_member(row) for row in rows]
 
     async def events(self, group_id: str, after_seq: int, limit: int) -> list[EventRow]:
+        rows = await self._reads.run((group_id, after_seq, limit), self._events)
+        return list(rows)
+
+    async def _events(self, key: tuple[str, int, int]) -> list[EventRow]:
+        group_id, after_seq, limit = key
         rows = await self._all("events", group_id=group_id, after_seq=after_seq, limit=limit)
         return [EventRow(*row) for row in rows]
 

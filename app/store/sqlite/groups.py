@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
 
 from app.db.engine import Database
 from app.db.models import Group, GroupEvent, GroupMember, InboxEntry, Message, Pusher, User
-from app.store.flight import GroupCommit
+from app.store.flight import GroupCommit, SingleFlight
 from app.store.groups import (
     Appended,
     Conflict,
@@ -380,6 +380,7 @@ class SqliteGroupStore:
     def __init__(self, db: Database) -> None:
         self._db = db
         self._covers = GroupCommit(self.cover_batch)
+        self._reads: SingleFlight[tuple[str, int, int], list[EventRow]] = SingleFlight()
 
     @asynccontextmanager
     async def work(self) -> AsyncIterator[_Work]:
@@ -444,6 +445,11 @@ class SqliteGroupStore:
             return [MemberRow(*row) for row in rows]
 
     async def events(self, group_id: str, after_seq: int, limit: int) -> list[EventRow]:
+        rows = await self._reads.run((group_id, after_seq, limit), self._events)
+        return list(rows)
+
+    async def _events(self, key: tuple[str, int, int]) -> list[EventRow]:
+        group_id, after_seq, limit = key
         async with self._db.read_sessions() as session:
             rows = await session.execute(
                 select(
