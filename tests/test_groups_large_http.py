@@ -1,7 +1,8 @@
 """Large groups against real servers: members send concurrently (PostgreSQL on two worker
 processes; SQLite) while another member reads exactly as a client must, long-polling /sync
 and reading the log on every group_news entry, and sees every event exactly once, in seq
-order (issue 25: "no event is ever left unsignalled"); and a long-poll wakes on group_news."""
+order (issue 25: "no event is ever left unsignalled"); many members woken by the same sends
+read the log at once and each sees every event once; and a long-poll wakes on group_news."""
 
 from __future__ import annotations
 
@@ -122,6 +123,53 @@ async def test_concurrent_senders_and_a_reader_on_postgresql_two_workers(
 async def test_concurrent_senders_and_a_reader_on_sqlite(sqlite_url: str) -> None:
     with running_server(sqlite_url, env=ENV) as server:
         await _read_while_sending(server.url)
+
+
+READERS = 20
+
+
+async def _many_read_at_once(url: str) -> None:
+    """Every send wakes all the online members together; each reads the log (the same page
+    as the others, covering its news alongside theirs) and ends with every event once."""
+    limits = httpx.Limits(max_connections=READERS + 16)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+        owner, *senders = [await register(client, "lgm") for _ in range(3)]
+        readers = [await register(client, "lgr") for _ in range(READERS)]
+        group_id = await _group(client, owner, [*senders, *readers])
+        followers = [Follower(client, r) for r in readers]
+        await asyncio.gather(*(f.catch_up() for f in followers))
+        done = asyncio.Event()
+
+        async def follow(follower: Follower) -> None:
+            while True:
+                finished = done.is_set()
+                page = await follower.sync(timeout=0 if finished else 2)
+                if finished and not page["entries"] and not page["has_more"]:
+                    return
+
+        statuses: list[int] = []
+        reading = [asyncio.create_task(follow(f)) for f in followers]
+        await asyncio.gather(*(_send_many(client, s, group_id, statuses) for s in senders))
+        done.set()
+        await asyncio.gather(*reading)
+        assert set(statuses) == {201}
+        latest = (await client.get(f"/groups/{group_id}", headers=owner.headers)).json()["group"]
+        assert latest["latest_seq"] == 1 + len(senders) * PER_SENDER
+        for follower in followers:
+            assert follower.seen[group_id] == list(range(1, latest["latest_seq"] + 1))
+            assert follower.read[group_id] == list(range(2, latest["latest_seq"] + 1))
+
+
+async def test_many_members_reading_at_once_on_postgresql_two_workers(
+    postgresql_url: str,
+) -> None:
+    with running_server(postgresql_url, workers=2, env=ENV) as server:
+        await _many_read_at_once(server.url)
+
+
+async def test_many_members_reading_at_once_on_sqlite(sqlite_url: str) -> None:
+    with running_server(sqlite_url, env=ENV) as server:
+        await _many_read_at_once(server.url)
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])

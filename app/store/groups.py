@@ -212,7 +212,10 @@ class GroupStore(Protocol):
 
     async def members(self, group_id: str, after: str | None, limit: int) -> list[MemberRow]: ...
 
-    async def events(self, group_id: str, after_seq: int, limit: int) -> list[EventRow]: ...
+    async def events(self, group_id: str, after_seq: int, limit: int) -> list[EventRow]:
+        """The log after `after_seq`, in seq order. Concurrent calls with the same arguments
+        in one process share one query (the members a message woke read the same page);
+        nothing is kept once it has answered, so no page predates its call."""
 
     async def send(
         self,
@@ -235,7 +238,17 @@ class GroupStore(Protocol):
         """A read of the log reached `through_seq`: under a share lock of the group's row
         (it waits for an event in flight), read the committed latest seq and, only if it is
         at most `through_seq`, clear the member's news (news_seq = NULL). The latest seq:
-        above `through_seq`, nothing was cleared and the reader reads on."""
+        above `through_seq`, nothing was cleared and the reader reads on.
+
+        Covers of one group are committed together (`cover_batch`): those that arrive in
+        this process while one batch runs form the next. Each reader's case is decided
+        exactly as alone, against the one latest seq its batch read under the lock."""
+
+    async def cover_batch(self, group_id: str, readers: Sequence[tuple[str, int]]) -> int | None:
+        """The covers of several readers (user id, through_seq) in one transaction: the
+        group's row share-locked (PostgreSQL; SQLite: one write transaction), its committed
+        latest seq read once, and the news cleared, in one statement, of every reader whose
+        read reached it (through_seq >= latest). The latest seq; None: no such group."""
 
     async def existing_send(self, sender: str, client_msg_id: str) -> tuple[MessageRow, int] | None:
         """The group message `sender` sent with this client_msg_id and the sender's version

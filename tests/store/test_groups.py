@@ -155,16 +155,96 @@ async def test_a_cover_waits_for_an_event_in_flight(store: Store, settings: Sett
     assert await _news_seq(store, group_id, reader) == 3
 
 
+async def test_a_batch_of_covers_decides_each_reader_as_alone(
+    store: Store, settings: Settings
+) -> None:
+    """Covers of one group in one transaction: the one latest seq read under the lock, the
+    news cleared of exactly the readers whose read reached it."""
+    group_id, (owner, reached, behind, idle, *_) = await _large_group(store, settings)
+    await _send(store, group_id, owner, "first")  # everyone holds news at seq 2
+    assert await store.groups.cover_batch(group_id, [(reached, 2), (behind, 1)]) == 2
+    assert await _news_seq(store, group_id, reached) is None
+    assert await _news_seq(store, group_id, behind) == 2  # it reads on
+    assert await _news_seq(store, group_id, idle) == 2
+    assert await store.groups.cover_batch("no-such-group", [(reached, 2)]) is None
+    # Readers covering at once, as the members a send woke do: each answered the latest.
+    await _send(store, group_id, owner, "second")  # a new news entry for `reached` only
+    readers = [(reached, 3), (behind, 3), (idle, 2)]
+    latest = await asyncio.gather(*(store.groups.cover(group_id, u, t) for u, t in readers))
+    assert latest == [3, 3, 3]
+    assert await _news_seq(store, group_id, reached) is None
+    assert await _news_seq(store, group_id, behind) is None
+    assert await _news_seq(store, group_id, idle) == 2
+    # The next event signals exactly the covered readers again.
+    assert sorted((await _send(store, group_id, owner, "third")).members) == sorted(
+        [reached, behind]
+    )
+
+
+async def test_reads_of_one_page_at_once_share_it_and_keep_nothing(
+    store: Store, settings: Settings
+) -> None:
+    group_id, (owner, *_) = await _large_group(store, settings)
+    await _send(store, group_id, owner, "one")
+    pages = await asyncio.gather(*(store.groups.events(group_id, 0, 100) for _ in range(5)))
+    assert all([e.seq for e in page] == [1, 2] for page in pages)
+    await _send(store, group_id, owner, "two")
+    # Asked after the send committed: the page has it (no answer outlives its query).
+    assert [e.seq for e in await store.groups.events(group_id, 0, 100)] == [1, 2, 3]
+
+
+async def test_covers_arriving_during_a_cover_wait_and_go_together(
+    store: Store, settings: Settings
+) -> None:
+    """PostgreSQL: a cover waits for an event in flight; covers of the same group that
+    arrive meanwhile wait in the process (not on the database) and form the next batch,
+    which reads the latest seq after the event: the reader whose read reached it is
+    covered, the others keep their news."""
+    if store.db.settings.database_url.startswith("sqlite"):
+        pytest.skip("SQLite serialises writers: no event is in flight during a cover")
+    group_id, (owner, first, reached, behind, *_) = await _large_group(store, settings)
+    await _send(store, group_id, owner, "one")  # everyone holds news at seq 2
+    async with store.groups.work() as work:
+        row = await work.lock(group_id)
+        assert row is not None
+        await work.lock_users([], news=True)
+        appended = await work.append_event("title_changed", owner, {"title": "x"}, [], news=True)
+        assert appended.seq == 3
+        waiting = asyncio.create_task(store.groups.cover(group_id, first, 2))
+        await _until_waiting_on_a_lock(store, waiting)
+        # A reader that already read the event in flight (it will have committed by the
+        # time its cover runs) and one that did not.
+        joining = [
+            asyncio.create_task(store.groups.cover(group_id, reached, 3)),
+            asyncio.create_task(store.groups.cover(group_id, behind, 2)),
+        ]
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert await _share_lock_waiters(store) == 1  # the first cover alone is on the row
+        assert not waiting.done()
+        assert not any(t.done() for t in joining)
+    assert await waiting == 3  # it read the log to 2: nothing cleared
+    assert await asyncio.gather(*joining) == [3, 3]
+    assert await _news_seq(store, group_id, first) == 2
+    assert await _news_seq(store, group_id, reached) is None
+    assert await _news_seq(store, group_id, behind) == 2
+
+
+async def _share_lock_waiters(store: Store) -> int:
+    async with store.db.driver() as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND query LIKE '%%FOR SHARE%%'"
+            " AND datname = current_database()"
+        )
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 async def _until_waiting_on_a_lock(store: Store, task: asyncio.Task[int]) -> None:
     while not task.done():
-        async with store.db.driver() as conn:
-            cursor = await conn.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND query LIKE '%%FOR SHARE%%'"
-                " AND datname = current_database()"
-            )
-            row = await cursor.fetchone()
-        if row is not None and row[0] > 0:
+        if await _share_lock_waiters(store) > 0:
             return
         await asyncio.sleep(0.01)
 

@@ -12,6 +12,7 @@ import orjson
 import psycopg
 
 from app.db.engine import Database
+from app.store.flight import GroupCommit, SingleFlight
 from app.store.groups import (
     Appended,
     Conflict,
@@ -190,6 +191,8 @@ class _Work:
 class PgGroupStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._covers = GroupCommit(self.cover_batch)
+        self._reads: SingleFlight[tuple[str, int, int], list[EventRow]] = SingleFlight()
 
     @asynccontextmanager
     async def work(self) -> AsyncIterator[_Work]:
@@ -213,14 +216,19 @@ class PgGroupStore:
         return (_group(rows[0]), _member(rows[0][9:])) if rows else None
 
     async def cover(self, group_id: str, user_id: str, through_seq: int) -> int:
+        latest = await self._covers.submit(group_id, (user_id, through_seq))
+        return through_seq if latest is None else latest
+
+    async def cover_batch(self, group_id: str, readers: Sequence[tuple[str, int]]) -> int | None:
         async with self._db.driver() as conn, conn.transaction():
             cursor = await conn.execute(SQL["cover_lock"], {"group_id": group_id})
             row = await cursor.fetchone()
             if row is None:
-                return through_seq
+                return None
             latest: int = row[0]
-            if latest <= through_seq:
-                await conn.execute(SQL["cover"], {"group_id": group_id, "user_id": user_id})
+            covered = sorted({user for user, through in readers if through >= latest})
+            if covered:
+                await conn.execute(SQL["cover"], {"group_id": group_id, "user_ids": covered})
             return latest
 
     async def members(self, group_id: str, after: str | None, limit: int) -> list[MemberRow]:
@@ -228,6 +236,11 @@ class PgGroupStore:
         return [_member(row) for row in rows]
 
     async def events(self, group_id: str, after_seq: int, limit: int) -> list[EventRow]:
+        rows = await self._reads.run((group_id, after_seq, limit), self._events)
+        return list(rows)
+
+    async def _events(self, key: tuple[str, int, int]) -> list[EventRow]:
+        group_id, after_seq, limit = key
         rows = await self._all("events", group_id=group_id, after_seq=after_seq, limit=limit)
         return [EventRow(*row) for row in rows]
 

@@ -279,8 +279,17 @@ SELECT latest_seq, large FROM groups WHERE group_id = %(group_id)s FOR UPDATE
 SELECT latest_seq FROM groups WHERE group_id = %(group_id)s FOR SHARE
 
 -- name: cover
-UPDATE group_members SET news_seq = NULL
-WHERE group_id = %(group_id)s AND user_id = %(user_id)s
+-- The news of the readers of a batch whose read reached the latest seq, their rows locked
+-- in user-id order (two processes' batches may share a member: no cycle). A member holding
+-- none is left unwritten.
+UPDATE group_members AS m SET news_seq = NULL
+FROM (
+    SELECT user_id FROM group_members
+    WHERE group_id = %(group_id)s AND user_id = ANY(%(user_ids)s) AND news_seq IS NOT NULL
+    ORDER BY user_id
+    FOR UPDATE
+) AS covered
+WHERE m.group_id = %(group_id)s AND m.user_id = covered.user_id
 
 -- name: send_message
 -- A group message, after lock_group_for_send took the group's lock in this transaction.

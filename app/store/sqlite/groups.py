@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
 
 from app.db.engine import Database
 from app.db.models import Group, GroupEvent, GroupMember, InboxEntry, Message, Pusher, User
+from app.store.flight import GroupCommit, SingleFlight
 from app.store.groups import (
     Appended,
     Conflict,
@@ -380,6 +381,8 @@ class _Work:
 class SqliteGroupStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._covers = GroupCommit(self.cover_batch)
+        self._reads: SingleFlight[tuple[str, int, int], list[EventRow]] = SingleFlight()
 
     @asynccontextmanager
     async def work(self) -> AsyncIterator[_Work]:
@@ -408,6 +411,10 @@ class SqliteGroupStore:
         return GroupRow(*row[:9]), MemberRow(row[9], row[10], row[11], row[12], row[13])
 
     async def cover(self, group_id: str, user_id: str, through_seq: int) -> int:
+        latest = await self._covers.submit(group_id, (user_id, through_seq))
+        return through_seq if latest is None else latest
+
+    async def cover_batch(self, group_id: str, readers: Sequence[tuple[str, int]]) -> int | None:
         # One write transaction (BEGIN IMMEDIATE): writers run one at a time, so no event
         # commits between the latest seq read here and the news cleared.
         async with self._db.session() as session, session.begin():
@@ -415,11 +422,16 @@ class SqliteGroupStore:
                 select(Group.latest_seq).where(Group.group_id == group_id)
             )
             if latest is None:
-                return through_seq
-            if latest <= through_seq:
+                return None
+            covered = sorted({user for user, through in readers if through >= latest})
+            if covered:
                 await session.execute(
                     update(GroupMember)
-                    .where(GroupMember.group_id == group_id, GroupMember.user_id == user_id)
+                    .where(
+                        GroupMember.group_id == group_id,
+                        GroupMember.user_id.in_(covered),
+                        GroupMember.news_seq.is_not(None),
+                    )
                     .values(news_seq=None)
                 )
             return latest
@@ -435,6 +447,11 @@ class SqliteGroupStore:
             return [MemberRow(*row) for row in rows]
 
     async def events(self, group_id: str, after_seq: int, limit: int) -> list[EventRow]:
+        rows = await self._reads.run((group_id, after_seq, limit), self._events)
+        return list(rows)
+
+    async def _events(self, key: tuple[str, int, int]) -> list[EventRow]:
+        group_id, after_seq, limit = key
         async with self._db.read_sessions() as session:
             rows = await session.execute(
                 select(
