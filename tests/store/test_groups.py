@@ -129,12 +129,11 @@ async def test_a_send_between_the_read_and_its_cover_keeps_the_news(
     assert reader in (await _send(store, group_id, owner, "next")).members
 
 
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True, scope="module")
 async def test_a_cover_waits_for_an_event_in_flight(store: Store, settings: Settings) -> None:
     """PostgreSQL: an event holds the group's row while it writes; a cover through the
     latest seq the reader saw waits for it, then finds the new latest and clears nothing.
     (SQLite runs writers one at a time: the interleaving cannot happen there.)"""
-    if store.db.settings.database_url.startswith("sqlite"):
-        pytest.skip("SQLite serialises writers: no event is in flight during a cover")
     group_id, (owner, reader, *_) = await _large_group(store, settings)
     await _send(store, group_id, owner, "first")
     await messages.events(store.groups, group_id, reader, None, 100)  # covered
@@ -193,6 +192,7 @@ async def test_reads_of_one_page_at_once_share_it_and_keep_nothing(
     assert [e.seq for e in await store.groups.events(group_id, 0, 100)] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True, scope="module")
 async def test_covers_arriving_during_a_cover_wait_and_go_together(
     store: Store, settings: Settings
 ) -> None:
@@ -200,8 +200,6 @@ async def test_covers_arriving_during_a_cover_wait_and_go_together(
     arrive meanwhile wait in the process (not on the database) and form the next batch,
     which reads the latest seq after the event: the reader whose read reached it is
     covered, the others keep their news."""
-    if store.db.settings.database_url.startswith("sqlite"):
-        pytest.skip("SQLite serialises writers: no event is in flight during a cover")
     group_id, (owner, first, reached, behind, *_) = await _large_group(store, settings)
     await _send(store, group_id, owner, "one")  # everyone holds news at seq 2
     async with store.groups.work() as work:
