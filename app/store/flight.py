@@ -17,10 +17,13 @@ cancelled) does not cancel the others' work.
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
-__all__ = ["GroupCommit", "SingleFlight"]
+from app.store.groups import EventRow
+
+__all__ = ["GroupCommit", "SharedGroupReads", "SingleFlight"]
 
 K = TypeVar("K", bound=Hashable)
 I = TypeVar("I")  # noqa: E741
@@ -98,3 +101,32 @@ class GroupCommit(Generic[K, I, R]):
             for _, future in left:
                 if not future.done():
                     future.cancel()
+
+
+class SharedGroupReads(ABC):
+    """The groups store's reads of a large group, shared among one process's requests
+    whichever database holds them: covers of one group go as one `cover_batch`, identical
+    log reads as one `read_events`. Each store implements those two."""
+
+    def __init__(self) -> None:
+        self._covers: GroupCommit[str, tuple[str, int], int | None] = GroupCommit(self.cover_batch)
+        self._reads: SingleFlight[tuple[str, int, int], list[EventRow]] = SingleFlight()
+
+    async def cover(self, group_id: str, user_id: str, through_seq: int) -> int:
+        latest = await self._covers.submit(group_id, (user_id, through_seq))
+        return through_seq if latest is None else latest
+
+    async def events(self, group_id: str, after_seq: int, limit: int) -> list[EventRow]:
+        # A list of its own for each caller: the run's is shared by all of them.
+        return list(await self._reads.run((group_id, after_seq, limit), self._read_page))
+
+    async def _read_page(self, key: tuple[str, int, int]) -> list[EventRow]:
+        return await self.read_events(*key)
+
+    @abstractmethod
+    async def cover_batch(self, group_id: str, readers: Sequence[tuple[str, int]]) -> int | None:
+        """See app.store.groups.GroupStore.cover_batch."""
+
+    @abstractmethod
+    async def read_events(self, group_id: str, after_seq: int, limit: int) -> list[EventRow]:
+        """One page of the group's log after `after_seq`, in seq order, from the database."""

@@ -12,7 +12,7 @@ import orjson
 import psycopg
 
 from app.db.engine import Database
-from app.store.flight import GroupCommit, SingleFlight
+from app.store.flight import SharedGroupReads
 from app.store.groups import (
     Appended,
     Conflict,
@@ -188,11 +188,10 @@ class _Work:
         self.rolled_back = True
 
 
-class PgGroupStore:
+class PgGroupStore(SharedGroupReads):
     def __init__(self, db: Database) -> None:
+        super().__init__()
         self._db = db
-        self._covers = GroupCommit(self.cover_batch)
-        self._reads: SingleFlight[tuple[str, int, int], list[EventRow]] = SingleFlight()
 
     @asynccontextmanager
     async def work(self) -> AsyncIterator[_Work]:
@@ -215,10 +214,6 @@ class PgGroupStore:
         rows = await self._all("view", group_id=group_id, user_id=user_id)
         return (_group(rows[0]), _member(rows[0][9:])) if rows else None
 
-    async def cover(self, group_id: str, user_id: str, through_seq: int) -> int:
-        latest = await self._covers.submit(group_id, (user_id, through_seq))
-        return through_seq if latest is None else latest
-
     async def cover_batch(self, group_id: str, readers: Sequence[tuple[str, int]]) -> int | None:
         async with self._db.driver() as conn, conn.transaction():
             cursor = await conn.execute(SQL["cover_lock"], {"group_id": group_id})
@@ -235,12 +230,7 @@ class PgGroupStore:
         rows = await self._all("members_page", group_id=group_id, after=after or "", limit=limit)
         return [_member(row) for row in rows]
 
-    async def events(self, group_id: str, after_seq: int, limit: int) -> list[EventRow]:
-        rows = await self._reads.run((group_id, after_seq, limit), self._events)
-        return list(rows)
-
-    async def _events(self, key: tuple[str, int, int]) -> list[EventRow]:
-        group_id, after_seq, limit = key
+    async def read_events(self, group_id: str, after_seq: int, limit: int) -> list[EventRow]:
         rows = await self._all("events", group_id=group_id, after_seq=after_seq, limit=limit)
         return [EventRow(*row) for row in rows]
 

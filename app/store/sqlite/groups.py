@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
 
 from app.db.engine import Database
 from app.db.models import Group, GroupEvent, GroupMember, InboxEntry, Message, Pusher, User
-from app.store.flight import GroupCommit, SingleFlight
+from app.store.flight import SharedGroupReads
 from app.store.groups import (
     Appended,
     Conflict,
@@ -378,11 +378,10 @@ class _Work:
         await self._transaction.rollback()
 
 
-class SqliteGroupStore:
+class SqliteGroupStore(SharedGroupReads):
     def __init__(self, db: Database) -> None:
+        super().__init__()
         self._db = db
-        self._covers = GroupCommit(self.cover_batch)
-        self._reads: SingleFlight[tuple[str, int, int], list[EventRow]] = SingleFlight()
 
     @asynccontextmanager
     async def work(self) -> AsyncIterator[_Work]:
@@ -409,10 +408,6 @@ class SqliteGroupStore:
         if row is None:
             return None
         return GroupRow(*row[:9]), MemberRow(row[9], row[10], row[11], row[12], row[13])
-
-    async def cover(self, group_id: str, user_id: str, through_seq: int) -> int:
-        latest = await self._covers.submit(group_id, (user_id, through_seq))
-        return through_seq if latest is None else latest
 
     async def cover_batch(self, group_id: str, readers: Sequence[tuple[str, int]]) -> int | None:
         # One write transaction (BEGIN IMMEDIATE): writers run one at a time, so no event
@@ -446,12 +441,7 @@ class SqliteGroupStore:
             )
             return [MemberRow(*row) for row in rows]
 
-    async def events(self, group_id: str, after_seq: int, limit: int) -> list[EventRow]:
-        rows = await self._reads.run((group_id, after_seq, limit), self._events)
-        return list(rows)
-
-    async def _events(self, key: tuple[str, int, int]) -> list[EventRow]:
-        group_id, after_seq, limit = key
+    async def read_events(self, group_id: str, after_seq: int, limit: int) -> list[EventRow]:
         async with self._db.read_sessions() as session:
             rows = await session.execute(
                 select(
