@@ -247,9 +247,8 @@ class PgGroupStore(SharedGroupReads):
             "sender": sender,
             "body": body,
             "client_msg_id": client_msg_id,
+            "push_wait": push_wait,  # None: push is off, no pusher is marked
         }
-        if push_wait is not None:
-            params["push_wait"] = push_wait
         try:
             async with self._db.driver() as conn, conn.transaction():
                 # The group's lock first: the seq is ours until commit.
@@ -259,8 +258,6 @@ class PgGroupStore(SharedGroupReads):
                     return None
                 params["seq"] = locked[0] + 1
                 name = "send_large" if locked[1] else "send_message"
-                if push_wait is not None:
-                    name += "_push"
                 cursor = await conn.execute(SQL[name], params)
                 row = await cursor.fetchone()
                 if row is None:  # not a member: nothing was written

@@ -297,6 +297,9 @@ WHERE m.group_id = %(group_id)s AND m.user_id = covered.user_id
 -- start, so the members read here include every change committed before we got the lock
 -- (each change of membership holds it). The members' rows are locked in user-id order,
 -- the order every writer keeps; nothing is written unless the sender is a member.
+-- With push on (push_wait not NULL) the other members' pushers (never the sender's own)
+-- fall due push_wait after the first message of a delay window, as a direct send marks
+-- them (inbox.sql send_message_marking_pushers); with push off that part matches no row.
 WITH stamp AS (
     SELECT now() AS created_at,
            to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS text
@@ -350,73 +353,15 @@ WITH stamp AS (
     SELECT bumped.user_id, bumped.latest_version, 'message', stamp.created_at, payload.id,
            payload.data
     FROM bumped, payload, stamp
-)
-SELECT payload.id, payload.sender_version, payload.data,
-       (SELECT array_agg(user_id) FROM bumped)
-FROM payload
-
--- name: send_message_push
--- send_message, and with push on the other members' pushers (never the sender's own) fall
--- due push_wait after the first message of a delay window, as a direct send marks them
--- (inbox.sql send_message_marking_pushers).
-WITH stamp AS (
-    SELECT now() AS created_at,
-           to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS text
-), locked AS (
-    SELECT u.user_id
-    FROM group_members AS m JOIN users AS u ON u.user_id = m.user_id
-    WHERE m.group_id = %(group_id)s
-      AND EXISTS (SELECT 1 FROM group_members AS s
-                  WHERE s.group_id = %(group_id)s AND s.user_id = %(sender)s)
-    ORDER BY u.user_id
-    FOR UPDATE OF u
-), bumped AS (
-    UPDATE users SET latest_version = users.latest_version + 1
-    FROM locked
-    WHERE users.user_id = locked.user_id
-    RETURNING users.user_id, users.latest_version
-), message AS (
-    INSERT INTO messages (sender, recipient, pair_lo, pair_hi, body, client_msg_id,
-                          sender_version, recipient_version, created_at, group_id, seq)
-    SELECT %(sender)s, NULL, NULL, NULL, %(body)s, %(client_msg_id)s, bumped.latest_version,
-           NULL, stamp.created_at, %(group_id)s, %(seq)s
-    FROM bumped, stamp
-    WHERE bumped.user_id = %(sender)s
-    RETURNING id, sender_version
-), payload AS (
-    SELECT message.id, message.sender_version,
-           CAST(json_build_object(
-               'id', message.id, 'from', CAST(%(sender)s AS text), 'to', CAST(NULL AS text),
-               'body', CAST(%(body)s AS text), 'client_msg_id', CAST(%(client_msg_id)s AS text),
-               'created_at', stamp.text, 'recalled_at', CAST(NULL AS text),
-               'group_id', CAST(%(group_id)s AS text), 'seq', CAST(%(seq)s AS bigint)
-           ) AS text) AS data
-    FROM message, stamp
-), logged AS (
-    INSERT INTO group_events (group_id, seq, kind, actor, created_at, message_id, data)
-    SELECT %(group_id)s, %(seq)s, 'message', %(sender)s, stamp.created_at, payload.id,
-           payload.data
-    FROM payload, stamp
-), counted AS (
-    UPDATE groups SET latest_seq = %(seq)s, last_message_id = payload.id
-    FROM payload
-    WHERE groups.group_id = %(group_id)s
-), listed AS (
-    UPDATE group_members SET last_message_id = payload.id
-    FROM payload
-    WHERE group_members.group_id = %(group_id)s
-), entries AS (
-    INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
-    SELECT bumped.user_id, bumped.latest_version, 'message', stamp.created_at, payload.id,
-           payload.data
-    FROM bumped, payload, stamp
 ), marked AS (
     UPDATE pushers
-    SET due_at = coalesce(pushers.due_at, stamp.created_at + %(push_wait)s * interval '1 second'),
+    SET due_at = coalesce(pushers.due_at, stamp.created_at
+                                   + CAST(%(push_wait)s AS double precision) * interval '1 second'),
         news = pushers.news OR pushers.leased_until IS NOT NULL
     FROM bumped, payload, stamp
     WHERE pushers.user_id = bumped.user_id AND bumped.user_id <> %(sender)s
       AND (pushers.due_at IS NULL OR pushers.leased_until IS NOT NULL)
+      AND CAST(%(push_wait)s AS double precision) IS NOT NULL
 )
 SELECT payload.id, payload.sender_version, payload.data,
        (SELECT array_agg(user_id) FROM bumped)
@@ -428,73 +373,8 @@ FROM payload
 -- locked, in user-id order, each getting a group_news entry and news_seq = seq; the sender
 -- is a member like any other. The message's sender_version is the sender's latest (its
 -- group_news entry's version when it got one).
-WITH stamp AS (
-    SELECT now() AS created_at,
-           to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS text
-), sender AS (
-    SELECT user_id FROM group_members
-    WHERE group_id = %(group_id)s AND user_id = %(sender)s
-), locked AS (
-    SELECT u.user_id
-    FROM group_members AS m JOIN users AS u ON u.user_id = m.user_id
-    WHERE m.group_id = %(group_id)s AND m.news_seq IS NULL AND EXISTS (SELECT 1 FROM sender)
-    ORDER BY u.user_id
-    FOR UPDATE OF u
-), bumped AS (
-    UPDATE users SET latest_version = users.latest_version + 1
-    FROM locked
-    WHERE users.user_id = locked.user_id
-    RETURNING users.user_id, users.latest_version
-), message AS (
-    INSERT INTO messages (sender, recipient, pair_lo, pair_hi, body, client_msg_id,
-                          sender_version, recipient_version, created_at, group_id, seq)
-    SELECT %(sender)s, NULL, NULL, NULL, %(body)s, %(client_msg_id)s,
-           coalesce((SELECT latest_version FROM bumped WHERE user_id = %(sender)s),
-                    (SELECT latest_version FROM users WHERE user_id = %(sender)s)),
-           NULL, stamp.created_at, %(group_id)s, %(seq)s
-    FROM sender, stamp
-    RETURNING id, sender_version
-), payload AS (
-    SELECT message.id, message.sender_version,
-           CAST(json_build_object(
-               'id', message.id, 'from', CAST(%(sender)s AS text), 'to', CAST(NULL AS text),
-               'body', CAST(%(body)s AS text), 'client_msg_id', CAST(%(client_msg_id)s AS text),
-               'created_at', stamp.text, 'recalled_at', CAST(NULL AS text),
-               'group_id', CAST(%(group_id)s AS text), 'seq', CAST(%(seq)s AS bigint)
-           ) AS text) AS data
-    FROM message, stamp
-), logged AS (
-    INSERT INTO group_events (group_id, seq, kind, actor, created_at, message_id, data)
-    SELECT %(group_id)s, %(seq)s, 'message', %(sender)s, stamp.created_at, payload.id,
-           payload.data
-    FROM payload, stamp
-), counted AS (
-    UPDATE groups SET latest_seq = %(seq)s, last_message_id = payload.id
-    FROM payload
-    WHERE groups.group_id = %(group_id)s
-), noticed AS (
-    UPDATE group_members SET news_seq = %(seq)s
-    FROM bumped
-    WHERE group_members.group_id = %(group_id)s AND group_members.user_id = bumped.user_id
-), entries AS (
-    INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
-    SELECT bumped.user_id, bumped.latest_version, 'group_news', stamp.created_at, NULL,
-           CAST(json_build_object('group_id', CAST(%(group_id)s AS text),
-                                  'seq', CAST(%(seq)s AS bigint)) AS text)
-    FROM bumped, stamp
-)
-SELECT payload.id, payload.sender_version, payload.data,
-       (SELECT array_agg(user_id) FROM bumped)
-FROM payload
-
--- name: send_large_push
--- A message to a large group, after lock_group_for_send took the group's lock: logged once,
--- no message entry. Only the members holding no uncovered news (the partial index) are
--- locked, in user-id order, each getting a group_news entry and news_seq = seq; the sender
--- is a member like any other. The message's sender_version is the sender's latest (its
--- group_news entry's version when it got one).
 -- With push on, the pushers of those who got an entry (never the sender's own) are marked
--- due as send_message_push marks them.
+-- due as send_message marks them.
 WITH stamp AS (
     SELECT now() AS created_at,
            to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS text
@@ -551,11 +431,13 @@ WITH stamp AS (
     FROM bumped, stamp
 ), marked AS (
     UPDATE pushers
-    SET due_at = coalesce(pushers.due_at, stamp.created_at + %(push_wait)s * interval '1 second'),
+    SET due_at = coalesce(pushers.due_at, stamp.created_at
+                                   + CAST(%(push_wait)s AS double precision) * interval '1 second'),
         news = pushers.news OR pushers.leased_until IS NOT NULL
     FROM bumped, stamp
     WHERE pushers.user_id = bumped.user_id AND bumped.user_id <> %(sender)s
       AND (pushers.due_at IS NULL OR pushers.leased_until IS NOT NULL)
+      AND CAST(%(push_wait)s AS double precision) IS NOT NULL
 )
 SELECT payload.id, payload.sender_version, payload.data,
        (SELECT array_agg(user_id) FROM bumped)
