@@ -145,8 +145,16 @@ class Message(Base):
         # Sync fallback: a user's messages by that user's version.
         Index(None, "sender", "sender_version"),
         Index(None, "recipient", "recipient_version"),
-        # A group's messages by seq: unread counts above a member's read cursor.
-        Index(None, "group_id", "seq"),
+        # A group's messages by seq: unread counts above a member's read cursor. Group
+        # messages only: every reader names a group, and a direct send (group_id NULL)
+        # would otherwise add an entry no one reads.
+        Index(
+            None,
+            "group_id",
+            "seq",
+            postgresql_where=text("group_id IS NOT NULL"),
+            sqlite_where=text("group_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
