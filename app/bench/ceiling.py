@@ -44,6 +44,11 @@ SELECT (SELECT count(*) FROM messages
         WHERE sender LIKE %(senders)s AND client_msg_id LIKE 'ceiling-%%'),
        (SELECT count(*) FROM old_conversations WHERE user_id LIKE %(users)s)
 """
+# Rows written so far, all tables (what the backends have reported: a backend reports its
+# counts at exit at the latest, and pgbench's have exited when it returns).
+_WRITTEN = """
+SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0) FROM pg_stat_user_tables
+"""
 # pgbench reads `:name` anywhere in a command as a variable, string literals included: the
 # one literal with colons, the created_at format, is split after each colon (constants,
 # folded by the planner).
@@ -130,6 +135,20 @@ async def _pgbench(
     return float(tps[1]), int(processed[1])
 
 
+async def _written(conn: psycopg.Connection[Any]) -> int:
+    """The rows written, once the count stops moving (the last backends' reports)."""
+    last = -1
+    for _ in range(20):
+        conn.execute("SELECT pg_stat_clear_snapshot()")
+        row = conn.execute(_WRITTEN).fetchone()
+        assert row is not None
+        if int(row[0]) == last:
+            break
+        last = int(row[0])
+        await asyncio.sleep(0.5)
+    return last
+
+
 def _stored(conn: psycopg.Connection[Any], prefix: str) -> tuple[int, int]:
     row = conn.execute(_STORED, {"senders": f"{prefix}s%", "users": f"{prefix}%"}).fetchone()
     assert row is not None
@@ -153,21 +172,23 @@ async def ceilings(ctx: Context, prefix: str) -> dict[str, Any]:
     }
     constants = {"prefix": prefix, **_constants(prefix)}
     result: dict[str, float] = {}
+    rows: dict[str, float] = {}  # rows written per send, all tables
     with psycopg.connect(ctx.database_url, autocommit=True) as conn:
         conn.execute(_REFERENCE["drop_old_conversations"])
         for statement in _REFERENCE["old_conversations"].split(";\n"):
             conn.execute(statement)
         try:
             for name, script in scripts.items():
-                before = _stored(conn, prefix)
+                before, written = _stored(conn, prefix), await _written(conn)
                 tps, processed = await _pgbench(pgbench, ctx.database_url, script, constants, o)
                 sent = _stored(conn, prefix)[0] - before[0]
                 # pgbench counts a statement that wrote nothing as a transaction too.
-                if sent < processed:
+                if sent < processed or sent == 0:
                     raise VerificationError(
                         f"W1 ceiling ({name}): {processed} transactions, {sent} messages"
                     )
                 result[name] = round(tps, 1)
+                rows[name] = round((await _written(conn) - written) / sent, 2)
             pairs = min(o.w1_clients, o.w1_pairs)
             if _stored(conn, prefix)[1] != 2 * pairs:
                 raise VerificationError(
@@ -175,4 +196,9 @@ async def ceilings(ctx: Context, prefix: str) -> dict[str, Any]:
                 )
         finally:
             conn.execute(_REFERENCE["drop_old_conversations"])
-    return {"seconds": o.w1_ceiling_seconds, "clients": o.w1_clients, "tx_per_s": result}
+    return {
+        "seconds": o.w1_ceiling_seconds,
+        "clients": o.w1_clients,
+        "tx_per_s": result,
+        "rows_per_send": rows,
+    }

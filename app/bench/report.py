@@ -28,9 +28,10 @@ def _ceiling(r: dict[str, Any]) -> list[tuple[str, str]]:
     return [
         (
             f"pgbench ceiling, {label} send (tx/s)",
-            f"{tx[key]:.0f}; W1 at {r[f'of_{key}_ceiling']:.2f} of it",
+            f"{tx[key]:.0f}; W1 at {r[f'of_{key}_ceiling']:.2f} of it; "
+            f"{ceiling['rows_per_send'][key]} rows written per send",
         )
-        for key, label in (("old", "old (7 rows)"), ("new", "today's"))
+        for key, label in (("old", "old"), ("new", "today's"))
     ]
 
 
