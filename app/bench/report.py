@@ -22,8 +22,9 @@ def _ceiling(r: dict[str, Any]) -> list[tuple[str, str]]:
     ceiling = r.get("ceiling")
     if not ceiling:
         return []
-    if "skipped" in ceiling:
-        return [("pgbench ceiling", f"skipped: {ceiling['skipped']}")]
+    for why in ("skipped", "failed"):
+        if why in ceiling:
+            return [("pgbench ceiling", f"{why}: {ceiling[why]}")]
     tx = ceiling["tx_per_s"]
     return [
         (
