@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import Any
 
 import orjson
 import pytest
 
 from app.errors import AppError
-from app.inbox.operations import recall_message
+from app.inbox.operations import mark_read, recall_message
 from app.store import Store
 from app.store.inbox import Outgoing, Page
 from tests.store.conftest import add_device, add_users
@@ -159,6 +160,41 @@ async def test_ack_cursors_keep_the_highest_valid_version(store: Store) -> None:
     assert found == {phone: (3, 3), laptop: (0, 3)}
     # A cursor never moves back.
     assert await store.inbox.advance_cursors([(phone, 1)]) == {phone: (3, 3)}
+
+
+async def test_a_pair_shares_one_conversation_each_party_with_its_own_read_cursor(
+    store: Store,
+) -> None:
+    alice, bob = await add_users(store, 2)
+    sent = [
+        await store.inbox.send(Outgoing(sender, recipient, body, None))
+        for sender, recipient, body in (
+            (alice, bob, "one"),
+            (bob, alice, "two"),
+            (bob, alice, "three"),
+            (alice, alice, "note"),
+        )
+    ]
+    one, two, three, note = (s.message["id"] for s in sent if s is not None)
+
+    async def listed(user: str, limit: int = 10, before: int | None = None) -> list[Any]:
+        page = await store.inbox.conversations(user, limit, before)
+        rows = [
+            (c["peer"], c["last_message"]["id"], c["unread_count"]) for c in page["conversations"]
+        ]
+        return [*rows, page["next_before"]]
+
+    # Notes to oneself are never unread; each side counts only the other's messages.
+    assert await listed(alice) == [(alice, note, 0), (bob, three, 2), None]
+    assert await listed(bob) == [(alice, three, 1), None]
+    assert await listed(alice, 1) == [(alice, note, 0), note]
+    assert await listed(alice, 1, note) == [(bob, three, 2), None]
+    await mark_read(store.db, alice, bob, two)
+    assert await listed(alice) == [(alice, note, 0), (bob, three, 1), None]
+    assert await listed(bob) == [(alice, three, 1), None]  # alice's read is hers alone
+    await mark_read(store.db, bob, alice, one)
+    assert await listed(bob) == [(alice, three, 0), None]
+    assert await listed(alice) == [(alice, note, 0), (bob, three, 1), None]
 
 
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True, scope="module")
