@@ -108,7 +108,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--w1-ceiling-seconds",
         type=int,
         default=d.w1_ceiling_seconds,
-        help="pgbench time of each send statement run alone after W1, its ceiling (--pg; 0: none)",
+        help="pgbench seconds of each send statement alone after W1, its ceiling, in two halves "
+        "(--pg; 0: none)",
     )
     w = parser.add_argument_group("W2 offline catch-up")
     w.add_argument("--w2-messages", type=int, default=d.w2_messages)
