@@ -195,9 +195,9 @@ async def mark_read(db: Database, reader: str, peer: str, up_to_message_id: int)
         # queue instead of deadlocking, and the versions commit in order.
         versions = await bump_versions(db, session, (reader, peer))
         # Every move of this cursor holds the reader's lock, so this conditional update
-        # decides alone whether the cursor still moves forward.
-        # (The peer's sends of this pair hold the reader's lock too, so they never write
-        # the shared row concurrently; they write only last_message_id.)
+        # decides alone whether the cursor still moves forward. Every other write of the
+        # pair's shared row (sends: last_message_id; the peer's reads: the peer's cursor)
+        # holds both users' locks too, so none interleaves with it.
         moved = await session.scalar(
             update(Conversation)
             .where(ours, read_up_to_id < up_to_message_id)
