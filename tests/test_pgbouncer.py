@@ -13,9 +13,9 @@ import psycopg
 import pytest
 
 from app.config import Settings
-from app.db.engine import Database
 from app.db.models import User
 from app.notifier import PgNotifier
+from app.store import open_database
 from app.store.postgresql.retention import LOCK_KEY
 from tests.conftest import make_settings
 from tests.factories import Device, new_user_id, register, send_many, sync_all
@@ -121,7 +121,7 @@ async def _advisory_locks(url: str) -> int:
 async def test_retention_through_transaction_pooling(fresh_pg: str) -> None:
     """Statements through the pooler, the lock on the direct session: every run runs (no
     false already_running), a held lock is honoured, and no run leaves the lock held."""
-    db = Database(make_settings(fresh_pg))
+    db = open_database(make_settings(fresh_pg))
     try:
         sender, recipient = new_user_id("s"), new_user_id("r")
         async with db.session() as session, session.begin():
