@@ -158,22 +158,6 @@ class Settings(BaseSettings):
     def push_gateway_prefixes(self) -> tuple[str, ...]:
         return tuple(p.strip() for p in self.push_gateways.split(",") if p.strip())
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
-    @property
-    def serves_one_process(self) -> bool:
-        """The embedded database (SQLite): one process serves it, so wake-ups stay in
-        process and no connection budget is shared among workers."""
-        return self.is_sqlite
-
-    @property
-    def migrates_at_start(self) -> bool:
-        """The embedded database must run on a bare machine: `serve` and the CLI create and
-        migrate its file themselves; a server database is migrated by the operator."""
-        return self.is_sqlite
-
     @field_validator("database_replica_urls")
     @classmethod
     def _replica_drivers(cls, urls: str) -> str:
