@@ -16,7 +16,8 @@ from app.push.gateway_urls import parse_allowlist
 
 __all__ = ["Settings", "driver_arguments"]
 
-# The schemes operators write, and the async driver each one means.
+# The schemes operators write, and the async driver each one means: the URL is read here,
+# when Settings are checked; which database it names is decided by app.store.
 _SCHEMES = {
     "postgresql": "postgresql+psycopg",
     "postgres": "postgresql+psycopg",
