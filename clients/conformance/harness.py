@@ -59,9 +59,9 @@ class AdapterDied(Exception):
 class Adapter:
     """One adapter process; `call` writes one request line and reads one answer line."""
 
-    def __init__(self, cwd: Path) -> None:
+    def __init__(self, cwd: Path, command: list[str] | None = None) -> None:
         self.process = subprocess.Popen(
-            adapter_command(),
+            command or adapter_command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=cwd,
