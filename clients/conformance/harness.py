@@ -26,7 +26,6 @@ from msgsync_client.testing import (
     NO_THROTTLE,
     Server,
     fresh_database,
-    migrate,
     msgsync_command,
     start_server,
 )
@@ -333,13 +332,12 @@ def backend(
     """A fresh database at the latest schema, dropped afterwards with every copy a scenario
     made; `env`: the server's settings beyond SERVER_ENV."""
     if kind == "sqlite":
-        url = f"sqlite:///{workdir / 'server.db'}"
-        migrate(url)
-        server = Backend(kind, url, None, workdir, env=dict(env or {}))
-        try:
-            yield server
-        finally:
-            server.stop()
+        with fresh_database() as url:
+            server = Backend(kind, url, None, workdir, env=dict(env or {}))
+            try:
+                yield server
+            finally:
+                server.stop()
         return
     assert admin_url is not None
     with fresh_database(admin_url, "msgsync_conf") as url:
