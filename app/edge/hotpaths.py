@@ -3,19 +3,24 @@
 A send and an ack are the requests a messenger makes most, and the smallest. Through the
 framework each paid for routing, the dependency graph and response validation: for an ack
 several times the cost of its share of the batch write, for a send about as much as its
-database statement. This layer answers them directly when the token is cached, the body is
-JSON and it validates against the very model the route declares (SendIn, GroupSendIn,
-AckIn), and for a group send when the group id in the path is one the route accepts; then
-it runs the very function the route runs (app.inbox.send.deliver, app.groups.send.deliver,
-app.inbox.acks.acknowledge). A group send is as frequent as a direct one, and in a small
-group its share of framework work per delivery is the largest of all: ten members
-amortise one request's routing over ten deliveries only.
+database statement. This layer answers them directly when they carry a bearer token, the
+body is JSON and it validates against the very model the route declares (SendIn,
+GroupSendIn, AckIn), and for a group send when the group id in the path is one the route
+accepts; it authenticates the token as the route's dependency does (app.accounts.auth:
+from the cache, or read and cached) and runs the very function the route runs
+(app.inbox.send.deliver, app.groups.send.deliver, app.inbox.acks.acknowledge). A group send
+is as frequent as a direct one, and in a small group its share of framework work per
+delivery is the largest of all: ten members amortise one request's routing over ten
+deliveries only. Tokens not yet cached are authenticated here too: every device's first
+request to a process (and its first after the cache's minute) would otherwise pay for the
+framework, and with several processes and many devices that was most of a short burst's
+sends.
 A sync is answered alike when it carries a bearer token (cached or not: it is
 authenticated with the read) and its query validates against the route's SyncQuery: it
 reads, and waits when it is a long-poll, through the route's LongPolls.wait_for_page
 (app.inbox.wait), so that a waiting device holds none of the framework's per-request state.
-Anything else (a token not yet cached for a send or an ack, no bearer token, a body or query
-that does not validate, another content type) goes through the application unchanged,
+Anything else (no bearer token, a body or query that does not validate, another content
+type) goes through the application unchanged,
 which authenticates, validates and answers errors; so the routes stay the one definition of
 the contract, and this layer only ever agrees with them.
 
@@ -35,7 +40,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.accounts.auth import DeviceContext, TokenCache, token_digest
+from app.accounts.auth import DeviceContext, authenticate, token_digest
 from app.edge.limits import replay
 from app.errors import AppError, error_response, unexpected_error_response
 from app.groups import send as group_send
@@ -143,9 +148,7 @@ class HotPaths:
             else:
                 await self._sync(scope, receive, send, state.longpolls, digest)
             return
-        tokens: TokenCache = state.tokens
-        device = tokens.get(digest) if digest is not None else None
-        if device is None or content_type.partition(b";")[0].strip().lower() != _JSON:
+        if digest is None or content_type.partition(b";")[0].strip().lower() != _JSON:
             await self.app(scope, receive, send)
             return
         raw, complete = await self._read(receive)
@@ -155,11 +158,15 @@ class HotPaths:
                 raise ValueError("incomplete body")
             body = model.model_validate_json(raw)
         except (ValueError, ValidationError):
+            # The application answers, with its own precedence (a bad token's 401 first).
             await self.app(scope, replay([_request(raw, complete)], receive), send)
             return
         if template is not None:
             scope["route"] = template
         try:
+            # Cached, or read and cached, as the route's dependency does (a device's first
+            # request to this process, or its first after the cache's minute): 401 alike.
+            device = await authenticate(state.db, state.tokens, state.settings, digest)
             status, content = await handler(state, device, body)
         except Exception as exc:
             await _failed(exc, scope, receive, send)
