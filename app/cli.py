@@ -71,9 +71,9 @@ def _positive(text: str) -> int:
 def _retention(args: argparse.Namespace) -> int:
     from app.config import Settings
     from app.db.budget import OUTAGES, first_line
-    from app.db.engine import Database
     from app.db.migrations import upgrade_to_head
     from app.inbox.retention import AlreadyRunning, prune, remove_idle_devices
+    from app.store import backend_for, open_database
 
     settings = Settings()
     # `is None`, not `or`: --max-age 0 is a real request (everything old enough goes), and
@@ -84,12 +84,12 @@ def _retention(args: argparse.Namespace) -> int:
         else args.max_age
     )
     max_entries = settings.retention_max_entries if args.max_entries is None else args.max_entries
-    if settings.migrates_at_start:
+    if backend_for(settings).migrates_at_start:
         # The embedded default creates its file on first use, as `serve` does.
         upgrade_to_head(settings.database_url)
 
     async def run() -> int:
-        db = Database(settings)
+        db = open_database(settings)
         try:
             report = await prune(
                 db,

@@ -16,7 +16,8 @@ from app.push.gateway_urls import parse_allowlist
 
 __all__ = ["Settings", "driver_arguments"]
 
-# The schemes operators write, and the async driver each one means.
+# The schemes operators write, and the async driver each one means: the URL is read here,
+# when Settings are checked; which database it names is decided by app.store.
 _SCHEMES = {
     "postgresql": "postgresql+psycopg",
     "postgres": "postgresql+psycopg",
@@ -157,22 +158,6 @@ class Settings(BaseSettings):
     @property
     def push_gateway_prefixes(self) -> tuple[str, ...]:
         return tuple(p.strip() for p in self.push_gateways.split(",") if p.strip())
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
-    @property
-    def serves_one_process(self) -> bool:
-        """The embedded database (SQLite): one process serves it, so wake-ups stay in
-        process and no connection budget is shared among workers."""
-        return self.is_sqlite
-
-    @property
-    def migrates_at_start(self) -> bool:
-        """The embedded database must run on a bare machine: `serve` and the CLI create and
-        migrate its file themselves; a server database is migrated by the operator."""
-        return self.is_sqlite
 
     @field_validator("database_replica_urls")
     @classmethod

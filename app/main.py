@@ -26,7 +26,6 @@ from app.api import (
 )
 from app.api import sync as sync_api
 from app.config import Settings
-from app.db.engine import Database
 from app.errors import install_error_handlers
 from app.inbox.acks import AckBatcher
 from app.inbox.rates import RateLimit
@@ -36,7 +35,7 @@ from app.notifier import Notifier, PgNotifier, close_on_signals
 from app.openapi import TAGS, install_openapi
 from app.push.pushers import SyncedCursors, push_interval
 from app.push.worker import PushWorker
-from app.store import open_store
+from app.store import backend_for, open_database, open_store
 from app.web import install as install_web_client
 
 __all__ = ["create_app"]
@@ -71,14 +70,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.migrates_at_start:
+        if backend_for(settings).migrates_at_start:
             # Imported here: Alembic (and Mako, Pygments under it) is for the databases
             # migrated at start, not for every process that serves PostgreSQL.
             from app.db.migrations import upgrade_to_head
 
             # The embedded default must run on a bare machine: create and migrate the file.
             await to_thread.run_sync(upgrade_to_head, settings.database_url)
-        db = Database(settings)
+        db = open_database(settings)
         # What the domain asks of the database, for this database, chosen once.
         app.state.store = open_store(db)
         if settings.db_pool_prewarm:
@@ -86,7 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await db.replicas.start()
         notifier = (
             Notifier()
-            if settings.serves_one_process
+            if db.serves_one_process
             else PgNotifier(
                 # LISTEN needs a session of its own: a transaction pooler drops notifications.
                 settings.session_url,

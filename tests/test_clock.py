@@ -14,7 +14,7 @@ from sqlalchemy import update
 
 from app.accounts import auth
 from app.db import models
-from app.db.engine import Database, database_now
+from app.db.engine import Database
 from app.db.models import Device as DeviceRow
 from app.inbox import operations, retention, sync
 from app.inbox.retention import prune, remove_idle_devices
@@ -116,7 +116,7 @@ async def test_devices_are_judged_by_the_database_clock(
 
             async def db_now() -> datetime:
                 async with db.statement() as conn:
-                    return await database_now(conn)
+                    return await db.now(conn)
 
             async def set_seen(device: Device, moment: datetime) -> None:
                 async with db.session() as session, session.begin():

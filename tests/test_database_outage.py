@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 
-from app.db.engine import Database
 from app.inbox import sync, wait
 from app.main import create_app
+from app.store import open_database
 from tests.conftest import make_settings, over_backends
 from tests.factories import register, send, set_token_cache, sync_all
 from tests.server import running_server
@@ -116,7 +116,7 @@ async def test_the_driver_path_drops_the_whole_pool_when_the_database_went_away(
 ) -> None:
     """The hot statements run on the bare driver connection, where SQLAlchemy does not see
     a disconnect; they must still start afresh, not fail once per pooled connection."""
-    db = Database(make_settings(fresh_pg))
+    db = open_database(make_settings(fresh_pg))
     try:
 
         async def one() -> None:
@@ -152,7 +152,7 @@ async def test_opening_the_pool_against_a_database_that_is_down_does_not_raise(
     pg_admin_url: str,
 ) -> None:
     missing = pg_admin_url.rpartition("/")[0] + "/msgsync_no_such_database"
-    db = Database(make_settings(missing, db_pool_size=3))
+    db = open_database(make_settings(missing, db_pool_size=3))
     try:
         await db.prewarm()  # logged; the service starts and connects when it can
     finally:

@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.db.engine import Database
 from app.db.migrations import upgrade_to_head
+from app.store import open_database
 from tests.conftest import make_settings
 from tests.factories import PASSWORD, Device, login, register, send
 from tests.server import Server, running_server
@@ -153,7 +153,7 @@ async def test_an_idle_device_gets_401_and_retention_removes_it(
     own_server: tuple[Server, str],
 ) -> None:
     server, url = own_server
-    db = Database(make_settings(url))
+    db = open_database(make_settings(url))
     try:
         async with httpx.AsyncClient(base_url=server.url) as client:
             phone = await register(client)

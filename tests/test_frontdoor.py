@@ -57,12 +57,12 @@ async def door(database_url: str) -> AsyncIterator[tuple[FastAPI, httpx.AsyncCli
             yield app, c
 
 
-PATHS = ["cached-token send", "cached-token ack", "framework route"]
+PATHS = ["cached-token send", "cached-token group send", "cached-token ack", "framework route"]
 
 
 async def prepare(app: FastAPI, client: httpx.AsyncClient, path: str) -> tuple[Call, str, str]:
     """A request on `path`, repeatable with extra headers; and its route template and status.
-    For the two hot paths the framework is made unreachable: only the lean path answers."""
+    For the hot paths the framework is made unreachable: only the lean path answers."""
     alice = await register(client, "alice")
     bob = await register(client, "bob")
     await send(client, alice, bob.user_id, "first")
@@ -72,6 +72,12 @@ async def prepare(app: FastAPI, client: httpx.AsyncClient, path: str) -> tuple[C
 
     if path == "framework route":
         return (lambda h: client.get("/devices", headers=with_auth(h))), "/devices", "200"
+    group_id = ""
+    if path == "cached-token group send":
+        created = await client.post(
+            "/groups", json={"title": "t", "members": [bob.user_id]}, headers=alice.headers
+        )
+        group_id = created.json()["group"]["group_id"]
     await set_token_cache(app, client, alice, cached=True)
     make_the_framework_unreachable(app)
     if path == "cached-token send":
@@ -79,6 +85,17 @@ async def prepare(app: FastAPI, client: httpx.AsyncClient, path: str) -> tuple[C
         return (
             (lambda h: client.post("/messages", json=body, headers=with_auth(h))),
             "/messages",
+            "201",
+        )
+    if path == "cached-token group send":
+        said = {"body": "x" * 100}
+        return (
+            (
+                lambda h: client.post(
+                    f"/groups/{group_id}/messages", json=said, headers=with_auth(h)
+                )
+            ),
+            "/groups/{group_id}/messages",
             "201",
         )
     return (

@@ -13,9 +13,9 @@ import psycopg
 import pytest
 
 from app.config import Settings
-from app.db.engine import Database
 from app.db.models import User
 from app.notifier import PgNotifier
+from app.store import open_database
 from app.store.postgresql.retention import LOCK_KEY
 from tests.conftest import make_settings
 from tests.factories import Device, new_user_id, register, send_many, sync_all
@@ -98,6 +98,47 @@ async def test_crossing_sends_through_transaction_pooling(fresh_pg: str) -> None
                 assert len(received) == per_sender  # each of 5 peers sends it 6 of its 30
 
 
+async def test_group_sends_through_transaction_pooling(fresh_pg: str) -> None:
+    """A group send is one transaction sent as one pipeline (BEGIN, the group's lock, the
+    send, COMMIT): through a transaction pooler with fewer server connections than senders,
+    each group still gets gap-free seqs and each member every message once, in order."""
+    with (
+        running_pgbouncer(fresh_pg, pool_size=3) as bouncer,
+        running_server(
+            bouncer,
+            workers=2,
+            env={"MSGSYNC_DATABASE_SESSION_URL": fresh_pg, "MSGSYNC_DB_POOL_SIZE": "6"},
+        ) as server,
+    ):
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            users = [await register(client) for _ in range(4)]
+            created = await client.post(
+                "/groups",
+                json={"title": "pooled", "members": [u.user_id for u in users[1:]]},
+                headers=users[0].headers,
+            )
+            assert created.status_code == 201, created.text
+            group_id = created.json()["group"]["group_id"]
+            per_sender = 15
+
+            async def say(user: Device) -> None:
+                for i in range(per_sender):
+                    response = await client.post(
+                        f"/groups/{group_id}/messages",
+                        json={"body": f"{user.user_id}:{i}", "client_msg_id": f"c{i}"},
+                        headers=user.headers,
+                    )
+                    assert response.status_code == 201, response.text
+
+            await asyncio.gather(*(say(u) for u in users))
+            for user in users:
+                entries = await sync_all(client, user)
+                assert [e["version"] for e in entries] == list(range(1, len(entries) + 1))
+                seqs = [e["data"]["seq"] for e in entries if e["kind"] == "message"]
+                # The group's seqs after its creation's, gap-free, each message once.
+                assert seqs == list(range(2, 2 + per_sender * len(users)))
+
+
 async def _retention(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any], str]:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -121,7 +162,7 @@ async def _advisory_locks(url: str) -> int:
 async def test_retention_through_transaction_pooling(fresh_pg: str) -> None:
     """Statements through the pooler, the lock on the direct session: every run runs (no
     false already_running), a held lock is honoured, and no run leaves the lock held."""
-    db = Database(make_settings(fresh_pg))
+    db = open_database(make_settings(fresh_pg))
     try:
         sender, recipient = new_user_id("s"), new_user_id("r")
         async with db.session() as session, session.begin():

@@ -66,7 +66,12 @@ async def test_pages_from_the_replica_and_the_primary_for_what_it_lacks(
     pair: Pair, client: httpx.AsyncClient
 ) -> None:
     ready = (await client.get("/readyz")).json()
-    assert ready["replicas"] == [{"replica": 1, "serving": True, "lag_seconds": 0.0}]
+    # Serving, within the allowed lag (5 s by default): the primary's last writes (the
+    # schema, other tests' databases) may still be replaying on a loaded machine.
+    [replica] = ready["replicas"]
+    assert replica["replica"] == 1
+    assert replica["serving"] is True
+    assert 0.0 <= replica["lag_seconds"] <= 5.0
     alice, bob = await register(client), await register(client)  # writes: the primary
     for i in range(5):
         await send(client, alice, bob.user_id, f"m{i}")

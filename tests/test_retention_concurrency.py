@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from app.db.engine import Database
 from app.db.models import InboxEntry, User
 from app.inbox.retention import PruneReport, prune
+from app.store import open_database
 from app.store.postgresql.retention import LOCK_KEY
 from tests.conftest import make_settings
 from tests.factories import Device, new_user_id, register, send_many, send_numbered
@@ -30,7 +31,7 @@ WEEK = timedelta(days=7)
 @pytest.fixture
 async def db(fresh_pg: str) -> AsyncIterator[Database]:
     """A database of its own: retention prunes every user in it."""
-    database = Database(make_settings(fresh_pg))
+    database = open_database(make_settings(fresh_pg))
     yield database
     await database.dispose()
 

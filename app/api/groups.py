@@ -8,11 +8,9 @@ import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from app.api.deps import CurrentDevice, NotifierDep, SettingsDep, StoreDep
-from app.errors import AppError
 from app.groups import members, messages
-from app.inbox.rates import retry_after
+from app.groups.send import deliver
 from app.openapi import problem_responses
-from app.push.pushers import push_wait
 from app.schemas import (
     MAX_ID,
     NO_NUL,
@@ -214,37 +212,11 @@ async def send(
     settings: SettingsDep,
     notifier: NotifierDep,
 ) -> Response:
-    rate = request.app.state.send_rate
-    if rate is not None and (wait := rate.take(device.user_id)):
-        # Over the rate: a retry of a stored message is still answered with it.
-        found = None
-        if body.client_msg_id is not None:
-            found = await messages.stored_send(store.groups, device.user_id, body.client_msg_id)
-        if found is None:
-            raise AppError(
-                429,
-                "too_many_requests",
-                "too many messages sent; retry after Retry-After seconds",
-                headers={"Retry-After": retry_after(wait)},
-            )
-        sent = found
-    else:
-        sent = await messages.send(
-            store.groups,
-            group_id,
-            device.user_id,
-            body.body,
-            body.client_msg_id,
-            settings.max_body_bytes,
-            push_wait(settings),
-        )
-    if sent.created:
-        notifier.notify(sent.members)  # every member, after commit
-    # Read your writes: the sender's next sync does not read a replica behind this send.
-    store.db.replicas.wrote(device.user_id, sent.version)
-    return Response(
-        sent.body(), status_code=201 if sent.created else 200, media_type="application/json"
+    # The edge answers a plain send itself (app.edge.hotpaths) through the same function.
+    status, content = await deliver(
+        store, notifier, settings, request.app.state.send_rate, device, group_id, body
     )
+    return Response(content, status_code=status, media_type="application/json")
 
 
 @router.get(

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from app.config import Settings
-from app.db.engine import Database
+from app.store import open_database
 
 
 def _max_age(prune: Any, seconds: float) -> Any:
@@ -42,7 +42,7 @@ async def _run(database_url: str, max_age_seconds: float, max_entries: int) -> d
     # Imported by name: the job lands from another branch (issue 4).
     prune = importlib.import_module("app.inbox.retention").prune
 
-    db = Database(Settings(database_url=database_url))
+    db = open_database(Settings(database_url=database_url))
     try:
         began = time.perf_counter()
         outcome = prune(db, _max_age(prune, max_age_seconds), max_entries)

@@ -1,2 +1,4 @@
-"""The database: the engine and its pools (engine), the tables (models), read replicas,
-migrations, and the connection budget a deployment needs."""
+"""The database: what every database's access shares (engine: the Database's pools and
+sessions; each database's own rules are its subclass in app/store/<database>/database.py),
+the tables (models), read replicas, migrations, and the connection budget a deployment
+needs."""

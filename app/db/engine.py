@@ -1,25 +1,29 @@
-"""Engine and session factories, and the SQLite connection rules that make it safe to share."""
+"""The process's database access as every database has it: the Database's pools and
+sessions, the pool class, the connection budget.
+
+What differs by database (how an engine is made, the isolation of reads, the clock, whether
+a pool is opened ahead) is each one's Database subclass, in app/store/<database>/database.py;
+app.store.open_database picks the subclass from the URL. Nothing here asks which database
+it runs on.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import Any, ClassVar, TypeVar
 
 import psycopg
 import sqlalchemy.exc
-from sqlalchemy import event, func, select
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
-    create_async_engine,
 )
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry, Pool, QueuePool
 from sqlalchemy.util import queue as sqla_queue
@@ -27,29 +31,10 @@ from sqlalchemy.util import queue as sqla_queue
 from app.config import Settings
 from app.db.replicas import Replicas
 
-__all__ = ["ConnectionBudget", "Database", "database_now", "make_engine"]
+__all__ = ["ConnectionBudget", "Database", "WaitBoundedPool", "transaction_pool_size"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def make_engine(settings: Settings, pool_size: int | None = None, **kwargs: Any) -> AsyncEngine:
-    if settings.is_sqlite:
-        engine = create_async_engine(settings.database_url, **kwargs)
-        _sqlite_rules(engine)
-        return engine
-    return create_async_engine(
-        settings.database_url,
-        pool_size=pool_size or settings.db_pool_size,
-        max_overflow=settings.db_max_overflow,
-        # A request waits this long for a pooled connection, then answers 503: during an
-        # outage every connection is busy failing, and SQLAlchemy's default (30 s) held
-        # clients that long for the same answer.
-        pool_timeout=settings.database_wait_seconds,
-        poolclass=WaitBoundedPool,
-        connect_args={**driver_options(settings), **kwargs.pop("connect_args", {})},
-        **kwargs,
-    )
 
 
 class WaitBoundedPool(AsyncAdaptedQueuePool):
@@ -71,59 +56,6 @@ class WaitBoundedPool(AsyncAdaptedQueuePool):
         raise sqlalchemy.exc.TimeoutError(
             f"no pooled connection came free within {self._timeout:g} s", code="3o7r"
         )
-
-
-def driver_options(settings: Settings) -> dict[str, Any]:
-    """psycopg connection options for database_url's connections.
-
-    Every connection of both pools is made here, so the bare-driver statements
-    (Database.driver) follow the same rule as SQLAlchemy's: prepare_threshold=None means no
-    server-side prepared statement is ever made, which a transaction pooler requires.
-    connect_timeout bounds each attempt (per host listed) by MSGSYNC_DATABASE_WAIT_SECONDS:
-    without it an unreachable host held a request for libpq's default of minutes.
-    """
-    options: dict[str, Any] = {"connect_timeout": settings.database_connect_timeout}
-    if not settings.prepared_statements:
-        options["prepare_threshold"] = None
-    return options
-
-
-async def database_now(session: AsyncSession | AsyncConnection) -> datetime:
-    """The database's clock, the one clock all hosts share (PostgreSQL's clock_timestamp(),
-    the moment of the call, not of the transaction's start). SQLite serves one process on
-    one host, whose clock it is."""
-    dialect = (
-        session.dialect if isinstance(session, AsyncConnection) else session.get_bind().dialect
-    )
-    if dialect.name == "sqlite":
-        return datetime.now(UTC)
-    moment = await session.scalar(select(func.clock_timestamp()))
-    assert isinstance(moment, datetime)
-    return moment
-
-
-def _sqlite_rules(engine: AsyncEngine) -> None:
-    """WAL so that readers never wait for the writer; BEGIN IMMEDIATE for writes.
-
-    pysqlite's own transaction handling starts a deferred transaction that upgrades to a
-    write lock at the first write; two such upgrades deadlock (SQLITE_BUSY at once, with
-    no wait). Taking the write lock at BEGIN makes concurrent writers queue on busy_timeout.
-    """
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=10000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        mode = "DEFERRED" if conn.get_execution_options().get("readonly") else "IMMEDIATE"
-        conn.exec_driver_sql(f"BEGIN {mode}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,39 +95,51 @@ def transaction_pool_size(settings: Settings) -> int:
     return max(2, settings.db_pool_size // 4)
 
 
-class Database:
-    """The process's database access: on PostgreSQL a pool for transactions and one kept in
-    autocommit for single statements; on SQLite one engine serves both."""
+class Database(ABC):
+    """The process's database access: a pool for transactions (`session()`), one for single
+    statements (`statement()`), snapshot reads (`read_sessions`), and read replicas.
 
-    def __init__(self, settings: Settings, **engine_kwargs: Any) -> None:
+    One subclass per database (app.store.postgresql.database, app.store.sqlite.database),
+    made by app.store.open_database. Its class attributes answer before any engine is made,
+    for `serve` and the CLI."""
+
+    # One process serves the database: wake-ups stay in process, no connection budget is
+    # shared among workers, and `serve` refuses several workers.
+    serves_one_process: ClassVar[bool]
+    # `serve` and the CLI create and migrate the database themselves (the embedded one must
+    # run on a bare machine); otherwise the operator migrates it.
+    migrates_at_start: ClassVar[bool]
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        engine: AsyncEngine,
+        single: AsyncEngine,
+        read_options: dict[str, Any],
+        replicas: Replicas,
+    ) -> None:
+        """`engine` serves transactions; `single` single statements (a pool of its own, or a
+        view of `engine`); `read_options` make a transaction one read-only snapshot."""
         self.settings = settings
-        # Transactions get a quarter of the pool; single statements the full pool below.
-        self.engine = make_engine(
-            settings, pool_size=transaction_pool_size(settings), **engine_kwargs
-        )
-        self.is_sqlite = settings.is_sqlite
+        self.engine = engine
         # Streaming replicas take sync pages (app.inbox.sync.fetch_since); started in the lifespan.
-        urls = [] if self.is_sqlite else settings.replica_urls
-        self.replicas = Replicas(urls, settings, driver_options(settings))
+        self.replicas = replicas
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        # Reads that must see one snapshot (a sync reads the floor and the entries together):
-        # REPEATABLE READ on PostgreSQL; a deferred transaction is already a snapshot in WAL.
-        read_options: dict[str, Any] = {"readonly": True}
-        if not self.is_sqlite:
-            read_options = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": True}
+        # Reads that must see one snapshot (a sync reads the floor and the entries together).
         self.read_sessions = async_sessionmaker(
             self.engine.execution_options(**read_options), expire_on_commit=False
         )
-        # One statement is its own transaction: on PostgreSQL autocommit saves the BEGIN
-        # and COMMIT round trips on the hot single-statement paths (token lookup, send,
-        # sync), and a bare connection skips the ORM session's bookkeeping. Those paths get
-        # a pool of their own whose connections stay in autocommit: switching a shared
-        # connection in and out of it at every checkout cost a fifth of a short statement.
-        self._single = (
-            self.engine.execution_options(readonly=True)
-            if self.is_sqlite
-            else make_engine(settings, isolation_level="AUTOCOMMIT", **engine_kwargs)
-        )
+        self._single = single
+
+    @abstractmethod
+    async def now(self, conn: AsyncSession | AsyncConnection) -> datetime:
+        """The clock every time the service stamps or judges is read from: the one all the
+        hosts serving this database share, read through `conn`."""
+
+    @abstractmethod
+    async def prewarm(self) -> None:
+        """Open the single-statement pool's connections now, where opening one is slow."""
 
     def statement(self) -> AsyncConnection:
         """A connection for one statement (`async with db.statement() as conn:`)."""
@@ -252,41 +196,25 @@ class Database:
         pooled connection now, and those in use when they come back. Otherwise each would
         fail one request after the database is back (one per pool per worker, seconds or
         minutes later); the pools reconnect on demand."""
-        await self.engine.dispose()
-        if not self.is_sqlite:
-            await self._single.dispose()
-
-    async def prewarm(self) -> None:
-        """Open the single-statement pool's connections now (PostgreSQL). After a deploy
-        every device reconnects at once; without this, the first requests each waited for
-        PostgreSQL to start a backend (200 devices' first syncs on one restarted worker:
-        median of three 362 ms without, 290 ms with). A database that is down is only
-        logged: the service starts anyway and connects when it can."""
-        if self.is_sqlite:
-            return
-        opened = await asyncio.gather(
-            *(self._single.connect().start() for _ in range(self.settings.db_pool_size)),
-            return_exceptions=True,
-        )
-        failures = [c for c in opened if isinstance(c, BaseException)]
-        for conn in opened:
-            if isinstance(conn, AsyncConnection):
-                await conn.close()
-        if failures:
-            log.warning(
-                "could not open %d of the pool's connections: %s", len(failures), failures[0]
-            )
+        for engine in self._engines():
+            await engine.dispose()
 
     def connections_in_use(self) -> int:
         """Checked-out connections over both pools (for /metrics)."""
-        engines = {id(e.pool): e.pool for e in (self.engine, self._single)}
-        return sum(p.checkedout() for p in engines.values() if isinstance(p, QueuePool))
+        pools = (engine.pool for engine in self._engines())
+        return sum(pool.checkedout() for pool in pools if isinstance(pool, QueuePool))
 
     async def dispose(self) -> None:
         await self.replicas.stop()
-        await self.engine.dispose()
-        if not self.is_sqlite:  # on SQLite _single is a view of the same engine
-            await self._single.dispose()
+        for engine in self._engines():
+            await engine.dispose()
+
+    def _engines(self) -> list[AsyncEngine]:
+        """The engines with a pool of their own: the single-statement engine is left out
+        where it is a view of the transaction engine (disposing that disposes both)."""
+        if self._single.pool is self.engine.pool:
+            return [self.engine]
+        return [self.engine, self._single]
 
     def session(self) -> AsyncSession:
         return self.sessions()

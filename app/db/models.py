@@ -44,6 +44,13 @@ __all__ = [
     "utcnow",
 ]
 
+# The schema is declared once, for both databases. Its per-database spellings (BigId's
+# INTEGER, UTCDateTime's naive storage, new_entry_id's SQL, the partial indexes'
+# sqlite_where) are read by SQLAlchemy and Alembic when they compile for a database; the
+# service never asks which one it runs on here. They stay beside the tables they spell:
+# in app.store.sqlite they would make the models (and Alembic's env, the drift test) import
+# the store, whose every implementation imports the models.
+
 # An auto-incrementing 64-bit key: SQLite only auto-increments a column declared INTEGER.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 

@@ -18,13 +18,15 @@ from app.config import Settings
 from app.errors import PROBLEM_JSON, problem
 from app.logs import log_config
 from app.multiproc import prepare_multiprocess
+from app.store import backend_for
 
 __all__ = ["DeadlineProtocol", "EdgeProtocol", "serve"]
 
 
 def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
     settings = Settings()
-    if workers > 1 and settings.serves_one_process:
+    database = backend_for(settings)
+    if workers > 1 and database.serves_one_process:
         print(
             "msgsync: SQLite serves one process only; run with --workers 1, or set "
             "MSGSYNC_DATABASE_URL to a postgresql:// URL for several workers",
@@ -34,7 +36,7 @@ def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
     _raise_open_file_limit()
     prepare_multiprocess(workers)
     config = log_config(settings.log_format)
-    if not settings.serves_one_process:
+    if not database.serves_one_process:
         from app.db.budget import budget_report
 
         # Through the same log configuration as the server's lines (JSON lines stay JSON).

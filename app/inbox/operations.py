@@ -11,7 +11,7 @@ import orjson
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.engine import Database, database_now
+from app.db.engine import Database
 from app.db.models import Conversation, InboxEntry, Message, User
 from app.errors import AppError
 from app.inbox.sync import MESSAGE_COLUMNS, bump_versions, message_data, message_row_data
@@ -72,7 +72,7 @@ async def recall_message(
             return RecallResult(_recalled(row, recalled_at), parties, changed=False)
         # The clock is read under the lock: a recall that waited is judged by when it acts;
         # and it is the database's, the clock that stamped created_at.
-        now = await database_now(session)
+        now = await db.now(session)
         if now >= row.created_at + timedelta(seconds=window_seconds):
             raise AppError(
                 409,
@@ -215,6 +215,6 @@ async def mark_read(db: Database, reader: str, peer: str, up_to_message_id: int)
             {"reader": reader, "peer": peer, "up_to_message_id": up_to_message_id}
         ).decode()
         # The peer's entry is the read receipt; the reader's own clears its other devices.
-        now = await database_now(session)  # one clock for every host's entries
+        now = await db.now(session)  # one clock for every host's entries
         await _insert_entries(session, versions, "read", now, up_to_message_id, payload)
     return ReadResult(up_to_message_id, versions[reader], changed=True)

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.accounts.auth import idle_cutoff
 from app.config import Settings
-from app.db.engine import Database, database_now
+from app.db.engine import Database
 from app.db.models import Device, InboxEntry, User
 from app.store import open_store
 from app.store.retention import AlreadyRunning
@@ -94,7 +94,7 @@ async def prune(
         if now is None:
             # The database's clock, which stamped every created_at, not this host's.
             async with db.statement() as conn:
-                now = await database_now(conn)
+                now = await db.now(conn)
         cutoff = now - max_age
         age_cuts, candidates = await _candidates(db, cutoff, max_entries)
         pending = deque(candidates)
@@ -287,7 +287,7 @@ async def remove_idle_devices(
         return IdleReport(idle_days=0, cutoff=None, removed=0)
     if now is None:
         async with db.statement() as conn:
-            now = await database_now(conn)  # the clock that stamped last_seen_at
+            now = await db.now(conn)  # the clock that stamped last_seen_at
     cutoff = idle_cutoff(idle_days, now)
     assert cutoff is not None
     # One scan for the ids (devices has no index on last_seen_at, which every active device

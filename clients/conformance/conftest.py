@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +17,35 @@ PG_ADMIN_URL = os.environ.get(
     "MSGSYNC_TEST_PG_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres"
 )
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="COMMAND",
+        help="an SDK's adapter command line (split with shell rules, run from the repository "
+        "root); given more than once, every scenario runs on each adapter, against the same "
+        "servers. Default: $MSGSYNC_CONFORMANCE_ADAPTER, else the Python SDK's adapter.",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """With several --adapter, each scenario once per adapter (named by its command line);
+    the servers, module-scoped, are the same for all of them."""
+    commands: list[str] = metafunc.config.getoption("adapter")
+    if "adapters" in metafunc.fixturenames and len(commands) > 1:
+        metafunc.parametrize("adapter_command", commands, indirect=True)
+
+
+@pytest.fixture
+def adapter_command(request: pytest.FixtureRequest) -> list[str] | None:
+    """The adapter the scenario drives; None: the default (harness.adapter_command)."""
+    param: str | None = getattr(request, "param", None)
+    commands: list[str] = request.config.getoption("adapter")
+    command = param if param is not None else (commands[0] if commands else None)
+    return None if command is None else shlex.split(command)
 
 
 def _admin_url(kind: str) -> str | None:
@@ -100,13 +130,13 @@ def direct(server: Backend) -> Direct:
 
 
 @pytest.fixture
-def adapters(tmp_path: Path) -> Iterator[Callable[[], Adapter]]:
+def adapters(tmp_path: Path, adapter_command: list[str] | None) -> Iterator[Callable[[], Adapter]]:
     """Start adapters on demand; every one still running is closed at the end."""
     started: list[Adapter] = []
     cwd = Path(__file__).resolve().parents[2]  # the repository: adapter commands are relative
 
     def start() -> Adapter:
-        adapter = Adapter(cwd)
+        adapter = Adapter(cwd, adapter_command)
         started.append(adapter)
         return adapter
 

@@ -26,7 +26,6 @@ from msgsync_client.testing import (
     NO_THROTTLE,
     Server,
     fresh_database,
-    migrate,
     msgsync_command,
     start_server,
 )
@@ -59,9 +58,9 @@ class AdapterDied(Exception):
 class Adapter:
     """One adapter process; `call` writes one request line and reads one answer line."""
 
-    def __init__(self, cwd: Path) -> None:
+    def __init__(self, cwd: Path, command: list[str] | None = None) -> None:
         self.process = subprocess.Popen(
-            adapter_command(),
+            command or adapter_command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=cwd,
@@ -333,13 +332,12 @@ def backend(
     """A fresh database at the latest schema, dropped afterwards with every copy a scenario
     made; `env`: the server's settings beyond SERVER_ENV."""
     if kind == "sqlite":
-        url = f"sqlite:///{workdir / 'server.db'}"
-        migrate(url)
-        server = Backend(kind, url, None, workdir, env=dict(env or {}))
-        try:
-            yield server
-        finally:
-            server.stop()
+        with fresh_database() as url:
+            server = Backend(kind, url, None, workdir, env=dict(env or {}))
+            try:
+                yield server
+            finally:
+                server.stop()
         return
     assert admin_url is not None
     with fresh_database(admin_url, "msgsync_conf") as url:

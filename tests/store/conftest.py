@@ -10,9 +10,8 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import insert
 
-from app.db.engine import Database
 from app.db.models import Device, Pusher, User
-from app.store import Store, open_store
+from app.store import Store, open_database, open_store
 from tests.conftest import make_settings, module_database
 
 
@@ -24,7 +23,7 @@ def store_url(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[Store]:
-    db = Database(make_settings(store_url))
+    db = open_database(make_settings(store_url))
     try:
         yield open_store(db)
     finally:

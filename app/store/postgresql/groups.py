@@ -192,6 +192,7 @@ class PgGroupStore(SharedGroupReads):
     def __init__(self, db: Database) -> None:
         super().__init__()
         self._db = db
+        self._large: set[str] = set()  # the large groups this process has sent to
 
     @asynccontextmanager
     async def work(self) -> AsyncIterator[_Work]:
@@ -249,21 +250,55 @@ class PgGroupStore(SharedGroupReads):
             "client_msg_id": client_msg_id,
             "push_wait": push_wait,  # None: push is off, no pusher is marked
         }
+        # A group is sent to as small or large, which the group's row says under its lock;
+        # the guess is this process's memory of the large groups (few: each has more
+        # members than the fan-out limit). A wrong guess (the group crossed the limit since)
+        # wrote nothing and is sent again in the other mode.
+        large = group_id in self._large
+        for _ in range(2):
+            sent = await self._send(params, large)
+            if not isinstance(sent, bool):
+                return sent
+            large = sent
+            if large:
+                self._large.add(group_id)
+            else:
+                self._large.discard(group_id)
+        raise AssertionError("a group's mode changed twice while it was locked")
+
+    async def _send(self, params: dict[str, Any], large: bool) -> SentMessage | bool | None:
+        """One transaction, sent as one pipeline (one round trip, not four): BEGIN, the
+        group's lock, the send statement of the mode guessed, COMMIT. The server runs them
+        in order, so the send statement's snapshot still starts after the lock was granted
+        (groups.sql send_message). The message; None when the group does not exist or the
+        sender is not a member; the group's mode (True: large) when the guess was wrong, in
+        which case the statement wrote nothing."""
         try:
-            async with self._db.driver() as conn, conn.transaction():
-                # The group's lock first: the seq is ours until commit.
-                cursor = await conn.execute(SQL["lock_group_for_send"], {"group_id": group_id})
-                locked = await cursor.fetchone()
-                if locked is None:
-                    return None
-                params["seq"] = locked[0] + 1
-                name = "send_large" if locked[1] else "send_message"
-                cursor = await conn.execute(SQL[name], params)
+            async with self._db.driver() as conn:
+                try:
+                    async with conn.pipeline():
+                        await conn.execute("BEGIN")
+                        lock = await conn.execute(SQL["lock_group_for_send"], params)
+                        cursor = await conn.execute(
+                            SQL["send_large" if large else "send_message"], params
+                        )
+                        await conn.execute("COMMIT")
+                except psycopg.Error:
+                    # The transaction failed in the pipeline: the COMMIT was skipped and the
+                    # connection is in a failed transaction until it is rolled back.
+                    if not conn.broken:
+                        await conn.rollback()
+                    raise
+                locked = await lock.fetchone()
                 row = await cursor.fetchone()
-                if row is None:  # not a member: nothing was written
-                    return None
         except psycopg.errors.UniqueViolation as exc:
             raise Conflict(str(exc)) from exc
+        if locked is None:
+            return None
+        if locked[1] != large:
+            return bool(locked[1])
+        if row is None:  # not a member: nothing was written
+            return None
         return SentMessage(orjson.loads(row[2]), row[1], list(row[3] or []))
 
     async def existing_send(self, sender: str, client_msg_id: str) -> tuple[MessageRow, int] | None:

@@ -292,21 +292,26 @@ FROM (
 WHERE m.group_id = %(group_id)s AND m.user_id = covered.user_id
 
 -- name: send_message
--- A group message, after lock_group_for_send took the group's lock in this transaction.
--- A statement of its own, not a CTE of the lock: a statement's snapshot is taken at its
--- start, so the members read here include every change committed before we got the lock
--- (each change of membership holds it). The members' rows are locked in user-id order,
--- the order every writer keeps; nothing is written unless the sender is a member.
+-- A group message, after lock_group_for_send took the group's lock in this transaction
+-- (sent with it in one pipeline: PgGroupStore.send). A statement of its own, not a CTE of
+-- the lock: a statement's snapshot is taken at its start, so the group row and members read
+-- here include every change committed before we got the lock (each change of membership
+-- holds it), and the seq is the next after the committed latest. The members' rows are
+-- locked in user-id order, the order every writer keeps; nothing is written unless the
+-- group is small (`grp`: a large group's sends are send_large's) and the sender a member.
 -- With push on (push_wait not NULL) the other members' pushers (never the sender's own)
 -- fall due push_wait after the first message of a delay window, as a direct send marks
 -- them (inbox.sql send_message_marking_pushers); with push off that part matches no row.
-WITH stamp AS (
+WITH grp AS (
+    SELECT latest_seq + 1 AS seq FROM groups WHERE group_id = %(group_id)s AND NOT large
+), stamp AS (
     SELECT now() AS created_at,
            to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS text
 ), locked AS (
     SELECT u.user_id
     FROM group_members AS m JOIN users AS u ON u.user_id = m.user_id
     WHERE m.group_id = %(group_id)s
+      AND EXISTS (SELECT 1 FROM grp)
       AND EXISTS (SELECT 1 FROM group_members AS s
                   WHERE s.group_id = %(group_id)s AND s.user_id = %(sender)s)
     ORDER BY u.user_id
@@ -320,7 +325,7 @@ WITH stamp AS (
     INSERT INTO messages (sender, recipient, pair_lo, pair_hi, body, client_msg_id,
                           sender_version, recipient_version, created_at, group_id, seq)
     SELECT %(sender)s, NULL, NULL, NULL, %(body)s, %(client_msg_id)s, bumped.latest_version,
-           NULL, stamp.created_at, %(group_id)s, %(seq)s
+           NULL, stamp.created_at, %(group_id)s, (SELECT seq FROM grp)
     FROM bumped, stamp
     WHERE bumped.user_id = %(sender)s
     RETURNING id, sender_version
@@ -330,16 +335,16 @@ WITH stamp AS (
                'id', message.id, 'from', CAST(%(sender)s AS text), 'to', CAST(NULL AS text),
                'body', CAST(%(body)s AS text), 'client_msg_id', CAST(%(client_msg_id)s AS text),
                'created_at', stamp.text, 'recalled_at', CAST(NULL AS text),
-               'group_id', CAST(%(group_id)s AS text), 'seq', CAST(%(seq)s AS bigint)
+               'group_id', CAST(%(group_id)s AS text), 'seq', CAST((SELECT seq FROM grp) AS bigint)
            ) AS text) AS data
     FROM message, stamp
 ), logged AS (
     INSERT INTO group_events (group_id, seq, kind, actor, created_at, message_id, data)
-    SELECT %(group_id)s, %(seq)s, 'message', %(sender)s, stamp.created_at, payload.id,
+    SELECT %(group_id)s, (SELECT seq FROM grp), 'message', %(sender)s, stamp.created_at, payload.id,
            payload.data
     FROM payload, stamp
 ), counted AS (
-    UPDATE groups SET latest_seq = %(seq)s, last_message_id = payload.id
+    UPDATE groups SET latest_seq = (SELECT seq FROM grp), last_message_id = payload.id
     FROM payload
     WHERE groups.group_id = %(group_id)s
 ), listed AS (
@@ -368,19 +373,22 @@ SELECT payload.id, payload.sender_version, payload.data,
 FROM payload
 
 -- name: send_large
--- A message to a large group, after lock_group_for_send took the group's lock: logged once,
+-- A message to a large group, after lock_group_for_send took the group's lock (in one
+-- pipeline, as send_message; nothing is written unless the group is large): logged once,
 -- no message entry. Only the members holding no uncovered news (the partial index) are
 -- locked, in user-id order, each getting a group_news entry and news_seq = seq; the sender
 -- is a member like any other. The message's sender_version is the sender's latest (its
 -- group_news entry's version when it got one).
 -- With push on, the pushers of those who got an entry (never the sender's own) are marked
 -- due as send_message marks them.
-WITH stamp AS (
+WITH grp AS (
+    SELECT latest_seq + 1 AS seq FROM groups WHERE group_id = %(group_id)s AND large
+), stamp AS (
     SELECT now() AS created_at,
            to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS text
 ), sender AS (
     SELECT user_id FROM group_members
-    WHERE group_id = %(group_id)s AND user_id = %(sender)s
+    WHERE group_id = %(group_id)s AND user_id = %(sender)s AND EXISTS (SELECT 1 FROM grp)
 ), locked AS (
     SELECT u.user_id
     FROM group_members AS m JOIN users AS u ON u.user_id = m.user_id
@@ -398,7 +406,7 @@ WITH stamp AS (
     SELECT %(sender)s, NULL, NULL, NULL, %(body)s, %(client_msg_id)s,
            coalesce((SELECT latest_version FROM bumped WHERE user_id = %(sender)s),
                     (SELECT latest_version FROM users WHERE user_id = %(sender)s)),
-           NULL, stamp.created_at, %(group_id)s, %(seq)s
+           NULL, stamp.created_at, %(group_id)s, (SELECT seq FROM grp)
     FROM sender, stamp
     RETURNING id, sender_version
 ), payload AS (
@@ -407,27 +415,27 @@ WITH stamp AS (
                'id', message.id, 'from', CAST(%(sender)s AS text), 'to', CAST(NULL AS text),
                'body', CAST(%(body)s AS text), 'client_msg_id', CAST(%(client_msg_id)s AS text),
                'created_at', stamp.text, 'recalled_at', CAST(NULL AS text),
-               'group_id', CAST(%(group_id)s AS text), 'seq', CAST(%(seq)s AS bigint)
+               'group_id', CAST(%(group_id)s AS text), 'seq', CAST((SELECT seq FROM grp) AS bigint)
            ) AS text) AS data
     FROM message, stamp
 ), logged AS (
     INSERT INTO group_events (group_id, seq, kind, actor, created_at, message_id, data)
-    SELECT %(group_id)s, %(seq)s, 'message', %(sender)s, stamp.created_at, payload.id,
+    SELECT %(group_id)s, (SELECT seq FROM grp), 'message', %(sender)s, stamp.created_at, payload.id,
            payload.data
     FROM payload, stamp
 ), counted AS (
-    UPDATE groups SET latest_seq = %(seq)s, last_message_id = payload.id
+    UPDATE groups SET latest_seq = (SELECT seq FROM grp), last_message_id = payload.id
     FROM payload
     WHERE groups.group_id = %(group_id)s
 ), noticed AS (
-    UPDATE group_members SET news_seq = %(seq)s
+    UPDATE group_members SET news_seq = (SELECT seq FROM grp)
     FROM bumped
     WHERE group_members.group_id = %(group_id)s AND group_members.user_id = bumped.user_id
 ), entries AS (
     INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
     SELECT bumped.user_id, bumped.latest_version, 'group_news', stamp.created_at, NULL,
            CAST(json_build_object('group_id', CAST(%(group_id)s AS text),
-                                  'seq', CAST(%(seq)s AS bigint)) AS text)
+                                  'seq', CAST((SELECT seq FROM grp) AS bigint)) AS text)
     FROM bumped, stamp
 ), marked AS (
     UPDATE pushers

@@ -1,6 +1,7 @@
 """The groups store on SQLite: the same units of work as the PostgreSQL store, statement by
-statement. A write transaction starts with BEGIN IMMEDIATE (app.db.engine), so writers run
-one at a time: there is no lock order to keep, and every read inside sees the latest."""
+statement. A write transaction starts with BEGIN IMMEDIATE (app.store.sqlite.database), so
+writers run one at a time: there is no lock order to keep, and every read inside sees the
+latest."""
 
 from __future__ import annotations
 

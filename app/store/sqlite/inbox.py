@@ -1,7 +1,7 @@
 """The inbox on SQLite: the same units of work as PostgreSQL's, statement by statement.
 
-SQLite has one writer at a time (every write transaction begins IMMEDIATE, app.db.engine):
-the lock rule holds by construction, there is no order to keep.
+SQLite has one writer at a time (every write transaction begins IMMEDIATE,
+app.store.sqlite.database): the lock rule holds by construction, there is no order to keep.
 """
 
 from __future__ import annotations

@@ -14,17 +14,19 @@ The service's own tests use the same harness from its side: msgsync's `app.testi
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -37,6 +39,7 @@ __all__ = [
     "NO_THROTTLE",
     "Server",
     "ServerFailed",
+    "drop_templates",
     "free_port",
     "fresh_database",
     "migrate",
@@ -173,33 +176,105 @@ def start_server(
     return server
 
 
+def _with_name(admin_url: str, name: str) -> str:
+    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
+
+
+# One migrated template per PostgreSQL server (by admin URL) and one SQLite file, made on
+# the first fresh_database of the process and removed by drop_templates (at the latest when
+# the process exits): every fresh database after the first is a copy of it, not another
+# `msgsync migrate` (a process of its own that imports the whole service).
+_pg_templates: dict[str, str] = {}
+_sqlite_template: list[Path] = []
+
+
+def drop_templates() -> None:
+    """Remove the templates fresh_database made in this process (it makes them again if
+    called afterwards). Runs at exit; call it sooner where a process may end without its
+    exit handlers (a pytest-xdist worker)."""
+    if _pg_templates:
+        import psycopg
+
+        for admin_url, name in _pg_templates.items():
+            try:
+                with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except psycopg.Error:
+                pass  # the server is gone, and its databases with it
+        _pg_templates.clear()
+    for template in _sqlite_template:
+        shutil.rmtree(template.parent, ignore_errors=True)
+    _sqlite_template.clear()
+
+
+atexit.register(drop_templates)
+
+
+def _pg_template(admin_url: str) -> str:
+    """The name of admin_url's server's migrated template database, made if need be."""
+    name = _pg_templates.get(admin_url)
+    if name is not None:
+        return name
+    import psycopg
+
+    name = f"msgsync_template_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        migrate(_with_name(admin_url, name))
+    except BaseException:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        raise
+    _pg_templates[admin_url] = name
+    return name
+
+
+def _copy_sqlite_template(target: Path) -> None:
+    """A migrated SQLite file at target, copied from the process's template."""
+    if not _sqlite_template:
+        directory = Path(tempfile.mkdtemp(prefix="msgsync_template-"))
+        template = directory / "msgsync.db"
+        migrate(f"sqlite:///{template}")
+        _sqlite_template.append(template)
+    # SQLite's backup copies a consistent database, whatever journal mode it is in.
+    with (
+        closing(sqlite3.connect(_sqlite_template[0])) as source,
+        closing(sqlite3.connect(target)) as copy,
+    ):
+        source.backup(copy)
+
+
 @contextmanager
 def fresh_database(
     admin_url: str | None = None, prefix: str = "msgsync_test", *, durable: bool = False
 ) -> Iterator[str]:
-    """A new database at the latest schema (`msgsync migrate`), gone afterwards.
+    """A new database at the latest schema, gone afterwards.
 
     Without admin_url: a SQLite file in a temporary directory. With it: `<prefix>_<random>`
     created on that PostgreSQL server, dropped at the end even if connections remain. Its
     commits are not flushed to disk one by one (synchronous_commit off) unless `durable`: a
-    test loses nothing by it, a benchmark would measure a server nobody runs."""
+    test loses nothing by it, a benchmark would measure a server nobody runs.
+
+    Either is a copy of a template the process migrates once (`msgsync migrate`; on
+    PostgreSQL a database `msgsync_template_<random>` on that server, dropped when the
+    process exits)."""
     if admin_url is None:
         with tempfile.TemporaryDirectory(prefix=f"{prefix}-") as directory:
-            url = f"sqlite:///{Path(directory) / 'msgsync.db'}"
-            migrate(url)
-            yield url
+            path = Path(directory) / "msgsync.db"
+            _copy_sqlite_template(path)
+            yield f"sqlite:///{path}"
         return
     import psycopg  # the service's dependency, not the SDK's: only PostgreSQL needs it
 
+    template = _pg_template(admin_url)
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
         if not durable:
             conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
-    url = urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
     try:
-        migrate(url)
-        yield url
+        yield _with_name(admin_url, name)
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
