@@ -15,7 +15,7 @@ from tests.server import running_server
 pytestmark = pytest.mark.slow
 
 TINY = [
-    *("--w1-pairs", "4", "--w1-clients", "3", "--w1-messages", "20"),
+    *("--w1-pairs", "4", "--w1-clients", "3", "--w1-messages", "20", "--w1-ceiling-seconds", "1"),
     *("--w2-messages", "30", "--w2-senders", "3", "--w2-limit", "1000"),
     *("--w3-rounds", "3", "--idle", "5", "--w4-senders", "2"),
     *("--w5-devices", "6", "--w5-users", "2", "--w5-acks", "4"),
@@ -71,6 +71,18 @@ def test_bench_on_its_own_postgresql_server(pg_admin_url: str, tmp_path: Path) -
         assert (size["sends"], size["lost"], size["duplicated"]) == (8, 0, 0)
         assert size["everyone_read"]["count"] == 8
     _check_throughput(workloads)
+    # pgbench ran both send statements against W1's users, each send checked as stored.
+    ceiling = workloads["W1"]["ceiling"]
+    # (Without pgbench, or past the database's connection limit, it says why instead.)
+    assert ceiling.keys() in (
+        {"seconds", "clients", "tx_per_s", "rows_per_send"},
+        {"skipped"},
+        {"failed"},
+    )
+    if "tx_per_s" in ceiling:
+        assert ceiling["tx_per_s"]["old"] > 0
+        assert ceiling["tx_per_s"]["new"] > 0
+        assert workloads["W1"]["of_old_ceiling"] > 0
     assert workloads["W3"]["wake_latency"]["count"] == 3
     w4 = workloads["W4"]
     assert w4["verified_messages"] == 5
@@ -96,6 +108,7 @@ def test_bench_against_a_running_server(postgresql_url: str, tmp_path: Path) -> 
         "skipped": "W6 needs direct database access: run it with --pg"
     }
     assert "skipped" in report["workloads"]["W9"]
+    assert report["workloads"]["W1"]["ceiling"] == {"skipped": "pgbench needs the database: --pg"}
 
 
 def test_a_failed_run_exits_non_zero_and_says_why(

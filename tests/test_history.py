@@ -108,8 +108,8 @@ async def test_unread_count_follows_the_read_cursor_and_skips_recalled_messages(
     async with db.session() as session, session.begin():
         await session.execute(
             update(Conversation)
-            .where(Conversation.user_id == bob.user_id, Conversation.peer == alice.user_id)
-            .values(read_up_to_id=sent[1]["id"])
+            .where(Conversation.of_pair(bob.user_id, alice.user_id))
+            .values({Conversation.cursor_of(bob.user_id, alice.user_id): sent[1]["id"]})
         )
         await session.execute(
             update(Message).where(Message.id == sent[4]["id"]).values(recalled_at=utcnow())

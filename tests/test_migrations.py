@@ -98,3 +98,64 @@ def test_postgresql_entries_get_ids(pg_admin_url: str) -> None:
 
 def test_sqlite_entries_get_ids(tmp_path: Path) -> None:
     _entries_get_their_own_ids(Settings(database_url=f"sqlite:///{tmp_path / 'm.db'}").database_url)
+
+
+def _conversations_become_pairs_and_back(url: str) -> None:
+    """A pair's two per-user rows become its one row (each party's read cursor in its own
+    column, the pair in code point order as messages.pair_lo/pair_hi have it), and back."""
+    config = alembic_config(url)
+    command.upgrade(config, "6c3a9e1f4b28")
+    engine = create_engine(Settings(database_url=url).database_url.replace("+aiosqlite", ""))
+    by_user = text(
+        "SELECT user_id, peer, last_message_id, read_up_to_id FROM conversations"
+        " ORDER BY user_id, peer"
+    )
+    # "Zed" sorts before "amy" by code point, after it in many collations.
+    rows = [("amy", "Zed", 9, 7), ("Zed", "amy", 9, 9), ("amy", "amy", 4, 0)]
+    try:
+        with engine.begin() as conn:
+            for user in ("amy", "Zed"):
+                conn.execute(
+                    text(
+                        "INSERT INTO users (user_id, password_hash, latest_version,"
+                        " floor_version, created_at) VALUES (:u, 'x', 0, 0, CURRENT_TIMESTAMP)"
+                    ),
+                    {"u": user},
+                )
+            for user, peer, last, read in rows:
+                conn.execute(
+                    text(
+                        "INSERT INTO conversations (user_id, peer, last_message_id, read_up_to_id)"
+                        " VALUES (:user, :peer, :last, :read)"
+                    ),
+                    {"user": user, "peer": peer, "last": last, "read": read},
+                )
+            before = sorted(map(tuple, conn.execute(by_user)))
+        upgrade_to_head(url)
+        with engine.begin() as conn:
+            pairs = conn.execute(
+                text(
+                    "SELECT pair_lo, pair_hi, last_message_id, read_lo, read_hi"
+                    " FROM conversations ORDER BY last_message_id"
+                )
+            )
+            assert [tuple(p) for p in pairs] == [("amy", "amy", 4, 0, 0), ("Zed", "amy", 9, 9, 7)]
+        command.downgrade(config, "6c3a9e1f4b28")
+        with engine.begin() as conn:
+            assert sorted(map(tuple, conn.execute(by_user))) == before == sorted(rows)
+    finally:
+        engine.dispose()
+
+
+def test_postgresql_conversations_become_pairs(pg_admin_url: str) -> None:
+    url = create_pg_database(pg_admin_url)
+    try:
+        _conversations_become_pairs_and_back(url)
+    finally:
+        drop_pg_database(pg_admin_url, url)
+
+
+def test_sqlite_conversations_become_pairs(tmp_path: Path) -> None:
+    _conversations_become_pairs_and_back(
+        Settings(database_url=f"sqlite:///{tmp_path / 'm.db'}").database_url
+    )

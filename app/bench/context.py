@@ -18,5 +18,8 @@ class Context:
     database_url: str | None = None  # --pg only: direct database access (W6, W7)
     gateway_port: int | None = None  # the bench's push gateway (W7, W1 with --w1-push)
 
+    def user_prefix(self, workload: str) -> str:
+        return f"b{self.run_id}-{workload.lower()}-"
+
     def user_ids(self, workload: str, role: str, count: int) -> list[str]:
-        return [f"b{self.run_id}-{workload.lower()}-{role}{i}" for i in range(count)]
+        return [f"{self.user_prefix(workload)}{role}{i}" for i in range(count)]

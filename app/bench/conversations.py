@@ -103,17 +103,15 @@ UNION ALL
 SELECT m.group_id, m.seq, 'message', m.sender, m.created_at, m.id, '{"id":' || m.id || '}'
 FROM messages AS m JOIN w9_ranked AS r ON r.id = m.id WHERE r.in_group;
 
--- Both sides of each direct conversation; the user has read all but the last two of
--- every third, the peer everything.
-INSERT INTO conversations (user_id, peer, last_message_id, read_up_to_id)
-SELECT %(prefix)s || 'u', peer, max(id),
+-- Each direct conversation's one row, the peer's id below the user's ('p' < 'u'): the
+-- user (read_hi) has read all but the last two of every third, the peer (read_lo)
+-- everything.
+INSERT INTO conversations (pair_lo, pair_hi, last_message_id, read_lo, read_hi)
+SELECT peer, %(prefix)s || 'u', max(id), max(id),
        CASE WHEN c %% 3 = 0 THEN coalesce(max(id) FILTER (WHERE k <= max_k - 2), 0)
             ELSE max(id) END
 FROM (SELECT *, max(k) OVER (PARTITION BY c) AS max_k FROM w9_ranked WHERE NOT in_group) d
-GROUP BY c, peer
-UNION ALL
-SELECT peer, %(prefix)s || 'u', max(id), max(id)
-FROM w9_ranked WHERE NOT in_group GROUP BY peer;
+GROUP BY c, peer;
 """
 
 # What the list must show, computed the plain way: every conversation of the user with its
@@ -122,9 +120,13 @@ FROM w9_ranked WHERE NOT in_group GROUP BY peer;
 _EXPECTED = """
 SELECT 'direct', c.peer, c.last_message_id,
        (SELECT count(*) FROM messages AS m
-        WHERE m.pair_lo = least(c.user_id, c.peer) AND m.pair_hi = greatest(c.user_id, c.peer)
+        WHERE m.pair_lo = c.pair_lo AND m.pair_hi = c.pair_hi
           AND m.id > c.read_up_to_id AND m.sender = c.peer AND m.recalled_at IS NULL)
-FROM conversations AS c WHERE c.user_id = %(user)s
+FROM (SELECT pair_lo, pair_hi, pair_hi AS peer, read_lo AS read_up_to_id, last_message_id
+      FROM conversations WHERE pair_lo = %(user)s
+      UNION ALL
+      SELECT pair_lo, pair_hi, pair_lo, read_hi, last_message_id
+      FROM conversations WHERE pair_hi = %(user)s AND pair_lo <> %(user)s) AS c
 UNION ALL
 SELECT 'group', g.group_id, g.last_message_id,
        (SELECT count(*) FROM messages AS m

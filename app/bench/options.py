@@ -25,6 +25,7 @@ class Options:
     w1_pairs: int = 50
     w1_clients: int = 32
     w1_messages: int = 5000
+    w1_ceiling_seconds: int = 10
     w2_messages: int = 1000
     w2_senders: int = 8
     w2_limit: int = 1000
@@ -103,6 +104,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     w.add_argument("--w1-pairs", type=int, default=d.w1_pairs)
     w.add_argument("--w1-clients", type=int, default=d.w1_clients, help="concurrent senders")
     w.add_argument("--w1-messages", type=int, default=d.w1_messages)
+    w.add_argument(
+        "--w1-ceiling-seconds",
+        type=int,
+        default=d.w1_ceiling_seconds,
+        help="pgbench seconds of each send statement alone after W1, its ceiling, in two halves "
+        "(--pg; 0: none)",
+    )
     w = parser.add_argument_group("W2 offline catch-up")
     w.add_argument("--w2-messages", type=int, default=d.w2_messages)
     w.add_argument("--w2-senders", type=int, default=d.w2_senders, help="concurrent senders")

@@ -18,6 +18,24 @@ def _cpu(r: dict[str, Any]) -> str:
     return f"server {per.get('server')}, database {per.get('database')}"
 
 
+def _ceiling(r: dict[str, Any]) -> list[tuple[str, str]]:
+    ceiling = r.get("ceiling")
+    if not ceiling:
+        return []
+    for why in ("skipped", "failed"):
+        if why in ceiling:
+            return [("pgbench ceiling", f"{why}: {ceiling[why]}")]
+    tx = ceiling["tx_per_s"]
+    return [
+        (
+            f"pgbench ceiling, {label} send (tx/s)",
+            f"{tx[key]:.0f}; W1 at {r[f'of_{key}_ceiling']:.2f} of it; "
+            f"{ceiling['rows_per_send'][key]} rows written per send",
+        )
+        for key, label in (("old", "old"), ("new", "today's"))
+    ]
+
+
 def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
     if "skipped" in r:
         return [("skipped", r["skipped"])]
@@ -26,6 +44,7 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str]]:
             ("messages/s", f"{r['messages_per_s']:.0f} ({r['messages']} messages)"),
             ("send latency p50/p95/p99", _ms(r["send_latency"])),
             *_per("CPU ms per message", r.get("cpu_ms_per_message")),
+            *_ceiling(r),
         ]
     if name == "W2":
         return [

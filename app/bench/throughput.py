@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.bench.ceiling import ceilings
 from app.bench.client import Api, BenchDevice, Progress, bounded, open_api
 from app.bench.context import Context
 from app.bench.push import cpu_per_operation, gateway_url, running_gateway
@@ -121,6 +122,9 @@ async def w1(ctx: Context) -> dict[str, Any]:
         verified = await verify_pairs(api, pairs, "W1")
     if verified != o.w1_messages:
         raise VerificationError(f"W1: {verified} messages verified, {o.w1_messages} sent")
+    # Once W1 is verified: pgbench's sends go to the same users.
+    ceiling = await ceilings(ctx, ctx.user_prefix("w1"))
+    rate = o.w1_messages / wall
     return {
         "push": o.w1_push,
         "pushes_during_sends": pushes,
@@ -128,11 +132,19 @@ async def w1(ctx: Context) -> dict[str, Any]:
         "clients": o.w1_clients,
         "messages": o.w1_messages,
         "wall_s": round(wall, 3),
-        "messages_per_s": round(o.w1_messages / wall, 1),
+        "messages_per_s": round(rate, 1),
+        "ceiling": ceiling,
+        "of_old_ceiling": _ratio(rate, ceiling, "old"),
+        "of_new_ceiling": _ratio(rate, ceiling, "new"),
         "send_latency": summarize(latencies),
         "verified_messages": verified,
         "cpu_ms_per_message": cpu,
     }
+
+
+def _ratio(rate: float, ceiling: dict[str, Any], statement: str) -> float | None:
+    tx_per_s = ceiling.get("tx_per_s", {}).get(statement)
+    return round(rate / tx_per_s, 3) if tx_per_s else None
 
 
 async def w2(ctx: Context) -> dict[str, Any]:

@@ -152,8 +152,16 @@ class Message(Base):
         # Sync fallback: a user's messages by that user's version.
         Index(None, "sender", "sender_version"),
         Index(None, "recipient", "recipient_version"),
-        # A group's messages by seq: unread counts above a member's read cursor.
-        Index(None, "group_id", "seq"),
+        # A group's messages by seq: unread counts above a member's read cursor. Group
+        # messages only: every reader names a group, and a direct send (group_id NULL)
+        # would otherwise add an entry no one reads.
+        Index(
+            None,
+            "group_id",
+            "seq",
+            postgresql_where=text("group_id IS NOT NULL"),
+            sqlite_where=text("group_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -196,20 +204,43 @@ class InboxEntry(Base):
 
 
 class Conversation(Base):
-    """One row per (user, peer): the newest message and the user's read cursor."""
+    """A direct conversation: one row per pair of users, shared by both.
+
+    A send writes only last_message_id, one row for both parties; each party's read cursor
+    is a column of its own, written only by that party's mark-read. A user's conversations
+    are the rows where the user is pair_lo and those where the user is pair_hi, each range
+    by newest message from its own index. A note to oneself has pair_lo = pair_hi.
+    """
 
     __tablename__ = "conversations"
-    __table_args__ = (Index(None, "user_id", "last_message_id"),)
+    __table_args__ = (
+        Index(None, "pair_lo", "last_message_id"),
+        Index(None, "pair_hi", "last_message_id"),
+    )
 
-    user_id: Mapped[str] = mapped_column(
+    # The two user ids in sorted order (code point order), as messages.pair_lo/pair_hi.
+    pair_lo: Mapped[str] = mapped_column(
         ForeignKey("users.user_id", ondelete="CASCADE"), primary_key=True
     )
-    peer: Mapped[str] = mapped_column(
+    pair_hi: Mapped[str] = mapped_column(
         ForeignKey("users.user_id", ondelete="CASCADE"), primary_key=True
     )
     last_message_id: Mapped[int] = mapped_column(BigInteger)
-    # The highest message id the user has read in this conversation; never moves back.
-    read_up_to_id: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The highest message id pair_lo (read_lo) and pair_hi (read_hi) has read in this
+    # conversation; neither moves back. A note to oneself uses read_lo.
+    read_lo: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    read_hi: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+    @classmethod
+    def cursor_of(cls, reader: str, peer: str) -> Any:
+        """The reader's read cursor column in the conversation with peer."""
+        return cls.read_lo if reader <= peer else cls.read_hi
+
+    @classmethod
+    def of_pair(cls, a: str, b: str) -> Any:
+        """The condition selecting the conversation of users a and b."""
+        lo, hi = sorted((a, b))
+        return (cls.pair_lo == lo) & (cls.pair_hi == hi)
 
 
 class Group(Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.engine import Database
@@ -22,15 +22,36 @@ async def list_conversations(
     A message belongs to one conversation, so a user's last_message_ids are distinct and
     make a stable keyset cursor.
     """
+    # A conversation is one row per pair: the user's are those where the user is pair_lo
+    # and those where the user is pair_hi (a note to oneself only in the first), each side
+    # a bounded range of its own index, merged newest first.
+    sides = []
+    for me, other, cursor, also in (
+        (Conversation.pair_lo, Conversation.pair_hi, Conversation.read_lo, None),
+        (Conversation.pair_hi, Conversation.pair_lo, Conversation.read_hi, Conversation.pair_lo),
+    ):
+        side = (
+            select(
+                other.label("peer"),
+                cursor.label("read_up_to_id"),
+                Conversation.last_message_id,
+            )
+            .where(me == user_id)
+            .order_by(Conversation.last_message_id.desc())
+            .limit(limit + 1)
+        )
+        if also is not None:
+            side = side.where(also != user_id)
+        if before is not None:
+            side = side.where(Conversation.last_message_id < before)
+        sides.append(select(side.subquery()))
+    page = union_all(*sides).subquery()
     stmt = (
-        select(Conversation.peer, Conversation.read_up_to_id, *MESSAGE_COLUMNS)
-        .join(Message, Message.id == Conversation.last_message_id)
-        .where(Conversation.user_id == user_id)
-        .order_by(Conversation.last_message_id.desc())
+        select(page.c.peer, page.c.read_up_to_id, *MESSAGE_COLUMNS)
+        .join(Message, Message.id == page.c.last_message_id)
+        .order_by(page.c.last_message_id.desc())
         .limit(limit + 1)
     )
-    if before is not None:
-        stmt = stmt.where(Conversation.last_message_id < before)
 
     # One snapshot, so the unread counts belong to the same moment as the last messages;
     # on a replica when one serves.

@@ -169,12 +169,11 @@ async def _insert_entries(
 async def mark_read(db: Database, reader: str, peer: str, up_to_message_id: int) -> ReadResult:
     """Move the reader's cursor forward and tell both parties; a step back is a no-op."""
     lo, hi = sorted((reader, peer))
+    # The pair's one row holds both parties' cursors, the reader's in its own column.
+    read_up_to_id = Conversation.cursor_of(reader, peer)
+    ours = Conversation.of_pair(reader, peer)
     async with db.read_sessions() as session, session.begin():
-        cursor = await session.scalar(
-            select(Conversation.read_up_to_id).where(
-                Conversation.user_id == reader, Conversation.peer == peer
-            )
-        )
+        cursor = await session.scalar(select(read_up_to_id).where(ours))
         if cursor is None:
             raise AppError(404, "conversation_not_found", f"no conversation with {peer!r}")
         # A message's pair never changes, so this check needs no lock.
@@ -196,24 +195,18 @@ async def mark_read(db: Database, reader: str, peer: str, up_to_message_id: int)
         # queue instead of deadlocking, and the versions commit in order.
         versions = await bump_versions(db, session, (reader, peer))
         # Every move of this cursor holds the reader's lock, so this conditional update
-        # decides alone whether the cursor still moves forward.
+        # decides alone whether the cursor still moves forward. Every other write of the
+        # pair's shared row (sends: last_message_id; the peer's reads: the peer's cursor)
+        # holds both users' locks too, so none interleaves with it.
         moved = await session.scalar(
             update(Conversation)
-            .where(
-                Conversation.user_id == reader,
-                Conversation.peer == peer,
-                Conversation.read_up_to_id < up_to_message_id,
-            )
-            .values(read_up_to_id=up_to_message_id)
-            .returning(Conversation.read_up_to_id)
+            .where(ours, read_up_to_id < up_to_message_id)
+            .values({read_up_to_id: up_to_message_id})
+            .returning(read_up_to_id)
         )
         if moved is None:
             # A concurrent read got further first: give the versions back, report its cursor.
-            cursor = await session.scalar(
-                select(Conversation.read_up_to_id).where(
-                    Conversation.user_id == reader, Conversation.peer == peer
-                )
-            )
+            cursor = await session.scalar(select(read_up_to_id).where(ours))
             assert cursor is not None
             await transaction.rollback()
             # Our bump was latest + 1 under the lock, so latest was the committed value.

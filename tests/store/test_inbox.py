@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import Any
 
 import orjson
 import pytest
 
 from app.errors import AppError
-from app.inbox.operations import recall_message
+from app.inbox.operations import mark_read, recall_message
 from app.store import Store
 from app.store.inbox import Outgoing, Page
 from tests.store.conftest import add_device, add_users
@@ -159,3 +160,75 @@ async def test_ack_cursors_keep_the_highest_valid_version(store: Store) -> None:
     assert found == {phone: (3, 3), laptop: (0, 3)}
     # A cursor never moves back.
     assert await store.inbox.advance_cursors([(phone, 1)]) == {phone: (3, 3)}
+
+
+async def test_a_pair_shares_one_conversation_each_party_with_its_own_read_cursor(
+    store: Store,
+) -> None:
+    alice, bob = await add_users(store, 2)
+    sent = [
+        await store.inbox.send(Outgoing(sender, recipient, body, None))
+        for sender, recipient, body in (
+            (alice, bob, "one"),
+            (bob, alice, "two"),
+            (bob, alice, "three"),
+            (alice, alice, "note"),
+        )
+    ]
+    one, two, three, note = (s.message["id"] for s in sent if s is not None)
+
+    async def listed(user: str, limit: int = 10, before: int | None = None) -> list[Any]:
+        page = await store.inbox.conversations(user, limit, before)
+        rows = [
+            (c["peer"], c["last_message"]["id"], c["unread_count"]) for c in page["conversations"]
+        ]
+        return [*rows, page["next_before"]]
+
+    # Notes to oneself are never unread; each side counts only the other's messages.
+    assert await listed(alice) == [(alice, note, 0), (bob, three, 2), None]
+    assert await listed(bob) == [(alice, three, 1), None]
+    assert await listed(alice, 1) == [(alice, note, 0), note]
+    assert await listed(alice, 1, note) == [(bob, three, 2), None]
+    await mark_read(store.db, alice, bob, two)
+    assert await listed(alice) == [(alice, note, 0), (bob, three, 1), None]
+    assert await listed(bob) == [(alice, three, 1), None]  # alice's read is hers alone
+    await mark_read(store.db, bob, alice, one)
+    assert await listed(bob) == [(alice, three, 0), None]
+    assert await listed(alice) == [(alice, note, 0), (bob, three, 1), None]
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True, scope="module")
+async def test_crossing_first_messages_of_a_pair_share_one_conversation(store: Store) -> None:
+    """PostgreSQL: the first messages of A to B and of B to A, both waiting for the users'
+    locks, so that each statement's snapshot predates the other's conversation row: both
+    are stored, and both parties list the one conversation with the later message."""
+    alice, bob = await add_users(store, 2)
+    async with store.db.session() as session, session.begin():
+        await store.inbox.bump_versions(session, (alice, bob))  # holds both users' locks
+        sends = [
+            asyncio.create_task(store.inbox.send(Outgoing(alice, bob, "hi bob", None))),
+            asyncio.create_task(store.inbox.send(Outgoing(bob, alice, "hi alice", None))),
+        ]
+        while await _sends_waiting_on_a_lock(store) < 2:
+            assert not any(t.done() for t in sends)
+            await asyncio.sleep(0.01)
+    sent = await asyncio.gather(*sends)
+    assert all(s is not None for s in sent)
+    last = max(s.message["id"] for s in sent if s is not None)
+    for user, peer in ((alice, bob), (bob, alice)):
+        (conversation,) = (await store.inbox.conversations(user, 10, None))["conversations"]
+        assert (conversation["peer"], conversation["last_message"]["id"]) == (peer, last)
+        assert conversation["unread_count"] == 1
+
+
+async def _sends_waiting_on_a_lock(store: Store) -> int:
+    async with store.db.driver() as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            # Only the two sends wait for a lock in this database.
+            " WHERE wait_event_type = 'Lock'"
+            " AND datname = current_database()"
+        )
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])

@@ -56,13 +56,21 @@ WITH stamp AS (
            %(head)s || message.id || %(tail_a)s || stamp.text || %(tail_b)s
     FROM bumped, message, stamp
 ), conversation AS (
-    INSERT INTO conversations (user_id, peer, last_message_id)
-    SELECT pairs.user_id, pairs.peer, message.id
-    FROM message,
-         -- UNION, not UNION ALL: a note to oneself is one conversation row.
-         (SELECT CAST(%(sender)s AS VARCHAR) AS user_id, CAST(%(recipient)s AS VARCHAR) AS peer
-          UNION SELECT %(recipient)s, %(sender)s) AS pairs
-    ON CONFLICT (user_id, peer) DO UPDATE SET last_message_id = excluded.last_message_id
+    -- The pair's one row, shared by both parties: a plain update, as it is for every
+    -- message but a pair's first.
+    UPDATE conversations SET last_message_id = message.id
+    FROM message
+    WHERE conversations.pair_lo = %(pair_lo)s AND conversations.pair_hi = %(pair_hi)s
+    RETURNING 1
+), opened AS (
+    -- The first message of the pair. The users' locks serialise the pair's sends, but this
+    -- statement's snapshot was taken before it waited for them: a first message of the
+    -- other party committed meanwhile is invisible to the UPDATE above, and the conflict
+    -- arm takes its row instead.
+    INSERT INTO conversations (pair_lo, pair_hi, last_message_id)
+    SELECT %(pair_lo)s, %(pair_hi)s, message.id FROM message
+    WHERE NOT EXISTS (SELECT FROM conversation)
+    ON CONFLICT (pair_lo, pair_hi) DO UPDATE SET last_message_id = excluded.last_message_id
 )
 SELECT id, sender_version, stamp.text FROM message, stamp
 
@@ -96,13 +104,21 @@ WITH stamp AS (
            %(head)s || message.id || %(tail_a)s || stamp.text || %(tail_b)s
     FROM bumped, message, stamp
 ), conversation AS (
-    INSERT INTO conversations (user_id, peer, last_message_id)
-    SELECT pairs.user_id, pairs.peer, message.id
-    FROM message,
-         -- UNION, not UNION ALL: a note to oneself is one conversation row.
-         (SELECT CAST(%(sender)s AS VARCHAR) AS user_id, CAST(%(recipient)s AS VARCHAR) AS peer
-          UNION SELECT %(recipient)s, %(sender)s) AS pairs
-    ON CONFLICT (user_id, peer) DO UPDATE SET last_message_id = excluded.last_message_id
+    -- The pair's one row, shared by both parties: a plain update, as it is for every
+    -- message but a pair's first.
+    UPDATE conversations SET last_message_id = message.id
+    FROM message
+    WHERE conversations.pair_lo = %(pair_lo)s AND conversations.pair_hi = %(pair_hi)s
+    RETURNING 1
+), opened AS (
+    -- The first message of the pair. The users' locks serialise the pair's sends, but this
+    -- statement's snapshot was taken before it waited for them: a first message of the
+    -- other party committed meanwhile is invisible to the UPDATE above, and the conflict
+    -- arm takes its row instead.
+    INSERT INTO conversations (pair_lo, pair_hi, last_message_id)
+    SELECT %(pair_lo)s, %(pair_hi)s, message.id FROM message
+    WHERE NOT EXISTS (SELECT FROM conversation)
+    ON CONFLICT (pair_lo, pair_hi) DO UPDATE SET last_message_id = excluded.last_message_id
 ), marked AS (
     -- The recipient's pushers (%(pushed)s: NULL for a note to oneself, the sender's own
     -- devices are never pushed) fall due push_wait after the first message of a delay
@@ -184,17 +200,28 @@ FROM current AS c LEFT JOIN moved AS m ON m.device_id = c.device_id
 -- The user's direct conversations below `before` (a last message id), newest first, each
 -- with its last message and its unread count (the peer's messages above the user's read
 -- cursor, recalled ones not counted; none in notes to oneself): one statement, so one
--- snapshot and one round trip. The page is taken first (conversations by
--- (user_id, last_message_id)); messages are read for its rows only.
+-- snapshot and one round trip. A conversation is one row per pair: the user's are those
+-- where the user is pair_lo and those where the user is pair_hi (a note to oneself is
+-- taken by the first arm only), each arm a bounded backward scan of its index; the page
+-- is taken first, messages are read for its rows only.
 SELECT c.peer, m.id, m.sender, m.recipient, m.body, m.client_msg_id, m.created_at,
        m.recalled_at,
        (SELECT count(*) FROM messages AS u
-        WHERE u.pair_lo = least(c.user_id, c.peer) AND u.pair_hi = greatest(c.user_id, c.peer)
-          AND u.id > c.read_up_to_id AND u.sender = c.peer AND c.peer <> c.user_id
+        WHERE u.pair_lo = c.pair_lo AND u.pair_hi = c.pair_hi
+          AND u.id > c.read_up_to_id AND u.sender = c.peer AND c.peer <> %(user_id)s
           AND u.recalled_at IS NULL) AS unread
 FROM (
-    SELECT user_id, peer, read_up_to_id, last_message_id FROM conversations
-    WHERE user_id = %(user_id)s AND last_message_id < %(before)s
+    (SELECT pair_lo, pair_hi, pair_hi AS peer, read_lo AS read_up_to_id, last_message_id
+     FROM conversations
+     WHERE pair_lo = %(user_id)s AND last_message_id < %(before)s
+     ORDER BY last_message_id DESC
+     LIMIT %(limit)s)
+    UNION ALL
+    (SELECT pair_lo, pair_hi, pair_lo, read_hi, last_message_id
+     FROM conversations
+     WHERE pair_hi = %(user_id)s AND pair_lo <> %(user_id)s AND last_message_id < %(before)s
+     ORDER BY last_message_id DESC
+     LIMIT %(limit)s)
     ORDER BY last_message_id DESC
     LIMIT %(limit)s
 ) AS c

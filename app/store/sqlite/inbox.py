@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 from sqlalchemy import bindparam, insert, select, update
-from sqlalchemy.dialects.sqlite import insert as upsert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -86,16 +85,17 @@ class SqliteInbox:
                     for user, version in versions.items()
                 ],
             )
-            peers = {(o.sender, o.recipient), (o.recipient, o.sender)}
-            stmt = upsert(Conversation).values(
-                [{"user_id": u, "peer": p, "last_message_id": message_id} for u, p in peers]
+            # The pair's one row, shared by both parties; inserted by the pair's first
+            # message (the one writer cannot race another first message).
+            moved = await session.execute(
+                update(Conversation)
+                .where(Conversation.pair_lo == lo, Conversation.pair_hi == hi)
+                .values(last_message_id=message_id)
             )
-            await session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[Conversation.user_id, Conversation.peer],
-                    set_={"last_message_id": stmt.excluded.last_message_id},
+            if moved.rowcount == 0:  # type: ignore[attr-defined]
+                await session.execute(
+                    insert(Conversation).values(pair_lo=lo, pair_hi=hi, last_message_id=message_id)
                 )
-            )
             if o.push_wait is not None and o.recipient != o.sender:
                 # The recipient's pushers fall due push_wait after the first message of a
                 # delay window; one in flight (leased) is told to look again when it settles.
