@@ -264,16 +264,24 @@ _DATABASE_OUTAGES = (
 )
 
 
+# A primary being demoted by a failover turns read-only before it stops (pg_auto_failover
+# drains it so): a write on a connection made before then is refused, nothing is written,
+# and the retry reaches the new primary. SQLAlchemy wraps it as an InternalError.
+_READ_ONLY_PRIMARY = psycopg.errors.ReadOnlySqlTransaction
+
+
 def is_database_outage(exc: BaseException) -> bool:
     """Whether exc is the database failing rather than the request (see _DATABASE_OUTAGES)."""
-    return isinstance(exc, _DATABASE_OUTAGES)
+    if isinstance(exc, sqlalchemy.exc.InternalError):
+        return isinstance(exc.orig, _READ_ONLY_PRIMARY)
+    return isinstance(exc, (*_DATABASE_OUTAGES, _READ_ONLY_PRIMARY))
 
 
 def unexpected_error_response(exc: Exception) -> JSONResponse:
     """A failure no handler expected, still as problem details: 503 database_unavailable
     (with Retry-After) when the database failed, else 500 internal_error. The exception
     itself goes to the log, never to the client."""
-    if isinstance(exc, _DATABASE_OUTAGES):
+    if is_database_outage(exc):
         return problem(
             503,
             "database_unavailable",
@@ -350,4 +358,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for outage in _DATABASE_OUTAGES:
         app.add_exception_handler(outage, _database_outage)
+    app.add_exception_handler(_READ_ONLY_PRIMARY, _database_outage)
     app.add_exception_handler(Exception, _unexpected)

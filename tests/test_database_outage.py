@@ -94,6 +94,59 @@ async def test_sends_after_the_database_dropped_every_connection(fresh_pg: str) 
             assert sorted(bodies[20:]) == sorted(f"after {i}" for i in range(30))
 
 
+def _read_only(url: str, on: bool) -> None:
+    """Drain url's database read-only for new sessions, as a failover drains the primary it
+    demotes (pg_auto_failover sets default_transaction_read_only), or make it writable."""
+    name = url.rpartition("/")[2]
+    setting = (
+        "SET default_transaction_read_only = on" if on else "RESET default_transaction_read_only"
+    )
+    with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as admin:
+        admin.execute("SET default_transaction_read_only = off")  # this session writes
+        admin.execute(f'ALTER DATABASE "{name}" {setting}')
+
+
+@pytest.mark.slow
+async def test_a_primary_drained_read_only_refuses_writes_with_503_and_serves_reads(
+    fresh_pg: str,
+) -> None:
+    """A failover drains the old primary read-only before it stops: a send then is refused
+    (503 database_unavailable with Retry-After, never a 500, nothing stored), reads go on,
+    and the client's retry is stored once when a writable primary answers."""
+    with running_server(fresh_pg) as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            alice, bob = await register(client), await register(client)
+            await send(client, alice, bob.user_id, "before")
+            _read_only(fresh_pg, True)
+            try:
+                # The connections made before stay writable: end them, as the drain does.
+                assert over_backends(fresh_pg, "count(pg_terminate_backend(pid))") > 0
+                for i in range(6):
+                    response = await client.post(
+                        "/messages",
+                        json={"to": bob.user_id, "body": f"m{i}", "client_msg_id": f"c{i}"},
+                        headers=alice.headers,
+                    )
+                    assert_problem(response, 503, "database_unavailable")
+                    assert response.headers["retry-after"] == "1"
+                bodies = [e["data"]["body"] for e in await sync_all(client, bob)]
+                assert bodies == ["before"]
+            finally:
+                _read_only(fresh_pg, False)
+            for i in range(6):
+                for _ in range(3):  # a pooled read-only session fails once, then is dropped
+                    response = await client.post(
+                        "/messages",
+                        json={"to": bob.user_id, "body": f"m{i}", "client_msg_id": f"c{i}"},
+                        headers=alice.headers,
+                    )
+                    if response.status_code != 503:
+                        break
+                assert response.status_code == 201, response.text
+            bodies = [e["data"]["body"] for e in await sync_all(client, bob)]
+            assert bodies == ["before", *(f"m{i}" for i in range(6))]
+
+
 @pytest.mark.parametrize("timeout", [0, 5])
 async def test_a_sync_that_fails_is_a_problem_long_poll_or_not(
     lenient_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, timeout: int

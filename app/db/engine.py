@@ -163,6 +163,11 @@ class Database(ABC):
                 if raw.broken:
                     await self._after_disconnect(conn, pool)
                 raise
+            except psycopg.errors.ReadOnlySqlTransaction:
+                # The primary is being demoted (a failover drains it read-only): its
+                # connections can write no more, so they go as a dropped one's would.
+                await self._after_disconnect(conn, pool)
+                raise
 
     async def _after_disconnect(self, conn: AsyncConnection, pool: Pool) -> None:
         """What SQLAlchemy does when it sees a disconnect itself, which it cannot on the bare
