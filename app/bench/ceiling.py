@@ -63,6 +63,9 @@ _PER_CLIENT = {
     "pair_lo": "(:prefix || 'r' || :pair)",
     "pair_hi": "(:prefix || 's' || :pair)",
     "client_msg_id": "('ceiling-' || :client_id || '-' || :n)",
+    # Push off, as in W1: the statement's pushers part has nothing to do.
+    "push_wait": "NULL",
+    "pushed": "NULL",
 }
 _ATTEMPTS = 6
 _PARAMETER = re.compile(r"%\((\w+)\)s")

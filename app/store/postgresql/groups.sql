@@ -301,7 +301,7 @@ WHERE m.group_id = %(group_id)s AND m.user_id = covered.user_id
 -- group is small (`grp`: a large group's sends are send_large's) and the sender a member.
 -- With push on (push_wait not NULL) the other members' pushers (never the sender's own)
 -- fall due push_wait after the first message of a delay window, as a direct send marks
--- them (inbox.sql send_message_marking_pushers); with push off that part matches no row.
+-- them (inbox.sql send_message); with push off that part matches no row.
 WITH grp AS (
     SELECT latest_seq + 1 AS seq FROM groups WHERE group_id = %(group_id)s AND NOT large
 ), stamp AS (

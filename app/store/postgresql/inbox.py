@@ -32,7 +32,6 @@ __all__ = ["PostgresInbox"]
 
 _SQL = load("inbox.sql")
 _SEND = _SQL["send_message"]
-_SEND_MARKING_PUSHERS = _SQL["send_message_marking_pushers"]
 _PAGE = _SQL["read_page"]
 _PAGE_CHECKED = _SQL["read_page_checked"]
 _BUMP = _SQL["bump_versions"]
@@ -71,11 +70,10 @@ class PostgresInbox:
             "tail_a": tail[:cut],
             "tail_b": tail[tail.index('"', cut) :],
         }
+        # Push off (push_wait None): the statement's pushers part matches no row.
+        params["push_wait"] = o.push_wait
+        params["pushed"] = o.recipient if lo != hi and o.push_wait is not None else None
         sql = _SEND
-        if o.push_wait is not None:
-            sql = _SEND_MARKING_PUSHERS
-            params["push_wait"] = o.push_wait
-            params["pushed"] = o.recipient if lo != hi else None
         try:
             async with self._db.driver() as driver:
                 cursor = await driver.execute(sql, params)

@@ -71,60 +71,13 @@ WITH stamp AS (
     SELECT %(pair_lo)s, %(pair_hi)s, message.id FROM message
     WHERE NOT EXISTS (SELECT FROM conversation)
     ON CONFLICT (pair_lo, pair_hi) DO UPDATE SET last_message_id = excluded.last_message_id
-)
-SELECT id, sender_version, stamp.text FROM message, stamp
-
--- name: send_message_marking_pushers
--- send_message, and with push on, the recipient's pushers marked in the same statement.
-WITH stamp AS (
-    SELECT now() AS created_at,
-           to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS text
-), locked AS (
-    -- The lock rule, for the two parties.
-    SELECT user_id FROM users WHERE user_id IN (%(sender)s, %(recipient)s)
-    ORDER BY user_id FOR UPDATE
-), bumped AS (
-    -- Only when every party exists: a send to nobody must not cost the sender a version.
-    UPDATE users SET latest_version = users.latest_version + 1
-    FROM locked
-    WHERE users.user_id = locked.user_id AND (SELECT count(*) FROM locked) = %(parties)s
-    RETURNING users.user_id, users.latest_version
-), message AS (
-    INSERT INTO messages (sender, recipient, pair_lo, pair_hi, body, client_msg_id,
-                          sender_version, recipient_version, created_at)
-    SELECT %(sender)s, %(recipient)s, %(pair_lo)s, %(pair_hi)s, %(body)s, %(client_msg_id)s,
-           s.latest_version, r.latest_version, stamp.created_at
-    FROM bumped AS s, bumped AS r, stamp
-    WHERE s.user_id = %(sender)s AND r.user_id = %(recipient)s
-    RETURNING id, sender_version
-), entries AS (
-    -- One entry per party; the sender's is how the sender's other devices learn of it.
-    INSERT INTO inbox (user_id, version, kind, created_at, message_id, data)
-    SELECT bumped.user_id, bumped.latest_version, 'message', stamp.created_at, message.id,
-           %(head)s || message.id || %(tail_a)s || stamp.text || %(tail_b)s
-    FROM bumped, message, stamp
-), conversation AS (
-    -- The pair's one row, shared by both parties: a plain update, as it is for every
-    -- message but a pair's first.
-    UPDATE conversations SET last_message_id = message.id
-    FROM message
-    WHERE conversations.pair_lo = %(pair_lo)s AND conversations.pair_hi = %(pair_hi)s
-    RETURNING 1
-), opened AS (
-    -- The first message of the pair. The users' locks serialise the pair's sends, but this
-    -- statement's snapshot was taken before it waited for them: a first message of the
-    -- other party committed meanwhile is invisible to the UPDATE above, and the conflict
-    -- arm takes its row instead.
-    INSERT INTO conversations (pair_lo, pair_hi, last_message_id)
-    SELECT %(pair_lo)s, %(pair_hi)s, message.id FROM message
-    WHERE NOT EXISTS (SELECT FROM conversation)
-    ON CONFLICT (pair_lo, pair_hi) DO UPDATE SET last_message_id = excluded.last_message_id
 ), marked AS (
-    -- The recipient's pushers (%(pushed)s: NULL for a note to oneself, the sender's own
-    -- devices are never pushed) fall due push_wait after the first message of a delay
-    -- window; one due already keeps its time. During a push in flight (leased) `news`
-    -- tells the worker to look again when it settles. An index probe when there is no
-    -- pusher.
+    -- With push on (push_wait not NULL), the recipient's pushers (%(pushed)s: NULL for a
+    -- note to oneself, the sender's own devices are never pushed) fall due push_wait after
+    -- the first message of a delay window; one due already keeps its time. During a push
+    -- in flight (leased) `news` tells the worker to look again when it settles. An index
+    -- probe when there is no pusher; with push off both parameters are NULL and the
+    -- planner drops the part.
     UPDATE pushers
     SET due_at = coalesce(pushers.due_at, stamp.created_at
                           + CAST(%(push_wait)s AS double precision) * interval '1 second'),
@@ -132,6 +85,7 @@ WITH stamp AS (
     FROM message, stamp
     WHERE pushers.user_id = %(pushed)s
       AND (pushers.due_at IS NULL OR pushers.leased_until IS NOT NULL)
+      AND CAST(%(push_wait)s AS double precision) IS NOT NULL
 )
 SELECT id, sender_version, stamp.text FROM message, stamp
 
