@@ -45,11 +45,11 @@ __all__ = [
 ]
 
 # The schema is declared once, for both databases. Its per-database spellings (BigId's
-# INTEGER, UTCDateTime's naive storage, new_entry_id's SQL, the partial indexes'
-# sqlite_where) are read by SQLAlchemy and Alembic when they compile for a database; the
-# service never asks which one it runs on here. They stay beside the tables they spell:
-# in app.store.sqlite they would make the models (and Alembic's env, the drift test) import
-# the store, whose every implementation imports the models.
+# INTEGER, new_entry_id's SQL, the partial indexes' sqlite_where) are read by SQLAlchemy and
+# Alembic when they compile for a database; the service never asks which one it runs on
+# here. They stay beside the tables they spell: in app.store.sqlite they would make the
+# models (and Alembic's env, the drift test) import the store, whose every implementation
+# imports the models.
 
 # An auto-incrementing 64-bit key: SQLite only auto-increments a column declared INTEGER.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -60,15 +60,15 @@ def utcnow() -> datetime:
 
 
 class UTCDateTime(TypeDecorator[datetime]):
-    """Aware UTC datetimes in and out; SQLite stores them naive, so the zone is put back."""
+    """Aware UTC datetimes in and out. Bound in UTC for both databases: PostgreSQL keeps the
+    instant, SQLite's DATETIME keeps the UTC wall clock (its text drops the zone), so the
+    zone is put back on the way out."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
-        if value is not None and dialect.name == "sqlite":
-            return value.astimezone(UTC).replace(tzinfo=None)
-        return value
+        return None if value is None else value.astimezone(UTC)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
