@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from app.accounts.auth import DeviceContext
 from app.config import Settings
-from app.errors import AppError
 from app.groups import messages
-from app.inbox.rates import RateLimit, retry_after
+from app.inbox.rates import RateLimit, stored_or_refused
 from app.notifier import Notifier
 from app.push.pushers import push_wait
 from app.schemas import GroupSendIn
@@ -35,17 +34,11 @@ async def deliver(
     stored message is still answered with it.
     """
     if send_rate is not None and (wait := send_rate.take(device.user_id)):
-        found = None
-        if body.client_msg_id is not None:
-            found = await messages.stored_send(store.groups, device.user_id, body.client_msg_id)
-        if found is None:
-            raise AppError(
-                429,
-                "too_many_requests",
-                "too many messages sent; retry after Retry-After seconds",
-                headers={"Retry-After": retry_after(wait)},
-            )
-        sent = found
+        sent = await stored_or_refused(
+            wait,
+            body.client_msg_id,
+            lambda client_msg_id: messages.stored_send(store.groups, device.user_id, client_msg_id),
+        )
     else:
         sent = await messages.send(
             store.groups,

@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
-__all__ = ["RateLimit", "retry_after"]
+from app.errors import AppError
+
+__all__ = ["RateLimit", "retry_after", "stored_or_refused"]
+
+T = TypeVar("T")
 
 # How often full buckets are forgotten, in seconds: a user who stopped sending costs nothing.
 _PRUNE_EVERY = 60.0
@@ -67,3 +72,23 @@ class RateLimit:
 def retry_after(seconds: float) -> str:
     """A Retry-After value: whole seconds, at least 1 (the header takes no fractions)."""
     return str(max(1, math.ceil(seconds)))
+
+
+async def stored_or_refused(
+    wait: float, client_msg_id: str | None, stored: Callable[[str], Awaitable[T | None]]
+) -> T:
+    """A send over the rate: 429 too_many_requests, unless it is a retry of a message
+    already stored (`stored(client_msg_id)`), which is answered with the first result as
+    ever, so that a client retrying after a lost answer learns that its message went
+    through rather than being told to wait. The look-up costs a statement only when the
+    sender is over the rate."""
+    if client_msg_id is not None:
+        found = await stored(client_msg_id)
+        if found is not None:
+            return found
+    raise AppError(
+        429,
+        "too_many_requests",
+        "too many messages sent; retry after Retry-After seconds",
+        headers={"Retry-After": retry_after(wait)},
+    )

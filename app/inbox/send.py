@@ -11,9 +11,8 @@ import orjson
 from app.accounts.auth import DeviceContext
 from app.config import Settings
 from app.db.engine import Database
-from app.errors import AppError
 from app.inbox import sync
-from app.inbox.rates import RateLimit, retry_after
+from app.inbox.rates import RateLimit, stored_or_refused
 from app.notifier import Notifier
 from app.push.pushers import push_wait
 from app.schemas import SendIn
@@ -35,7 +34,11 @@ async def deliver(
     message stored in part, and never one lost: the client was told it was not sent.
     """
     if send_rate is not None and (wait := send_rate.take(device.user_id)):
-        result = await _stored_or_refused(db, device, body, wait)
+        result = await stored_or_refused(
+            wait,
+            body.client_msg_id,
+            lambda client_msg_id: sync.existing_send(db, device.user_id, client_msg_id),
+        )
     else:
         result = await sync.send_message(
             db,
@@ -51,22 +54,3 @@ async def deliver(
     db.replicas.wrote(device.user_id, result.version)
     content = orjson.dumps({"message": result.message, "version": result.version})
     return 201 if result.created else 200, content
-
-
-async def _stored_or_refused(
-    db: Database, device: DeviceContext, body: SendIn, wait: float
-) -> sync.SendResult:
-    """A send over the rate: 429 too_many_requests, unless it is a retry of a message
-    already stored, which is answered 200 with the first result as ever, so that a client
-    retrying after a lost answer learns that its message went through rather than being
-    told to wait. The look-up costs a statement only when the sender is over the rate."""
-    if body.client_msg_id is not None:
-        found = await sync.existing_send(db, device.user_id, body.client_msg_id)
-        if found is not None:
-            return found
-    raise AppError(
-        429,
-        "too_many_requests",
-        "too many messages sent; retry after Retry-After seconds",
-        headers={"Retry-After": retry_after(wait)},
-    )
