@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
@@ -20,7 +22,7 @@ from app.store.postgresql.retention import LOCK_KEY
 from tests.conftest import make_settings
 from tests.factories import Device, new_user_id, register, send_many, sync_all
 from tests.pgbouncer import running_pgbouncer
-from tests.server import running_server
+from tests.server import Server, running_server
 
 pytestmark = pytest.mark.slow
 
@@ -69,9 +71,10 @@ async def _exchange(client: httpx.AsyncClient, sender: Device, peers: list[Devic
     return sent
 
 
-async def test_crossing_sends_through_transaction_pooling(fresh_pg: str) -> None:
-    """Fewer server connections than clients, so every transaction may land on another one:
-    with psycopg's prepared statements this failed ("prepared statement does not exist")."""
+@contextmanager
+def _behind_the_pooler(fresh_pg: str) -> Iterator[Server]:
+    """Two workers behind PgBouncer in transaction mode, with fewer server connections (3)
+    than the workers' pools (6 each): every transaction may land on another one."""
     with (
         running_pgbouncer(fresh_pg, pool_size=3) as bouncer,
         running_server(
@@ -80,6 +83,13 @@ async def test_crossing_sends_through_transaction_pooling(fresh_pg: str) -> None
             env={"MSGSYNC_DATABASE_SESSION_URL": fresh_pg, "MSGSYNC_DB_POOL_SIZE": "6"},
         ) as server,
     ):
+        yield server
+
+
+async def test_crossing_sends_through_transaction_pooling(fresh_pg: str) -> None:
+    """Fewer server connections than clients, so every transaction may land on another one:
+    with psycopg's prepared statements this failed ("prepared statement does not exist")."""
+    with _behind_the_pooler(fresh_pg) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             users = [await register(client) for _ in range(6)]
             per_sender = 30
@@ -102,14 +112,7 @@ async def test_group_sends_through_transaction_pooling(fresh_pg: str) -> None:
     """A group send is one transaction sent as one pipeline (BEGIN, the group's lock, the
     send, COMMIT): through a transaction pooler with fewer server connections than senders,
     each group still gets gap-free seqs and each member every message once, in order."""
-    with (
-        running_pgbouncer(fresh_pg, pool_size=3) as bouncer,
-        running_server(
-            bouncer,
-            workers=2,
-            env={"MSGSYNC_DATABASE_SESSION_URL": fresh_pg, "MSGSYNC_DB_POOL_SIZE": "6"},
-        ) as server,
-    ):
+    with _behind_the_pooler(fresh_pg) as server:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
             users = [await register(client) for _ in range(4)]
             created = await client.post(
