@@ -65,3 +65,18 @@ async def add_pusher(store: Store, user_id: str, device_id: str) -> str:
             )
         )
     return pushkey
+
+
+async def lock_waiters(store: Store, statement_like: str = "%") -> int:
+    """Backends of the store's (PostgreSQL) database waiting for a lock, among those running
+    a statement LIKE statement_like: how a test knows a writer is queued before it goes on."""
+    async with store.db.driver() as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND query LIKE %s"
+            " AND datname = current_database()",
+            (statement_like,),
+        )
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])

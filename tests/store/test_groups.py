@@ -17,7 +17,7 @@ from app.db.models import Pusher
 from app.groups import members, messages
 from app.store import Store
 from tests.conftest import make_settings
-from tests.store.conftest import add_device, add_pusher, add_users
+from tests.store.conftest import add_device, add_pusher, add_users, lock_waiters
 
 LIMIT = 3  # a small fan-out limit: a group of 5 is large
 
@@ -218,7 +218,7 @@ async def test_covers_arriving_during_a_cover_wait_and_go_together(
         ]
         for _ in range(10):
             await asyncio.sleep(0)
-        assert await _share_lock_waiters(store) == 1  # the first cover alone is on the row
+        assert await lock_waiters(store, "%FOR SHARE%") == 1  # the first cover alone is on the row
         assert not waiting.done()
         assert not any(t.done() for t in joining)
     assert await waiting == 3  # it read the log to 2: nothing cleared
@@ -228,21 +228,9 @@ async def test_covers_arriving_during_a_cover_wait_and_go_together(
     assert await _news_seq(store, group_id, behind) == 2
 
 
-async def _share_lock_waiters(store: Store) -> int:
-    async with store.db.driver() as conn:
-        cursor = await conn.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE wait_event_type = 'Lock' AND query LIKE '%%FOR SHARE%%'"
-            " AND datname = current_database()"
-        )
-        row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 async def _until_waiting_on_a_lock(store: Store, task: asyncio.Task[int]) -> None:
     while not task.done():
-        if await _share_lock_waiters(store) > 0:
+        if await lock_waiters(store, "%FOR SHARE%") > 0:
             return
         await asyncio.sleep(0.01)
 

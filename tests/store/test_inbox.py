@@ -13,7 +13,7 @@ from app.errors import AppError
 from app.inbox.operations import mark_read, recall_message
 from app.store import Store
 from app.store.inbox import Outgoing, Page
-from tests.store.conftest import add_device, add_users
+from tests.store.conftest import add_device, add_users, lock_waiters
 
 
 def versions(page: Page) -> list[int]:
@@ -209,7 +209,7 @@ async def test_crossing_first_messages_of_a_pair_share_one_conversation(store: S
             asyncio.create_task(store.inbox.send(Outgoing(alice, bob, "hi bob", None))),
             asyncio.create_task(store.inbox.send(Outgoing(bob, alice, "hi alice", None))),
         ]
-        while await _sends_waiting_on_a_lock(store) < 2:
+        while await lock_waiters(store) < 2:  # only the two sends wait in this database
             assert not any(t.done() for t in sends)
             await asyncio.sleep(0.01)
     sent = await asyncio.gather(*sends)
@@ -219,16 +219,3 @@ async def test_crossing_first_messages_of_a_pair_share_one_conversation(store: S
         (conversation,) = (await store.inbox.conversations(user, 10, None))["conversations"]
         assert (conversation["peer"], conversation["last_message"]["id"]) == (peer, last)
         assert conversation["unread_count"] == 1
-
-
-async def _sends_waiting_on_a_lock(store: Store) -> int:
-    async with store.db.driver() as conn:
-        cursor = await conn.execute(
-            "SELECT count(*) FROM pg_stat_activity"
-            # Only the two sends wait for a lock in this database.
-            " WHERE wait_event_type = 'Lock'"
-            " AND datname = current_database()"
-        )
-        row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0])
