@@ -78,6 +78,8 @@ MAX_ID = 2**63 - 1
 # so it refuses those too (error type `string_unicode`), in the route and in app.edge.hotpaths
 # alike (tests/test_validation.py holds it to that).
 NO_NUL = r"^[^\x00]*$"
+# The longest group id a path may carry (the route's parameter, and the edge's check of it).
+GROUP_ID_MAX_LENGTH = 64
 _CLEAN = " Must not contain NUL (U+0000) or unpaired UTF-16 surrogates."
 
 Text = Annotated[str, StringConstraints(pattern=NO_NUL)]

@@ -12,6 +12,7 @@ from app.groups import members, messages
 from app.groups.send import deliver
 from app.openapi import problem_responses
 from app.schemas import (
+    GROUP_ID_MAX_LENGTH,
     MAX_ID,
     NO_NUL,
     GroupBody,
@@ -32,7 +33,13 @@ from app.schemas import (
 router = APIRouter(tags=["groups"])
 
 GroupId = Annotated[
-    str, Path(max_length=64, pattern=NO_NUL, description="The group's id.", examples=["g1f2e"])
+    str,
+    Path(
+        max_length=GROUP_ID_MAX_LENGTH,
+        pattern=NO_NUL,
+        description="The group's id.",
+        examples=["g1f2e"],
+    ),
 ]
 UserPath = Annotated[
     str, Path(max_length=64, pattern=NO_NUL, description="A member's user id.", examples=["bob"])

@@ -47,7 +47,7 @@ from app.groups import send as group_send
 from app.inbox.acks import acknowledge
 from app.inbox.send import deliver
 from app.inbox.wait import LongPolls
-from app.schemas import NO_NUL, AckIn, GroupSendIn, SendIn, SyncQuery
+from app.schemas import GROUP_ID_MAX_LENGTH, NO_NUL, AckIn, GroupSendIn, SendIn, SyncQuery
 
 __all__ = ["PATHS", "HotPaths"]
 
@@ -78,7 +78,6 @@ PATHS = frozenset(path for _, path in (*_ROUTES, SYNC))
 # POST /groups/{group_id}/messages, matched as the router matches it (one path segment, not
 # empty), and its group id checked as the route's path parameter is (app.api.groups.GroupId).
 _GROUP_PREFIX, _GROUP_SUFFIX = "/groups/", "/messages"
-_GROUP_ID_MAX = 64
 _NUL = "\x00"
 assert NO_NUL == r"^[^\x00]*$", "the group id check below is the route's pattern"
 
@@ -103,7 +102,7 @@ def _group_of_send(method: str, path: str) -> str | None:
     if method != "POST" or not path.startswith(_GROUP_PREFIX) or not path.endswith(_GROUP_SUFFIX):
         return None
     group_id = path[len(_GROUP_PREFIX) : -len(_GROUP_SUFFIX)]
-    if not group_id or "/" in group_id or len(group_id) > _GROUP_ID_MAX or _NUL in group_id:
+    if not group_id or "/" in group_id or len(group_id) > GROUP_ID_MAX_LENGTH or _NUL in group_id:
         return None
     return group_id
 
