@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import psycopg
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 
-from app.accounts.auth import current_device
+from app.accounts.auth import current_device, token_digest
 from app.db.engine import Database
 from app.inbox.sync import send_message
 
@@ -45,6 +48,31 @@ async def login(client: httpx.AsyncClient, user_id: str, name: str = "phone") ->
     assert response.status_code == 201, response.text
     body = response.json()
     return Device(user_id, body["device_id"], body["access_token"])
+
+
+def devices_in_database(postgresql_url: str, count: int, prefix: str = "u") -> list[Device]:
+    """`count` users with a device each (password PASSWORD), written straight into a
+    PostgreSQL database in two statements: the set-up of a test about what many devices do
+    once they exist, where registering each through the API would cost more than the test."""
+    password_hash = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1).hash(PASSWORD)
+    devices = [
+        Device(new_user_id(prefix), secrets.token_hex(8), secrets.token_urlsafe(32))
+        for _ in range(count)
+    ]
+    with (
+        psycopg.connect(postgresql_url.replace("+psycopg", "")) as conn,
+        conn.cursor() as cursor,
+    ):
+        cursor.executemany(
+            "INSERT INTO users (user_id, password_hash, created_at) VALUES (%s, %s, now())",
+            [(d.user_id, password_hash) for d in devices],
+        )
+        cursor.executemany(
+            "INSERT INTO devices (device_id, user_id, token_hash, name, created_at,"
+            " last_seen_at) VALUES (%s, %s, %s, 'phone', now(), now())",
+            [(d.device_id, d.user_id, token_digest(f"Bearer {d.token}")) for d in devices],
+        )
+    return devices
 
 
 async def send(
