@@ -1,6 +1,8 @@
 """A group send is answered alike by the edge's lean path (app.edge.hotpaths) and by the
 framework's route, over real HTTP: the same status, headers and body, for a message sent, a
-retry, and every error the route can answer. On PostgreSQL and SQLite.
+retry, and every error the route can answer. On PostgreSQL: both paths ask the same store
+interface, which tests/store/ checks on PostgreSQL and SQLite alike; what differs here is
+the HTTP layer's code, which is the same whatever the store.
 
 The edge takes a request whose content type is exactly application/json; the route reads
 any JSON type as JSON, so the same body sent as application/vnd.msgsync+json reaches the
@@ -39,12 +41,11 @@ _VARYING = {"date", "x-request-id", "content-length"}
 _GROUP_ID = re.compile(r"g[0-9a-f]{20}")
 
 
-@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
-def server(request: pytest.FixtureRequest) -> Iterator[Server]:
-    url: str = request.getfixturevalue(f"{request.param}_url")
+@pytest.fixture(scope="module")
+def server(postgresql_url: str) -> Iterator[Server]:
     env = {"MSGSYNC_SEND_RATE": "0.01", "MSGSYNC_SEND_BURST": str(BURST)}
     # One process: the token a request caches is the one the next request meets.
-    with running_server(url, env=env) as running:
+    with running_server(postgresql_url, env=env) as running:
         yield running
 
 
