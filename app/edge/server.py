@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import logging
 import logging.config
+import multiprocessing
+import os
 import resource
+import signal
 import sys
 from typing import Any
 
 import httptools
 import uvicorn
+import uvicorn._subprocess as uvicorn_subprocess
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.supervisors.multiprocess import SIGNALS as SUPERVISOR_SIGNALS
 
 from app.config import Settings
 from app.errors import PROBLEM_JSON, problem
@@ -35,6 +41,8 @@ def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
         return 2
     _raise_open_file_limit()
     prepare_multiprocess(workers)
+    if workers > 1:
+        _fork_workers()
     config = log_config(settings.log_format)
     if not database.serves_one_process:
         from app.db.budget import budget_report
@@ -85,6 +93,45 @@ def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     return 0
+
+
+# What every worker imports and the supervisor can import without side effects: the
+# libraries, not the service (whose metrics register with prometheus_client at import, as
+# the process that imports them; the supervisor must not count as a worker).
+_LIBRARIES = (
+    "fastapi",
+    "starlette.routing",
+    "pydantic",
+    "sqlalchemy.ext.asyncio",
+    "sqlalchemy.orm",
+    "psycopg",
+    "argon2",
+    "orjson",
+    "anyio",
+)
+
+
+def _fork_workers() -> None:
+    """Workers forked from this supervisor once it has imported the libraries they all
+    import, instead of spawned: a spawned worker starts a new interpreter and imports
+    everything again, which cost most of a worker's start-up CPU; a forked one imports only
+    the service's own modules. uvicorn spawns; its process factory reads the context from
+    its module at each start (a restarted worker is forked too).
+
+    A forked worker would also inherit the supervisor's signal handlers, which only queue a
+    signal for the supervisor's loop: a worker stopped while still starting would ignore
+    its SIGTERM. Each worker starts with the handlers a spawned one would have, until its
+    server installs its own."""
+    for name in _LIBRARIES:
+        importlib.import_module(name)
+    before = {sig: signal.getsignal(sig) for sig in SUPERVISOR_SIGNALS}
+
+    def as_before() -> None:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+    os.register_at_fork(after_in_child=as_before)
+    uvicorn_subprocess.spawn = multiprocessing.get_context("fork")  # type: ignore[assignment]
 
 
 def _raise_open_file_limit() -> None:
