@@ -80,27 +80,29 @@ async def sync_pages(
 async def test_count_cap_keeps_the_newest_and_sync_still_yields_everything(
     client: httpx.AsyncClient, db: Database
 ) -> None:
+    # A tenth of the default cap (1,000) and of the messages: the same cuts, pages and
+    # fallback, for a tenth of the sends.
     alice = await register(client, "alice")
     bob = await register(client, "bob")
-    sent = await send_many(db, alice.user_id, bob.user_id, 1500)
+    sent = await send_many(db, alice.user_id, bob.user_id, 150)
 
-    report = await prune(db, WEEK, 1000)
+    report = await prune(db, WEEK, 100)
 
-    assert (report.users_touched, report.deleted_by_age, report.deleted_by_count) == (2, 0, 1000)
+    assert (report.users_touched, report.deleted_by_age, report.deleted_by_count) == (2, 0, 100)
     for user in (alice, bob):
-        assert await inbox_versions(db, user.user_id) == list(range(501, 1501))
-        assert await floor_of(db, user.user_id) == 500
+        assert await inbox_versions(db, user.user_id) == list(range(51, 151))
+        assert await floor_of(db, user.user_id) == 50
     # A device that last synced before the floor still receives every message once, in order.
-    pages = await sync_pages(client, bob, since=0, limit=100)
+    pages = await sync_pages(client, bob, since=0, limit=10)
     entries = [e for page in pages for e in page["entries"]]
-    assert [e["version"] for e in entries] == list(range(1, 1501))
+    assert [e["version"] for e in entries] == list(range(1, 151))
     assert [e["data"] for e in entries] == sent
     assert {e["kind"] for e in entries} == {"message"}
-    assert [p["history_fallback"] for p in pages] == [p["since"] < 500 for p in pages]
+    assert [p["history_fallback"] for p in pages] == [p["since"] < 50 for p in pages]
     assert pages[0]["history_fallback"] is True
     assert pages[-1]["history_fallback"] is False
     # A second run finds nothing to do.
-    again = await prune(db, WEEK, 1000)
+    again = await prune(db, WEEK, 100)
     assert (again.users_touched, again.deleted) == (0, 0)
 
 
