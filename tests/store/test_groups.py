@@ -14,8 +14,9 @@ from sqlalchemy import select, update
 
 from app.config import Settings
 from app.db.models import Pusher
-from app.groups import members, messages
+from app.groups import members, messages, render
 from app.store import Store
+from app.store.groups import MemberRow
 from tests.conftest import make_settings
 from tests.store.conftest import add_device, add_pusher, add_users, lock_waiters
 
@@ -287,6 +288,50 @@ async def test_bulk_add_locks_and_counts_without_reading_the_group(
     assert await _news(store, users[1], group_id) == [2]
     sent = await _send(store, group_id, users[3], "to 305")
     assert sent.members == [added[-1]]
+
+
+async def test_bulk_add_writes_each_its_event_then_news_and_the_unnoticed_theirs(
+    store: Store, settings: Settings
+) -> None:
+    """A bulk add to a large group, entry by entry: each added user gets its own event at
+    its next version and joins at it, then (but the last) news from the batch's next event
+    at the version after; a member holding no news gets one entry at the batch's first
+    event; a member holding news gets nothing."""
+    group_id, (owner, holding, reader, *_) = await _large_group(store, settings)
+    await _send(store, group_id, owner, "hi")  # everyone holds news at seq 2
+    await messages.events(store.groups, group_id, reader, None, 100)  # the reader's is covered
+    before = {u: (await store.inbox.read_page(u, 0, 100)).entries for u in (owner, holding)}
+    reader_version = (await store.inbox.read_page(reader, 0, 100)).latest_version
+    batch = sorted(await add_users(store, 3, "bulk"))
+    changed = await members.add_members(
+        store.groups, settings, owner, group_id, [batch[2], holding, batch[0], batch[1]]
+    )
+    assert changed.woken == sorted([*batch, reader])
+    assert changed.body["group"]["latest_seq"] == 5
+    log = await store.groups.events(group_id, 2, 100)
+    assert [(e.seq, e.kind, e.actor, orjson.loads(e.data)) for e in log] == [
+        (3 + i, "member_added", owner, {"user_id": user}) for i, user in enumerate(batch)
+    ]
+    for i, (user, event) in enumerate(zip(batch, log, strict=True)):
+        entries = (await store.inbox.read_page(user, 0, 100)).entries
+        logged = orjson.loads(orjson.dumps(render.event(event)))
+        expected = [(1, "group", {"group_id": group_id, "event": logged})]
+        if i < len(batch) - 1:
+            expected.append((2, "group_news", {"group_id": group_id, "seq": event.seq + 1}))
+        assert [(e.version, e.kind, orjson.loads(e.data)) for e in entries] == expected
+        assert {e.created_at for e in entries} == {event.created_at}
+        found = await store.groups.view(group_id, user)
+        assert found is not None
+        news = event.seq + 1 if i < len(batch) - 1 else None
+        assert found[1] == MemberRow(user, "member", event.seq, event.seq, news)
+    page = await store.inbox.read_page(reader, reader_version, 100)
+    assert [(e.version, e.kind, orjson.loads(e.data)) for e in page.entries] == [
+        (reader_version + 1, "group_news", {"group_id": group_id, "seq": 3})
+    ]
+    assert await _news_seq(store, group_id, reader) == 3
+    for user in (owner, holding):
+        assert (await store.inbox.read_page(user, 0, 100)).entries == before[user]
+        assert await _news_seq(store, group_id, user) == 2
 
 
 async def test_a_send_marks_the_pushers_of_those_it_gave_news(

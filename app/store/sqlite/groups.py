@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import case, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
 
@@ -267,15 +267,107 @@ class _Work:
         )
 
     async def add_large(self, actor: str, user_ids: Sequence[str], first_seq: int) -> list[str]:
-        noticed: set[str] = set()
-        for seq, user in enumerate(user_ids, start=first_seq):
-            await self.add_members([MemberRow(user, "member", seq, seq)])
-            appended = await self.append_event(
-                "member_added", actor, {"user_id": user}, [user], news=True
+        # Set-based, as PostgreSQL's one statement: the same rows as appending the events one
+        # by one, in a handful of statements whatever the number of users.
+        if not user_ids:
+            return []
+        session = self._session
+        last = first_seq + len(user_ids) - 1
+        seqs = dict(zip(user_ids, range(first_seq, last + 1), strict=True))
+        now = self._clock()
+        stamp = _stamp(now)
+        await session.execute(
+            update(Group).where(Group.group_id == self.group_id).values(latest_seq=last)
+        )
+        # The members holding no news get one at the batch's first event. Read before the
+        # added are in: the last of them holds none either, and its news is the next event's.
+        pending = select(GroupMember.user_id).where(
+            GroupMember.group_id == self.group_id, GroupMember.news_seq.is_(None)
+        )
+        noticed = {
+            row.user_id: row.latest_version
+            for row in await session.execute(
+                update(User)
+                .where(User.user_id.in_(pending))
+                .values(latest_version=User.latest_version + 1)
+                .returning(User.user_id, User.latest_version)
             )
-            assert appended.seq == seq
-            noticed.update(appended.noticed)
-        return sorted(noticed - set(user_ids))
+        }
+        if noticed:
+            await session.execute(
+                update(GroupMember)
+                .where(GroupMember.group_id == self.group_id, GroupMember.news_seq.is_(None))
+                .values(news_seq=first_seq)
+            )
+        # Each joins at its own event; each but the last holds news from the next one. No
+        # newest message on a large group's member rows: the conversation list reads the
+        # group's row.
+        await session.execute(
+            insert(GroupMember).execution_options(render_nulls=True),
+            [
+                {
+                    "group_id": self.group_id,
+                    "user_id": user,
+                    "role": "member",
+                    "joined_seq": seq,
+                    "read_seq": seq,
+                    "news_seq": seq + 1 if seq < last else None,
+                    "last_message_id": None,
+                }
+                for user, seq in seqs.items()
+            ],
+        )
+        await session.execute(
+            insert(GroupEvent).execution_options(render_nulls=True),
+            [
+                {
+                    "group_id": self.group_id,
+                    "seq": seq,
+                    "kind": "member_added",
+                    "actor": actor,
+                    "created_at": now,
+                    "message_id": None,
+                    "data": orjson.dumps({"user_id": user}).decode(),
+                }
+                for user, seq in seqs.items()
+            ],
+        )
+        # Two versions for each added but the last: its event's entry, then the news.
+        versions = {
+            row.user_id: row.latest_version
+            for row in await session.execute(
+                update(User)
+                .where(User.user_id.in_(sorted(seqs)))
+                .values(
+                    latest_version=User.latest_version
+                    + case((User.user_id == user_ids[-1], 1), else_=2)
+                )
+                .returning(User.user_id, User.latest_version)
+            )
+        }
+        entries: list[dict[str, Any]] = []
+        for user, version in versions.items():
+            seq = seqs[user]
+            event = {
+                "seq": seq,
+                "kind": "member_added",
+                "created_at": stamp,
+                "actor": actor,
+                "data": {"user_id": user},
+            }
+            payload = orjson.dumps({"group_id": self.group_id, "event": event}).decode()
+            if seq < last:
+                entries += _entries({user: version - 1}, "group", now, None, payload)
+                entries += _entries(
+                    {user: version}, "group_news", now, None, _news_payload(self.group_id, seq + 1)
+                )
+            else:
+                entries += _entries({user: version}, "group", now, None, payload)
+        entries += _entries(
+            noticed, "group_news", now, None, _news_payload(self.group_id, first_seq)
+        )
+        await session.execute(insert(InboxEntry), entries)
+        return sorted(noticed)
 
     async def update_group(
         self, *, title: str, owner: str | None, member_count: int, large: bool
