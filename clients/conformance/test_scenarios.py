@@ -164,6 +164,7 @@ def test_a_503_storm_and_a_cut_connection_are_ridden_out(
     assert sdk.call("state")["messages"] == direct.messages(alice, [bob])
 
 
+@pytest.mark.both_stores
 def test_since_ahead_after_a_restore_recovers_without_loss_or_duplicates(
     own_server: Backend, adapters: Start, proxy: FaultProxy, direct: Direct, tmp_path: Path
 ) -> None:
@@ -200,6 +201,7 @@ def test_since_ahead_after_a_restore_recovers_without_loss_or_duplicates(
     assert state["messages"] == truth
 
 
+@pytest.mark.both_stores
 def test_history_rewritten_after_a_restore_keeps_nothing_the_server_lost(
     own_server: Backend, adapters: Start, proxy: FaultProxy, direct: Direct, tmp_path: Path
 ) -> None:
