@@ -155,8 +155,10 @@ def proxy(server: Backend) -> Iterator[FaultProxy]:
 
 
 @pytest.fixture
-def direct(server: Backend) -> Direct:
-    return Direct(server)
+def direct(server: Backend) -> Iterator[Direct]:
+    truth = Direct(server)
+    yield truth
+    truth.close()
 
 
 @pytest.fixture

@@ -180,9 +180,17 @@ class Direct:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.tokens: dict[str, str] = {}
+        # One client, its connections kept alive, for every request of the scenario: a new
+        # client per request built its TLS context again, costing more CPU than the request.
+        self._client = httpx.Client(timeout=30)
 
-    def _http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.backend.url, timeout=30)
+    @contextmanager
+    def _http(self) -> Iterator[httpx.Client]:
+        self._client.base_url = httpx.URL(self.backend.url)  # a restart changes the port
+        yield self._client
+
+    def close(self) -> None:
+        self._client.close()
 
     def user(self, prefix: str) -> str:
         user_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
