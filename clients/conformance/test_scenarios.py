@@ -171,9 +171,8 @@ def test_since_ahead_after_a_restore_recovers_without_loss_or_duplicates(
     server = own_server
     alice, bob = direct.user("alice"), direct.user("bob")
     direct.send(bob, alice, 5, prefix="before backup")
-    server.stop()
-    backup = server.copy_database()
-    proxy.upstream = server.start()
+    backup = server.backup()
+    proxy.upstream = server.url
     direct.send(bob, alice, 5, prefix="lost in the restore")
     sdk = device(adapters, proxy, tmp_path / "a", alice)
     assert sdk.call("sync")["cursor"] == 10
@@ -214,9 +213,8 @@ def test_history_rewritten_after_a_restore_keeps_nothing_the_server_lost(
     direct.send(bob, alice, 5, prefix="before backup")
     sdk = device(adapters, proxy, tmp_path / "a", alice)  # its device survives the restore
     assert sdk.call("sync")["cursor"] == 5
-    server.stop()
-    backup = server.copy_database()
-    proxy.upstream = server.start()
+    backup = server.backup()
+    proxy.upstream = server.url
     vanished = direct.send(bob, alice, 5, prefix="lost in the restore")
     assert sdk.call("sync")["cursor"] == 10
 
