@@ -59,11 +59,11 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Each scenario on PostgreSQL, and on SQLite too when it is marked `both_stores`
     (BOTH_STORES above). With several --adapter, each scenario once per adapter (named by
-    its command line); the servers, module-scoped, are the same for all of them."""
+    its command line); the servers are the same for all of them."""
     if "backend_kind" in metafunc.fixturenames:
         both = metafunc.definition.get_closest_marker(BOTH_STORES) is not None
         kinds = list(STORE_KINDS if both else STORE_KINDS[:1])
-        metafunc.parametrize("backend_kind", kinds, indirect=True, scope="module")
+        metafunc.parametrize("backend_kind", kinds, indirect=True, scope="session")
     commands: list[str] = metafunc.config.getoption("adapter")
     if "adapters" in metafunc.fixturenames and len(commands) > 1:
         metafunc.parametrize("adapter_command", commands, indirect=True)
@@ -91,17 +91,17 @@ def _admin_url(kind: str) -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def backend_kind(request: pytest.FixtureRequest) -> str:
     """The database of the scenario's server (pytest_generate_tests says which)."""
     kind: str = request.param
     return kind
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def shared_server(backend_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
-    """One server per backend for the scenarios that isolate themselves by fresh users
-    (starting a server costs seconds on a loaded machine)."""
+    """One server per backend, for every module, for the scenarios that isolate themselves
+    by fresh users (starting a server costs seconds on a loaded machine)."""
     kind = backend_kind
     with backend(kind, _admin_url(kind), tmp_path_factory.mktemp(kind)) as server:
         server.start()
