@@ -1,4 +1,5 @@
-"""Fixtures: a server per scenario on each backend, the proxy in front, adapters to drive."""
+"""Fixtures: a server per scenario (on PostgreSQL, or on each backend for the scenarios marked
+`both_stores`), the proxy in front, adapters to drive."""
 
 from __future__ import annotations
 
@@ -31,9 +32,38 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# Where a scenario runs. The HTTP contract an SDK sees is one on every database, and the
+# store contract suite (tests/store/) holds both stores to the same assertions, so a
+# scenario runs on a PostgreSQL server alone (the production database) unless it is marked
+# `both_stores`: its outcome depends on what the store itself does, which only running it
+# on each store shows. That is a backup of the database restored under the server: the copy
+# is the store's own (a file on SQLite, a template database on PostgreSQL), and what the
+# server gives out after the restore (versions, message ids, entry ids, the devices it
+# knows) comes from the restored store's sequences and rows. Retention through the command
+# line is not: pruning and the history fallback are one code on both stores (held to it by
+# tests/store/test_retention.py), and the store's own part of a run, its locks against
+# other runs and sends, has nothing to contend with in a scenario.
+BOTH_STORES = "both_stores"
+STORE_KINDS = ("postgresql", "sqlite")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{BOTH_STORES}: a scenario whose outcome depends on what the store itself does "
+        "(a backup of the database restored under the server); it runs on PostgreSQL and "
+        "on SQLite, every other scenario on PostgreSQL alone",
+    )
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """With several --adapter, each scenario once per adapter (named by its command line);
-    the servers, module-scoped, are the same for all of them."""
+    """Each scenario on PostgreSQL, and on SQLite too when it is marked `both_stores`
+    (BOTH_STORES above). With several --adapter, each scenario once per adapter (named by
+    its command line); the servers are the same for all of them."""
+    if "backend_kind" in metafunc.fixturenames:
+        both = metafunc.definition.get_closest_marker(BOTH_STORES) is not None
+        kinds = list(STORE_KINDS if both else STORE_KINDS[:1])
+        metafunc.parametrize("backend_kind", kinds, indirect=True, scope="session")
     commands: list[str] = metafunc.config.getoption("adapter")
     if "adapters" in metafunc.fixturenames and len(commands) > 1:
         metafunc.parametrize("adapter_command", commands, indirect=True)
@@ -61,17 +91,17 @@ def _admin_url(kind: str) -> str | None:
     return None
 
 
-@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
+@pytest.fixture(scope="session")
 def backend_kind(request: pytest.FixtureRequest) -> str:
-    """Every scenario runs on a server over each database."""
+    """The database of the scenario's server (pytest_generate_tests says which)."""
     kind: str = request.param
     return kind
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def shared_server(backend_kind: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
-    """One server per backend for the scenarios that isolate themselves by fresh users
-    (starting a server costs seconds on a loaded machine)."""
+    """One server per backend, for every module, for the scenarios that isolate themselves
+    by fresh users (starting a server costs seconds on a loaded machine)."""
     kind = backend_kind
     with backend(kind, _admin_url(kind), tmp_path_factory.mktemp(kind)) as server:
         server.start()
@@ -125,8 +155,10 @@ def proxy(server: Backend) -> Iterator[FaultProxy]:
 
 
 @pytest.fixture
-def direct(server: Backend) -> Direct:
-    return Direct(server)
+def direct(server: Backend) -> Iterator[Direct]:
+    truth = Direct(server)
+    yield truth
+    truth.close()
 
 
 @pytest.fixture

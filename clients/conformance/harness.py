@@ -7,8 +7,8 @@ import json
 import os
 import select
 import shlex
-import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -146,20 +146,28 @@ class Backend:
             self.server.stop()
             self.server = None
 
-    def copy_database(self) -> str:
-        """A copy of the database as it is now (the server must be stopped): a backup."""
-        assert self.server is None
+    def backup(self) -> str:
+        """A copy of the database as it is now (its URL), the server serving again when this
+        returns (at self.url, which may be another port). SQLite's online backup copies a
+        consistent database under the running server; PostgreSQL copies a database only
+        while no one is connected to it, so the server is stopped for the copy."""
         if self.kind == "sqlite":
-            source = Path(self.database_url.removeprefix("sqlite:///"))
+            source = self.database_url.removeprefix("sqlite:///")
             target = self.workdir / f"backup-{uuid.uuid4().hex[:8]}.db"
-            shutil.copyfile(source, target)
+            with (
+                contextlib.closing(sqlite3.connect(source)) as live,
+                contextlib.closing(sqlite3.connect(target)) as copy,
+            ):
+                live.backup(copy)
             return f"sqlite:///{target}"
         assert self.admin_url is not None
+        self.stop()
         name = self.database_url.rpartition("/")[2]
-        copy = f"{name}_b{uuid.uuid4().hex[:6]}"
+        copy_name = f"{name}_b{uuid.uuid4().hex[:6]}"
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{name}"')
-        return self.database_url.rpartition("/")[0] + "/" + copy
+            conn.execute(f'CREATE DATABASE "{copy_name}" TEMPLATE "{name}"')
+        self.start()
+        return self.database_url.rpartition("/")[0] + "/" + copy_name
 
     def retention(self, *arguments: str) -> dict[str, Any]:
         env = {**os.environ, "MSGSYNC_DATABASE_URL": self.database_url}
@@ -180,9 +188,17 @@ class Direct:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.tokens: dict[str, str] = {}
+        # One client, its connections kept alive, for every request of the scenario: a new
+        # client per request built its TLS context again, costing more CPU than the request.
+        self._client = httpx.Client(timeout=30)
 
-    def _http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.backend.url, timeout=30)
+    @contextmanager
+    def _http(self) -> Iterator[httpx.Client]:
+        self._client.base_url = httpx.URL(self.backend.url)  # a restart changes the port
+        yield self._client
+
+    def close(self) -> None:
+        self._client.close()
 
     def user(self, prefix: str) -> str:
         user_id = f"{prefix}-{uuid.uuid4().hex[:8]}"
@@ -346,7 +362,7 @@ def backend(
             yield server
         finally:
             server.stop()
-            # The copies (copy_database) are named after the database: <name>_b<random>.
+            # The copies (backup) are named after the database: <name>_b<random>.
             name = url.rpartition("/")[2]
             with psycopg.connect(admin_url, autocommit=True) as conn:
                 rows = conn.execute(

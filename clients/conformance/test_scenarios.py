@@ -100,14 +100,20 @@ def test_a_small_batch_is_acked_after_the_delay_not_before(
 ) -> None:
     alice, bob = direct.user("alice"), direct.user("bob")
     direct.send(bob, alice, 5)
-    sdk = device(adapters, proxy, tmp_path / "a", alice, ack_every=100, ack_delay=2.0)
+    delay = 1.0
+    sdk = device(adapters, proxy, tmp_path / "a", alice, ack_every=100, ack_delay=delay)
     assert sdk.call("sync")["cursor"] == 5
-    # Fewer than ack_every entries: nothing is acked at once...
-    assert proxy.requests("POST", "/ack") == []
-    # ...but once the delay has passed, one ack covers all of them.
+    # Once the delay has passed, one ack covers all of them...
     assert sdk.call("flush_acks")["acked"] == 5
-    assert [r.body["version"] for r in proxy.requests("POST", "/ack")] == [5]
+    (ack,) = proxy.requests("POST", "/ack")
+    assert ack.body["version"] == 5
     assert sdk.call("state")["acked"] == 5
+    # ...and fewer than ack_every entries are not acked at once: the ack came no sooner
+    # than the delay after the page was asked for (the entries were applied after that).
+    # Measured at the proxy, this holds however slow the machine is; a little slack for
+    # timers that round to the millisecond.
+    first_page = proxy.requests("GET", "/sync")[0]
+    assert ack.started - first_page.started >= delay - 0.05
 
 
 def test_a_send_whose_answer_was_lost_is_retried_idempotently(
@@ -164,15 +170,15 @@ def test_a_503_storm_and_a_cut_connection_are_ridden_out(
     assert sdk.call("state")["messages"] == direct.messages(alice, [bob])
 
 
+@pytest.mark.both_stores
 def test_since_ahead_after_a_restore_recovers_without_loss_or_duplicates(
     own_server: Backend, adapters: Start, proxy: FaultProxy, direct: Direct, tmp_path: Path
 ) -> None:
     server = own_server
     alice, bob = direct.user("alice"), direct.user("bob")
     direct.send(bob, alice, 5, prefix="before backup")
-    server.stop()
-    backup = server.copy_database()
-    proxy.upstream = server.start()
+    backup = server.backup()
+    proxy.upstream = server.url
     direct.send(bob, alice, 5, prefix="lost in the restore")
     sdk = device(adapters, proxy, tmp_path / "a", alice)
     assert sdk.call("sync")["cursor"] == 10
@@ -200,6 +206,7 @@ def test_since_ahead_after_a_restore_recovers_without_loss_or_duplicates(
     assert state["messages"] == truth
 
 
+@pytest.mark.both_stores
 def test_history_rewritten_after_a_restore_keeps_nothing_the_server_lost(
     own_server: Backend, adapters: Start, proxy: FaultProxy, direct: Direct, tmp_path: Path
 ) -> None:
@@ -212,9 +219,8 @@ def test_history_rewritten_after_a_restore_keeps_nothing_the_server_lost(
     direct.send(bob, alice, 5, prefix="before backup")
     sdk = device(adapters, proxy, tmp_path / "a", alice)  # its device survives the restore
     assert sdk.call("sync")["cursor"] == 5
-    server.stop()
-    backup = server.copy_database()
-    proxy.upstream = server.start()
+    backup = server.backup()
+    proxy.upstream = server.url
     vanished = direct.send(bob, alice, 5, prefix="lost in the restore")
     assert sdk.call("sync")["cursor"] == 10
 
