@@ -26,13 +26,13 @@ from app.api import (
 )
 from app.api import sync as sync_api
 from app.config import Settings
-from app.errors import install_error_handlers
 from app.inbox.acks import AckBatcher
 from app.inbox.rates import RateLimit
 from app.inbox.wait import LongPolls
 from app.metrics import LATENCIES, Sampler
 from app.notifier import Notifier, PgNotifier, close_on_signals
 from app.openapi import TAGS, install_openapi
+from app.problems import install_error_handlers
 from app.push.pushers import SyncedCursors, push_interval
 from app.push.worker import PushWorker
 from app.store import backend_for, open_database, open_store

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from app.accounts.auth import current_device
+from app.api.deps import current_device
 from app.db.engine import Database
 from app.inbox.sync import send_message
 

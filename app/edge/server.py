@@ -15,7 +15,6 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from app.config import Settings
-from app.errors import PROBLEM_JSON, problem
 from app.logs import log_config
 from app.multiproc import prepare_multiprocess
 from app.store import backend_for
@@ -300,6 +299,10 @@ class EdgeProtocol(DeadlineProtocol):
 @functools.cache
 def _head_too_large(max_bytes: int, max_fields: int) -> bytes:
     """The 431 problem's headers and body, once per process."""
+    # Imported here: the rendering of problems loads the HTTP framework, which the server's
+    # supervisor (uvicorn's parent with several workers) never needs; a worker has it already.
+    from app.problems import PROBLEM_JSON, problem
+
     response = problem(
         431,
         "request_head_too_large",
