@@ -71,7 +71,6 @@ def _positive(text: str) -> int:
 def _retention(args: argparse.Namespace) -> int:
     from app.config import Settings
     from app.db.budget import OUTAGES, first_line
-    from app.db.migrations import upgrade_to_head
     from app.inbox.retention import AlreadyRunning, prune, remove_idle_devices
     from app.store import backend_for, open_database
 
@@ -85,6 +84,9 @@ def _retention(args: argparse.Namespace) -> int:
     )
     max_entries = settings.retention_max_entries if args.max_entries is None else args.max_entries
     if backend_for(settings).migrates_at_start:
+        # Imported here, as in `serve`: Alembic is for the databases migrated at start.
+        from app.db.migrations import upgrade_to_head
+
         # The embedded default creates its file on first use, as `serve` does.
         upgrade_to_head(settings.database_url)
 
