@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 
-from app.bench.options import add_arguments as add_bench_arguments
-
 __all__ = ["main"]
 
 
@@ -176,6 +174,10 @@ class _CommandsFormatter(argparse.HelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Here, not at the top: a worker of `serve` imports this module again as its main, and
+    # needs no command's arguments.
+    from app.bench.options import add_arguments as add_bench_arguments
+
     parser = argparse.ArgumentParser(
         prog="msgsync",
         description="msgsync: an offline-message sync server for a messenger (one-to-one and "
