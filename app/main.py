@@ -59,7 +59,11 @@ def _settle_heap() -> None:
     if _heap_settled:
         return
     _heap_settled = True
-    gc.collect()
+    # The young generations only: they hold what start-up left unreachable (a SQLite
+    # start's migration run, the lifespan's temporaries), and the collections that ran
+    # during the imports have swept the oldest already. A full collection would traverse
+    # every module, class and model built at start-up again to find a handful more.
+    gc.collect(1)
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
