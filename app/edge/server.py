@@ -8,18 +8,22 @@ import logging
 import logging.config
 import resource
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from app import heap
 from app.config import Settings
 from app.logs import log_config
 from app.multiproc import prepare_multiprocess
 from app.store import backend_for
 
-__all__ = ["DeadlineProtocol", "EdgeProtocol", "serve"]
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+__all__ = ["DeadlineProtocol", "EdgeProtocol", "serve", "serving_app"]
 
 
 def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
@@ -47,7 +51,7 @@ def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
             else:
                 log.info(line)
     uvicorn.run(
-        "app.main:create_app",
+        "app.edge.server:serving_app",
         factory=True,
         host=host,
         port=port,
@@ -84,6 +88,16 @@ def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
         forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     return 0
+
+
+def serving_app() -> ASGIApp:
+    """uvicorn's application factory in each process that serves (the one process, or each
+    worker): the garbage collector's settings first, so that they hold while the
+    application is imported and built (app.heap), then the application."""
+    heap.collect_young_less_often()
+    from app.main import create_app
+
+    return create_app()
 
 
 def _raise_open_file_limit() -> None:
