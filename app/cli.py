@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 
-from app.bench.options import add_arguments as add_bench_arguments
-
 __all__ = ["main"]
 
 
@@ -71,7 +69,6 @@ def _positive(text: str) -> int:
 def _retention(args: argparse.Namespace) -> int:
     from app.config import Settings
     from app.db.budget import OUTAGES, first_line
-    from app.db.migrations import upgrade_to_head
     from app.inbox.retention import AlreadyRunning, prune, remove_idle_devices
     from app.store import backend_for, open_database
 
@@ -85,6 +82,9 @@ def _retention(args: argparse.Namespace) -> int:
     )
     max_entries = settings.retention_max_entries if args.max_entries is None else args.max_entries
     if backend_for(settings).migrates_at_start:
+        # Imported here, as in `serve`: Alembic is for the databases migrated at start.
+        from app.db.migrations import upgrade_to_head
+
         # The embedded default creates its file on first use, as `serve` does.
         upgrade_to_head(settings.database_url)
 
@@ -174,6 +174,10 @@ class _CommandsFormatter(argparse.HelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Here, not at the top: a worker of `serve` imports this module again as its main, and
+    # needs no command's arguments.
+    from app.bench.options import add_arguments as add_bench_arguments
+
     parser = argparse.ArgumentParser(
         prog="msgsync",
         description="msgsync: an offline-message sync server for a messenger (one-to-one and "

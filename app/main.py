@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,7 +10,7 @@ from anyio import to_thread
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
-from app import edge
+from app import edge, heap
 from app.accounts.auth import Passwords, TokenCache
 from app.api import (
     accounts,
@@ -26,43 +25,19 @@ from app.api import (
 )
 from app.api import sync as sync_api
 from app.config import Settings
-from app.errors import install_error_handlers
 from app.inbox.acks import AckBatcher
 from app.inbox.rates import RateLimit
 from app.inbox.wait import LongPolls
 from app.metrics import LATENCIES, Sampler
 from app.notifier import Notifier, PgNotifier, close_on_signals
 from app.openapi import TAGS, install_openapi
+from app.problems import install_error_handlers
 from app.push.pushers import SyncedCursors, push_interval
 from app.push.worker import PushWorker
 from app.store import backend_for, open_database, open_store
 from app.web import install as install_web_client
 
 __all__ = ["create_app"]
-
-# Young objects the garbage collector lets accumulate before a collection (CPython: 700).
-# A request in flight keeps a few dozen alive (its coroutines, scope, headers), so with
-# hundreds in flight the default ran a young collection every few requests, and promoted
-# what they held, setting off the older generations' collections too.
-GC_YOUNG_THRESHOLD = 10_000
-
-_heap_settled = False
-
-
-def _settle_heap() -> None:
-    """Once per process, when the service is up: what start-up built (modules, the
-    framework's routes and models, the pools) lives as long as the process, so it is frozen
-    out of every later collection (`gc.freeze`), which then scans only what requests made;
-    and young collections run at GC_YOUNG_THRESHOLD. W5 with 200 devices acking: see
-    docs/operations.md."""
-    global _heap_settled
-    if _heap_settled:
-        return
-    _heap_settled = True
-    gc.collect()
-    gc.freeze()
-    _, older, oldest = gc.get_threshold()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -125,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.longpolls = LongPolls(db, notifier, tokens, seen, settings)
         app.state.metrics = Sampler(notifier, db)
         app.state.metrics.start()
-        _settle_heap()
+        heap.settle()
         try:
             with close_on_signals(notifier):
                 yield

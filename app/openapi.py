@@ -24,7 +24,8 @@ from pydantic import BaseModel
 
 from app import schemas as bodies
 from app.config import Settings
-from app.errors import CODES, PROBLEM_JSON, Problem
+from app.errors import CODES
+from app.problems import PROBLEM_JSON, Problem
 from app.schemas import MAX_ID
 
 __all__ = ["TAGS", "install_openapi", "problem_responses"]
@@ -113,7 +114,7 @@ def _example(code: str) -> dict[str, Any]:
     entry = CODES[code]
     example: dict[str, Any] = {
         "type": f"https://msgsync.dev/problems/{code.replace('_', '-')}",
-        "title": HTTPStatus(entry.status).phrase,  # as app.errors.problem writes it
+        "title": HTTPStatus(entry.status).phrase,  # as app.problems.problem writes it
         "status": entry.status,
         "detail": entry.meaning,
         "code": code,

@@ -12,7 +12,8 @@ import psycopg
 from argon2 import PasswordHasher
 from fastapi import FastAPI
 
-from app.accounts.auth import current_device, token_digest
+from app.accounts.auth import token_digest
+from app.api.deps import current_device
 from app.db.engine import Database
 from app.inbox.sync import send_message
 

@@ -1,4 +1,5 @@
-"""The `msgsync` command line: --version, its help, migrate's report, retention's --max-age 0."""
+"""The `msgsync` command line: --version, its help, migrate's report, retention's --max-age 0,
+and what retention loads."""
 
 from __future__ import annotations
 
@@ -168,3 +169,31 @@ async def test_retention_max_age_zero_means_zero_not_the_default(
     page = (await client.get("/sync", params={"since": 0}, headers=bob.headers)).json()
     assert [e["data"]["body"] for e in page["entries"]] == ["m0", "m1", "m2"]
     assert page["history_fallback"] is True
+
+
+# `msgsync retention` as the console script runs it, then the top-level packages it loaded
+# among those it must not need.
+_RETENTION_LOADS = """
+import json, sys
+from app.cli import main
+code = main(sys.argv[1:])
+loaded = {name.split(".")[0] for name in sys.modules}
+print(json.dumps(sorted(loaded & {"fastapi", "starlette", "alembic"})))
+sys.exit(code)
+"""
+
+
+def test_retention_loads_no_http_framework_nor_alembic_on_postgresql(postgresql_url: str) -> None:
+    """A cron job's run costs mostly what it imports: the HTTP layer is the server's, and
+    Alembic is for the databases migrated at start (SQLite), not PostgreSQL's."""
+    done = subprocess.run(
+        [sys.executable, "-c", _RETENTION_LOADS, "retention", "--json", "--dry-run"],
+        env={**os.environ, "MSGSYNC_DATABASE_URL": postgresql_url},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report, loaded = done.stdout.splitlines()
+    assert json.loads(report)["dry_run"] is True
+    assert json.loads(loaded) == []

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from app.config import Settings
-from app.errors import _HTTP_CODES, CODES, PROBLEM_JSON
+from app.errors import CODES
 from app.main import create_app
+from app.problems import _HTTP_CODES, PROBLEM_JSON
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app"

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 from starlette.types import Message
 
-from app.accounts.auth import current_device
+from app.api.deps import current_device
 from app.config import Settings
 from app.edge.frontdoor import MAX_REQUEST_ID
 from app.main import create_app

@@ -12,8 +12,8 @@ from pydantic import BaseModel
 
 from app import schemas as bodies
 from app.config import Settings
-from app.errors import PROBLEM_JSON, Problem
 from app.main import create_app
+from app.problems import PROBLEM_JSON, Problem
 from app.schemas import MAX_ID
 from tests.factories import register
 

@@ -1,4 +1,7 @@
-"""Accounts and devices: password hashing, bearer tokens, the current-device dependency."""
+"""Accounts and devices: password hashing, bearer tokens, who a token belongs to.
+
+Free of the HTTP framework (its dependencies are in app.api.deps): `msgsync retention`
+uses the idle-device rule here without loading it."""
 
 from __future__ import annotations
 
@@ -13,12 +16,10 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import CursorResult, Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -29,13 +30,10 @@ from app.errors import AppError
 from app.store import open_store
 
 __all__ = [
-    "CurrentDevice",
-    "DbDep",
     "DeviceContext",
     "Passwords",
     "TokenCache",
     "authenticate",
-    "bearer_scheme",
     "change_password",
     "create_user",
     "delete_device",
@@ -44,6 +42,7 @@ __all__ = [
     "login",
     "logout",
     "token_digest",
+    "token_hash",
     "user_exists",
     "verify_password",
 ]
@@ -121,7 +120,7 @@ def _yield_the_cpu() -> None:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
-def _token_hash(token: str) -> bytes:
+def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
@@ -131,7 +130,7 @@ def token_digest(authorization: str) -> bytes | None:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         return None
-    return _token_hash(token)
+    return token_hash(token)
 
 
 async def create_user(db: Database, passwords: Passwords, user_id: str, password: str) -> None:
@@ -182,7 +181,7 @@ async def login(
             insert(Device).values(
                 device_id=device_id,
                 user_id=user_id,
-                token_hash=_token_hash(token),
+                token_hash=token_hash(token),
                 name=device_name,
                 created_at=now,
                 last_seen_at=now,
@@ -365,40 +364,6 @@ class TokenCache:
             self._by_device.pop(found[0].device_id, None)
 
 
-async def get_db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
-
-
-DbDep = Annotated[Database, Depends(get_db)]
-
-
-# Declares the bearer scheme in the OpenAPI document, so every operation that needs a
-# device carries `security` and Swagger UI offers "Authorize". auto_error=False: a missing
-# or non-bearer header is answered by our own 401 problem below, as before. It parses the
-# header exactly as token_digest does (split at the first space, strip, "bearer" in any
-# case), so the framework and the hot paths (app.edge.hotpaths) agree on what a token is.
-bearer_scheme = HTTPBearer(
-    scheme_name="bearer",
-    description="The `access_token` that `POST /login` returns: "
-    "`Authorization: Bearer <access_token>`.",
-    auto_error=False,
-)
-
-
-async def current_device(
-    request: Request,
-    db: DbDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
-) -> DeviceContext:
-    if credentials is None:
-        raise AppError(401, "unauthorized", "missing bearer token")
-    state = request.app.state
-    return await authenticate(
-        db, state.tokens, state.settings, _token_hash(credentials.credentials)
-    )
-
-
 async def authenticate(
     db: Database, tokens: TokenCache, settings: Settings, digest: bytes
 ) -> DeviceContext:
@@ -446,6 +411,3 @@ async def authenticate(
     device = DeviceContext(row.device_id, row.user_id)
     tokens.put(digest, device, read_at)
     return device
-
-
-CurrentDevice = Annotated[DeviceContext, Depends(current_device)]

@@ -5,9 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.accounts.auth import CurrentDevice, DbDep, DeviceContext, Passwords
+from app.accounts import auth
+from app.accounts.auth import DeviceContext, Passwords
 from app.config import Settings
+from app.db.engine import Database
+from app.errors import AppError
 from app.inbox.acks import AckBatcher
 from app.inbox.wait import LongPolls
 from app.notifier import Notifier
@@ -23,7 +27,47 @@ __all__ = [
     "PasswordsDep",
     "SettingsDep",
     "StoreDep",
+    "bearer_scheme",
+    "current_device",
+    "get_db",
 ]
+
+
+async def get_db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+DbDep = Annotated[Database, Depends(get_db)]
+
+
+# Declares the bearer scheme in the OpenAPI document, so every operation that needs a
+# device carries `security` and Swagger UI offers "Authorize". auto_error=False: a missing
+# or non-bearer header is answered by our own 401 problem below, as before. It parses the
+# header exactly as auth.token_digest does (split at the first space, strip, "bearer" in any
+# case), so the framework and the hot paths (app.edge.hotpaths) agree on what a token is.
+bearer_scheme = HTTPBearer(
+    scheme_name="bearer",
+    description="The `access_token` that `POST /login` returns: "
+    "`Authorization: Bearer <access_token>`.",
+    auto_error=False,
+)
+
+
+async def current_device(
+    request: Request,
+    db: DbDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> DeviceContext:
+    if credentials is None:
+        raise AppError(401, "unauthorized", "missing bearer token")
+    state = request.app.state
+    return await auth.authenticate(
+        db, state.tokens, state.settings, auth.token_hash(credentials.credentials)
+    )
+
+
+CurrentDevice = Annotated[DeviceContext, Depends(current_device)]
 
 
 # Dependencies are coroutines on purpose: FastAPI runs a plain `def` dependency in its thread

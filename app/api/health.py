@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app.api.deps import DbDep, NotifierDep
-from app.errors import problem
+from app.problems import problem
 from app.schemas import Status
 
 router = APIRouter(tags=["health"])

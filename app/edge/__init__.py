@@ -7,7 +7,7 @@
           -> FastAPI                           routers (app.api), error handlers, the rest
 
 Each layer hands what it does not answer to the next; errors come back as the application
-answers them (app.errors). `around` builds the stack from the middle out.
+answers them (app.problems). `around` builds the stack from the middle out.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ __all__ = ["around"]
 
 def around(app: ASGIApp, settings: Settings) -> ASGIApp:
     """The edge's layers around FastAPI's own stack (`app`), as drawn above."""
-    # Imported here, not at the top: app.errors (which the layers use) imports app.edge.paths,
+    # Imported here, not at the top: app.problems (which the layers use) imports app.edge.paths,
     # and `msgsync serve` imports app.edge.server, which must not load prometheus_client
     # (app.metrics) before it has prepared the multiprocess directory (app.multiproc).
     from app.edge import hotpaths

@@ -34,9 +34,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.config import Settings
 from app.edge.limits import read_within, refuse_too_large
 from app.edge.paths import DocumentedPath, documented_paths
-from app.errors import unexpected_error_response
 from app.logs import request_id
 from app.metrics import LATENCIES
+from app.problems import unexpected_error_response
 
 __all__ = ["MAX_REQUEST_ID", "FrontDoor"]
 

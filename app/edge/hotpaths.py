@@ -42,11 +42,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.accounts.auth import DeviceContext, authenticate, token_digest
 from app.edge.limits import replay
-from app.errors import AppError, error_response, unexpected_error_response
+from app.errors import AppError
 from app.groups import send as group_send
 from app.inbox.acks import acknowledge
 from app.inbox.send import deliver
 from app.inbox.wait import LongPolls
+from app.problems import error_response, unexpected_error_response
 from app.schemas import GROUP_ID_MAX_LENGTH, NO_NUL, AckIn, GroupSendIn, SendIn, SyncQuery
 
 __all__ = ["PATHS", "HotPaths"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from starlette.types import Message, Receive, Scope, Send
 
-from app.errors import problem
+from app.problems import problem
 
 __all__ = ["read_within", "refuse_too_large", "replay"]
 

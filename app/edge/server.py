@@ -12,7 +12,7 @@ import os
 import resource
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httptools
 import uvicorn
@@ -20,13 +20,16 @@ import uvicorn._subprocess as uvicorn_subprocess
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.supervisors.multiprocess import SIGNALS as SUPERVISOR_SIGNALS
 
+from app import heap
 from app.config import Settings
-from app.errors import PROBLEM_JSON, problem
 from app.logs import log_config
 from app.multiproc import prepare_multiprocess
 from app.store import backend_for
 
-__all__ = ["DeadlineProtocol", "EdgeProtocol", "serve"]
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+__all__ = ["DeadlineProtocol", "EdgeProtocol", "serve", "serving_app"]
 
 
 def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
@@ -56,7 +59,7 @@ def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
             else:
                 log.info(line)
     uvicorn.run(
-        "app.main:create_app",
+        "app.edge.server:serving_app",
         factory=True,
         host=host,
         port=port,
@@ -132,6 +135,16 @@ def _fork_workers() -> None:
 
     os.register_at_fork(after_in_child=as_before)
     uvicorn_subprocess.spawn = multiprocessing.get_context("fork")  # type: ignore[assignment]
+
+
+def serving_app() -> ASGIApp:
+    """uvicorn's application factory in each process that serves (the one process, or each
+    worker): the garbage collector's settings first, so that they hold while the
+    application is imported and built (app.heap), then the application."""
+    heap.collect_young_less_often()
+    from app.main import create_app
+
+    return create_app()
 
 
 def _raise_open_file_limit() -> None:
@@ -347,6 +360,10 @@ class EdgeProtocol(DeadlineProtocol):
 @functools.cache
 def _head_too_large(max_bytes: int, max_fields: int) -> bytes:
     """The 431 problem's headers and body, once per process."""
+    # Imported here: the rendering of problems loads the HTTP framework, which the server's
+    # supervisor (uvicorn's parent with several workers) never needs; a worker has it already.
+    from app.problems import PROBLEM_JSON, problem
+
     response = problem(
         431,
         "request_head_too_large",

@@ -278,7 +278,7 @@ async def remove_idle_devices(
 ) -> IdleReport:
     """Delete the devices not seen for `idle_days` (MSGSYNC_DEVICE_IDLE_DAYS); 0 does nothing.
 
-    Such devices already answer 401 (app.accounts.auth.current_device); this removes their rows, and
+    Such devices already answer 401 (app.api.deps.current_device); this removes their rows, and
     with them their pushers. None of their tokens can be in a server's token cache: a cached
     token was read less than a minute ago, when its device was not idle. `now` fixes the
     clock (tests).
