@@ -42,6 +42,7 @@ from app.db.migrations import upgrade_to_head
 
 __all__ = [
     "FAST_HASHING",
+    "NO_PREWARM",
     "NO_SEND_RATE",
     "NO_THROTTLE",
     "Server",
@@ -74,6 +75,11 @@ NO_THROTTLE = {
 }
 # Tests send many messages at once from one user, far faster than a person.
 NO_SEND_RATE = {"MSGSYNC_SEND_RATE": "0"}
+# Many servers side by side on one PostgreSQL (a suite's workers, each with its servers):
+# each prewarms its statement pool at start, holding connections it may never use, and
+# together they ran PostgreSQL (100 connections by default) out of connections. A test
+# server opens them as its requests need them.
+NO_PREWARM = {"MSGSYNC_DB_POOL_PREWARM": "false"}
 
 READY_TIMEOUT = 60.0  # a guard against a server that hangs at start, not a measurement
 STOP_GRACE = 20.0  # SIGTERM lets uvicorn finish its requests; then SIGKILL

@@ -36,6 +36,9 @@ NO_THROTTLE = _as_settings(testing.NO_THROTTLE)
 # Tests send many messages at once from one user; tests/test_send_rate.py turns the send
 # rate back on.
 NO_SEND_RATE = _as_settings(testing.NO_SEND_RATE)
+# Each in-process app would open its whole statement pool at start, for a test that uses a
+# connection or two; tests/test_database_outage.py checks the prewarm itself.
+NO_PREWARM = _as_settings(testing.NO_PREWARM)
 
 
 def _pg_down(reason: str) -> None:
@@ -200,7 +203,7 @@ def database_url(request: pytest.FixtureRequest) -> str:
 def make_settings(database_url: str, **overrides: object) -> Settings:
     return Settings(
         database_url=database_url,
-        **{**FAST_HASHING, **NO_THROTTLE, **NO_SEND_RATE, **overrides},  # type: ignore[arg-type]
+        **{**FAST_HASHING, **NO_THROTTLE, **NO_SEND_RATE, **NO_PREWARM, **overrides},  # type: ignore[arg-type]
     )
 
 

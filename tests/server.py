@@ -1,6 +1,6 @@
 """A real msgsync server (uvicorn, one or more processes) for tests that cross HTTP: the
 public harness (app.testing) with the suite's settings (fast hashing, no throttles, no send
-rate; a test's own `env` overrides them)."""
+rate, no prewarmed pool; a test's own `env` overrides them)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,12 @@ from app.testing import Server
 
 __all__ = ["Server", "running_server"]
 
-SUITE_ENV = {**testing.FAST_HASHING, **testing.NO_THROTTLE, **testing.NO_SEND_RATE}
+SUITE_ENV = {
+    **testing.FAST_HASHING,
+    **testing.NO_THROTTLE,
+    **testing.NO_SEND_RATE,
+    **testing.NO_PREWARM,
+}
 
 
 @contextmanager

@@ -22,6 +22,7 @@ import httpx
 import psycopg
 from msgsync_client.testing import (
     FAST_HASHING,
+    NO_PREWARM,
     NO_SEND_RATE,
     NO_THROTTLE,
     Server,
@@ -33,9 +34,10 @@ from msgsync_client.testing import (
 __all__ = ["Adapter", "AdapterDied", "AdapterError", "Backend", "Direct", "adapter_command"]
 
 PASSWORD = "conformance-password"
-# Every scenario registers and logs in fresh users from one address (no throttle), and
-# `Direct.send` fills inboxes far faster than a person sends (no per-user send rate).
-SERVER_ENV = {**FAST_HASHING, **NO_THROTTLE, **NO_SEND_RATE}
+# Every scenario registers and logs in fresh users from one address (no throttle),
+# `Direct.send` fills inboxes far faster than a person sends (no per-user send rate), and
+# the servers run beside the other suites' on one PostgreSQL (connections opened as needed).
+SERVER_ENV = {**FAST_HASHING, **NO_THROTTLE, **NO_SEND_RATE, **NO_PREWARM}
 
 
 def adapter_command() -> list[str]:
