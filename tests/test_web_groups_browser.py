@@ -77,10 +77,12 @@ def screenshot(page: Page, name: str) -> None:
 def send(page: Page, text: str) -> None:
     page.get_by_label("Message", exact=True).fill(text)
     page.get_by_label("Message", exact=True).press("Enter")
-    # Delivered (the server answered) before anyone else writes: the group's order is then
-    # the order of this test's sends.
-    expect(page.locator("#messages li.pending")).to_have_count(0)
+    # Shown (pending at first), then delivered (the server answered) before anyone else
+    # writes: the group's order is then the order of this test's sends. In the other order
+    # the check for no pending message could pass before the page had drawn this one, and
+    # the next sender's message could be stored first.
     expect(page.locator("#messages li.mine .body").last).to_have_text(text)
+    expect(page.locator("#messages li.pending")).to_have_count(0)
 
 
 def wait_for_group_read(server: Server, headers: dict[str, str]) -> None:
