@@ -17,6 +17,10 @@ __all__ = ["main"]
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from app.config import Settings
+
+    # A setting the operator got wrong is said before the server's own modules are loaded.
+    Settings()
     from app.edge import server
 
     return server.serve(
