@@ -13,18 +13,21 @@ from collections.abc import Sequence
 from datetime import timedelta
 from importlib.metadata import PackageNotFoundError, version
 
+from app.bench.options import add_arguments as add_bench_arguments
+
 __all__ = ["main"]
 
 
 def _serve(args: argparse.Namespace) -> int:
     from app.config import Settings
 
-    # A setting the operator got wrong is said before the server's own modules are loaded.
-    Settings()
+    # Read before the server's own modules are loaded: a setting the operator got wrong is
+    # said without loading them.
+    settings = Settings()
     from app.edge import server
 
     return server.serve(
-        host=args.host, port=args.port, workers=args.workers, access_log=args.access_log
+        settings, host=args.host, port=args.port, workers=args.workers, access_log=args.access_log
     )
 
 
@@ -178,10 +181,6 @@ class _CommandsFormatter(argparse.HelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # Here, not at the top: a worker of `serve` imports this module again as its main, and
-    # needs no command's arguments.
-    from app.bench.options import add_arguments as add_bench_arguments
-
     parser = argparse.ArgumentParser(
         prog="msgsync",
         description="msgsync: an offline-message sync server for a messenger (one-to-one and "

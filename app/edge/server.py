@@ -32,8 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["DeadlineProtocol", "EdgeProtocol", "serve", "serving_app"]
 
 
-def serve(host: str, port: int, workers: int, access_log: bool = False) -> int:
-    settings = Settings()
+def serve(settings: Settings, host: str, port: int, workers: int, access_log: bool = False) -> int:
     database = backend_for(settings)
     if workers > 1 and database.serves_one_process:
         print(
